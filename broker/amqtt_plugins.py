@@ -1,0 +1,66 @@
+"""amqtt plugins that enforce the fleet's identities and ACL (amqtt's own ACL has no %u patterns)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from amqtt.contexts import Action, BaseContext
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.session import Session
+
+from broker.acl import FleetAcl
+from protocol.identity import check_password, role_of
+from protocol.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+class FleetAuthPlugin(BaseAuthPlugin):
+    """Accepts a user whose password is derived from the fleet secret (or anyone, if allowed)."""
+
+    @dataclass
+    class Config:
+        secret: str = ""
+        allow_anonymous: bool = False
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        self._secret = self.config.secret.encode()
+        self._anonymous = self.config.allow_anonymous
+
+    async def authenticate(self, *, session: Session) -> bool:
+        if self._anonymous:
+            return True
+        username = session.username
+        ok = bool(self._secret) and role_of(username) is not None
+        ok = ok and username is not None and check_password(self._secret, username, session.password)
+        if not ok:
+            log.warning("refused login of %r", username)
+        return ok
+
+
+class FleetAclPlugin(BaseTopicPlugin):
+    """Lets each user publish and read only what its role allows under the fleet's topic root."""
+
+    @dataclass
+    class Config:
+        topic_prefix: str = "fleetroom"
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        self._acl = FleetAcl(Topics(self.config.topic_prefix))
+
+    async def topic_filtering(
+        self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
+    ) -> bool:
+        if session is None or topic is None:
+            return False
+        username = session.username
+        if action == Action.PUBLISH:
+            allowed = self._acl.may_publish(username, topic)
+        else:
+            allowed = self._acl.may_read(username, topic)
+        if not allowed and action != Action.RECEIVE:
+            log.warning("denied %s of %r on %r", action, username, topic)
+        return allowed

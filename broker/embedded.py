@@ -1,0 +1,137 @@
+"""The zero-setup broker: amqtt 0.12.1 in this process, on 127.0.0.1 and a port of your choice."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from amqtt.broker import Broker
+
+from protocol.topics import DEFAULT_PREFIX, Topics
+
+QUIET_LOGGERS = ("amqtt", "transitions")
+
+
+def quiet_broker_logging() -> None:
+    """amqtt and transitions log about nine INFO lines per connection: keep them at WARNING."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    """How to run the embedded broker."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    allow_anonymous: bool = False
+    secret: bytes = b""
+    topic_prefix: str = DEFAULT_PREFIX
+    max_connections: int = 0  # 0: no limit
+
+    def __post_init__(self) -> None:
+        Topics(self.topic_prefix)  # raises TopicError on a bad prefix
+        if not self.allow_anonymous and not self.secret:
+            raise ValueError("the broker needs a fleet secret unless anonymous access is allowed")
+
+
+def amqtt_config(settings: BrokerSettings) -> dict[str, Any]:
+    """An explicit amqtt config: our listener, our plugins, nothing from amqtt's defaults."""
+    plugins: dict[str, Any] = {
+        "broker.amqtt_plugins.FleetAuthPlugin": {
+            "secret": settings.secret.decode(),
+            "allow_anonymous": settings.allow_anonymous,
+        }
+    }
+    if not settings.allow_anonymous:
+        plugins["broker.amqtt_plugins.FleetAclPlugin"] = {"topic_prefix": settings.topic_prefix}
+    return {
+        "listeners": {
+            "default": {
+                "type": "tcp",
+                "bind": f"{settings.host}:{settings.port}",
+                "max_connections": settings.max_connections,
+            }
+        },
+        "plugins": plugins,
+    }
+
+
+def bound_port(broker: Broker) -> int:
+    """The TCP port the default listener really bound (the one to use when asking for port 0).
+
+    amqtt exposes listeners only through the private `_servers` map; this is the one place
+    that reads it, so an amqtt upgrade breaks here and nowhere else (amqtt is pinned).
+    """
+    server = broker._servers["default"]  # private: see docstring
+    sockets = getattr(server.instance, "sockets", None) or ()
+    for sock in sockets:
+        return int(sock.getsockname()[1])
+    raise RuntimeError("the embedded broker has no bound socket")
+
+
+class EmbeddedBroker:
+    """An async context manager that runs amqtt until the block ends.
+
+    Build it inside the running loop. `port` is the real port after entry; `restart()` stops
+    and starts it on the same port (for tests of reconnection).
+    """
+
+    def __init__(self, settings: BrokerSettings | None = None) -> None:
+        self.settings = settings or BrokerSettings(allow_anonymous=True)
+        self._broker: Broker | None = None
+        self.port: int = 0
+
+    @property
+    def host(self) -> str:
+        return self.settings.host
+
+    async def start(self) -> None:
+        """Start listening (on the remembered port after a restart)."""
+        quiet_broker_logging()
+        port = self.port or self.settings.port
+        config = amqtt_config(_with_port(self.settings, port))
+        self._broker = Broker(config, loop=asyncio.get_running_loop())
+        await self._broker.start()
+        self.port = bound_port(self._broker)
+
+    async def stop(self) -> None:
+        """Close every connection and stop listening."""
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            await broker.shutdown()
+
+    async def restart(self) -> None:
+        """Stop, then start again on the same port."""
+        await self.stop()
+        await self.start()
+
+    @property
+    def running(self) -> bool:
+        return self._broker is not None
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+def _with_port(settings: BrokerSettings, port: int) -> BrokerSettings:
+    return BrokerSettings(
+        host=settings.host,
+        port=port,
+        allow_anonymous=settings.allow_anonymous,
+        secret=settings.secret,
+        topic_prefix=settings.topic_prefix,
+        max_connections=settings.max_connections,
+    )

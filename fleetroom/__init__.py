@@ -1,0 +1,1 @@
+"""The fleetroom command line: composes the broker, fleet, dispatcher and control room."""

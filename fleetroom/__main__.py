@@ -1,0 +1,9 @@
+"""`python -m fleetroom`."""
+
+from __future__ import annotations
+
+import sys
+
+from fleetroom.cli import main
+
+sys.exit(main())

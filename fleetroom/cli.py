@@ -1,0 +1,62 @@
+"""`fleetroom`: one entry point whose sub-commands live in `fleetroom.commands.*`.
+
+Each command module has a docstring (its help), `add_arguments(parser)` and `run(args) -> int`.
+Errors a user can fix end in one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from fleetroom import commands
+from fleetroom.common import CliError
+
+ORDER = ("demo", "broker", "vehicles", "dispatcher", "submit", "tui", "loadtest", "schema")
+
+
+def _command_modules() -> dict[str, ModuleType]:
+    names = [m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")]
+    names.sort(key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+    return {name: importlib.import_module(f"fleetroom.commands.{name}") for name in names}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = argparse.ArgumentParser(
+        prog="fleetroom",
+        description="Parked electric cars as one distributed AI datacenter: broker, fleet, "
+        "dispatcher and a terminal control room, over MQTT.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in _command_modules().items():
+        doc = (module.__doc__ or name).strip()
+        summary = doc.splitlines()[0]
+        command = sub.add_parser(
+            name, help=summary, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = int(args._run(args))
+    except CliError as exc:
+        print(f"fleetroom {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

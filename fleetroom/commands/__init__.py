@@ -1,0 +1,1 @@
+"""One module per `fleetroom` sub-command, discovered by `fleetroom.cli`."""

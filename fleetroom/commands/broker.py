@@ -1,0 +1,101 @@
+"""Run the embedded amqtt broker in the foreground, or write an equivalent Mosquitto config.
+
+By default the broker requires fleet credentials: each user's password is derived from the
+fleet secret (--secret-file, $FLEETROOM_SECRET, or .fleetroom/secret, created if missing).
+Cars may write only under their own name; `--anonymous` opens it up (the demo does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from fleetroom.common import CliError, read_secret, run_async, setup_logging, topics_from
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=1883, help="port to bind; 0 picks a free one (default: %(default)s)")
+    parser.add_argument("--port-file", type=Path, help="write the bound port to this file once listening")
+    parser.add_argument("--anonymous", action="store_true", help="allow anyone to connect and publish anywhere")
+    parser.add_argument("--topic-prefix", default="fleetroom", help="topic prefix the ACL applies to (default: %(default)s)")
+    parser.add_argument("--secret-file", type=Path, help="fleet secret file (created if missing)")
+    parser.add_argument(
+        "--write-mosquitto-config", type=Path, metavar="DIR",
+        help="write mosquitto.conf, passwd and acl for the same security into DIR, then exit",
+    )
+    parser.add_argument("--user", action="append", default=[], metavar="NAME",
+                        help="with --write-mosquitto-config: a car or gateway (gw-*) user to add; repeatable")
+    parser.add_argument("--users-file", type=Path, help="with --write-mosquitto-config: user names, one per line")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+
+
+def _write_config(args: argparse.Namespace) -> int:
+    from broker.mosquitto_config import write_mosquitto_config
+    from protocol.identity import Role, role_of
+
+    secret = read_secret(args.secret_file, create=True)
+    assert secret is not None
+    names = list(args.user)
+    if args.users_file is not None:
+        try:
+            names += [line.strip() for line in args.users_file.read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            raise CliError(f"cannot read --users-file {args.users_file}: {exc.strerror}") from None
+    bad = [n for n in names if role_of(n) not in (Role.VEHICLE, Role.GATEWAY)]
+    if bad:
+        raise CliError(f"not a car or gateway user name: {bad[0]!r}")
+    gateways = [n for n in names if role_of(n) is Role.GATEWAY]
+    vehicles = [n for n in names if role_of(n) is Role.VEHICLE]
+    port = args.port or 1883
+    paths = write_mosquitto_config(
+        args.write_mosquitto_config, secret, topics_from(args),
+        vehicles=vehicles, gateways=gateways, port=port, host=args.host,
+    )
+    for path in paths:
+        print(path)
+    print(f"run: mosquitto -c {paths[0]}", file=sys.stderr)
+    return 0
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from broker.embedded import BrokerSettings, EmbeddedBroker
+
+    secret = None if args.anonymous else read_secret(args.secret_file, create=True)
+    try:
+        settings = BrokerSettings(
+            host=args.host, port=args.port, allow_anonymous=args.anonymous,
+            secret=secret or b"", topic_prefix=topics_from(args).prefix,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        broker = EmbeddedBroker(settings)
+        await broker.start()
+    except Exception as exc:  # amqtt wraps bind errors in its own BrokerError
+        raise CliError(f"cannot start the broker on {args.host}:{args.port}: {exc}") from None
+    try:
+        mode = "anonymous" if args.anonymous else "fleet credentials required"
+        print(f"fleetroom broker: listening on mqtt://{args.host}:{broker.port} ({mode})", flush=True)
+        if args.port_file is not None:
+            args.port_file.write_text(f"{broker.port}\n")
+        await stop.wait()
+    finally:
+        await broker.stop()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+    if not 0 <= args.port <= 65535:
+        raise CliError(f"--port {args.port} is not a TCP port")
+    if args.write_mosquitto_config is not None:
+        return _write_config(args)
+    return run_async(_serve(args))

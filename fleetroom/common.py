@@ -1,0 +1,128 @@
+"""What every sub-command shares: broker and secret flags, logging, and clean failures."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mqttlink import BROKER_ENV, BrokerUnreachable, BrokerUrl, BrokerUrlError, broker_url_from
+from protocol.identity import SECRET_ENV, derive_password
+from protocol.topics import DEFAULT_PREFIX, TopicError, Topics
+
+T = TypeVar("T")
+DEFAULT_SECRET_FILE = Path(".fleetroom/secret")
+DEFAULT_LOCAL_BROKER = "mqtt://127.0.0.1:1883"
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--broker`, `--topic-prefix`, `--secret-file` and `-v`, the same on every command."""
+    group = parser.add_argument_group("broker")
+    group.add_argument(
+        "--broker",
+        metavar="URL",
+        help=f"MQTT 3.1.1 broker as mqtt://[user:pass@]host:port (default: ${BROKER_ENV}, "
+        f"else {DEFAULT_LOCAL_BROKER})",
+    )
+    group.add_argument(
+        "--topic-prefix",
+        default=os.environ.get("FLEETROOM_TOPIC_PREFIX", DEFAULT_PREFIX),
+        help="topic prefix; the versioned root is PREFIX/v1 (default: %(default)s)",
+    )
+    group.add_argument(
+        "--secret-file",
+        type=Path,
+        help=f"fleet secret from which per-user passwords are derived (default: ${SECRET_ENV}, "
+        f"else {DEFAULT_SECRET_FILE} if it exists; none means anonymous)",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+
+
+def topics_from(args: argparse.Namespace) -> Topics:
+    """The topic map named by `--topic-prefix`."""
+    try:
+        return Topics(args.topic_prefix)
+    except TopicError as exc:
+        raise CliError(f"bad --topic-prefix: {exc}") from None
+
+
+def read_secret(path: Path | None, *, create: bool = False) -> bytes | None:
+    """The fleet secret from `path`, $FLEETROOM_SECRET or the default file; None if there is none."""
+    if path is None and os.environ.get(SECRET_ENV):
+        return os.environ[SECRET_ENV].encode()
+    target = path or DEFAULT_SECRET_FILE
+    if target.exists():
+        try:
+            text = target.read_text().strip()
+        except OSError as exc:
+            raise CliError(f"cannot read secret file {target}: {exc.strerror}") from None
+        if not text:
+            raise CliError(f"secret file {target} is empty")
+        return text.encode()
+    if path is not None and not create:
+        raise CliError(f"secret file {path} does not exist")
+    if not create:
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    text = secrets.token_urlsafe(32)
+    target.write_text(text + "\n")
+    target.chmod(0o600)
+    return text.encode()
+
+
+def broker_for(args: argparse.Namespace, username: str | None) -> BrokerUrl:
+    """The broker URL from the flags, logged in as `username` when the URL names nobody.
+
+    A password is derived from the fleet secret if there is one; otherwise the connection is
+    anonymous (which the embedded demo broker allows).
+    """
+    try:
+        url = broker_url_from(args.broker) or broker_url_from(DEFAULT_LOCAL_BROKER)
+    except BrokerUrlError as exc:
+        raise CliError(str(exc)) from None
+    assert url is not None
+    if url.username or username is None:
+        return url
+    secret = read_secret(args.secret_file)
+    if secret is None:
+        return url
+    return url.with_credentials(username, derive_password(secret, username))
+
+
+def setup_logging(verbose: int, log_file: Path | None = None) -> None:
+    """Log to stderr (or to `log_file`, as the TUI requires); amqtt and transitions at WARNING."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler: logging.Handler
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("amqtt", "transitions"):
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; broker failures at start-up become one-line errors."""
+    try:
+        return asyncio.run(coro)
+    except BrokerUnreachable as exc:
+        raise CliError(str(exc)) from None

@@ -1,0 +1,33 @@
+"""The MQTT client helper every fleetroom part uses: URLs, client ids, Last Will, reconnection."""
+
+from __future__ import annotations
+
+from mqttlink.backoff import Backoff
+from mqttlink.client import (
+    BrokerUnreachable,
+    LinkEvent,
+    LinkState,
+    check_broker,
+    describe_error,
+    make_client,
+    new_client_id,
+    stay_connected,
+)
+from mqttlink.url import BROKER_ENV, BrokerUrl, BrokerUrlError, broker_url_from, parse_broker_url
+
+__all__ = [
+    "BROKER_ENV",
+    "Backoff",
+    "BrokerUnreachable",
+    "BrokerUrl",
+    "BrokerUrlError",
+    "LinkEvent",
+    "LinkState",
+    "broker_url_from",
+    "check_broker",
+    "describe_error",
+    "make_client",
+    "new_client_id",
+    "parse_broker_url",
+    "stay_connected",
+]

@@ -1,0 +1,152 @@
+"""The one MQTT client helper: unique ids, a Last Will, reconnection with backoff and jitter.
+
+Every long-lived connection in fleetroom is `stay_connected(url, client_id, session)`: a loop
+around a fresh aiomqtt client, as aiomqtt recommends. `session(client)` subscribes and serves;
+it is called again after each reconnect, so it must (re)subscribe every time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import aiomqtt
+
+from mqttlink.backoff import Backoff
+from mqttlink.url import BrokerUrl
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnreachable(RuntimeError):
+    """The broker cannot be used at start-up; the message is one line for the user."""
+
+
+class LinkState(StrEnum):
+    """Where a connection is in its life."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEvent:
+    """A change of connection state, with the reason when it was lost."""
+
+    state: LinkState
+    reason: str = ""
+    attempt: int = 0
+
+
+Session = Callable[[aiomqtt.Client], Awaitable[None]]
+StateCallback = Callable[[LinkEvent], None]
+
+
+def new_client_id(role: str) -> str:
+    """A client id that is unique across processes and machines and safe as a topic level."""
+    return f"{role}-{os.getpid() % 100000}-{secrets.token_hex(4)}"
+
+
+def make_client(
+    url: BrokerUrl,
+    client_id: str,
+    *,
+    will: aiomqtt.Will | None = None,
+    keepalive: int = 30,
+    max_queued_incoming: int | None = None,
+    timeout: float = 10.0,
+) -> aiomqtt.Client:
+    """An MQTT 3.1.1 aiomqtt client for `url`; must be created inside the running loop."""
+    return aiomqtt.Client(
+        hostname=url.host,
+        port=url.port,
+        username=url.username,
+        password=url.password,
+        identifier=client_id,
+        protocol=aiomqtt.ProtocolVersion.V311,
+        will=will,
+        clean_session=True,
+        keepalive=keepalive,
+        timeout=timeout,
+        max_queued_incoming_messages=max_queued_incoming,
+    )
+
+
+def describe_error(url: BrokerUrl, exc: BaseException) -> str:
+    """One line that says why `url` could not be used."""
+    text = str(exc) or type(exc).__name__
+    lowered = text.lower()
+    if "not authori" in lowered or "bad user name" in lowered or "code:5" in lowered or "code:4" in lowered:
+        who = url.username or "anonymous"
+        return f"the MQTT broker at {url} refused the login of {who!r}: {text}"
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, OSError) and cause.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH):
+        return f"cannot reach the MQTT broker at {url}: connection refused (is it running?)"
+    if isinstance(cause, socket.gaierror):
+        return f"cannot reach the MQTT broker at {url}: unknown host {url.host!r}"
+    if "refused" in lowered:
+        return f"cannot reach the MQTT broker at {url}: connection refused (is it running?)"
+    return f"cannot use the MQTT broker at {url}: {text}"
+
+
+async def check_broker(url: BrokerUrl, client_id: str | None = None, timeout: float = 5.0) -> None:
+    """Connect once and leave; raise `BrokerUnreachable` with one clear line if that fails."""
+    client = make_client(url, client_id or new_client_id("probe"), timeout=timeout)
+    try:
+        async with asyncio.timeout(timeout + 1):
+            async with client:
+                return
+    except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+        raise BrokerUnreachable(describe_error(url, exc)) from None
+
+
+async def stay_connected(
+    url: BrokerUrl,
+    client_id: str,
+    session: Session,
+    *,
+    will: aiomqtt.Will | None = None,
+    on_state: StateCallback | None = None,
+    backoff: Backoff | None = None,
+    must_connect_first: bool = True,
+    keepalive: int = 30,
+    max_queued_incoming: int | None = None,
+) -> None:
+    """Run `session` on a connected client until it returns, reconnecting whenever it is lost.
+
+    With `must_connect_first`, a failure of the very first attempt raises `BrokerUnreachable`
+    (fail loud at start-up); afterwards every loss is retried with backoff and jitter.
+    """
+    backoff = backoff or Backoff()
+    notify = on_state or (lambda event: None)
+    connected_once = False
+    notify(LinkEvent(LinkState.CONNECTING))
+    while True:
+        client = make_client(
+            url, client_id, will=will, keepalive=keepalive, max_queued_incoming=max_queued_incoming
+        )
+        try:
+            async with client:
+                connected_once = True
+                backoff.reset()
+                notify(LinkEvent(LinkState.CONNECTED))
+                await session(client)
+                notify(LinkEvent(LinkState.CLOSED))
+                return
+        except (aiomqtt.MqttError, OSError) as exc:
+            reason = describe_error(url, exc)
+            if not connected_once and must_connect_first:
+                raise BrokerUnreachable(reason) from None
+            delay = backoff.next_delay()
+            log.info("%s: connection lost (%s); retrying in %.1fs", client_id, reason, delay)
+            notify(LinkEvent(LinkState.RECONNECTING, reason, backoff.attempt))
+            await asyncio.sleep(delay)

@@ -1,0 +1,58 @@
+"""The essay's reference machines and its arithmetic, labelled as claims.
+
+Every part that shows "how big is this datacenter" (the control room, the demo summary, the
+load-test report) uses these figures, so that a million HW5 cars read 11,363 Fugakus and
+1,820 El Capitans everywhere, exactly as the essay computes (whole machines, rounded down).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INT8_VS_FP64_NOTE = (
+    "Scenario arithmetic from the essay: peak int8 TOPS compared with FP64 FLOPS. "
+    "They are not like for like; an HPL EFLOPS is 64-bit floating point."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceMachine:
+    """A machine the essay compares the fleet with; `tops` is its figure taken as TOPS."""
+
+    name: str
+    tops: float
+    stated_as: str
+    power_mw: float | None
+    source: str
+
+
+FUGAKU = ReferenceMachine("Fugaku", 440_000.0, "0.44 EFLOPS", 29.0, "essay, as stated")
+FRONTIER = ReferenceMachine("Frontier", 1_200_000.0, "1.2 EFLOPS", 21.0, "essay, as stated")
+EL_CAPITAN = ReferenceMachine(
+    "El Capitan", 2_746_000.0, "2.746 EFLOPS peak (1.742 HPL)", None, "essay: #1 in June 2025, peak"
+)
+H100 = ReferenceMachine("H100", 2_000.0, "about 2,000 TOPS int8", 0.0007, "essay, as stated")
+
+REFERENCE_MACHINES: tuple[ReferenceMachine, ...] = (FUGAKU, FRONTIER, EL_CAPITAN)
+
+
+def machines_equivalent(total_tops: float, machine: ReferenceMachine) -> int:
+    """How many whole `machine`s `total_tops` equals, rounded down as the essay does."""
+    if total_tops <= 0:
+        return 0
+    # Round before flooring so 5e9 / 4.4e5 = 11363.63... and exact multiples are not lost to
+    # binary floating point (e.g. 2 * 440000 / 440000 must be 2, not 1.9999999).
+    return int(round(total_tops / machine.tops, 9) // 1)
+
+
+def equivalences(total_tops: float) -> dict[str, int]:
+    """The fleet's total as whole Fugakus, Frontiers and El Capitans (peak)."""
+    return {m.name: machines_equivalent(total_tops, m) for m in REFERENCE_MACHINES}
+
+
+def format_tops(tops: float) -> str:
+    """A TOPS figure with a readable unit: 1.2 k, 5.0 M, 20.0 G TOPS."""
+    for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if tops >= scale:
+            return f"{tops / scale:,.1f} {unit}TOPS"
+    return f"{tops:,.0f} TOPS"

@@ -1,0 +1,61 @@
+"""Shared fixtures: a fresh topic root per test and real brokers on ephemeral ports."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from protocol.topics import Topics
+from tests.support.brokers import MOSQUITTO, TestBroker, embedded_broker, mosquitto_broker
+
+logging.getLogger("amqtt").setLevel(logging.WARNING)
+logging.getLogger("transitions").setLevel(logging.WARNING)
+
+
+@pytest.fixture
+def topics() -> Topics:
+    """A topic root no other test uses."""
+    return Topics(f"t{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+async def amqtt_broker(topics: Topics) -> AsyncIterator[TestBroker]:
+    """An anonymous embedded amqtt broker on 127.0.0.1, port 0."""
+    async with embedded_broker(topics) as broker:
+        yield broker
+
+
+@pytest.fixture(params=["amqtt", "mosquitto"])
+async def any_broker(request: pytest.FixtureRequest, topics: Topics, tmp_path: Path) -> AsyncIterator[TestBroker]:
+    """The same test on anonymous embedded amqtt and on a real mosquitto process."""
+    if request.param == "amqtt":
+        async with embedded_broker(topics) as broker:
+            yield broker
+    else:
+        if MOSQUITTO is None:
+            pytest.fail("mosquitto is not installed; .ci/run installs Debian's mosquitto")
+        async with mosquitto_broker(topics, tmp_path / "mosquitto") as broker:
+            yield broker
+
+
+SECRET = b"test-fleet-secret"
+
+
+@pytest.fixture(params=["amqtt", "mosquitto"])
+async def secure_broker(request: pytest.FixtureRequest, topics: Topics, tmp_path: Path) -> AsyncIterator[TestBroker]:
+    """A broker enforcing fleet auth and ACL: the amqtt plugins, or mosquitto with our files."""
+    if request.param == "amqtt":
+        async with embedded_broker(topics, SECRET) as broker:
+            yield broker
+    else:
+        if MOSQUITTO is None:
+            pytest.fail("mosquitto is not installed; .ci/run installs Debian's mosquitto")
+        async with mosquitto_broker(
+            topics, tmp_path / "mosquitto", SECRET,
+            vehicles=("car-aa", "car-bb"), gateways=("gw-0",),
+        ) as broker:
+            yield broker

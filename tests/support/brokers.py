@@ -1,0 +1,137 @@
+"""Real brokers for tests: embedded amqtt on port 0, or a mosquitto process with our config."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from broker.embedded import BrokerSettings, EmbeddedBroker
+from broker.mosquitto_config import write_mosquitto_config
+from mqttlink import BrokerUrl
+from protocol.identity import derive_password
+from protocol.topics import Topics
+
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago (for mosquitto, which cannot report port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_listening(port: int, timeout: float = 10.0) -> None:
+    """Wait until something accepts TCP connections on 127.0.0.1:port."""
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.02)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return
+
+
+@dataclass
+class TestBroker:
+    """A running broker as tests see it: where it is, its topic root, and how to log in."""
+
+    kind: str
+    port: int
+    topics: Topics
+    secret: bytes | None
+    _embedded: EmbeddedBroker | None = None
+    _mosquitto: MosquittoProcess | None = None
+
+    def url(self, username: str | None = None) -> BrokerUrl:
+        """A URL for this broker, logged in as `username` with its derived password."""
+        if username is None or self.secret is None:
+            return BrokerUrl("127.0.0.1", self.port, username, None)
+        return BrokerUrl("127.0.0.1", self.port, username, derive_password(self.secret, username))
+
+    async def stop(self) -> None:
+        if self._embedded is not None:
+            await self._embedded.stop()
+        if self._mosquitto is not None:
+            await self._mosquitto.stop()
+
+    async def start(self) -> None:
+        if self._embedded is not None:
+            await self._embedded.start()
+        if self._mosquitto is not None:
+            await self._mosquitto.start()
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+
+@dataclass
+class MosquittoProcess:
+    """A mosquitto child process with the config `fleetroom broker --write-mosquitto-config` writes."""
+
+    directory: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = field(default=None)
+
+    async def start(self) -> None:
+        assert MOSQUITTO is not None, "mosquitto is not installed (.ci/run installs it)"
+        log = open(self.directory / "mosquitto.log", "ab")  # noqa: SIM115 - owned by the process
+        self.process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.directory / "mosquitto.conf")], stdout=log, stderr=log
+        )
+        await wait_listening(self.port)
+
+    async def stop(self) -> None:
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            await asyncio.to_thread(proc.wait, 10)
+
+
+@asynccontextmanager
+async def embedded_broker(topics: Topics, secret: bytes | None = None) -> AsyncIterator[TestBroker]:
+    """Embedded amqtt on 127.0.0.1 port 0; anonymous unless a secret is given."""
+    settings = BrokerSettings(
+        port=0, allow_anonymous=secret is None, secret=secret or b"", topic_prefix=topics.prefix
+    )
+    broker = EmbeddedBroker(settings)
+    await broker.start()
+    try:
+        yield TestBroker("amqtt", broker.port, topics, secret, _embedded=broker)
+    finally:
+        await broker.stop()
+
+
+@asynccontextmanager
+async def mosquitto_broker(
+    topics: Topics, directory: Path, secret: bytes | None = None, vehicles: tuple[str, ...] = (),
+    gateways: tuple[str, ...] = (),
+) -> AsyncIterator[TestBroker]:
+    """A real mosquitto on a free 127.0.0.1 port, secured by our generated files (or anonymous)."""
+    port = free_port()
+    if secret is not None:
+        write_mosquitto_config(
+            directory, secret, topics, vehicles=vehicles, gateways=gateways, port=port
+        )
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "mosquitto.conf").write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "max_queued_messages 100000\n"
+        )
+    proc = MosquittoProcess(directory, port)
+    await proc.start()
+    try:
+        yield TestBroker("mosquitto", port, topics, secret, _mosquitto=proc)
+    finally:
+        await proc.stop()
