@@ -18,10 +18,14 @@ from fleetroom.common import CliError, read_secret, run_async, setup_logging, to
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=1883, help="port to bind; 0 picks a free one (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=1883, help="port to bind; 0 picks a free one (default: %(default)s)"
+    )
     parser.add_argument("--port-file", type=Path, help="write the bound port to this file once listening")
     parser.add_argument("--anonymous", action="store_true", help="allow anyone to connect and publish anywhere")
-    parser.add_argument("--topic-prefix", default="fleetroom", help="topic prefix the ACL applies to (default: %(default)s)")
+    parser.add_argument(
+        "--topic-prefix", default="fleetroom", help="topic prefix the ACL applies to (default: %(default)s)"
+    )
     parser.add_argument("--secret-file", type=Path, help="fleet secret file (created if missing)")
     parser.add_argument(
         "--write-mosquitto-config", type=Path, metavar="DIR",

@@ -6,8 +6,8 @@ import asyncio
 import shutil
 import socket
 import subprocess
-from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
