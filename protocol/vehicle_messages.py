@@ -98,6 +98,7 @@ class VehicleStatus(Message):
     hardware: HardwareGeneration | None = None
     gateway: Identifier | None = None  # set when the car shares a fleet connection
     reason: Text = ""
+    owner_id: Identifier | None = None  # pseudonymous owner, for per-owner earnings; None = the car's own
 
 
 class ConnectionStatus(Message):
