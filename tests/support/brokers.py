@@ -45,6 +45,8 @@ async def wait_listening(port: int, timeout: float = 10.0) -> None:
 class TestBroker:
     """A running broker as tests see it: where it is, its topic root, and how to log in."""
 
+    __test__ = False  # not a test class, despite its name
+
     kind: str
     port: int
     topics: Topics
