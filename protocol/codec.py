@@ -6,7 +6,7 @@ from typing import Annotated, Final
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from protocol.base import MAX_PAYLOAD_BYTES
+from protocol.base import MAX_PAYLOAD_BYTES, Message
 from protocol.fleet_messages import AddCars, CancelJob, DriveAway, FleetSummary, SetPolicy
 from protocol.job_messages import (
     JobState,
@@ -51,7 +51,7 @@ AnyMessage = Annotated[
 
 MESSAGE_ADAPTER: Final[TypeAdapter[AnyMessage]] = TypeAdapter(AnyMessage)
 
-CHANNEL_KINDS: Final[dict[Channel, frozenset[type]]] = {
+CHANNEL_KINDS: Final[dict[Channel, frozenset[type[Message]]]] = {
     Channel.VEHICLE_STATUS: frozenset({VehicleStatus}),
     Channel.TELEMETRY: frozenset({VehicleTelemetry}),
     Channel.OFFER: frozenset({ComputeOffer, OfferWithdrawal}),

@@ -1,0 +1,97 @@
+"""JSON Schemas of every message and an AsyncAPI 2.6 document of the topic map.
+
+They let anyone use the fleet from any MQTT client: `fleetroom schema --out DIR`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, get_args
+
+from pydantic import BaseModel
+
+from protocol.base import SCHEMA_VERSION
+from protocol.codec import CHANNEL_KINDS, AnyMessage
+from protocol.topics import Channel, Topics
+
+# channel -> (topic template below the root, publisher, QoS, retained, description)
+CHANNEL_DOCS: dict[Channel, tuple[str, str, int, bool, str]] = {
+    Channel.VEHICLE_STATUS: ("vehicles/{vehicleId}/status", "vehicle", 1, True,
+                             "Liveness of one car; its `offline` form is the car's Last Will."),
+    Channel.TELEMETRY: ("vehicles/{vehicleId}/telemetry", "vehicle", 0, False,
+                        "Periodic telemetry, fields named after fleet-telemetry signals."),
+    Channel.OFFER: ("vehicles/{vehicleId}/offer", "vehicle", 1, False,
+                    "Compute offers (ClassAd-like) and their withdrawal."),
+    Channel.SHARDS: ("vehicles/{vehicleId}/shards", "vehicle", 1, False,
+                     "Shard progress with checkpoints, results, preemptions and refusals."),
+    Channel.COMMANDS: ("commands/{vehicleId}", "dispatcher", 1, False,
+                       "Shard assignments and cancellations addressed to one car."),
+    Channel.CONNECTION_STATUS: ("connections/{clientId}/status", "any process", 1, True,
+                                "Liveness of a fleet gateway, dispatcher or control room (Last Will)."),
+    Channel.JOB_SUBMIT: ("jobs/submit", "operator", 1, False, "Job submissions."),
+    Channel.JOB_STATE: ("jobs/{jobId}/state", "dispatcher", 1, True,
+                        "The ledger's view of one job; a rejected submission says why here."),
+    Channel.SUMMARY: ("dispatcher/summary", "dispatcher", 1, True, "Fleet aggregates, once a second."),
+    Channel.DISPATCHER_CONTROL: ("control/dispatcher", "operator", 1, False, "Policy changes, job cancellation."),
+    Channel.FLEET_CONTROL: ("control/fleet", "operator", 1, False, "Drive a car away; add cars."),
+}
+
+PARAMETERS = {
+    "vehicleId": "A car's pseudonymous id (never VIN-like).",
+    "clientId": "A process connection's client id.",
+    "jobId": "The id the submitter chose for its job.",
+}
+
+
+def message_models() -> list[type[BaseModel]]:
+    """Every wire message class, in the order of the union."""
+    return list(get_args(get_args(AnyMessage)[0]))
+
+
+def message_schemas() -> dict[str, dict[str, Any]]:
+    """kind -> JSON Schema (validation mode) of that message."""
+    out: dict[str, dict[str, Any]] = {}
+    for model in message_models():
+        kind = model.model_fields["kind"].default
+        schema = model.model_json_schema(mode="validation")
+        schema["$id"] = f"https://fleetroom.invalid/schema/v{SCHEMA_VERSION}/{kind}.json"
+        out[str(kind)] = schema
+    return out
+
+
+def asyncapi_document(topics: Topics) -> dict[str, Any]:
+    """An AsyncAPI 2.6 description of the fleet's topics under `topics.root`."""
+    schemas = message_schemas()
+    channels: dict[str, Any] = {}
+    for channel, (template, publisher, qos, retained, text) in CHANNEL_DOCS.items():
+        kinds = sorted(str(m.model_fields["kind"].default) for m in CHANNEL_KINDS[channel])
+        refs = [{"$ref": f"#/components/messages/{k}"} for k in kinds]
+        params = {p: {"description": PARAMETERS[p], "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"}}
+                  for p in PARAMETERS if "{" + p + "}" in template}
+        entry: dict[str, Any] = {
+            "description": f"{text} Published by: {publisher}.",
+            "subscribe": {
+                "operationId": f"receive_{channel.value}",
+                "bindings": {"mqtt": {"qos": qos, "retain": retained}},
+                "message": refs[0] if len(refs) == 1 else {"oneOf": refs},
+            },
+        }
+        if params:
+            entry["parameters"] = params
+        channels[f"{topics.root}/{template}"] = entry
+    messages = {
+        kind: {"name": kind, "contentType": "application/json", "payload": {"$ref": f"#/components/schemas/{kind}"}}
+        for kind in schemas
+    }
+    return {
+        "asyncapi": "2.6.0",
+        "info": {
+            "title": "fleetroom fleet API",
+            "version": f"{SCHEMA_VERSION}.0.0",
+            "description": "Parked electric cars as one distributed AI datacenter, over MQTT 3.1.1. "
+            "Every payload is one JSON object whose `kind` names its message; see the schemas.",
+        },
+        "defaultContentType": "application/json",
+        "servers": {"local": {"url": "127.0.0.1:1883", "protocol": "mqtt", "protocolVersion": "3.1.1"}},
+        "channels": channels,
+        "components": {"messages": messages, "schemas": schemas},
+    }
