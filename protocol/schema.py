@@ -65,8 +65,8 @@ def asyncapi_document(topics: Topics) -> dict[str, Any]:
     for channel, (template, publisher, qos, retained, text) in CHANNEL_DOCS.items():
         kinds = sorted(str(m.model_fields["kind"].default) for m in CHANNEL_KINDS[channel])
         refs = [{"$ref": f"#/components/messages/{k}"} for k in kinds]
-        params = {p: {"description": PARAMETERS[p], "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"}}
-                  for p in PARAMETERS if "{" + p + "}" in template}
+        level = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"}
+        params = {p: {"description": PARAMETERS[p], "schema": level} for p in PARAMETERS if "{" + p + "}" in template}
         entry: dict[str, Any] = {
             "description": f"{text} Published by: {publisher}.",
             "subscribe": {

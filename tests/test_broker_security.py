@@ -106,7 +106,7 @@ async def test_logins_without_fleet_credentials_are_refused(secure_broker: TestB
         "anonymous": BrokerUrl(good.host, good.port),
         "unknown-role": BrokerUrl(good.host, good.port, "Not A User!", "x"),
     }[who]
-    with pytest.raises(BrokerUnreachable, match="refused the login|not authori|Not authori"):
+    with pytest.raises(BrokerUnreachable, match=r"refused the login|not authori|Not authori"):
         await check_broker(url)
     await check_broker(good)
 
