@@ -1,0 +1,1 @@
+"""Compositions of the fleet's processes, shared by `fleetroom demo` and `fleetroom loadtest`."""

@@ -1,0 +1,118 @@
+"""The processes of one fleet: a broker (embedded, mosquitto or external), dispatcher and fleets.
+
+Demo and load test both build their run from these helpers on top of a `Supervisor`, so the
+command lines of the other parts are written in one place.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fleetroom.compose.supervisor import Supervisor, fleetroom_command, read_port_file, wait_for
+from mqttlink import BrokerUrl
+
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+BROKER = "broker"
+DISPATCHER = "dispatcher"
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago (mosquitto cannot report port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Stack:
+    """Where the run's broker is and which processes belong to it."""
+
+    supervisor: Supervisor
+    topic_prefix: str
+    broker_kind: str = "external"  # embedded | mosquitto | external
+    url: BrokerUrl | None = None
+    fleets: list[str] = field(default_factory=list)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.supervisor.run_dir
+
+    def url_or_fail(self) -> BrokerUrl:
+        assert self.url is not None, "start or name a broker first"
+        return self.url
+
+    def broker_flags(self) -> list[str]:
+        assert self.url is not None, "start or name a broker first"
+        return ["--broker", self.url.full(), "--topic-prefix", self.topic_prefix]
+
+    # broker -------------------------------------------------------------------------------
+    def use_external(self, url: BrokerUrl) -> None:
+        """Run against a broker somebody else runs; it cannot be restarted by a stage."""
+        self.broker_kind, self.url = "external", url
+
+    def start_embedded(self, timeout: float = 30.0) -> BrokerUrl:
+        """`fleetroom broker --port 0 --anonymous`; later restarts keep the port it bound."""
+        port_file = self.run_dir / "broker.port"
+        port_file.unlink(missing_ok=True)
+        argv = fleetroom_command(
+            "broker", "--port", "0", "--port-file", str(port_file), "--anonymous",
+            "--topic-prefix", self.topic_prefix,
+        )
+        self.supervisor.start(BROKER, argv)
+        wait_for(lambda: read_port_file(port_file) is not None, timeout, "the embedded broker's port file",
+                 self.supervisor)
+        port = read_port_file(port_file)
+        assert port is not None
+        self.supervisor.children[BROKER].argv = fleetroom_command(
+            "broker", "--port", str(port), "--anonymous", "--topic-prefix", self.topic_prefix,
+        )
+        self.broker_kind, self.url = "embedded", BrokerUrl("127.0.0.1", port)
+        return self.url
+
+    def start_mosquitto(self, timeout: float = 15.0) -> BrokerUrl:
+        """A mosquitto process on a free 127.0.0.1 port, anonymous, no persistence."""
+        if MOSQUITTO is None:
+            raise RuntimeError("mosquitto is not installed")
+        port = free_port()
+        conf = self.run_dir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "max_queued_messages 100000\nmax_inflight_messages 0\n"
+        )
+        self.supervisor.start(BROKER, [MOSQUITTO, "-c", str(conf)])
+        wait_for(lambda: port_open(port), timeout, "mosquitto to listen", self.supervisor)
+        self.broker_kind, self.url = "mosquitto", BrokerUrl("127.0.0.1", port)
+        return self.url
+
+    def restart_broker(self, timeout: float = 30.0) -> None:
+        """Stop the broker and start it again on the same port (a chaos stage)."""
+        if self.broker_kind == "external":
+            raise RuntimeError("cannot restart an external broker")
+        assert self.url is not None
+        self.supervisor.restart(BROKER)
+        port = self.url.port
+        wait_for(lambda: port_open(port), timeout, "the broker to listen again", self.supervisor)
+
+    # parts --------------------------------------------------------------------------------
+    def start_dispatcher(self, db: Path, extra: list[str]) -> None:
+        """`fleetroom dispatcher` with its ledger in `db` (kept across a kill and restart)."""
+        argv = fleetroom_command("dispatcher", *self.broker_flags(), "--db", str(db), *extra)
+        self.supervisor.start(DISPATCHER, argv)
+
+    def start_fleet(self, name: str, extra: list[str]) -> None:
+        """One `fleetroom vehicles` process named `name`."""
+        self.supervisor.start(name, fleetroom_command("vehicles", *self.broker_flags(), *extra))
+        if name not in self.fleets:
+            self.fleets.append(name)

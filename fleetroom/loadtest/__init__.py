@@ -1,0 +1,1 @@
+"""Scripted load tests: scenarios, the stage engine, measurement, objectives and the report."""

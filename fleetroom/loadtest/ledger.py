@@ -1,0 +1,144 @@
+"""What the observer learns during a run: cars, jobs, latencies, counters (a pure core).
+
+Times are seconds since the run started, passed in by the caller; nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fleetroom.loadtest.metrics import Counters, LatencyRecorder, RateMeter
+from protocol import (
+    Channel,
+    FleetSummary,
+    JobState,
+    JobStatus,
+    Liveness,
+    ShardAssignment,
+    TopicInfo,
+    VehicleStatus,
+)
+from protocol.codec import AnyMessage
+
+TERMINAL = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.REJECTED})
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How the submitted jobs ended."""
+
+    submitted: int
+    completed: int
+    unfinished: int  # queued or running when the run ended
+    rejected: int
+    lost: int  # failed, or never acknowledged by the dispatcher
+    redone_tera_ops: float
+    wrong_results_caught: int
+    preemptions: int
+
+    @property
+    def completed_share(self) -> float:
+        return self.completed / self.submitted if self.submitted else 1.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "submitted": self.submitted, "completed": self.completed, "unfinished": self.unfinished,
+            "rejected": self.rejected, "lost": self.lost, "redone_tera_ops": self.redone_tera_ops,
+            "wrong_results_caught": self.wrong_results_caught, "preemptions": self.preemptions,
+            "completed_share": self.completed_share,
+        }
+
+
+class RunLedger:
+    """Everything the observer saw, folded message by message."""
+
+    def __init__(self) -> None:
+        self.counters = Counters()
+        self.latency = LatencyRecorder()
+        self.assignment_latency = LatencyRecorder()
+        self.rate = RateMeter()
+        self.submitted: dict[str, float] = {}
+        self.first_assignment: dict[str, float] = {}
+        self.job_states: dict[str, JobState] = {}
+        self.car_online: dict[str, bool] = {}
+        self.last_summary: FleetSummary | None = None
+        self.max_wrong_results_caught = 0
+        self.max_messages_rejected = 0
+
+    # inputs -------------------------------------------------------------------------------
+    def job_submitted(self, job_id: str, at_s: float) -> None:
+        self.submitted.setdefault(job_id, at_s)
+        self.counters.publishes += 1
+
+    def published(self) -> None:
+        self.counters.publishes += 1
+
+    def publish_failed(self) -> None:
+        self.counters.failures += 1
+
+    def rejected(self) -> None:
+        self.counters.receives += 1
+        self.counters.rejected += 1
+
+    def observe(self, info: TopicInfo, message: AnyMessage, at_s: float, latency_s: float | None) -> None:
+        """Fold one decoded message; `latency_s` is now - sent_at, None for a retained message."""
+        self.counters.receives += 1
+        self.counters.count_kind(message.kind)
+        self.rate.add(at_s)
+        if latency_s is not None:
+            self.latency.record(latency_s, at_s)
+        if isinstance(message, VehicleStatus) and info.vehicle_id is not None:
+            self._car_status(info.vehicle_id, message.state)
+        elif isinstance(message, ShardAssignment):
+            self._assignment(message.job_id, at_s)
+        elif isinstance(message, JobState):
+            self.job_states[message.job_id] = message
+        elif isinstance(message, FleetSummary) and info.channel is Channel.SUMMARY:
+            self.last_summary = message
+            self.max_wrong_results_caught = max(self.max_wrong_results_caught, message.wrong_results_caught)
+            self.max_messages_rejected = max(self.max_messages_rejected, message.messages_rejected)
+
+    def _car_status(self, car: str, state: Liveness) -> None:
+        online = state is Liveness.ONLINE
+        seen = self.car_online.get(car)
+        if online and seen is not True:
+            self.counters.connects += 1
+            if seen is False:
+                self.counters.reconnects += 1
+        elif not online and seen is True:
+            self.counters.failures += 1
+        self.car_online[car] = online
+
+    def _assignment(self, job_id: str, at_s: float) -> None:
+        if job_id in self.first_assignment:
+            return
+        self.first_assignment[job_id] = at_s
+        submitted = self.submitted.get(job_id)
+        if submitted is not None:
+            self.assignment_latency.record(max(0.0, at_s - submitted), at_s)
+
+    # views --------------------------------------------------------------------------------
+    def cars_online(self) -> int:
+        return sum(1 for online in self.car_online.values() if online)
+
+    def online_cars(self) -> list[str]:
+        return sorted(car for car, online in self.car_online.items() if online)
+
+    def pending_jobs(self) -> list[str]:
+        """Submitted jobs not yet in a terminal state."""
+        return [j for j in self.submitted if (s := self.job_states.get(j)) is None or s.status not in TERMINAL]
+
+    def outcome(self) -> JobOutcome:
+        states = [self.job_states.get(job) for job in self.submitted]
+        done = sum(1 for s in states if s is not None and s.status is JobStatus.DONE)
+        rejected = sum(1 for s in states if s is not None and s.status is JobStatus.REJECTED)
+        failed = sum(1 for s in states if s is not None and s.status in (JobStatus.FAILED, JobStatus.CANCELLED))
+        unseen = sum(1 for s in states if s is None)
+        running = sum(1 for s in states if s is not None and s.status not in TERMINAL)
+        known = [s for s in states if s is not None]
+        wrong = max(self.max_wrong_results_caught, sum(s.wrong_results for s in known))
+        return JobOutcome(
+            submitted=len(self.submitted), completed=done, unfinished=running, rejected=rejected,
+            lost=failed + unseen, redone_tera_ops=sum(s.redone_tera_ops for s in known),
+            wrong_results_caught=wrong, preemptions=sum(s.preemptions for s in known),
+        )

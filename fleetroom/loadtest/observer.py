@@ -1,0 +1,119 @@
+"""The observer: one MQTT connection that watches the whole topic root and publishes the harness's
+jobs and fleet commands, folding every message it sees into a `RunLedger`.
+
+Latency is measured here as wall time now minus the message's `sent_at` (every process runs on
+this machine, so their clocks agree); retained messages are old by design and are not timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+import aiomqtt
+
+from fleetroom.loadtest.ledger import RunLedger
+from mqttlink import BrokerUrl, LinkEvent, LinkState, new_client_id, stay_connected
+from protocol import JobSubmission, ProtocolError, Topics, decode_on, encode
+from protocol.codec import AnyMessage
+
+log = logging.getLogger(__name__)
+
+
+class Observer:
+    """Watches `topics.everything` and sends what the harness submits, across reconnects."""
+
+    def __init__(self, url: BrokerUrl, topics: Topics, ledger: RunLedger, started_at: float) -> None:
+        self.url = url
+        self.topics = topics
+        self.ledger = ledger
+        self.started_at = started_at  # time.monotonic() at the start of the run
+        self.client_id = new_client_id("observer")
+        self.connected = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
+        self._outbox: deque[tuple[str, AnyMessage]] = deque()
+        self._wakeup = asyncio.Event()
+        self._links = 0
+
+    def now_s(self) -> float:
+        """Seconds since the run started."""
+        return time.monotonic() - self.started_at
+
+    # publishing ---------------------------------------------------------------------------
+    def submit(self, job: JobSubmission) -> None:
+        """Queue a job; it counts as submitted when the broker has acknowledged it."""
+        self._outbox.append((self.topics.job_submit, job))
+        self._wakeup.set()
+
+    def send(self, topic: str, message: AnyMessage) -> None:
+        """Queue a command (QoS 1), sent as soon as the connection is up."""
+        self._outbox.append((topic, message))
+        self._wakeup.set()
+
+    async def _drain_outbox(self, client: aiomqtt.Client) -> None:
+        try:
+            await self._send_forever(client)
+        except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+            self.ledger.publish_failed()
+            log.info("publish failed (%s); reconnecting", exc)
+
+    async def _send_forever(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._outbox:
+                topic, message = self._outbox[0]
+                await client.publish(topic, encode(message), qos=1, timeout=10)
+                self._outbox.popleft()
+                if isinstance(message, JobSubmission):
+                    self.ledger.job_submitted(message.job_id, self.now_s())
+                else:
+                    self.ledger.published()
+
+    # receiving ----------------------------------------------------------------------------
+    def handle(self, topic: str, payload: bytes, retained: bool) -> None:
+        """Decode and fold one message; a bad one is counted and dropped."""
+        try:
+            info, message = decode_on(self.topics, topic, payload)
+        except ProtocolError as exc:
+            self.ledger.rejected()
+            log.debug("rejected %s: %s", topic, exc)
+            return
+        latency = None if retained else time.time() - message.sent_at.timestamp()
+        self.ledger.observe(info, message, self.now_s(), latency)
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        await client.subscribe(self.topics.everything, qos=1)
+        self._client = client
+        self.connected.set()
+        # Not a TaskGroup: stay_connected must see the MqttError itself, not an ExceptionGroup.
+        sender = asyncio.create_task(self._drain_outbox(client))
+        self._wakeup.set()
+        try:
+            async for message in client.messages:
+                if sender.done():
+                    raise aiomqtt.MqttError("a publish failed")
+                payload = message.payload
+                if isinstance(payload, bytes | bytearray):
+                    self.handle(str(message.topic), bytes(payload), message.retain)
+                else:
+                    self.ledger.rejected()
+        finally:
+            sender.cancel()
+            self._client = None
+            self.connected.clear()
+
+    def _on_state(self, event: LinkEvent) -> None:
+        if event.state is LinkState.CONNECTED:
+            self._links += 1
+            if self._links > 1:
+                self.ledger.counters.observer_reconnects += 1
+
+    async def run(self) -> None:
+        """Stay connected until cancelled."""
+        await stay_connected(
+            self.url, self.client_id, self._session, on_state=self._on_state, keepalive=10,
+            max_queued_incoming=200_000,
+        )

@@ -1,0 +1,168 @@
+"""The load-test report: one dict, written as JSON, Markdown, and an SVG latency-over-time chart."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from fleetroom.loadtest.ledger import RunLedger
+from fleetroom.loadtest.metrics import LatencyPoint
+from fleetroom.loadtest.slo import Verdict
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """A stage as it ran: when it started and ended (seconds into the run), and what it did."""
+
+    kind: str
+    label: str
+    start_s: float
+    end_s: float
+    note: str = ""
+
+
+def build_report(
+    meta: dict[str, Any], ledger: RunLedger, stages: Sequence[StageRecord], duration_s: float
+) -> dict[str, Any]:
+    """The run's figures as plain data (the JSON report)."""
+    summary = ledger.last_summary
+    outcome = ledger.outcome()
+    return {
+        **meta,
+        "duration_s": round(duration_s, 3),
+        "messages_per_s": round(ledger.counters.receives / duration_s, 2) if duration_s > 0 else 0.0,
+        "counters": ledger.counters.as_dict(),
+        "latency": ledger.latency.stats().as_dict(),
+        "assignment_latency": ledger.assignment_latency.stats().as_dict(),
+        "jobs": {**outcome.as_dict(), "assigned": len(ledger.first_assignment)},
+        "fleet": {
+            "cars_seen": len(ledger.car_online),
+            "cars_online_at_end": ledger.cars_online(),
+            "shards_completed": summary.shards_completed if summary else ledger.counters.by_kind.get("shard_result", 0),
+            "messages_rejected_by_dispatcher": ledger.max_messages_rejected,
+            "tops_total_at_end": summary.tops_total if summary else 0.0,
+        },
+        "stages": [s.__dict__ for s in stages],
+        "latency_series": [p.__dict__ for p in ledger.latency.series()],
+    }
+
+
+def render_markdown(report: dict[str, Any], verdicts: Sequence[Verdict], chart_name: str) -> str:
+    """The report for people: headline figures, stages, objectives and the chart."""
+    lat, asg, jobs, fleet = report["latency"], report["assignment_latency"], report["jobs"], report["fleet"]
+    c = report["counters"]
+    lines = [
+        f"# Load test: {report['scenario']}",
+        "",
+        f"{report.get('description', '')}".strip(),
+        "",
+        f"- broker: {report['broker']}; fleet processes: {report['fleet_processes']}; "
+        f"speed {report['speed']}x; duration {report['duration_s']:.1f} s",
+        f"- messages received: {c['receives']:,} ({report['messages_per_s']:,.1f}/s); harness publishes "
+        f"{c['publishes']:,}; connects {c['connects']:,}; reconnects {c['reconnects']:,}; failures "
+        f"{c['failures']:,}; undecodable {c['rejected']:,}; rejected by the dispatcher "
+        f"{fleet['messages_rejected_by_dispatcher']:,}",
+        "",
+        "| latency (ms) | count | p50 | p95 | p99 | max |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        _latency_row("end to end (sent_at to observer)", lat),
+        _latency_row("assignment (submission to first ShardAssignment)", asg),
+        "",
+        "| jobs | submitted | completed | unfinished | rejected | lost | preemptions | redone tera-ops "
+        "| wrong results caught |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| | {jobs['submitted']} | {jobs['completed']} | {jobs['unfinished']} | {jobs['rejected']} | "
+        f"{jobs['lost']} | {jobs['preemptions']} | {jobs['redone_tera_ops']:,.0f} | {jobs['wrong_results_caught']} |",
+        "",
+        f"Cars seen: {fleet['cars_seen']:,}; online at the end: {fleet['cars_online_at_end']:,}; "
+        f"shards completed: {fleet['shards_completed']:,}.",
+        "",
+        "## Stages",
+        "",
+        "| # | stage | from (s) | to (s) | what happened |",
+        "| ---: | --- | ---: | ---: | --- |",
+        *[
+            f"| {i} | {s['label']} | {s['start_s']:.1f} | {s['end_s']:.1f} | {s['note']} |"
+            for i, s in enumerate(report["stages"], 1)
+        ],
+        "",
+        "## Objectives",
+        "",
+        *([f"- {v.line()}" for v in verdicts] or ["- (none in the scenario)"]),
+        "",
+        "## End-to-end latency over time",
+        "",
+        f"![latency over time]({chart_name})",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _latency_row(name: str, stats: dict[str, float]) -> str:
+    return (
+        f"| {name} | {int(stats['count']):,} | {stats['p50_ms']:,.1f} | {stats['p95_ms']:,.1f} | "
+        f"{stats['p99_ms']:,.1f} | {stats['max_ms']:,.1f} |"
+    )
+
+
+def render_svg(series: Sequence[LatencyPoint], stages: Sequence[StageRecord], width: int = 800,
+               height: int = 300) -> str:
+    """A line chart of p50 and p99 latency per second, with the stages shaded and labelled."""
+    left, right, top, bottom = 60, 20, 20, 40
+    plot_w, plot_h = width - left - right, height - top - bottom
+    end_s = max([p.second + 1 for p in series] + [s.end_s for s in stages] + [1.0])
+    peak = max([p.p99_ms for p in series] + [1.0])
+
+    def x(t: float) -> float:
+        return left + plot_w * t / end_s
+
+    def y(ms: float) -> float:
+        return top + plot_h * (1 - ms / peak)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+        f'font-size="11">',
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="white"/>',
+    ]
+    for i, stage in enumerate(stages):
+        shade = "#f2f2f2" if i % 2 == 0 else "#e6eef7"
+        span = max(0.5, x(stage.end_s) - x(stage.start_s))
+        parts.append(f'<rect x="{x(stage.start_s):.1f}" y="{top}" width="{span:.1f}" height="{plot_h}" '
+                     f'fill="{shade}"/>')
+        parts.append(f'<text x="{x(stage.start_s) + 2:.1f}" y="{top + 12 + 12 * (i % 3)}">{escape(stage.label)}</text>')
+    for name, colour, values in (("p50", "#1f77b4", [p.p50_ms for p in series]),
+                                 ("p99", "#d62728", [p.p99_ms for p in series])):
+        points = " ".join(f"{x(p.second + 0.5):.1f},{y(v):.1f}" for p, v in zip(series, values, strict=True))
+        if points:
+            parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}"/>')
+        parts.append(f'<text x="{width - right - 60}" y="{top + (14 if name == "p50" else 28)}" fill="{colour}">'
+                     f'{name}</text>')
+    parts += [
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="black"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="black"/>',
+        f'<text x="{left - 5}" y="{top + 4}" text-anchor="end">{peak:,.0f}</text>',
+        f'<text x="{left - 5}" y="{top + plot_h}" text-anchor="end">0</text>',
+        f'<text x="12" y="{top + plot_h / 2}" transform="rotate(-90 12 {top + plot_h / 2})" '
+        f'text-anchor="middle">latency (ms)</text>',
+        f'<text x="{left + plot_w / 2}" y="{height - 8}" text-anchor="middle">seconds into the run '
+        f'(0 to {end_s:,.0f})</text>',
+        "</svg>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def write_report(out_dir: Path, report: dict[str, Any], verdicts: Sequence[Verdict], ledger: RunLedger,
+                 stages: Sequence[StageRecord]) -> list[Path]:
+    """Write report.json, report.md and latency.svg into `out_dir`; return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {**report, "objectives": [v.__dict__ for v in verdicts],
+              "passed": all(v.passed for v in verdicts)}
+    paths = [out_dir / "report.json", out_dir / "report.md", out_dir / "latency.svg"]
+    paths[0].write_text(json.dumps(report, indent=2) + "\n")
+    paths[1].write_text(render_markdown(report, verdicts, paths[2].name))
+    paths[2].write_text(render_svg(ledger.latency.series(), stages))
+    return paths

@@ -1,0 +1,220 @@
+"""The stage engine: brings up the fleet, runs each stage of a scenario, measures, and judges.
+
+Process control (the `Stack`'s supervisor) blocks, so it runs in a worker thread while the
+observer keeps folding messages in the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fleetroom.compose.jobstream import JobStream
+from fleetroom.compose.stack import DISPATCHER, Stack
+from fleetroom.loadtest.ledger import RunLedger
+from fleetroom.loadtest.observer import Observer
+from fleetroom.loadtest.progress import Progress, ProgressPrinter, progress_line
+from fleetroom.loadtest.report import StageRecord, build_report, write_report
+from fleetroom.loadtest.scenario import Scenario, Stage
+from fleetroom.loadtest.slo import Verdict, evaluate
+from protocol import DriveAway, Topics, utc_now
+from protocol.clock import SimClock
+
+log = logging.getLogger(__name__)
+TICK_S = 0.2
+READY_TIMEOUT_S = 60.0
+
+
+def sim_start_for(scenario: Scenario, today: datetime) -> datetime:
+    """The simulation origin that puts the first mass departure at `departure_hour`:00 sharp."""
+    offset_s = 0.0
+    for stage in scenario.stages:
+        if stage.kind == "mass_departure":
+            day = today.replace(hour=scenario.departure_hour, minute=0, second=0, microsecond=0)
+            return day - timedelta(seconds=offset_s * scenario.speed)
+        offset_s += stage.duration_s + stage.params.get("down_s", 0.0)
+    return today.replace(hour=9, minute=0, second=0, microsecond=0)
+
+
+def hardware_mix_flag(mix: dict[str, float]) -> str:
+    return ",".join(f"{name}={share:g}" for name, share in mix.items())
+
+
+@dataclass
+class LoadTest:
+    """One run of one scenario on one stack."""
+
+    scenario: Scenario
+    stack: Stack
+    topics: Topics
+    out_dir: Path
+    printer: ProgressPrinter
+    ledger: RunLedger = field(default_factory=RunLedger)
+    records: list[StageRecord] = field(default_factory=list)
+    submitting: bool = True
+
+    def __post_init__(self) -> None:
+        self.started = time.monotonic()
+        self.sim_start = sim_start_for(self.scenario, datetime.now(UTC) + timedelta(days=1))
+        self.clock = SimClock(self.scenario.speed, self.sim_start)
+        self.jobs = JobStream(random.Random(self.scenario.jobs.seed), self.scenario.jobs.mix,
+                              sender="loadtest", prefix=f"lt{random.randrange(16**6):06x}",
+                              scale=self.scenario.jobs.scale)
+        self.observer = Observer(self.stack.url_or_fail(), self.topics, self.ledger, self.started)
+        self._job_credit = 0.0
+        self._fleet_started = False
+
+    def now_s(self) -> float:
+        return time.monotonic() - self.started
+
+    # the command lines of the parts ----------------------------------------------------------
+    def fleet_args(self, count: int, seed: int, faulty_share: float, extra: list[str]) -> list[str]:
+        fleet = self.scenario.fleet
+        return [
+            "--count", str(count), "--seed", str(seed), "--hardware-mix", hardware_mix_flag(fleet.hardware_mix),
+            "--speed", f"{self.scenario.speed:g}", "--sim-start", self.sim_start.isoformat(),
+            "--telemetry-interval", f"{fleet.telemetry_interval_s:g}", "--mode", fleet.mode,
+            "--faulty-share", f"{faulty_share:g}", *extra,
+        ]
+
+    def start_fleet(self, grow: list[str]) -> None:
+        fleet = self.scenario.fleet
+        for i in range(fleet.processes):
+            shard = ["--shard", f"{i}/{fleet.processes}"] if fleet.processes > 1 else []
+            args = self.fleet_args(fleet.count, fleet.seed, fleet.faulty_share, [*shard, *grow])
+            self.stack.start_fleet(f"fleet-{i}", args)
+        self._fleet_started = True
+
+    def start_dispatcher(self) -> None:
+        self.stack.start_dispatcher(
+            self.out_dir / "ledger.sqlite3",
+            ["--policy", self.scenario.policy, "--speed", f"{self.scenario.speed:g}",
+             "--sim-start", self.sim_start.isoformat()],
+        )
+
+    # running --------------------------------------------------------------------------------
+    async def run(self) -> tuple[dict[str, Any], list[Verdict]]:
+        """Run every stage, drain, and return the report and the objectives' verdicts."""
+        observer = asyncio.create_task(self.observer.run())
+        try:
+            await asyncio.wait_for(self.observer.connected.wait(), READY_TIMEOUT_S)
+            await asyncio.to_thread(self.start_dispatcher)
+            await self._wait(lambda: self.ledger.last_summary is not None, READY_TIMEOUT_S, "the dispatcher's summary")
+            if self.scenario.stages[0].kind != "connect_ramp":
+                await asyncio.to_thread(self.start_fleet, [])
+            for index, stage in enumerate(self.scenario.stages, 1):
+                await self._run_stage(index, stage)
+        finally:
+            self.printer.finish()
+            observer.cancel()
+            await asyncio.gather(observer, return_exceptions=True)
+        return self._finish()
+
+    def _finish(self) -> tuple[dict[str, Any], list[Verdict]]:
+        meta = {
+            "scenario": self.scenario.name, "description": self.scenario.description,
+            "broker": self.stack.broker_kind, "fleet_processes": self.scenario.fleet.processes,
+            "speed": self.scenario.speed, "sim_start": self.sim_start.isoformat(),
+            "finished_at": utc_now().isoformat(),
+        }
+        report = build_report(meta, self.ledger, self.records, self.now_s())
+        verdicts = evaluate(self.scenario.slo, report)
+        write_report(self.out_dir, report, verdicts, self.ledger, self.records)
+        return report, verdicts
+
+    async def _run_stage(self, index: int, stage: Stage) -> None:
+        start = self.now_s()
+        self.printer.note(f"stage {index}/{len(self.scenario.stages)}: {stage.label} at {start:.1f}s")
+        note = await self._act(stage, index)
+        if stage.kind == "drain":
+            self.submitting = False
+            timeout = stage.params["timeout_s"]
+            await self._wait(lambda: not self.ledger.pending_jobs(), timeout, "", index=index, label=stage.label,
+                             required=False)
+            note = f"{len(self.ledger.pending_jobs())} jobs still pending"
+        else:
+            await self._hold(stage.duration_s, index, stage.label)
+        self.records.append(StageRecord(stage.kind, stage.label, start, self.now_s(), note))
+
+    async def _act(self, stage: Stage, index: int) -> str:
+        """Do what the stage does at its start; return a note for the report."""
+        p = stage.params
+        if stage.kind == "connect_ramp":
+            grow_to = int(p.get("grow_to", 0))
+            grow = ["--grow-to", str(grow_to), "--grow-over", f"{stage.duration_s:g}"] if grow_to else []
+            await asyncio.to_thread(self.start_fleet, grow)
+            return f"{self.scenario.fleet.count} cars" + (f", growing to {grow_to}" if grow_to else "")
+        if stage.kind == "reconnect_storm":
+            return await asyncio.to_thread(self._reconnect_storm)
+        if stage.kind == "mass_departure":
+            return self._mass_departure(p.get("share", 0.5))
+        if stage.kind in ("broker_restart", "dispatcher_kill"):
+            return await self._outage(stage, index)
+        if stage.kind == "faulty_cars":
+            count = int(p.get("count", 10))
+            share = p.get("faulty_share", 1.0)
+            args = self.fleet_args(count, self.scenario.fleet.seed + 1000, share, [])
+            await asyncio.to_thread(self.stack.start_fleet, "fleet-faulty", args)
+            return f"{count} more cars, {share:.0%} of them faulty"
+        return ""
+
+    def _reconnect_storm(self) -> str:
+        for name in self.stack.fleets:
+            self.stack.supervisor.kill(name)
+        for name in self.stack.fleets:
+            self.stack.supervisor.start(name, self.stack.supervisor.children[name].argv)
+        return f"killed and restarted {len(self.stack.fleets)} fleet process(es): every car reconnects at once"
+
+    def _mass_departure(self, share: float) -> str:
+        cars = self.ledger.online_cars()
+        leaving = random.Random(self.scenario.fleet.seed).sample(cars, round(len(cars) * share))
+        now, sim_now = utc_now(), self.clock.now()
+        for car in leaving:
+            self.observer.send(self.topics.fleet_control,
+                               DriveAway(sender="loadtest", sent_at=now, sim_time=sim_now, vehicle_id=car))
+        return f"{len(leaving)} of {len(cars)} cars drive away at {sim_now:%H:%M} simulated"
+
+    async def _outage(self, stage: Stage, index: int) -> str:
+        down_s = stage.params.get("down_s", 1.0)
+        sup = self.stack.supervisor
+        if stage.kind == "broker_restart":
+            await asyncio.to_thread(sup.stop, "broker")
+            await self._hold(down_s, index, stage.label)
+            await asyncio.to_thread(self.stack.restart_broker)
+            return f"broker stopped for {down_s:g}s and started again on the same port"
+        await asyncio.to_thread(sup.kill, DISPATCHER)
+        await self._hold(down_s, index, stage.label)
+        await asyncio.to_thread(sup.start, DISPATCHER, sup.children[DISPATCHER].argv)
+        return f"dispatcher killed (SIGKILL) for {down_s:g}s, restarted on the same ledger"
+
+    async def _hold(self, seconds: float, index: int, label: str) -> None:
+        await self._wait(lambda: False, seconds, "", index=index, label=label, required=False)
+
+    async def _wait(self, condition: Any, timeout: float, what: str, *, index: int = 0, label: str = "starting",
+                    required: bool = True) -> None:
+        """Tick (submit jobs, show progress, watch children) until `condition()` or the timeout."""
+        deadline = self.now_s() + timeout
+        while not condition():
+            if self.now_s() >= deadline:
+                if required:
+                    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+                return
+            self._tick(index, label)
+            await asyncio.sleep(TICK_S)
+
+    def _tick(self, index: int, label: str) -> None:
+        self.stack.supervisor.check()
+        if self.submitting and self._fleet_started:
+            self._job_credit += self.scenario.jobs.rate_per_s * TICK_S
+            while self._job_credit >= 1.0:
+                self._job_credit -= 1.0
+                self.observer.submit(self.jobs.next(utc_now(), self.clock.now()))
+        now = self.now_s()
+        progress = Progress(index, len(self.scenario.stages), label, now, self.scenario.planned_s)
+        self.printer.show(progress_line(progress, self.ledger, now), now)
