@@ -1,0 +1,342 @@
+"""The fleetroom control room: a Textual app over one MQTT connection and a plain fleet store.
+
+Data flows MQTT worker -> `FleetStore` (one call per message) -> a paint timer -> widgets.
+The worker never touches a widget and never posts a Textual message per MQTT message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import ClassVar
+
+import aiomqtt
+from pydantic import ValidationError
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Label, Sparkline, Static, TabbedContent, TabPane
+
+from mqttlink import Backoff, BrokerUrl, LinkEvent, new_client_id, stay_connected
+from protocol import (
+    AddCars,
+    AnyMessage,
+    CancelJob,
+    DriveAway,
+    JobSubmission,
+    MatchPolicy,
+    SetPolicy,
+    Topics,
+    utc_now,
+)
+from tui import panels
+from tui.jobview import JobTable
+from tui.nodeview import NodeOrder, state_strip
+from tui.screens import CarScreen, HelpScreen, JobForm, JobScreen, SubmitJobScreen
+from tui.store import HISTORY_SERIES, FleetStore
+from tui.widgets import NodeTable
+
+log = logging.getLogger(__name__)
+
+SPARK_TITLES = {
+    "cars": "fleet size (cars)",
+    "tops_offered": "TOPS offered",
+    "tops_allocated": "TOPS allocated",
+    "jobs_done": "jobs done",
+    "earnings": "earnings (gross)",
+    "msgs_per_s": "messages per second",
+}
+INGEST_YIELD_EVERY = 200  # let the UI paint between bursts of incoming messages
+
+
+class FleetroomApp(App[None]):
+    """The control room: header, node view, jobs, history; drill-downs; operator commands."""
+
+    CSS_PATH = "fleetroom.tcss"
+    TITLE = "fleetroom control room"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help"),
+        Binding("n", "show_tab('nodes')", "Nodes"),
+        Binding("j", "show_tab('jobs')", "Jobs"),
+        Binding("h", "show_tab('history')", "History"),
+        Binding("slash", "filter", "Filter"),
+        Binding("r", "resort", "Re-sort", show=False),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("p", "toggle_pause", "Pause"),
+        Binding("ctrl+n", "submit_job", "Submit job"),
+        Binding("c", "cancel_selected_job", "Cancel job", show=False),
+        Binding("d", "drive_away_selected", "Drive away", show=False),
+    ]
+
+    def __init__(self, broker_url: BrokerUrl, topics: Topics, *, read_only: bool = False,
+                 title: str = "fleetroom control room", store: FleetStore | None = None,
+                 clock: Callable[[], float] = time.monotonic, refresh_s: float = 0.25,
+                 connect: bool = True, auto_resort_limit: int = 50_000, backoff: Backoff | None = None) -> None:
+        super().__init__()
+        self.broker_url = broker_url
+        self.topics = topics
+        self.read_only = read_only
+        self.title = title
+        self.store = store or FleetStore(topics)
+        self.order = NodeOrder(auto_resort_limit=auto_resort_limit)
+        self.clock = clock
+        self.refresh_s = refresh_s
+        self.connect = connect
+        self.backoff = backoff
+        self.paused = False
+        self.sender = "observer" if read_only else "operator"
+        self.client: aiomqtt.Client | None = None
+        self.published: list[tuple[str, AnyMessage]] = []
+        self._painted_version = -1
+
+    # layout ---------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        with Vertical(id="header"):
+            yield Static("", id="totals", markup=False)
+            yield Static("", id="cars", markup=False)
+            yield Static("", id="equivalences", markup=False)
+            yield Static(panels.note_line(), id="note", markup=False)
+        yield Static("", id="health", markup=False)
+        with TabbedContent(initial="nodes", id="tabs"):
+            with TabPane("Nodes", id="nodes"):
+                yield Input(placeholder="filter: text, ~regex, !inverse; enter to apply, esc to clear",
+                            id="filter")
+                yield Static("", id="strip", markup=False)
+                yield NodeTable(self.store, self.order, id="node-table")
+            with TabPane("Jobs", id="jobs"):
+                yield JobTable(self.store, id="job-table")
+            with TabPane("History", id="history"), Horizontal(id="history-grid"):
+                with Vertical(id="sparks"):
+                    for name in HISTORY_SERIES:
+                        yield Label(SPARK_TITLES[name], id=f"label-{name}", classes="spark-label")
+                        yield Sparkline([], id=f"spark-{name}")
+                yield Static("", id="hardware", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.paint()
+        self.set_interval(self.refresh_s, self.paint)
+        self.query_one(NodeTable).focus()
+        if self.connect:
+            self.run_link()
+
+    # the MQTT worker -----------------------------------------------------------------------
+    @work(exclusive=True, group="mqtt", exit_on_error=False)
+    async def run_link(self) -> None:
+        """Stay subscribed to everything under the root, through broker restarts."""
+        await stay_connected(self.broker_url, new_client_id(self.sender), self._session,
+                             on_state=self._on_link, backoff=self.backoff, must_connect_first=False,
+                             max_queued_incoming=100_000)
+
+    def _on_link(self, event: LinkEvent) -> None:
+        self.store.link_changed(event.state.value, event.reason, event.attempt)
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        await client.subscribe(self.topics.everything, qos=1)
+        self.client = client
+        try:
+            count = 0
+            async for message in client.messages:
+                payload = message.payload
+                if isinstance(payload, bytes | bytearray):
+                    self.store.ingest(str(message.topic), payload)
+                else:
+                    self.store.messages += 1
+                    self.store.reject("invalid", f"payload of type {type(payload).__name__}")
+                count += 1
+                if count % INGEST_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+        finally:
+            self.client = None
+
+    # painting -------------------------------------------------------------------------------
+    def paint(self) -> None:
+        """Apply the store to the widgets: the timer's job, never the worker's."""
+        store = self.store
+        store.tick(self.clock())
+        self.query_one("#health", Static).update(
+            panels.health_line(store, str(self.broker_url), read_only=self.read_only, paused=self.paused))
+        if self.paused:
+            return
+        self.query_one("#totals", Static).update(panels.totals_line(store))
+        self.query_one("#cars", Static).update(panels.cars_line(store))
+        self.query_one("#equivalences", Static).update(panels.equivalence_line(store))
+        strip = "  ".join(f"{code} {count:,}" for code, count in state_strip(store))
+        shown = f"showing {len(self.order.ids):,} of {len(store.cars):,}"
+        self.query_one("#strip", Static).update(f"{strip or 'no cars yet'}   |   {shown}")
+        moved = self.order.sync(store, self.clock())
+        if moved or store.cars_version != self._painted_version:
+            self._painted_version = store.cars_version
+            self.query_one(NodeTable).update_rows()
+        self.query_one(JobTable).update_jobs()
+        if self.query_one(TabbedContent).active == "history":
+            self.paint_history()
+
+    def paint_history(self) -> None:
+        for name, buffer in self.store.history.series.items():
+            values = list(buffer)
+            self.query_one(f"#spark-{name}", Sparkline).data = values
+            self.query_one(f"#label-{name}", Label).update(
+                f"{SPARK_TITLES[name]}: {panels.latest(values):,.1f}")
+        self.query_one("#hardware", Static).update("by hardware generation\n\n"
+                                                    + "\n".join(panels.hardware_lines(self.store)))
+
+    # navigation -----------------------------------------------------------------------------
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+        if tab == "nodes":
+            self.query_one(NodeTable).focus()
+        elif tab == "jobs":
+            self.query_one(JobTable).focus()
+        self.paint()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+        self.notify("updates paused" if self.paused else "updates resumed")
+        self.paint()
+
+    def action_filter(self) -> None:
+        self.action_show_tab("nodes")
+        field = self.query_one("#filter", Input)
+        field.add_class("active")
+        field.focus()
+
+    @on(Input.Submitted, "#filter")
+    def apply_filter(self, event: Input.Submitted) -> None:
+        self.set_filter(event.value)
+
+    def set_filter(self, text: str) -> None:
+        """Filter the node view; a malformed regex is the operator's typo, shown, not a crash."""
+        try:
+            self.order.set_filter(text.strip())
+        except re.error as exc:
+            self.notify(f"bad filter: {exc}", severity="error")
+            return
+        self.order.rebuild(self.store)
+        table = self.query_one(NodeTable)
+        table.cursor = 0
+        table.update_rows()
+        if not text.strip():
+            self.query_one("#filter", Input).remove_class("active")
+        table.focus()
+
+    def action_resort(self) -> None:
+        self.order.rebuild(self.store)
+        self.query_one(NodeTable).update_rows()
+
+    def action_clear_filter(self) -> None:
+        """`esc` on the main screen: clear the filter and go back to the table."""
+        field = self.query_one("#filter", Input)
+        if field.value or field.has_class("active") or self.order.filter.text:
+            field.value = ""
+            self.set_filter("")
+
+    @on(NodeTable.CarSelected)
+    def open_car(self, event: NodeTable.CarSelected) -> None:
+        self.push_screen(CarScreen(self.store, event.vehicle_id))
+
+    @on(JobTable.JobSelected)
+    def open_job(self, event: JobTable.JobSelected) -> None:
+        self.push_screen(JobScreen(self.store, event.job_id))
+
+    # commands -------------------------------------------------------------------------------
+    def envelope(self) -> dict[str, object]:
+        """Sender and times for a message this control room publishes."""
+        summary = self.store.summary
+        sim_time: datetime = summary.sim_time if summary is not None else utc_now()
+        return {"sender": self.sender, "sent_at": utc_now(), "sim_time": sim_time}
+
+    async def publish(self, topic: str, message: AnyMessage) -> bool:
+        """Publish one operator command (QoS 1); refuse in read-only mode or when disconnected."""
+        if self.read_only:
+            self.notify("read-only mode: nothing is published", severity="warning")
+            return False
+        client = self.client
+        if client is None:
+            self.notify("not connected to the broker; try again when connected", severity="error")
+            return False
+        try:
+            await client.publish(topic, message.__pydantic_serializer__.to_json(message), qos=1)
+        except aiomqtt.MqttError as exc:
+            self.notify(f"publish failed: {exc}", severity="error")
+            return False
+        self.published.append((topic, message))
+        log.info("published %s on %s", message.kind, topic)
+        return True
+
+    def action_submit_job(self) -> None:
+        if self.read_only:
+            self.notify("read-only mode: cannot submit jobs", severity="warning")
+            return
+        self.push_screen(SubmitJobScreen(), self._submit_form)
+
+    async def _submit_form(self, form: JobForm | None) -> None:
+        if form is None:
+            return
+        job_id = f"job-{secrets.token_hex(4)}"
+        try:
+            message = JobSubmission(**self.envelope(), job_id=job_id, name=form.name,
+                                    total_work_tera_ops=form.total_work_tera_ops, shards=form.shards,
+                                    min_tops_per_car=form.min_tops_per_car,
+                                    max_parallel_shards=form.max_parallel_shards, priority=form.priority)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            self.notify(f"job not submitted: {first['loc'][0] if first['loc'] else ''} {first['msg']}",
+                        severity="error")
+            return
+        if await self.publish(self.topics.job_submit, message):
+            self.store.jobs.apply(message)
+            self.notify(f"submitted {job_id} ({form.name})")
+
+    async def action_cancel_job(self, job_id: str) -> None:
+        message = CancelJob(**self.envelope(), job_id=job_id, reason="cancelled from the control room")
+        if await self.publish(self.topics.dispatcher_control, message):
+            self.notify(f"asked the dispatcher to cancel {job_id}")
+
+    async def action_cancel_selected_job(self) -> None:
+        job_id = self.query_one(JobTable).selected
+        if self.query_one(TabbedContent).active == "jobs" and job_id is not None:
+            await self.action_cancel_job(job_id)
+
+    async def action_set_policy(self, policy: str) -> None:
+        message = SetPolicy(**self.envelope(), policy=MatchPolicy(policy))
+        if await self.publish(self.topics.dispatcher_control, message):
+            self.notify(f"asked the dispatcher to match by {policy}")
+
+    async def action_drive_away(self, vehicle_id: str) -> None:
+        if await self.publish(self.topics.fleet_control, DriveAway(**self.envelope(), vehicle_id=vehicle_id)):
+            self.notify(f"told the fleet that {vehicle_id}'s owner returns now")
+
+    async def action_drive_away_selected(self) -> None:
+        vehicle_id = self.query_one(NodeTable).selected
+        if self.query_one(TabbedContent).active == "nodes" and vehicle_id is not None:
+            await self.action_drive_away(vehicle_id)
+
+    async def action_add_cars(self, count: int) -> None:
+        if await self.publish(self.topics.fleet_control, AddCars(**self.envelope(), count=count)):
+            self.notify(f"asked the fleet process to add {count:,} cars")
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Submit a job", "Open the job submission form", self.action_submit_job)
+        for policy in MatchPolicy:
+            yield SystemCommand(f"Matchmaking policy: {policy.value}", "Tell the dispatcher how to rank offers",
+                                lambda p=policy.value: self.run_action(f"set_policy('{p}')"))
+        yield SystemCommand("Pause / resume updates", "Freeze the display (data keeps arriving)",
+                            self.action_toggle_pause)
+        yield SystemCommand("Drive the selected car away", "The owner of the car under the cursor returns",
+                            lambda: self.run_action("drive_away_selected"))
+        for count in (10, 100, 1_000, 10_000):
+            yield SystemCommand(f"Add {count:,} cars", "Ask a fleet process that accepts it to add cars",
+                                lambda n=count: self.run_action(f"add_cars({n})"))

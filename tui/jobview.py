@@ -1,0 +1,95 @@
+"""The job view: queued and running jobs with progress, updated by key, only what changed."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.widgets import DataTable
+from textual.widgets.data_table import RowDoesNotExist
+
+from tui.details import bar
+from tui.jobs import JobRow
+from tui.store import FleetStore
+
+JOB_COLUMNS = ("job", "name", "status", "progress", "shards", "preempted", "cost", "why waiting")
+
+
+def job_cells(row: JobRow) -> tuple[str, ...]:
+    """The cells of one job's row."""
+    state = row.state
+    shards = f"{state.shards_done}/{state.shards_total} ({state.shards_running} running)" if state else "-"
+    waits = "; ".join(f"{w.cars_failing:,} fail {w.requirement}" for w in state.wait_reasons) if state else ""
+    if state is not None and state.reason and not waits:
+        waits = state.reason
+    return (
+        row.job_id,
+        row.name[:28],
+        row.status,
+        bar(row.progress, 12),
+        shards,
+        str(state.preemptions) if state else "-",
+        f"{state.cost:,.4f}" if state else "-",
+        waits[:60] or "-",
+    )
+
+
+class JobTable(DataTable[str]):
+    """Jobs by id; rows are added, and changed cells updated, from the store's job book."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "open", "Open job")]
+
+    class JobSelected(Message):
+        """The operator opened a job."""
+
+        def __init__(self, job_id: str) -> None:
+            super().__init__()
+            self.job_id = job_id
+
+    def __init__(self, store: FleetStore, *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        self.store = store
+        self._versions: dict[str, int] = {}
+        self._book_version = -1
+
+    def on_mount(self) -> None:
+        for title in JOB_COLUMNS:
+            self.add_column(title, key=title)
+
+    def update_jobs(self) -> None:
+        """Add new jobs and update the cells of changed ones; nothing if the book did not change."""
+        book = self.store.jobs
+        if book.version == self._book_version:
+            return
+        self._book_version = book.version
+        for row in book.rows.values():
+            if self._versions.get(row.job_id) == row.version:
+                continue
+            cells = job_cells(row)
+            if row.job_id not in self._versions:
+                self.add_row(*cells, key=row.job_id)
+            else:
+                for column, value in zip(JOB_COLUMNS, cells, strict=True):
+                    try:
+                        self.update_cell(row.job_id, column, value)
+                    except RowDoesNotExist:
+                        break
+            self._versions[row.job_id] = row.version
+
+    @property
+    def selected(self) -> str | None:
+        """The job id under the cursor."""
+        if not self.row_count:
+            return None
+        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
+        return str(key.value) if key.value is not None else None
+
+    def action_open(self) -> None:
+        if self.selected is not None:
+            self.post_message(self.JobSelected(self.selected))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.post_message(self.JobSelected(str(event.row_key.value)))

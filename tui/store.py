@@ -1,0 +1,346 @@
+"""The control room's fleet store: a plain model of everything heard on the wire.
+
+The MQTT worker calls `ingest` once per message; a timer in the app reads the store and paints.
+Nothing here imports Textual or an MQTT client, and time is always passed in (monotonic
+seconds), so the store is tested on its own and benchmarked with a million cars.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from protocol import (
+    AnyMessage,
+    ComputeOffer,
+    ConnectionStatus,
+    FleetSummary,
+    JobState,
+    JobSubmission,
+    Liveness,
+    OfferWithdrawal,
+    ProtocolError,
+    ShardAssignment,
+    ShardCancel,
+    ShardPreempted,
+    ShardProgress,
+    ShardRefused,
+    ShardResult,
+    TopicInfo,
+    Topics,
+    VehicleStatus,
+    VehicleTelemetry,
+    decode_on,
+)
+from tui.jobs import JobBook
+
+log = logging.getLogger(__name__)
+
+STATE_CODES: dict[str, str] = {
+    "idle": "Id",
+    "busy": "Bu",
+    "vacating": "Va",
+    "suspended": "Su",
+    "driving": "Dr",
+    "online": "On",
+    "asleep": "As",
+    "offline": "Of",
+}
+"""Two-letter state codes, as `condor_status -compact` shows them."""
+
+STATE_ORDER: tuple[str, ...] = tuple(STATE_CODES.values())
+HISTORY_SERIES: tuple[str, ...] = ("cars", "tops_offered", "tops_allocated", "jobs_done", "earnings", "msgs_per_s")
+
+
+@dataclass(slots=True)
+class CarRow:
+    """What the control room knows of one car, updated in place."""
+
+    vehicle_id: str
+    code: str = "On"
+    liveness: str = "online"
+    hardware: str = ""
+    soc: float | None = None
+    rated_tops: float = 0.0
+    tops_in_use: float = 0.0
+    offered_tops: float = 0.0
+    shard: str = ""
+    job_id: str = ""
+    reason: str = ""
+    earned: float = 0.0
+    gateway: str = ""
+    offer_id: str = ""
+    price_per_tops_hour: float | None = None
+    expected_departure: datetime | None = None
+    departure_confidence: float | None = None
+    checkpoint_tera_ops: float = 0.0
+    done_tera_ops: float = 0.0
+    work_tera_ops: float = 0.0
+    last_event: str = ""
+
+    @property
+    def free_tops(self) -> float:
+        """TOPS the car could still give: what it offers, else its idle rating."""
+        if self.offered_tops > 0:
+            return self.offered_tops
+        return max(self.rated_tops - self.tops_in_use, 0.0) if self.code == "Id" else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryPoint:
+    """One sample of a car's telemetry history, for the drill-down."""
+
+    sim_time: datetime
+    soc: float
+    tops_in_use: float
+    earned: float
+    pack_temp_c: float
+    state: str
+
+
+@dataclass
+class LinkStatus:
+    """The control room's own connection, as the MQTT worker last reported it."""
+
+    state: str = "connecting"
+    reason: str = ""
+    attempt: int = 0
+    reconnects: int = 0
+
+
+@dataclass
+class History:
+    """Ring buffers of fleet-wide figures, one sample per `sample_every_s`."""
+
+    length: int = 120
+    series: dict[str, deque[float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.series = {name: deque(maxlen=self.length) for name in HISTORY_SERIES}
+
+    def append(self, values: dict[str, float]) -> None:
+        for name, buffer in self.series.items():
+            buffer.append(values.get(name, 0.0))
+
+
+def car_code(liveness: str, telemetry: VehicleTelemetry | None, previous: str) -> str:
+    """The two-letter state of a car from its liveness and latest telemetry."""
+    if liveness != "online":
+        return STATE_CODES[liveness]
+    if telemetry is None:
+        return previous if previous not in ("Of", "As") else "On"
+    if telemetry.gear.value != "P" or telemetry.vehicle_speed_kmh > 0:
+        return "Dr"
+    return STATE_CODES[telemetry.compute_state.value]
+
+
+class FleetStore:
+    """Cars, jobs, the dispatcher's summary and the link's health, fed one message at a time."""
+
+    def __init__(self, topics: Topics, *, history_length: int = 120, car_history_length: int = 60,
+                 car_history_limit: int = 5_000, sample_every_s: float = 1.0) -> None:
+        self.topics = topics
+        self.cars: dict[str, CarRow] = {}
+        self.arrival: list[str] = []  # vehicle ids in order of first sight, append-only
+        self.state_counts: Counter[str] = Counter()
+        self.hardware_counts: Counter[str] = Counter()
+        self.jobs = JobBook()
+        self.summary: FleetSummary | None = None
+        self.connections: dict[str, ConnectionStatus] = {}
+        self.link = LinkStatus()
+        self.messages = 0
+        self.rejected: Counter[str] = Counter()
+        self.last_rejection = ""
+        self.msgs_per_s = 0.0
+        self.cars_version = 0  # bumped whenever any car row changes
+        self.history = History(history_length)
+        self.car_history: dict[str, deque[TelemetryPoint]] = {}
+        self._car_history_length = car_history_length
+        self._car_history_limit = car_history_limit
+        self._sample_every_s = sample_every_s
+        self._rate_mark: tuple[float, int] | None = None
+        self._last_sample: float | None = None
+
+    # ingest ---------------------------------------------------------------------------------
+    def ingest(self, topic: str, payload: bytes | bytearray) -> None:
+        """Decode one MQTT message and apply it; a bad one is counted, logged and dropped."""
+        self.messages += 1
+        try:
+            info, message = decode_on(self.topics, topic, payload)
+        except ProtocolError as exc:
+            self.reject(exc.reason, f"{exc.detail} (on {topic})")
+            return
+        self.apply(info, message)
+
+    def reject(self, reason: str, detail: str) -> None:
+        """Count one rejected message."""
+        self.rejected[reason] += 1
+        self.last_rejection = f"{reason}: {detail}"[:200]
+        log.warning("rejected message: %s", self.last_rejection)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def apply(self, info: TopicInfo, message: AnyMessage) -> None:
+        """Apply one decoded message that `decode_on` has checked against its topic."""
+        if isinstance(message, VehicleTelemetry):
+            self._telemetry(message)
+        elif isinstance(message, VehicleStatus):
+            self._status(message)
+        elif isinstance(message, ComputeOffer | OfferWithdrawal):
+            self._offer(message)
+        elif isinstance(message, FleetSummary):
+            self.summary = message
+        elif isinstance(message, ConnectionStatus):
+            self.connections[message.sender] = message
+        elif isinstance(message, JobState | JobSubmission):
+            self.jobs.apply(message)
+        elif isinstance(message, ShardAssignment | ShardCancel):
+            self._command(message)
+        elif isinstance(message, ShardProgress | ShardResult | ShardPreempted | ShardRefused):
+            assert info.vehicle_id is not None
+            self._shard_report(info.vehicle_id, message)
+
+    # cars -----------------------------------------------------------------------------------
+    def car(self, vehicle_id: str) -> CarRow:
+        """The row of `vehicle_id`, created (and counted) on first sight."""
+        row = self.cars.get(vehicle_id)
+        if row is None:
+            row = CarRow(vehicle_id)
+            self.cars[vehicle_id] = row
+            self.arrival.append(vehicle_id)
+            self.state_counts[row.code] += 1
+        return row
+
+    def _set_code(self, row: CarRow, code: str) -> None:
+        if code != row.code:
+            self.state_counts[row.code] -= 1
+            self.state_counts[code] += 1
+            row.code = code
+
+    def _set_hardware(self, row: CarRow, hardware: str) -> None:
+        if hardware and hardware != row.hardware:
+            if row.hardware:
+                self.hardware_counts[row.hardware] -= 1
+            self.hardware_counts[hardware] += 1
+            row.hardware = hardware
+
+    def _status(self, message: VehicleStatus) -> None:
+        row = self.car(message.sender)
+        row.liveness = message.state.value
+        if message.hardware is not None:
+            self._set_hardware(row, message.hardware.value)
+        row.gateway = message.gateway or row.gateway
+        if message.state is not Liveness.ONLINE:
+            row.offered_tops = 0.0
+            row.reason = message.reason or message.state.value
+        self._set_code(row, car_code(row.liveness, None, row.code))
+        self.cars_version += 1
+
+    def _telemetry(self, message: VehicleTelemetry) -> None:
+        row = self.car(message.sender)
+        self._set_hardware(row, message.hardware.value)
+        row.liveness = "online"
+        row.soc = message.soc
+        row.rated_tops = message.rated_tops
+        row.tops_in_use = message.tops_in_use
+        row.shard = message.shard or ""
+        row.earned = message.earned
+        row.reason = message.suspend_reason.value if message.suspend_reason is not None else ""
+        self._set_code(row, car_code("online", message, row.code))
+        if row.code == "Dr" and not row.reason:
+            row.reason = "driving"
+        self._record(message, row)
+        self.cars_version += 1
+
+    def _record(self, message: VehicleTelemetry, row: CarRow) -> None:
+        points = self.car_history.get(row.vehicle_id)
+        if points is None:
+            if len(self.car_history) >= self._car_history_limit:
+                return
+            points = self.car_history[row.vehicle_id] = deque(maxlen=self._car_history_length)
+        points.append(TelemetryPoint(message.sim_time, message.soc, message.tops_in_use, message.earned,
+                                     message.pack_temp_c, row.code))
+
+    def watch(self, vehicle_id: str) -> None:
+        """Keep a telemetry history for this car even past the history limit (drill-down)."""
+        self.car_history.setdefault(vehicle_id, deque(maxlen=self._car_history_length))
+
+    def _offer(self, message: ComputeOffer | OfferWithdrawal) -> None:
+        row = self.car(message.sender)
+        if isinstance(message, ComputeOffer):
+            self._set_hardware(row, message.hardware.value)
+            row.offer_id = message.offer_id
+            row.offered_tops = message.free_tops
+            row.price_per_tops_hour = message.price_per_tops_hour
+            row.expected_departure = message.expected_departure
+            row.departure_confidence = message.departure_confidence
+            row.soc = message.soc
+            row.last_event = f"offered {message.free_tops:,.0f} TOPS"
+        elif message.offer_id == row.offer_id or not row.offer_id:
+            row.offered_tops = 0.0
+            row.last_event = f"withdrew its offer: {message.reason}"
+        self.cars_version += 1
+
+    def _command(self, message: ShardAssignment | ShardCancel) -> None:
+        row = self.car(message.vehicle_id)
+        if isinstance(message, ShardAssignment):
+            row.shard, row.job_id = message.assignment_id, message.job_id
+            row.work_tera_ops = message.work_tera_ops
+            row.done_tera_ops = row.checkpoint_tera_ops = message.resume_from_tera_ops
+            row.last_event = f"assigned {message.shard_id} of {message.job_id}"
+        else:
+            row.last_event = f"assignment {message.assignment_id} cancelled: {message.reason}"
+        self.jobs.command(message)
+        self.cars_version += 1
+
+    def _shard_report(self, vehicle_id: str, message: ShardProgress | ShardResult | ShardPreempted
+                      | ShardRefused) -> None:
+        row = self.car(vehicle_id)
+        if isinstance(message, ShardProgress):
+            row.done_tera_ops = message.done_tera_ops
+            row.checkpoint_tera_ops = message.checkpoint_tera_ops
+        elif isinstance(message, ShardResult):
+            row.done_tera_ops = row.work_tera_ops or message.work_tera_ops
+            row.last_event = f"finished {message.shard_id}"
+        elif isinstance(message, ShardPreempted):
+            row.checkpoint_tera_ops = message.checkpoint_tera_ops
+            row.last_event = f"preempted on {message.shard_id}: {message.reason}"
+        else:
+            row.last_event = f"refused {message.assignment_id}: {message.reason}"
+        self.jobs.shard_report(vehicle_id, message)
+        self.cars_version += 1
+
+    # link and time --------------------------------------------------------------------------
+    def link_changed(self, state: str, reason: str = "", attempt: int = 0) -> None:
+        """Record the MQTT worker's connection state (connecting, connected, reconnecting, closed)."""
+        if state == "connected" and self.link.state == "reconnecting":
+            self.link.reconnects += 1
+        self.link.state, self.link.reason, self.link.attempt = state, reason, attempt
+
+    def tick(self, now: float) -> None:
+        """Update the message rate and, once per `sample_every_s`, the history buffers."""
+        if self._rate_mark is None:
+            self._rate_mark = (now, self.messages)
+        elif now - self._rate_mark[0] >= self._sample_every_s:
+            then, count = self._rate_mark
+            self.msgs_per_s = (self.messages - count) / (now - then)
+            self._rate_mark = (now, self.messages)
+        if self._last_sample is None or now - self._last_sample >= self._sample_every_s:
+            self._last_sample = now
+            self.history.append(self.history_values())
+
+    def history_values(self) -> dict[str, float]:
+        """The figures one history sample records; the dispatcher's summary where it has one."""
+        s = self.summary
+        return {
+            "cars": float(s.cars_known if s else len(self.cars)),
+            "tops_offered": s.tops_offered if s else 0.0,
+            "tops_allocated": s.tops_allocated if s else 0.0,
+            "jobs_done": float(s.jobs_by_status.get("done", 0)) if s else float(self.jobs.count("done")),
+            "earnings": s.earnings_gross if s else 0.0,
+            "msgs_per_s": self.msgs_per_s,
+        }
