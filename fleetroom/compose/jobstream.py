@@ -38,7 +38,7 @@ TEMPLATES: dict[str, JobTemplate] = {
     ),
     "training": JobTemplate(
         JobKind.TRAINING, ("fine-tune shard", "distillation shard", "RL rollout shard"),
-        (2, 8), (1e5, 6e5), 1000.0, 2, 60.0, 0, HardwareGeneration.HW4,
+        (2, 8), (1e5, 6e5), 1000.0, 2, 60.0, 0, HardwareGeneration.HW5,
     ),
     "rendering": JobTemplate(
         JobKind.RENDERING, ("film frames", "architectural walkthrough", "game lightmap bake"),

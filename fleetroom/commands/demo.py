@@ -1,0 +1,183 @@
+"""The whole thing in one command: broker, dispatcher, a growing fleet, a job stream, control room.
+
+Starts, each as its own process: the embedded broker (unless --broker names one), the
+dispatcher, an emulated fleet of --cars cars that grows to --grow-to (new cars' hardware
+moving from HW3/HW4 towards HW5/HW6), and a driver that submits realistic AI jobs (inference
+batches, training shards, rendering). The control room runs in the foreground; quitting it
+stops every process. Logs go to the run directory (.fleetroom/runs/demo-TIME).
+
+--headless --duration S runs without the control room and prints the dispatcher's summary
+(for scripts and CI). --scenario essay jumps to the essay's scale: a million HW5 cars in
+many-cars-per-connection mode, shown through the dispatcher's summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+from fleetroom.common import CliError, setup_logging
+from fleetroom.compose.driver import EARLY_MIX
+from fleetroom.compose.stack import Stack
+from fleetroom.compose.summary import format_summary
+from fleetroom.compose.supervisor import ChildDied, NotReady, Supervisor
+from fleetroom.loadtest.ledger import RunLedger
+from fleetroom.loadtest.observer import Observer
+from mqttlink import BrokerUrl, BrokerUrlError, parse_broker_url
+from protocol import TopicError, Topics
+
+log = logging.getLogger(__name__)
+ESSAY_CARS = 1_000_000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", metavar="URL", help="use this running broker instead of starting one")
+    parser.add_argument("--topic-prefix", default="fleetroom", help="topic prefix (default: %(default)s)")
+    parser.add_argument("--headless", action="store_true", help="no control room; print a summary at the end")
+    parser.add_argument("--duration", type=float, default=0.0, metavar="S",
+                        help="stop after S wall seconds (default: until quit or Ctrl-C)")
+    parser.add_argument("--scenario", choices=("grow", "essay"), default="grow",
+                        help="grow: a fleet growing from --cars to --grow-to; essay: a million HW5 cars")
+    parser.add_argument("--cars", type=int, default=20, help="cars at the start (default: %(default)s)")
+    parser.add_argument("--grow-to", type=int, default=2000,
+                        help="cars at the end of the growth (default: %(default)s)")
+    parser.add_argument("--grow-over", type=float, default=120.0, metavar="S",
+                        help="wall seconds the growth takes (default: %(default)s)")
+    parser.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second (default: 60)")
+    parser.add_argument("--job-rate", type=float, default=0.5, help="jobs submitted per wall second (default: 0.5)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed of the fleet and the jobs")
+    parser.add_argument("--run-dir", type=Path, help="where the processes' logs go")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+
+
+def _check(args: argparse.Namespace) -> tuple[Topics, BrokerUrl | None]:
+    try:
+        topics = Topics(args.topic_prefix)
+        url = parse_broker_url(args.broker) if args.broker else None
+    except (TopicError, BrokerUrlError) as exc:
+        raise CliError(str(exc)) from None
+    if args.headless and args.duration <= 0:
+        raise CliError("--headless needs --duration S")
+    if args.cars < 1 or args.grow_to < 0 or args.speed <= 0 or args.job_rate < 0 or args.grow_over <= 0:
+        raise CliError("--cars must be at least 1; --grow-to, --job-rate >= 0; --speed, --grow-over > 0")
+    return topics, url
+
+
+def _fleet_flags(args: argparse.Namespace, sim_start: str) -> list[str]:
+    common = ["--seed", str(args.seed), "--speed", f"{args.speed:g}", "--sim-start", sim_start, "--mode", "gateway"]
+    if args.scenario == "essay":
+        return ["--count", str(ESSAY_CARS), "--hardware-mix", "HW5=1", "--telemetry-interval", "3600", *common]
+    mix = ",".join(f"{k}={v:g}" for k, v in EARLY_MIX.items())
+    return ["--count", str(args.cars), "--hardware-mix", mix, "--telemetry-interval", "30", *common]
+
+
+def _driver_flags(args: argparse.Namespace, stack: Stack, sim_start: str) -> list[str]:
+    grow_to = 0 if args.scenario == "essay" else args.grow_to
+    return [
+        sys.executable, "-m", "fleetroom.compose.driver", "--broker", stack.url_or_fail().full(),
+        "--topic-prefix", stack.topic_prefix, "--speed", f"{args.speed:g}", "--sim-start", sim_start,
+        "--seed", str(args.seed), "--job-rate", f"{args.job_rate:g}", "--start-cars", str(args.cars),
+        "--grow-to", str(grow_to), "--grow-over", f"{args.grow_over:g}",
+    ]
+
+
+def start_broker(stack: Stack, url: BrokerUrl | None) -> None:
+    """The embedded broker as a child process, or the external one named by --broker."""
+    if url is None:
+        stack.start_embedded()
+    else:
+        stack.use_external(url)
+
+
+def start_parts(args: argparse.Namespace, stack: Stack) -> None:
+    """Dispatcher, fleet and job driver, each its own process."""
+    sim_start = datetime.now(UTC).replace(hour=10, minute=0, second=0, microsecond=0).isoformat()
+    stack.start_dispatcher(stack.run_dir / "ledger.sqlite3",
+                           ["--speed", f"{args.speed:g}", "--sim-start", sim_start, "--summary-interval", "1"])
+    stack.start_fleet("fleet", _fleet_flags(args, sim_start))
+    stack.supervisor.start("driver", _driver_flags(args, stack, sim_start))
+
+
+async def _headless(args: argparse.Namespace, stack: Stack, topics: Topics) -> tuple[RunLedger, float]:
+    """Start the parts with an observer already listening; watch for --duration; return what it saw."""
+    ledger = RunLedger()
+    started = time.monotonic()
+    observer = Observer(stack.url_or_fail(), topics, ledger, started)
+    task = asyncio.create_task(observer.run())
+    try:
+        await asyncio.wait_for(observer.connected.wait(), 30)
+        await asyncio.to_thread(start_parts, args, stack)
+        while time.monotonic() - started < args.duration:
+            stack.supervisor.check()
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return ledger, time.monotonic() - started
+
+
+def _control_room(args: argparse.Namespace, stack: Stack, topics: Topics) -> None:
+    """The control room in the foreground; a watchdog thread reports a child that dies."""
+    from tui.app import FleetroomApp
+
+    start_parts(args, stack)
+    title = "fleetroom demo: the essay's scale" if args.scenario == "essay" else "fleetroom demo"
+    app = FleetroomApp(stack.url_or_fail(), topics, title=title)
+    done = threading.Event()
+
+    def watchdog() -> None:
+        started = time.monotonic()
+        while not done.wait(1.0):
+            if args.duration > 0 and time.monotonic() - started >= args.duration:
+                app.call_from_thread(app.exit)
+                return
+            try:
+                stack.supervisor.check()
+            except ChildDied as exc:
+                log.error("%s", exc)
+                app.call_from_thread(app.notify, f"{exc}", title="a demo process died", severity="error")
+                return
+
+    thread = threading.Thread(target=watchdog, name="demo-watchdog", daemon=True)
+    thread.start()
+    try:
+        app.run()
+    finally:
+        done.set()
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def run(args: argparse.Namespace) -> int:
+    topics, url = _check(args)
+    run_dir = args.run_dir or Path(".fleetroom/runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(max(args.verbose, 1), run_dir / "demo.log")
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    signal.signal(signal.SIGHUP, _stop_on_sigterm)
+    with Supervisor(run_dir) as supervisor:
+        stack = Stack(supervisor, topics.prefix)
+        try:
+            start_broker(stack, url)
+            if args.headless:
+                ledger, elapsed = asyncio.run(_headless(args, stack, topics))
+                print(format_summary(ledger.last_summary, ledger.counters.by_kind, elapsed))
+            else:
+                _control_room(args, stack, topics)
+        except (ChildDied, NotReady) as exc:
+            print(f"fleetroom demo: stopped: {exc}", file=sys.stderr)
+            return 1
+    print(f"fleetroom demo: every process stopped; logs in {supervisor.run_dir}", file=sys.stderr)
+    return 0

@@ -1,0 +1,108 @@
+"""The demo's driver process: a stream of realistic jobs, and a fleet that grows in steps whose
+hardware mix moves from HW3/HW4 towards HW5/HW6 (AddCars on the fleet control topic).
+
+Run as `python -m fleetroom.compose.driver --broker URL ...`; `fleetroom demo` starts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import signal
+import sys
+from datetime import datetime
+
+import aiomqtt
+
+from fleetroom.compose.jobstream import JobStream
+from mqttlink import parse_broker_url, stay_connected
+from protocol import AddCars, Topics, encode, utc_now
+from protocol.clock import SimClock
+
+log = logging.getLogger(__name__)
+
+EARLY_MIX = {"HW3": 0.3, "HW4": 0.6, "HW5": 0.1}
+LATE_MIX = {"HW4": 0.1, "HW5": 0.6, "HW6": 0.3}
+STEP_S = 5.0
+
+
+def growth_plan(start: int, target: int, steps: int) -> list[int]:
+    """Cars to add at each step so the fleet grows geometrically from `start` to `target`."""
+    if steps < 1 or target <= start:
+        return []
+    ratio = (target / start) ** (1 / steps)
+    sizes = [round(start * ratio**k) for k in range(steps + 1)]
+    sizes[-1] = target
+    return [max(0, b - a) for a, b in itertools.pairwise(sizes)]
+
+
+def mix_at(fraction: float) -> dict[str, float]:
+    """The hardware mix of new cars `fraction` of the way through the growth (0 early, 1 late)."""
+    f = min(1.0, max(0.0, fraction))
+    names = sorted(set(EARLY_MIX) | set(LATE_MIX))
+    mix = {n: (1 - f) * EARLY_MIX.get(n, 0.0) + f * LATE_MIX.get(n, 0.0) for n in names}
+    return {n: round(share, 4) for n, share in mix.items() if share > 0}
+
+
+async def drive(args: argparse.Namespace) -> None:
+    """Publish jobs at `--job-rate` per second and AddCars steps until stopped."""
+    topics = Topics(args.topic_prefix)
+    clock = SimClock(args.speed, datetime.fromisoformat(args.sim_start))
+    stream = JobStream(random.Random(args.seed), {"inference": 0.5, "training": 0.2, "rendering": 0.3},
+                       sender="demo-driver", prefix=f"demo{random.randrange(16**4):04x}", scale=args.job_scale)
+    steps = max(1, round(args.grow_over / STEP_S))
+    plan = growth_plan(args.start_cars, args.grow_to, steps) if args.grow_to else []
+    state = {"step": 0, "job_credit": 1.0}
+
+    async def session(client: aiomqtt.Client) -> None:
+        loop = asyncio.get_running_loop()
+        next_step = loop.time() + STEP_S
+        while True:
+            state["job_credit"] += args.job_rate * 0.25
+            while state["job_credit"] >= 1.0:
+                state["job_credit"] -= 1.0
+                job = stream.next(utc_now(), clock.now())
+                await client.publish(topics.job_submit, encode(job), qos=1)
+            step = int(state["step"])
+            if step < len(plan) and loop.time() >= next_step:
+                if plan[step]:
+                    add = AddCars(sender="demo-driver", sent_at=utc_now(), sim_time=clock.now(), count=plan[step],
+                                  hardware_mix=mix_at((step + 1) / len(plan)))
+                    await client.publish(topics.fleet_control, encode(add), qos=1)
+                state["step"] = step + 1
+                next_step += STEP_S
+            await asyncio.sleep(0.25)
+
+    await stay_connected(parse_broker_url(args.broker), f"demo-driver-{random.randrange(16**6):06x}", session)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m fleetroom.compose.driver", description=__doc__)
+    parser.add_argument("--broker", required=True)
+    parser.add_argument("--topic-prefix", default="fleetroom")
+    parser.add_argument("--speed", type=float, default=60.0)
+    parser.add_argument("--sim-start", required=True)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--job-rate", type=float, default=0.5, help="jobs per wall second")
+    parser.add_argument("--job-scale", type=float, default=1.0)
+    parser.add_argument("--start-cars", type=int, default=20)
+    parser.add_argument("--grow-to", type=int, default=0, help="0: no growth")
+    parser.add_argument("--grow-over", type=float, default=120.0, help="wall seconds")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(drive(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
