@@ -71,6 +71,15 @@ def test_bad_messages_are_counted_never_raised(store: FleetStore, topics: Topics
     assert "rejected 4" in panels.health_line(store, "mqtt://x", read_only=False, paused=False)
 
 
+def test_the_health_line_follows_the_link(store: FleetStore) -> None:
+    store.link_changed("connected")
+    store.link_changed("reconnecting", "connection refused", 2)
+    line = panels.health_line(store, "mqtt://h:1", read_only=True, paused=True)
+    assert line.startswith("mqtt://h:1 reconnecting (attempt 2)") and "READ-ONLY" in line and "PAUSED" in line
+    store.link_changed("connected")
+    assert "reconnected 1x" in panels.health_line(store, "mqtt://h:1", read_only=False, paused=False)
+
+
 def test_header_reads_the_essays_equivalences_from_the_summary(store: FleetStore, topics: Topics) -> None:
     assert "waiting" in panels.totals_line(store)
     feed(store, topics.summary, cr.summary(1_000_000, "HW5", scale="essay: 1,000,000 HW5 cars"))

@@ -96,6 +96,7 @@ class FleetroomApp(App[None]):
         self.client: aiomqtt.Client | None = None
         self.published: list[tuple[str, AnyMessage]] = []
         self._painted_version = -1
+        self._shown: dict[str, str] = {}
 
     # layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -122,6 +123,14 @@ class FleetroomApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        statics = ["health", "totals", "cars", "equivalences", "strip", "hardware"]
+        self._statics: dict[str, Static] = {name: self.query_one(f"#{name}", Static) for name in statics}
+        for name in HISTORY_SERIES:
+            self._statics[f"label-{name}"] = self.query_one(f"#label-{name}", Label)
+        self._sparks = {name: self.query_one(f"#spark-{name}", Sparkline) for name in HISTORY_SERIES}
+        self._node_table = self.query_one(NodeTable)
+        self._job_table = self.query_one(JobTable)
+        self._tabs = self.query_one(TabbedContent)
         self.paint()
         self.set_interval(self.refresh_s, self.paint)
         self.query_one(NodeTable).focus()
@@ -158,36 +167,39 @@ class FleetroomApp(App[None]):
             self.client = None
 
     # painting -------------------------------------------------------------------------------
+    def _show(self, widget_id: str, text: str) -> None:
+        """Update a Static only when its text changed (an update costs a layout pass)."""
+        if self._shown.get(widget_id) != text:
+            self._shown[widget_id] = text
+            self._statics[widget_id].update(text)
+
     def paint(self) -> None:
         """Apply the store to the widgets: the timer's job, never the worker's."""
         store = self.store
         store.tick(self.clock())
-        self.query_one("#health", Static).update(
-            panels.health_line(store, str(self.broker_url), read_only=self.read_only, paused=self.paused))
+        self._show("health", panels.health_line(store, str(self.broker_url), read_only=self.read_only,
+                                                paused=self.paused))
         if self.paused:
             return
-        self.query_one("#totals", Static).update(panels.totals_line(store))
-        self.query_one("#cars", Static).update(panels.cars_line(store))
-        self.query_one("#equivalences", Static).update(panels.equivalence_line(store))
+        self._show("totals", panels.totals_line(store))
+        self._show("cars", panels.cars_line(store))
+        self._show("equivalences", panels.equivalence_line(store))
         strip = "  ".join(f"{code} {count:,}" for code, count in state_strip(store))
-        shown = f"showing {len(self.order.ids):,} of {len(store.cars):,}"
-        self.query_one("#strip", Static).update(f"{strip or 'no cars yet'}   |   {shown}")
+        self._show("strip", f"{strip or 'no cars yet'}   |   showing {len(self.order.ids):,} of {len(store.cars):,}")
         moved = self.order.sync(store, self.clock())
         if moved or store.cars_version != self._painted_version:
             self._painted_version = store.cars_version
-            self.query_one(NodeTable).update_rows()
-        self.query_one(JobTable).update_jobs()
-        if self.query_one(TabbedContent).active == "history":
+            self._node_table.update_rows()
+        self._job_table.update_jobs()
+        if self._tabs.active == "history":
             self.paint_history()
 
     def paint_history(self) -> None:
         for name, buffer in self.store.history.series.items():
             values = list(buffer)
-            self.query_one(f"#spark-{name}", Sparkline).data = values
-            self.query_one(f"#label-{name}", Label).update(
-                f"{SPARK_TITLES[name]}: {panels.latest(values):,.1f}")
-        self.query_one("#hardware", Static).update("by hardware generation\n\n"
-                                                    + "\n".join(panels.hardware_lines(self.store)))
+            self._sparks[name].data = values
+            self._show(f"label-{name}", f"{SPARK_TITLES[name]}: {panels.latest(values):,.1f}")
+        self._show("hardware", "by hardware generation\n\n" + "\n".join(panels.hardware_lines(self.store)))
 
     # navigation -----------------------------------------------------------------------------
     def action_show_tab(self, tab: str) -> None:

@@ -39,10 +39,11 @@ def cars_line(store: FleetStore) -> str:
 
 def equivalence_line(store: FleetStore) -> str:
     """The total as whole Fugakus, Frontiers and El Capitans, as the essay computes."""
-    total = store.summary.tops_total if store.summary is not None else 0.0
-    counts = equivalences(total)
+    if store.summary is None:
+        return "as supercomputers: (with the dispatcher's first summary)"
+    counts = equivalences(store.summary.tops_total)
     parts = [plural(counts[m.name], m.name) for m in REFERENCE_MACHINES]
-    scale = store.summary.scenario_scale if store.summary is not None else ""
+    scale = store.summary.scenario_scale
     return "= " + " · ".join(parts) + " (peak)" + (f"   [{scale}]" if scale else "")
 
 

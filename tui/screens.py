@@ -79,8 +79,8 @@ class CarScreen(Screen[None]):
         self.query_one("#car-soc", Sparkline).data = [p.soc for p in points]
         self.query_one("#car-tops", Sparkline).data = [p.tops_in_use for p in points]
 
-    def action_drive_away(self) -> None:
-        self.app.run_action(f"drive_away('{self.vehicle_id}')")
+    async def action_drive_away(self) -> None:
+        await self.app.run_action(f"drive_away('{self.vehicle_id}')")
 
 
 class JobScreen(Screen[None]):
@@ -110,8 +110,8 @@ class JobScreen(Screen[None]):
         text = "\n".join(job_lines(job)) if job is not None else f"{self.job_id}: not heard of (yet)"
         self.query_one("#job-body", Static).update(text)
 
-    def action_cancel_job(self) -> None:
-        self.app.run_action(f"cancel_job('{self.job_id}')")
+    async def action_cancel_job(self) -> None:
+        await self.app.run_action(f"cancel_job('{self.job_id}')")
 
 
 @dataclass(frozen=True, slots=True)
