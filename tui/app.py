@@ -13,7 +13,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar, TypedDict
 
 import aiomqtt
 from pydantic import ValidationError
@@ -53,6 +53,16 @@ SPARK_TITLES = {
     "earnings": "earnings (gross)",
     "msgs_per_s": "messages per second",
 }
+
+
+class Envelope(TypedDict):
+    """The fields every message this control room publishes carries."""
+
+    sender: str
+    sent_at: datetime
+    sim_time: datetime
+
+
 INGEST_YIELD_EVERY = 200  # let the UI paint between bursts of incoming messages
 
 
@@ -263,7 +273,7 @@ class FleetroomApp(App[None]):
         self.push_screen(JobScreen(self.store, event.job_id))
 
     # commands -------------------------------------------------------------------------------
-    def envelope(self) -> dict[str, object]:
+    def envelope(self) -> Envelope:
         """Sender and times for a message this control room publishes."""
         summary = self.store.summary
         sim_time: datetime = summary.sim_time if summary is not None else utc_now()
@@ -339,7 +349,7 @@ class FleetroomApp(App[None]):
         if await self.publish(self.topics.fleet_control, AddCars(**self.envelope(), count=count)):
             self.notify(f"asked the fleet process to add {count:,} cars")
 
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Submit a job", "Open the job submission form", self.action_submit_job)
         for policy in MatchPolicy:
