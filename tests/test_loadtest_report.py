@@ -14,7 +14,18 @@ from fleetroom.loadtest.metrics import LatencyRecorder, RateMeter
 from fleetroom.loadtest.progress import Progress, bar, progress_line
 from fleetroom.loadtest.report import StageRecord, build_report, render_svg, write_report
 from fleetroom.loadtest.slo import evaluate
-from protocol import Channel, JobState, JobStatus, Liveness, ShardAssignment, TopicInfo, VehicleStatus, decode, encode
+from protocol import (
+    Channel,
+    ConnectionStatus,
+    JobState,
+    JobStatus,
+    Liveness,
+    ShardAssignment,
+    TopicInfo,
+    VehicleStatus,
+    decode,
+    encode,
+)
 
 T0 = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
 ENV = {"sent_at": T0, "sim_time": T0}
@@ -64,6 +75,18 @@ def test_ledger_counts_connects_reconnects_failures() -> None:
     c = ledger.counters
     assert (c.connects, c.reconnects, c.failures, c.receives) == (3, 1, 1, 5)
     assert ledger.online_cars() == ["car-a", "car-b"]
+
+
+def test_a_lost_gateway_takes_its_cars_offline_and_they_reconnect() -> None:
+    ledger = RunLedger()
+    for car in ("car-a", "car-b"):
+        ledger.observe(TopicInfo(Channel.VEHICLE_STATUS, vehicle_id=car),
+                       VehicleStatus(sender=car, **ENV, state=Liveness.ONLINE, gateway="gw-1-0-1"), 1.0, None)
+    will = ConnectionStatus(sender="gw-1-0-1", **ENV, role="gateway", state=Liveness.OFFLINE)
+    ledger.observe(TopicInfo(Channel.CONNECTION_STATUS, client_id="gw-1-0-1"), will, 2.0, None)
+    assert ledger.cars_online() == 0 and ledger.counters.failures == 1
+    ledger.observe(*status("car-a", Liveness.ONLINE), at_s=3.0, latency_s=None)
+    assert ledger.counters.reconnects == 1 and ledger.counters.connects == 3
 
 
 def test_ledger_measures_assignment_latency_once_per_job() -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from fleetroom.loadtest.metrics import Counters, LatencyRecorder, RateMeter
 from protocol import (
     Channel,
+    ConnectionStatus,
     FleetSummary,
     JobState,
     JobStatus,
@@ -61,6 +62,7 @@ class RunLedger:
         self.first_assignment: dict[str, float] = {}
         self.job_states: dict[str, JobState] = {}
         self.car_online: dict[str, bool] = {}
+        self.car_gateway: dict[str, str] = {}
         self.last_summary: FleetSummary | None = None
         self.max_wrong_results_caught = 0
         self.max_messages_rejected = 0
@@ -89,6 +91,10 @@ class RunLedger:
             self.latency.record(latency_s, at_s)
         if isinstance(message, VehicleStatus) and info.vehicle_id is not None:
             self._car_status(info.vehicle_id, message.state)
+            if message.gateway is not None:
+                self.car_gateway[info.vehicle_id] = message.gateway
+        elif isinstance(message, ConnectionStatus) and message.role == "gateway":
+            self._gateway_status(message.sender, message.state)
         elif isinstance(message, ShardAssignment):
             self._assignment(message.job_id, at_s)
         elif isinstance(message, JobState):
@@ -108,6 +114,16 @@ class RunLedger:
         elif not online and seen is True:
             self.counters.failures += 1
         self.car_online[car] = online
+
+    def _gateway_status(self, gateway: str, state: Liveness) -> None:
+        """A fleet connection lost (its Last Will) takes its cars offline with it."""
+        if state is Liveness.ONLINE:
+            return
+        cars = [car for car, gw in self.car_gateway.items() if gw == gateway and self.car_online.get(car)]
+        if cars:
+            self.counters.failures += 1
+        for car in cars:
+            self.car_online[car] = False
 
     def _assignment(self, job_id: str, at_s: float) -> None:
         if job_id in self.first_assignment:

@@ -1,0 +1,29 @@
+"""A small scenario end to end, broker restart included: its objectives pass and no job is lost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support.demo_loadtest import fleetroom, wait_gone
+
+pytestmark = pytest.mark.slow
+
+
+def test_small_scenario_survives_a_broker_restart_and_loses_no_job(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = fleetroom("loadtest", "scenarios/small.toml", "--out", str(out), "--topic-prefix", "tload",
+                       timeout=150)
+    report = json.loads((out / "report.json").read_text())
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert report["passed"] is True
+    assert [s["kind"] for s in report["stages"]] == ["connect_ramp", "steady", "broker_restart", "drain"]
+    jobs = report["jobs"]
+    assert jobs["submitted"] > 0 and jobs["lost"] == 0 and jobs["completed"] == jobs["submitted"]
+    assert report["counters"]["observer_reconnects"] >= 1  # the broker really went away
+    assert report["latency"]["count"] > 0 and report["assignment_latency"]["count"] > 0
+    assert "PASS" in result.stdout and (out / "report.md").exists() and (out / "latency.svg").exists()
+    assert "conn " in result.stderr and "recv " in result.stderr  # live counters
+    assert wait_gone(out) == []
