@@ -1,0 +1,272 @@
+"""One emulated car as a pure model: where it is, its battery and pack, and whether it may compute.
+
+Times are local simulation seconds since 1970-01-01 (so `t % DAY` is the time of day). The
+caller passes the time and a `random.Random` into every method; the car reseeds that generator
+from its own seed and the day, so a car's life does not depend on which other cars exist or on
+when it is looked at. State is kept in `__slots__` so that a million cars fit in memory.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from fake_vehicles import day as days
+from fake_vehicles.catalogue import (
+    CAR_MODELS,
+    ELECTRICITY_PRICE_PER_KWH,
+    FAST_CHARGER_KW,
+    HARDWARE,
+    HOME_CHARGER_KW,
+    WORK_CHARGER_KW,
+    CarModel,
+    Hardware,
+    pick_by_share,
+)
+from fake_vehicles.work import RunningShard
+from protocol.base import HardwareGeneration
+from protocol.vehicle_messages import ChargeState, ComputeState, OwnerMode, SuspendReason
+
+DRIVE_SPEED_KMH = 40.0  # assumption: average urban trip speed
+CHARGE_LIMIT = 0.85  # the owner's daily charge limit
+SETTLE_S = 120.0  # the driver is still in the car after parking
+OWNER_RETURN_LEAD_S = 90.0  # the owner unlocks the car this long before driving off
+VACATE_DEADLINE_S = 30.0  # a shard must be checkpointed and handed back within this
+DETOUR_DRIVE_S = 20 * 60.0  # an unplanned round trip when told to drive away
+HOT_STOP_C = 45.0  # stop computing above this pack temperature ...
+HOT_RESUME_C = 40.0  # ... and resume only below this one (hysteresis)
+HEAT_C_PER_KW = 6.0  # assumption: steady-state pack heating per kW of compute
+PACK_TAU_S = 1800.0  # thermal time constant of the pack
+LOW_MARGIN = 0.02  # stop offering this close to the reserve
+FAULT_WRONG, FAULT_VANISH = 1, 2
+OWNER_MODE_SHARES = ((0.8, 0), (0.1, 1), (0.1, 2))  # assumption: compute, robotaxi, none
+OWNER_MODES = (OwnerMode.COMPUTE, OwnerMode.ROBOTAXI, OwnerMode.NONE)
+MODEL_SHARES = [(m.share, i) for i, m in enumerate(CAR_MODELS)]
+
+
+def ambient_c(t: float) -> float:
+    """Outside temperature: 6 °C before dawn, 22 °C mid-afternoon."""
+    return 14.0 + 8.0 * math.sin(2 * math.pi * ((t % days.DAY) / days.DAY - 9 / 24))
+
+
+class Car:
+    """One car: fixed traits, position in its owner's day, battery, pack and running shard."""
+
+    __slots__ = (
+        "arrived_at", "charger_kw", "confident", "day", "detour", "drive_s", "driving", "earned", "fault",
+        "hardware", "home_charger", "hot", "index", "leg_idx", "model", "next_at", "next_dest", "night_only",
+        "odometer_km", "offer_id", "offer_seq", "owner_back", "owner_mode", "pack_temp_c", "place", "price",
+        "profile", "region", "reserve_soc", "seed", "shard", "silent", "soc", "t", "vehicle_id", "work_charger",
+    )
+
+    def __init__(self, index: int, vehicle_id: str, seed: int, hardware: Hardware, model: CarModel) -> None:
+        self.index, self.vehicle_id, self.seed = index, vehicle_id, seed
+        self.hardware, self.model = hardware, model
+        self.profile, self.owner_mode, self.fault, self.region = days.COMMUTER, OwnerMode.COMPUTE, 0, 0
+        self.home_charger, self.work_charger, self.night_only = True, False, False
+        self.reserve_soc, self.price = 0.2, 0.0
+        self.t, self.soc, self.pack_temp_c, self.hot = 0.0, 0.7, 15.0, False
+        self.odometer_km, self.earned = 0.0, 0.0
+        self.place, self.driving, self.day, self.leg_idx = days.HOME, False, 0, 0
+        self.next_at, self.drive_s, self.next_dest, self.confident = 0.0, 0.0, days.HOME, False
+        self.arrived_at, self.owner_back, self.detour, self.charger_kw = -math.inf, False, False, 0.0
+        self.shard: RunningShard | None = None
+        self.offer_id: str | None = None
+        self.offer_seq, self.silent = 0, False
+
+    # creation ------------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls, index: int, vehicle_id: str, seed: int, mix: list[tuple[float, HardwareGeneration]],
+        faulty_share: float, t: float, rng: random.Random,
+    ) -> Car:
+        """A car with traits drawn from `seed`, placed where its owner's day has it at `t`."""
+        rng.seed(seed)
+        hardware = HARDWARE[pick_by_share(mix, rng.random())]
+        car = cls(index, vehicle_id, seed, hardware, CAR_MODELS[pick_by_share(MODEL_SHARES, rng.random())])
+        car.profile = days.COMMUTER if rng.random() < days.COMMUTER_SHARE else days.HOMEBODY
+        car.owner_mode = OWNER_MODES[pick_by_share(list(OWNER_MODE_SHARES), rng.random())]
+        car.night_only = rng.random() < 0.1
+        car.home_charger = rng.random() < 0.85
+        car.work_charger = rng.random() < 0.3
+        if rng.random() < faulty_share:
+            car.fault = FAULT_WRONG if rng.random() < 0.5 else FAULT_VANISH
+        car.soc = rng.uniform(0.45, 0.9)
+        daily_kwh = 2 * 25.0 * car.model.kwh_per_km  # assumption: a 25 km trip there and back
+        car.reserve_soc = min(0.5, max(0.2, 1.5 * daily_kwh / car.model.battery_kwh))
+        markup = rng.uniform(1.5, 3.0)
+        car.price = hardware.compute_power_kw / hardware.tops * ELECTRICITY_PRICE_PER_KWH * markup
+        car.region = rng.randrange(4)
+        car.place_at(t, rng)
+        return car
+
+    def place_at(self, t: float, rng: random.Random) -> None:
+        """Put the car where its plan has it at `t` (start-up, or joining a running fleet)."""
+        self.t = t
+        self.day = int(t // days.DAY)
+        legs = self.plan(self.day, rng)
+        i, self.place, self.driving = days.position_at(legs, t - self.day * days.DAY)
+        self.pack_temp_c = ambient_c(t)
+        if self.driving:
+            leg = legs[i]
+            self.next_at = self.day * days.DAY + leg.depart_s + leg.drive_s
+            self.leg_idx = i + 1
+        else:
+            self.leg_idx = i
+            self.schedule_next(t, rng)
+        self.charger_kw = 0.0 if self.driving else self.charger_at(self.place)
+
+    # the owner's day -----------------------------------------------------------------------
+    def plan(self, day: int, rng: random.Random) -> list[days.Leg]:
+        rng.seed(self.seed * 100_003 + day)
+        return days.day_plan(self.profile, (day + 3) % 7, rng)
+
+    def schedule_next(self, t: float, rng: random.Random) -> None:
+        """Find the next planned departure after `t` (never sooner than a minimal stay)."""
+        legs = self.plan(self.day, rng)
+        while self.leg_idx >= len(legs):
+            self.day += 1
+            self.leg_idx = 0
+            legs = self.plan(self.day, rng)
+        leg = legs[self.leg_idx]
+        self.next_at = max(self.day * days.DAY + leg.depart_s, t + days.MIN_STAY_S)
+        self.drive_s, self.next_dest, self.confident = leg.drive_s, leg.dest, leg.confident
+
+    def next_event_at(self) -> float:
+        """When this car next changes phase: owner returns, departs, or arrives."""
+        if self.driving or self.owner_back:
+            return self.next_at
+        return self.next_at - OWNER_RETURN_LEAD_S
+
+    def on_event(self, t: float, rng: random.Random) -> str:
+        """Move to the next phase at `t`; return "owner_back", "depart" or "arrive"."""
+        self.advance(t)
+        if self.driving:
+            self.driving, self.arrived_at, self.owner_back = False, t, False
+            self.charger_kw = self.charger_at(self.place)
+            if self.detour:
+                self.detour = False
+            self.schedule_next(t, rng)
+            return "arrive"
+        if not self.owner_back:
+            self.owner_back = True
+            return "owner_back"
+        self.driving, self.owner_back, self.charger_kw = True, False, 0.0
+        self.next_at = t + self.drive_s
+        if not self.detour:
+            self.place = self.next_dest
+            self.leg_idx += 1
+        return "depart"
+
+    def drive_away_now(self, t: float) -> bool:
+        """The owner returns now for an unplanned round trip; False if the car is already driving."""
+        if self.driving:
+            return False
+        self.advance(t)
+        self.detour, self.owner_back = True, False
+        self.next_at, self.drive_s = t + OWNER_RETURN_LEAD_S, DETOUR_DRIVE_S
+        return True
+
+    def charger_at(self, place: int) -> float:
+        if place == days.HOME and self.home_charger:
+            return HOME_CHARGER_KW
+        if place == days.WORK and self.work_charger:
+            return WORK_CHARGER_KW
+        if place == days.ERRAND and self.soc < 0.3:
+            return FAST_CHARGER_KW
+        return 0.0
+
+    # physics -------------------------------------------------------------------------------
+    def compute_kw(self) -> float:
+        shard = self.shard
+        if shard is None or self.driving:
+            return 0.0
+        return self.hardware.compute_power_kw * shard.tops / self.hardware.tops
+
+    def advance(self, t: float) -> None:
+        """Integrate battery, pack temperature and any running shard up to `t`."""
+        dt = t - self.t
+        if dt <= 0:
+            return
+        battery = self.model.battery_kwh
+        if self.driving:
+            km = DRIVE_SPEED_KMH * dt / 3600.0
+            self.odometer_km += km
+            self.soc = max(0.02, self.soc - km * self.model.kwh_per_km / battery)
+            heat = 8.0
+        else:
+            charge_kw = self.charger_kw if self.soc < CHARGE_LIMIT else 0.0
+            compute_kw = self.compute_kw()
+            run_s = self._run_shard(dt, charge_kw, compute_kw) if compute_kw > 0 else 0.0
+            soc = self.soc + (charge_kw * dt - compute_kw * run_s) / 3600.0 / battery
+            soc = min(soc, max(self.soc, CHARGE_LIMIT))
+            self.soc = max(soc, self.reserve_soc) if run_s > 0 else soc
+            heat = HEAT_C_PER_KW * compute_kw * (run_s / dt) + (4.0 if charge_kw else 0.0)
+        target = ambient_c(t) + heat
+        self.pack_temp_c = target + (self.pack_temp_c - target) * math.exp(-dt / PACK_TAU_S)
+        if self.pack_temp_c >= HOT_STOP_C:
+            self.hot = True
+        elif self.pack_temp_c <= HOT_RESUME_C:
+            self.hot = False
+        self.t = t
+
+    def _run_shard(self, dt: float, charge_kw: float, compute_kw: float) -> float:
+        """Run the shard for up to `dt`, never drawing the battery below the reserve."""
+        assert self.shard is not None
+        run_s = dt
+        net_kw = charge_kw - compute_kw
+        if net_kw < 0:
+            headroom_kwh = (self.soc - self.reserve_soc) * self.model.battery_kwh
+            run_s = min(run_s, max(0.0, headroom_kwh * 3600.0 / -net_kw))
+        run_s = min(run_s, self.shard.seconds_to_finish())
+        self.shard.run(run_s, compute_kw)
+        return run_s
+
+    # eligibility ---------------------------------------------------------------------------
+    def updating(self, t: float) -> bool:
+        """A software update installs from 02:00 to 02:45 on about one night in eleven."""
+        day = int(t // days.DAY)
+        tod = t - day * days.DAY
+        return ((self.seed >> 5) + day) % 11 == 0 and 2 * days.HOUR <= tod < 2.75 * days.HOUR
+
+    def suspend_reason(self, t: float) -> SuspendReason | None:
+        """Why the car may not compute at `t`, first reason first; None if it may."""
+        if self.owner_mode is OwnerMode.NONE:
+            return SuspendReason.OWNER_OPTED_OUT
+        if self.owner_mode is OwnerMode.ROBOTAXI:
+            return SuspendReason.ROBOTAXI_DUTY
+        if self.driving:
+            return SuspendReason.NOT_IN_PARK
+        if t - self.arrived_at < SETTLE_S:
+            return SuspendReason.DRIVER_PRESENT
+        if self.owner_back:
+            return SuspendReason.UNLOCKED
+        if self.updating(t):
+            return SuspendReason.SOFTWARE_UPDATE
+        if self.soc < self.reserve_soc + LOW_MARGIN:
+            return SuspendReason.LOW_CHARGE
+        if self.hot:
+            return SuspendReason.PACK_TOO_HOT
+        if self.night_only and 6 * days.HOUR <= t % days.DAY < 22 * days.HOUR:
+            return SuspendReason.OWNER_SCHEDULE
+        return None
+
+    def compute_state(self, reason: SuspendReason | None) -> ComputeState:
+        if self.shard is not None:
+            return ComputeState.VACATING if self.owner_back else ComputeState.BUSY
+        return ComputeState.IDLE if reason is None else ComputeState.SUSPENDED
+
+    def charge_state(self) -> ChargeState:
+        if self.driving or self.charger_kw <= 0:
+            return ChargeState.DISCONNECTED
+        return ChargeState.CHARGING if self.soc < CHARGE_LIMIT else ChargeState.COMPLETE
+
+    def energy_budget_kwh(self) -> float:
+        """Energy the car may spend on compute: what is above the owner's reserve."""
+        return max(0.0, (self.soc - self.reserve_soc) * self.model.battery_kwh)
+
+    def expected_departure(self) -> tuple[float, float]:
+        """(when the car expects to leave, confidence): routine departures are better known."""
+        confidence = 0.85 if self.confident else 0.5
+        noise = ((self.seed >> 11) % 1000 / 1000.0 - 0.5) * (1 - confidence) * 2 * days.HOUR
+        return max(self.t, self.next_at + noise), confidence

@@ -1,0 +1,125 @@
+"""The hardware and battery catalogue of the emulated fleet, each figure with its source.
+
+Figures marked "essay" come from ../shared/SEED.md (claims, not facts); "derived" figures are
+computed from them as stated; "assumption" figures are ours, chosen to be plausible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocol.base import HardwareGeneration
+
+
+@dataclass(frozen=True, slots=True)
+class Hardware:
+    """One self-driving computer generation: its peak int8 rating and its power draw at full load."""
+
+    generation: HardwareGeneration
+    tops: float
+    compute_power_kw: float
+    tops_source: str
+    power_source: str
+
+
+# HW4's efficiency (TOPS per kW) anchors the HW5 and HW6 power figures below.
+_HW4_TOPS = 5_000.0 / 40.0
+_HW4_POWER_KW = 0.16
+_HW5_POWER_KW = 5_000.0 / (2.5 * _HW4_TOPS / _HW4_POWER_KW)
+
+HARDWARE: dict[HardwareGeneration, Hardware] = {
+    HardwareGeneration.HW3: Hardware(
+        HardwareGeneration.HW3, 144.0, 0.072,
+        "public figure quoted in SEED.md: about 144 TOPS (two chips)",
+        "assumption: about 72 W, the figure Tesla gave for the HW3 board in 2019",
+    ),
+    HardwareGeneration.HW4: Hardware(
+        HardwareGeneration.HW4, _HW4_TOPS, _HW4_POWER_KW,
+        "derived assumption: the essay says HW5 is 40x HW4, so 5,000 / 40 = 125 TOPS "
+        "(below public estimates for HW4; kept because the scenario is the essay's)",
+        "assumption: 160 W at full load",
+    ),
+    HardwareGeneration.HW5: Hardware(
+        HardwareGeneration.HW5, 5_000.0, round(_HW5_POWER_KW, 3),
+        "essay: about 5,000 TOPS, expected end of 2026",
+        "derived: the essay's 2-3x power efficiency over HW4, taken as 2.5x",
+    ),
+    HardwareGeneration.HW6: Hardware(
+        HardwareGeneration.HW6, 20_000.0, round(20_000.0 / (2.0 * 5_000.0 / _HW5_POWER_KW), 3),
+        "essay: 'tens of thousands of TOPS?', assumed 20,000 TOPS",
+        "assumption: twice HW5's efficiency",
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CarModel:
+    """A car model: usable battery and driving consumption."""
+
+    name: str
+    battery_kwh: float
+    kwh_per_km: float
+    share: float  # of the emulated fleet
+
+
+CAR_MODELS: tuple[CarModel, ...] = (
+    # Usable capacities and consumption: approximate public figures (manufacturer sheets and
+    # EPA ratings, rounded); shares are an assumption.
+    CarModel("model-3-rwd", 57.5, 0.14, 0.25),
+    CarModel("model-3-lr", 75.0, 0.15, 0.20),
+    CarModel("model-y-lr", 75.0, 0.16, 0.35),
+    CarModel("model-s", 95.0, 0.18, 0.10),
+    CarModel("cybertruck", 123.0, 0.26, 0.10),
+)
+
+DEFAULT_HARDWARE_MIX: dict[HardwareGeneration, float] = {
+    HardwareGeneration.HW3: 0.1,
+    HardwareGeneration.HW4: 0.5,
+    HardwareGeneration.HW5: 0.3,
+    HardwareGeneration.HW6: 0.1,
+}
+"""Assumption: the mix of a fleet a few years into HW5 deliveries."""
+
+HOME_CHARGER_KW = 7.4  # assumption: a 32 A single-phase wall box
+WORK_CHARGER_KW = 7.4
+FAST_CHARGER_KW = 120.0  # assumption: an average Supercharger session's power
+ELECTRICITY_PRICE_PER_KWH = 0.15  # USD, assumption: a typical residential tariff
+CURRENCY = "USD"
+
+
+class MixError(ValueError):
+    """A hardware mix that cannot be used; the message is one line for the user."""
+
+
+def parse_hardware_mix(text: str) -> dict[HardwareGeneration, float]:
+    """Parse `HW3=0.1,HW4=0.5,...` into normalised shares."""
+    mix: dict[HardwareGeneration, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.strip().partition("=")
+        try:
+            generation = HardwareGeneration(name.strip().upper())
+            share = float(value)
+        except ValueError:
+            raise MixError(f"bad hardware mix entry {part.strip()!r}: expected HWn=SHARE") from None
+        if not sep or share < 0 or share != share:
+            raise MixError(f"bad hardware mix entry {part.strip()!r}: expected HWn=SHARE >= 0")
+        mix[generation] = mix.get(generation, 0.0) + share
+    return normalise_mix(mix)
+
+
+def normalise_mix(mix: dict[HardwareGeneration, float]) -> dict[HardwareGeneration, float]:
+    """Scale shares so they sum to one; raise `MixError` if they sum to zero."""
+    total = sum(mix.values())
+    if total <= 0:
+        raise MixError("the hardware mix has no positive share")
+    return {generation: share / total for generation, share in mix.items() if share > 0}
+
+
+def pick_by_share(shares: list[tuple[float, int]], u: float) -> int:
+    """The item whose cumulative share first exceeds `u` in [0, 1) (shares sum to one)."""
+    acc = 0.0
+    for share, item in shares:
+        acc += share
+        if u < acc:
+            return item
+    return shares[-1][1]

@@ -1,0 +1,309 @@
+"""The cars of one fleet process, as a pure core: events in simulated time in, encoded messages out.
+
+The caller (the runner) passes the simulation time and owns the network. The fleet turns
+owner returns, departures and arrivals (a heap of each car's next event), running shards and
+a round-robin sweep (eligibility, offers, telemetry) into `outbox` entries, and turns
+incoming commands into car actions. Nothing here blocks or touches a socket.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from fake_vehicles import ids
+from fake_vehicles.car import FAULT_VANISH, FAULT_WRONG, Car
+from fake_vehicles.catalogue import DEFAULT_HARDWARE_MIX
+from fake_vehicles.commands import CommandHandler
+from fake_vehicles.faults import FaultConfig
+from fake_vehicles.messages import Encoder
+from fake_vehicles.work import result_digest, wrong_digest
+from protocol.base import HardwareGeneration
+from protocol.vehicle_messages import Liveness, SuspendReason
+
+log = logging.getLogger(__name__)
+
+SWEEP_PASS_S = 60.0  # every car's eligibility is re-checked at least this often (simulation seconds)
+Outgoing = tuple[int, str, bytes, int, bool]  # (car index or -1, topic, payload, qos, retain)
+Mix = list[tuple[float, HardwareGeneration]]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetConfig:
+    """What a fleet process runs."""
+
+    seed: int = 1
+    count: int = 100  # cars in the whole fleet (all shards)
+    shard_index: int = 0
+    shard_count: int = 1
+    mix: dict[HardwareGeneration, float] = field(default_factory=lambda: dict(DEFAULT_HARDWARE_MIX))
+    faulty_share: float = 0.0
+    telemetry_interval_s: float = 60.0
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    gateway: str | None = None  # None: one connection per car
+
+
+class Fleet:
+    """The cars this process runs, their next events, and the messages they have to send."""
+
+    def __init__(self, config: FleetConfig, encoder: Encoder, rng: random.Random) -> None:
+        self.config = config
+        self.enc = encoder
+        self.rng = rng
+        self.fault_rng = random.Random(config.seed ^ 0x5EED)
+        self.cars: list[Car] = []
+        self.by_id: dict[str, Car] = {}
+        self.heap: list[tuple[float, int]] = []
+        self.busy: dict[int, Car] = {}
+        self.outbox: deque[Outgoing] = deque()
+        self.link_events: deque[tuple[str, int]] = deque()  # ("open" | "drop", car index), per-car mode
+        self.counts: Counter[str] = Counter()
+        self.total = 0  # global fleet size the pending ranges reach
+        self.pending: deque[tuple[range, Mix]] = deque()
+        self.driving = 0
+        self.silent = 0
+        self.t = 0.0
+        self._pass_interval = min(config.telemetry_interval_s, SWEEP_PASS_S)
+        self._telemetry_every = max(1, round(config.telemetry_interval_s / self._pass_interval))
+        self._sweep_ptr = 0
+        self._sweep_pass = 0
+        self._sweep_credit = 0.0
+        self.commands = CommandHandler(self)
+        self.grow_to(config.count)
+
+    # population ---------------------------------------------------------------------------
+    def grow_to(self, total: int, mix: dict[HardwareGeneration, float] | None = None) -> None:
+        """Extend the global fleet to `total` cars; this process will run its share of them."""
+        if total <= self.total:
+            return
+        shares = [(share, gen) for gen, share in (mix or self.config.mix).items()]
+        c = self.config
+        self.pending.append((ids.owned_indices(self.total, total, c.shard_index, c.shard_count), shares))
+        self.total = total
+
+    @property
+    def pending_cars(self) -> int:
+        return sum(len(r) for r, _ in self.pending)
+
+    def join(self, t: float, max_cars: int) -> int:
+        """Create and announce up to `max_cars` pending cars; return how many joined."""
+        joined = 0
+        while self.pending and joined < max_cars:
+            indices, mix = self.pending[0]
+            take = indices[: max_cars - joined]
+            for g in take:
+                self._announce(Car.create(len(self.cars), ids.vehicle_id(self.config.seed, g),
+                                          ids.car_seed(self.config.seed, g), mix, self.config.faulty_share, t,
+                                          self.rng))
+            joined += len(take)
+            rest = indices[len(take):]
+            if rest:
+                self.pending[0] = (rest, mix)
+            else:
+                self.pending.popleft()
+        return joined
+
+    def _announce(self, car: Car) -> None:
+        self.cars.append(car)
+        self.by_id[car.vehicle_id] = car
+        self.driving += car.driving
+        self.link_events.append(("open", car.index))
+        self.send_status(car, Liveness.ONLINE)
+        heapq.heappush(self.heap, (car.next_event_at(), car.index))
+        self._sweep_credit += 1  # a new car is looked at soon
+
+    # outgoing -----------------------------------------------------------------------------
+    def send(self, car: Car, leaf: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        self.outbox.append((car.index, self.enc.topic(car.vehicle_id, leaf), payload, qos, retain))
+        self.counts[leaf] += 1
+
+    def send_status(self, car: Car, state: Liveness, reason: str = "") -> None:
+        faults = self.config.faults
+        if faults.missing_connectivity and self.fault_rng.random() < faults.missing_connectivity:
+            self.counts["fault_missing_connectivity"] += 1
+            return
+        payload = self.enc.status(car, state, reason)
+        self.send(car, "status", payload, 1, True)
+        if faults.duplicate_connectivity and self.fault_rng.random() < faults.duplicate_connectivity:
+            self.counts["fault_duplicate_connectivity"] += 1
+            self.send(car, "status", payload, 1, True)
+
+    def offer(self, car: Car) -> None:
+        car.offer_seq += 1
+        car.offer_id = f"{car.vehicle_id}-o{car.offer_seq}"
+        self.send(car, "offer", self.enc.offer(car, car.offer_id))
+
+    def withdraw(self, car: Car, reason: str) -> None:
+        if car.offer_id is not None:
+            self.send(car, "offer", self.enc.withdrawal(car, car.offer_id, reason))
+            car.offer_id = None
+
+    # simulated time -----------------------------------------------------------------------
+    def advance(self, t: float) -> None:
+        """Process every owner return, departure and arrival up to `t`, then run the busy cars."""
+        if t > self.t:
+            self._sweep_credit = min(len(self.cars), self._sweep_credit + len(self.cars) * (t - self.t)
+                                     / self._pass_interval)
+        self.t = max(self.t, t)
+        heap = self.heap
+        while heap and heap[0][0] <= t:
+            at, index = heapq.heappop(heap)
+            car = self.cars[index]
+            if at != car.next_event_at():
+                continue  # stale: the car's plan changed (drive-away)
+            self._on_event(car, at)
+            heapq.heappush(heap, (car.next_event_at(), index))
+        for car in list(self.busy.values()):
+            self._step_busy(car, t)
+
+    def _on_event(self, car: Car, at: float) -> None:
+        event = car.on_event(at, self.rng)
+        if event == "owner_back":
+            if car.shard is not None:
+                self.preempt(car, "owner returned: vacating within the deadline")
+            self.withdraw(car, "owner returned")
+        elif event == "depart":
+            self.driving += 1
+            self.withdraw(car, "driving away")
+            if car.silent:  # a silent car is restarted by its owner driving off
+                self.restart(car)
+            elif self.config.faults.silent_per_day and self.fault_rng.random() < self.config.faults.silent_per_day:
+                self.counts["fault_silent"] += 1
+                self.go_silent(car)
+        else:
+            self.driving -= 1
+
+    def _step_busy(self, car: Car, t: float) -> None:
+        shard = car.shard
+        assert shard is not None
+        car.advance(t)
+        if car.fault == FAULT_VANISH and shard.should_vanish():
+            self.counts["vanished"] += 1
+            self.go_silent(car)
+            return
+        if shard.finished:
+            self._finish(car, t)
+            return
+        reason = car.suspend_reason(t)
+        if reason is not None:
+            self.preempt(car, f"suspended: {reason.value}")
+        elif shard.checkpoint_due(t):
+            shard.take_checkpoint(t)
+            self.send(car, "shards", self.enc.progress(car))
+
+    def _finish(self, car: Car, t: float) -> None:
+        shard = car.shard
+        assert shard is not None
+        a = shard.assignment
+        if car.fault == FAULT_WRONG:
+            digest = wrong_digest(a.input_digest, a.shard_id, car.vehicle_id)
+            self.counts["wrong_results"] += 1
+        else:
+            digest = result_digest(a.input_digest, a.shard_id)
+        shard.take_checkpoint(t)
+        car.earned += a.price_per_tops_hour * shard.tops * max(0.0, t - shard.started_t) / 3600.0
+        self.send(car, "shards", self.enc.result(car, digest, t))
+        self.counts["results"] += 1
+        self._release(car)
+
+    def preempt(self, car: Car, reason: str) -> None:
+        """Checkpoint now and hand the shard back: nothing is silently dropped."""
+        shard = car.shard
+        assert shard is not None
+        shard.take_checkpoint(car.t)
+        self.send(car, "shards", self.enc.preempted(car, reason))
+        self.counts["preemptions"] += 1
+        self._release(car)
+
+    def _release(self, car: Car) -> None:
+        car.shard = None
+        self.busy.pop(car.index, None)
+
+    def go_silent(self, car: Car) -> None:
+        """The car stops sending (a shard it ran is lost with it) until it is restarted."""
+        car.silent = True
+        self.silent += 1
+        car.offer_id = None
+        if car.shard is not None:
+            self._release(car)
+        self.link_events.append(("drop", car.index))
+
+    def restart(self, car: Car) -> None:
+        car.silent = False
+        self.silent -= 1
+        self.link_events.append(("open", car.index))
+        self.send_status(car, Liveness.ONLINE, "restarted")
+
+    def drive_away(self, car: Car, t: float) -> None:
+        """The operator sends the owner back now: vacate, then an unplanned round trip."""
+        if car.drive_away_now(t):
+            if car.shard is not None:
+                self.preempt(car, "owner returned (drive-away command): vacating within the deadline")
+            self.withdraw(car, "owner returned")
+            car.owner_back = True
+            heapq.heappush(self.heap, (car.next_event_at(), car.index))
+
+    # the sweep: eligibility, offers and telemetry ----------------------------------------------
+    @property
+    def sweep_due(self) -> int:
+        return int(self._sweep_credit)
+
+    def sweep(self, t: float, budget: int) -> int:
+        """Look at up to `budget` cars that are due; return how many were looked at."""
+        n = min(budget, int(self._sweep_credit), len(self.cars))
+        cars = self.cars
+        count = len(cars)
+        ptr = self._sweep_ptr
+        telemetry = self._sweep_pass % self._telemetry_every == 0
+        dropped = self.config.faults.dropped_signals
+        sent = 0
+        for _ in range(n):
+            car = cars[ptr]
+            ptr += 1
+            if ptr == count:
+                ptr = 0
+                self._sweep_pass += 1
+                telemetry = self._sweep_pass % self._telemetry_every == 0
+            if car.silent:
+                continue
+            if car.shard is None:
+                car.advance(t)
+            reason = car.suspend_reason(t)
+            if reason is None:
+                if car.offer_id is None and car.shard is None:
+                    self.offer(car)
+            elif car.offer_id is not None:
+                self.withdraw(car, f"suspended: {reason.value}")
+            if telemetry and not (dropped and self.fault_rng.random() < dropped):
+                sent += 1
+                self.outbox.append((car.index, self.enc.topic(car.vehicle_id, "telemetry"),
+                                    self.enc.telemetry(car, reason, car.compute_state(reason)), 0, False))
+        self.counts["telemetry"] += sent
+        self._sweep_ptr = ptr
+        self._sweep_credit -= n
+        return n
+
+    # shutting down ------------------------------------------------------------------------
+    def say_goodbye(self) -> None:
+        """Offline statuses for every car that is not silent (running shards are handed back first)."""
+        for car in self.cars:
+            if car.silent:
+                continue
+            if car.shard is not None:
+                self.preempt(car, "fleet process shutting down")
+            self.withdraw(car, "fleet process shutting down")
+            self.outbox.append((car.index, self.enc.topic(car.vehicle_id, "status"),
+                                self.enc.status(car, Liveness.OFFLINE, "fleet process stopped"), 1, True))
+
+    def summary(self) -> dict[str, int]:
+        online = len(self.cars) - self.silent
+        return {
+            "online": online, "parked": online - self.driving, "busy": len(self.busy),
+            "offering": sum(1 for c in self.cars if c.offer_id is not None) if len(self.cars) < 200_000 else -1,
+        }
+
+
+__all__ = ["Fleet", "FleetConfig", "Outgoing", "SuspendReason"]

@@ -1,0 +1,193 @@
+"""Wire messages a car sends, encoded to bytes; telemetry by a fast path that pre-formats what does not change.
+
+Every message but telemetry is built as its `protocol` model and encoded by the codec. Telemetry
+is by far the most frequent message, so it is formatted directly as JSON from the car's state;
+a test checks that the codec decodes it to the same model the slow path builds.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from fake_vehicles import day as days
+from fake_vehicles.car import Car, ambient_c
+from fake_vehicles.catalogue import CURRENCY
+from protocol.codec import encode
+from protocol.job_messages import ShardPreempted, ShardProgress, ShardRefused, ShardResult
+from protocol.topics import Topics
+from protocol.vehicle_messages import (
+    ComputeOffer,
+    ComputeState,
+    ConnectionStatus,
+    Gear,
+    Liveness,
+    Location,
+    OfferWithdrawal,
+    SuspendReason,
+    VehicleStatus,
+    VehicleTelemetry,
+)
+
+REGIONS = (("sf-bay", 37.77, -122.42), ("los-angeles", 34.05, -118.24), ("seattle", 47.61, -122.33),
+           ("portland", 45.52, -122.68))
+"""Assumption: one Pacific-time market; local time is the simulation clock's offset."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def location_of(car: Car) -> tuple[float, float]:
+    """The car's place, rounded to 0.01° (about 1 km) so that telemetry does not reveal a home."""
+    _, lat, lon = REGIONS[car.region]
+    bits = car.seed >> (8 * car.place)
+    lat += ((bits & 0xFF) / 255.0 - 0.5) * 0.3
+    lon += (((bits >> 8) & 0xFF) / 255.0 - 0.5) * 0.3
+    return round(lat, 2), round(lon, 2)
+
+
+class Encoder:
+    """Builds one process's messages; `stamp` sets the wall and simulation time for a tick."""
+
+    def __init__(self, topics: Topics, utc_offset_s: float, gateway: str | None) -> None:
+        self.topics = topics
+        self.root = topics.root
+        self.utc_offset_s = utc_offset_s
+        self.gateway = gateway
+        self.sent_at = _EPOCH
+        self.sim_time = _EPOCH
+        self._stamp = '"sent_at":"1970-01-01T00:00:00Z","sim_time":"1970-01-01T00:00:00Z"'
+
+    def stamp(self, sent_at: datetime, local_t: float) -> None:
+        """Use these times in every message until the next call."""
+        self.sent_at = sent_at
+        self.sim_time = self.to_datetime(local_t)
+        self._stamp = f'"sent_at":"{_iso(sent_at)}","sim_time":"{_iso(self.sim_time)}"'
+
+    def to_datetime(self, local_t: float) -> datetime:
+        return _EPOCH + timedelta(seconds=local_t - self.utc_offset_s)
+
+    # topics (ids are valid by construction, so no per-message check) ------------------------
+    def topic(self, vid: str, leaf: str) -> str:
+        return f"{self.root}/vehicles/{vid}/{leaf}"
+
+    # slow path: protocol models --------------------------------------------------------------
+    def status(self, car: Car, state: Liveness, reason: str = "") -> bytes:
+        return encode(VehicleStatus(
+            sender=car.vehicle_id, sent_at=self.sent_at, sim_time=self.sim_time, state=state,
+            hardware=car.hardware.generation, gateway=self.gateway, reason=reason,
+        ))
+
+    def connection_status(self, client_id: str, state: Liveness, vehicle_count: int) -> bytes:
+        return encode(ConnectionStatus(
+            sender=client_id, sent_at=self.sent_at, sim_time=self.sim_time, role="gateway",
+            state=state, vehicle_count=vehicle_count,
+        ))
+
+    def offer(self, car: Car, offer_id: str) -> bytes:
+        departure, confidence = car.expected_departure()
+        return encode(ComputeOffer(
+            sender=car.vehicle_id, sent_at=self.sent_at, sim_time=self.sim_time, offer_id=offer_id,
+            hardware=car.hardware.generation, free_tops=car.hardware.tops,
+            energy_budget_kwh=round(car.energy_budget_kwh(), 3), expected_departure=self.to_datetime(departure),
+            departure_confidence=confidence, price_per_tops_hour=car.price, currency=CURRENCY,
+            soc=round(car.soc, 4), region=REGIONS[car.region][0],
+        ))
+
+    def withdrawal(self, car: Car, offer_id: str, reason: str) -> bytes:
+        return encode(OfferWithdrawal(
+            sender=car.vehicle_id, sent_at=self.sent_at, sim_time=self.sim_time, offer_id=offer_id, reason=reason
+        ))
+
+    def progress(self, car: Car) -> bytes:
+        shard = car.shard
+        assert shard is not None
+        a = shard.assignment
+        return encode(ShardProgress(
+            sender=car.vehicle_id, sent_at=self.sent_at, sim_time=self.sim_time, assignment_id=a.assignment_id,
+            job_id=a.job_id, shard_id=a.shard_id, done_tera_ops=shard.done_tera_ops,
+            checkpoint_tera_ops=shard.checkpoint_tera_ops, checkpoint=shard.checkpoint,
+        ))
+
+    def result(self, car: Car, digest: str, now: float) -> bytes:
+        shard = car.shard
+        assert shard is not None
+        a = shard.assignment
+        return encode(ShardResult(
+            sender=car.vehicle_id, sent_at=self.sent_at, sim_time=self.sim_time, assignment_id=a.assignment_id,
+            job_id=a.job_id, shard_id=a.shard_id, result_digest=digest,
+            work_tera_ops=max(shard.work_this_assignment, 1e-9), energy_kwh=shard.energy_kwh,
+            elapsed_s=max(0.0, now - shard.started_t),
+        ))
+
+    def preempted(self, car: Car, reason: str) -> bytes:
+        shard = car.shard
+        assert shard is not None
+        a = shard.assignment
+        return encode(ShardPreempted(
+            sender=car.vehicle_id, sent_at=self.sent_at, sim_time=self.sim_time, assignment_id=a.assignment_id,
+            job_id=a.job_id, shard_id=a.shard_id, checkpoint_tera_ops=shard.checkpoint_tera_ops,
+            checkpoint=shard.checkpoint, work_tera_ops=shard.work_this_assignment,
+            energy_kwh=shard.energy_kwh, reason=reason,
+        ))
+
+    def refused(self, vehicle_id: str, assignment_id: str, reason: str) -> bytes:
+        return encode(ShardRefused(
+            sender=vehicle_id, sent_at=self.sent_at, sim_time=self.sim_time, assignment_id=assignment_id,
+            reason=reason[:500],
+        ))
+
+    # fast path: telemetry -------------------------------------------------------------------
+    def telemetry(self, car: Car, reason: SuspendReason | None, state: ComputeState) -> bytes:
+        """The car's telemetry as JSON bytes, equal after decoding to `telemetry_model`."""
+        hw = car.hardware
+        lat, lon = location_of(car)
+        shard = car.shard
+        tops = shard.tops if shard is not None and state is ComputeState.BUSY else 0.0
+        driving = car.driving
+        departure = "null"
+        if car.confident and not driving:
+            departure = f'"{_iso(self.to_datetime(car.next_at))}"'
+        return (
+            f'{{"schema_version":1,"sender":"{car.vehicle_id}",{self._stamp},"kind":"telemetry",'
+            f'"soc":{car.soc:.4f},"charge_state":"{car.charge_state().value}",'
+            f'"gear":"{"D" if driving else "P"}","location":{{"latitude":{lat},"longitude":{lon}}},'
+            f'"vehicle_speed_kmh":{40.0 if driving else 0.0},"pack_temp_c":{car.pack_temp_c:.2f},'
+            f'"inside_temp_c":{ambient_c(car.t) + 3.0:.2f},"scheduled_departure":{departure},'
+            f'"locked":{"false" if driving or car.owner_back else "true"},'
+            f'"driver_seat_occupied":{"true" if driving else "false"},'
+            f'"software_update_in_progress":{"true" if reason is SuspendReason.SOFTWARE_UPDATE else "false"},'
+            f'"battery_kwh":{car.model.battery_kwh},"odometer_km":{car.odometer_km:.2f},'
+            f'"hardware":"{hw.generation.value}","rated_tops":{hw.tops},"tops_in_use":{tops},'
+            f'"compute_power_kw":{hw.compute_power_kw * tops / hw.tops:.4f},"owner_mode":"{car.owner_mode.value}",'
+            f'"compute_state":"{state.value}",'
+            f'"suspend_reason":{"null" if reason is None else chr(34) + reason.value + chr(34)},'
+            f'"shard":{"null" if shard is None else chr(34) + shard.assignment.assignment_id + chr(34)},'
+            f'"earned":{car.earned:.6f}}}'
+        ).encode()
+
+    def telemetry_model(self, car: Car, reason: SuspendReason | None, state: ComputeState) -> VehicleTelemetry:
+        """The slow path, for tests: the same telemetry as a protocol model."""
+        lat, lon = location_of(car)
+        shard = car.shard
+        tops = shard.tops if shard is not None and state is ComputeState.BUSY else 0.0
+        hw = car.hardware
+        departure = self.to_datetime(car.next_at) if car.confident and not car.driving else None
+        return VehicleTelemetry(
+            sender=car.vehicle_id, sent_at=self.sent_at, sim_time=self.sim_time,
+            soc=round(car.soc, 4), charge_state=car.charge_state(), gear=Gear.DRIVE if car.driving else Gear.PARK,
+            location=Location(latitude=lat, longitude=lon), vehicle_speed_kmh=40.0 if car.driving else 0.0,
+            pack_temp_c=round(car.pack_temp_c, 2), inside_temp_c=round(ambient_c(car.t) + 3.0, 2),
+            scheduled_departure=departure, locked=not (car.driving or car.owner_back),
+            driver_seat_occupied=car.driving, software_update_in_progress=reason is SuspendReason.SOFTWARE_UPDATE,
+            battery_kwh=car.model.battery_kwh, odometer_km=round(car.odometer_km, 2), hardware=hw.generation,
+            rated_tops=hw.tops, tops_in_use=tops, compute_power_kw=round(hw.compute_power_kw * tops / hw.tops, 4),
+            owner_mode=car.owner_mode, compute_state=state, suspend_reason=reason,
+            shard=None if shard is None else shard.assignment.assignment_id, earned=round(car.earned, 6),
+        )
+
+
+def _iso(moment: datetime) -> str:
+    """ISO 8601 in UTC with a `Z`, microseconds included."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+PLACE_NAMES = days.PLACE_NAMES

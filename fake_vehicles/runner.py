@@ -1,0 +1,236 @@
+"""The fleet process: the pure fleet core, its connections, and one loop in one thread.
+
+Each tick reads the simulation clock, lets cars join, processes their events, publishes what
+they said, and then spends the rest of the tick on the sweep (offers and telemetry) for as
+long as the sockets keep up. Telemetry is QoS 0 and best effort: when the broker or the
+network cannot take more, the sweep waits instead of queueing without bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+from fake_vehicles.fleet import Fleet
+from fake_vehicles.network import Link, Net
+from mqttlink import BrokerUrl
+from protocol.base import utc_now
+from protocol.clock import SimClock
+from protocol.vehicle_messages import Liveness
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.05
+SWEEP_BATCH = 256
+JOIN_BATCH = 500
+GOODBYE_TIMEOUT_S = 30.0
+
+
+class StartupError(RuntimeError):
+    """The fleet cannot start (broker unreachable or login refused); one line for the user."""
+
+
+@dataclass
+class RunSettings:
+    """How the loop runs: growth, duration, progress lines, and who connects how."""
+
+    url: BrokerUrl
+    gateway_id: str
+    per_car: bool
+    local_start: float  # simulation time (local seconds) at wall start
+    car_url: Callable[[str], BrokerUrl] | None = None  # per-car mode: the URL a car logs in with
+    grow_to: int | None = None
+    grow_over_s: float = 0.0
+    duration_s: float | None = None
+    progress_every_s: float = 5.0
+    progress_out: TextIO = sys.stderr
+
+
+class Runner:
+    """Runs one fleet until `stop` is set (or the duration ends), then says goodbye."""
+
+    def __init__(self, fleet: Fleet, clock: SimClock, settings: RunSettings, stop: threading.Event) -> None:
+        self.fleet, self.clock, self.s, self.stop = fleet, clock, settings, stop
+        self.net = Net()
+        self.car_links: dict[int, Link] = {}
+        self.published = 0
+        self.started = time.monotonic()
+        self._last_report = (self.started, 0)
+        topics = fleet.enc.topics
+        enc = fleet.enc
+        subs: tuple[str, ...] = (topics.fleet_control,) if settings.per_car else (
+            topics.all_commands, topics.fleet_control)
+        enc.stamp(utc_now(), settings.local_start)
+        self.gateway = self.net.add(Link(
+            self.net, settings.url, settings.gateway_id,
+            will=(topics.connection_status(settings.gateway_id),
+                  enc.connection_status(settings.gateway_id, Liveness.OFFLINE, 0)),
+            subscriptions=subs, on_message=self._on_message, on_connected=self._gateway_connected,
+        ))
+
+    # start-up ---------------------------------------------------------------------------------
+    def connect(self, timeout: float = 10.0) -> None:
+        """Connect the process's own connection, failing loud if the broker cannot be used."""
+        try:
+            self.gateway.start()
+        except OSError as exc:
+            raise StartupError(f"cannot reach the MQTT broker at {self.s.url}: {exc.strerror or exc}") from None
+        deadline = time.monotonic() + timeout
+        while not self.gateway.connected:
+            if self.gateway.refusal is not None:
+                raise StartupError(f"the MQTT broker at {self.s.url} refused the login of "
+                                   f"{self.s.url.username or 'anonymous'!r}: {self.gateway.refusal}")
+            if time.monotonic() > deadline:
+                raise StartupError(f"no answer from the MQTT broker at {self.s.url} within {timeout:.0f}s")
+            self.net.poll(0.05)
+
+    def _gateway_connected(self, link: Link) -> None:
+        enc = self.fleet.enc
+        payload = enc.connection_status(self.s.gateway_id, Liveness.ONLINE, len(self.fleet.cars))
+        link.publish(enc.topics.connection_status(self.s.gateway_id), payload, 1, True)
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        self.fleet.commands.handle(topic, payload, self.fleet.t)
+
+    # per-car connections ---------------------------------------------------------------------
+    def _link_events(self) -> None:
+        events = self.fleet.link_events
+        while events:
+            what, index = events.popleft()
+            if not self.s.per_car:
+                continue
+            if what == "open":
+                self._open_car(index)
+            else:
+                link = self.car_links.get(index)
+                if link is not None:
+                    link.drop()
+
+    def _open_car(self, index: int) -> None:
+        car = self.fleet.cars[index]
+        link = self.car_links.get(index)
+        if link is None:
+            assert self.s.car_url is not None
+            enc, vid = self.fleet.enc, car.vehicle_id
+            link = self.net.add(Link(
+                self.net, self.s.car_url(vid), vid,
+                will=(enc.topic(vid, "status"), enc.status(car, Liveness.OFFLINE, "connection lost")),
+                subscriptions=(enc.topics.commands(vid),), on_message=self._on_message,
+            ))
+            self.car_links[index] = link
+        try:
+            link.start()
+        except OSError as exc:
+            link._on_disconnect(link.client, None, None, exc, None)
+
+    # the loop -------------------------------------------------------------------------------
+    def sim_now(self) -> float:
+        return self.s.local_start + self.clock.elapsed_sim_s()
+
+    def pump(self) -> None:
+        """Hand the fleet's outbox to the connections and write it."""
+        outbox = self.fleet.outbox
+        if not outbox:
+            return
+        gateway = None if self.s.per_car else self.gateway
+        links = self.car_links
+        publish = gateway.client.publish if gateway is not None else None
+        n = 0
+        while outbox:
+            index, topic, payload, qos, retain = outbox.popleft()
+            if publish is not None:
+                publish(topic, payload, qos, retain)
+            else:
+                link = links.get(index)
+                if link is None or not link.wanted:
+                    continue
+                link.client.publish(topic, payload, qos, retain)
+            n += 1
+        self.published += n
+        self.net.flush()
+
+    def tick(self) -> None:
+        """One round: join, events, publish, then sweep until the tick's time is used."""
+        start = time.monotonic()
+        deadline = start + TICK_S
+        t = self.sim_now()
+        self.fleet.enc.stamp(utc_now(), t)
+        self._grow(start)
+        while self.fleet.pending and time.monotonic() < start + TICK_S / 2:
+            self.fleet.join(t, JOIN_BATCH if not self.s.per_car else 50)
+            self._link_events()
+            self.pump()
+        self.fleet.advance(t)
+        self._link_events()
+        self.pump()
+        while self.fleet.sweep_due and time.monotonic() < deadline:
+            if self.net.backlogged:
+                self.net.poll(max(0.0, deadline - time.monotonic()))
+                continue
+            self.fleet.sweep(t, SWEEP_BATCH)
+            self.pump()
+            self.net.poll(0)
+        self.net.poll(max(0.0, deadline - time.monotonic()))
+
+    def _grow(self, now: float) -> None:
+        s = self.s
+        if s.grow_to is None or s.grow_to <= self.fleet.total:
+            return
+        base = self.fleet.config.count
+        share = 1.0 if s.grow_over_s <= 0 else min(1.0, (now - self.started) / s.grow_over_s)
+        self.fleet.grow_to(base + int((s.grow_to - base) * share))
+
+    def run(self) -> int:
+        """Run until stopped; return the exit code (0)."""
+        self.started = time.monotonic()
+        self._last_report = (self.started, 0)
+        end = None if self.s.duration_s is None else self.started + self.s.duration_s
+        while not self.stop.is_set():
+            self.tick()
+            now = time.monotonic()
+            if now - self._last_report[0] >= self.s.progress_every_s:
+                self.report(now)
+            if end is not None and now >= end:
+                break
+        self.goodbye()
+        return 0
+
+    def report(self, now: float) -> None:
+        then, count = self._last_report
+        rate = (self.published - count) / max(1e-9, now - then)
+        self._last_report = (now, self.published)
+        f = self.fleet
+        s = f.summary()
+        offering = f"{s['offering']} offering, " if s["offering"] >= 0 else ""
+        print(f"vehicles: {len(f.cars)} cars: {s['online']} online, {s['parked']} parked, {s['busy']} busy, "
+              f"{offering}{rate:,.0f} msgs/s, {f.counts['refused']} refused, {f.counts['rejected']} bad in",
+              file=self.s.progress_out, flush=True)
+
+    def goodbye(self) -> None:
+        """Offline statuses for every car and the connection, acknowledged, then a clean disconnect."""
+        f = self.fleet
+        f.enc.stamp(utc_now(), self.sim_now())
+        f.say_goodbye()
+        infos = []
+        gateway = None if self.s.per_car else self.gateway
+        while f.outbox:
+            index, topic, payload, qos, retain = f.outbox.popleft()
+            link = gateway or self.car_links.get(index)
+            if link is not None and link.connected:
+                infos.append(link.publish(topic, payload, qos, retain))
+        enc = f.enc
+        infos.append(self.gateway.publish(enc.topics.connection_status(self.s.gateway_id),
+                                          enc.connection_status(self.s.gateway_id, Liveness.OFFLINE, 0), 1, True))
+        deadline = time.monotonic() + GOODBYE_TIMEOUT_S
+        while time.monotonic() < deadline and not all(i.is_published() for i in infos):
+            self.net.flush()
+            self.net.poll(0.02)
+        for link in self.net.links:
+            link.close()
+        self.net.flush()
+        self.net.poll(0.05)

@@ -1,0 +1,164 @@
+"""Run an emulated fleet of parked electric cars that offer compute, run shards and drive away.
+
+Cars live a simulated day (home, commute, work, errands, night) at --speed times wall time,
+publish status, telemetry and compute offers, and run the shards the dispatcher assigns.
+Connection modes: per-car (one MQTT connection and Last Will per car; the default up to 200
+cars) and gateway (many cars over one connection whose Last Will is a gateway status; the
+default above 200 cars). Several processes share one fleet with --shard i/n.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NoReturn
+
+from fake_vehicles.catalogue import MixError, parse_hardware_mix
+from fake_vehicles.faults import FaultConfig, FaultSpecError, parse_faults
+from fake_vehicles.fleet import Fleet, FleetConfig
+from fake_vehicles.ids import ShardSpecError, gateway_id, owned_indices, parse_shard, vehicle_id
+from fake_vehicles.messages import Encoder
+from fake_vehicles.runner import Runner, RunSettings, StartupError
+from fleetroom.common import CliError, add_broker_arguments, broker_for, read_secret, setup_logging, topics_from
+from mqttlink import BrokerUrl
+from protocol.base import HardwareGeneration
+from protocol.clock import SimClock
+from protocol.identity import derive_password
+from protocol.topics import Topics
+
+PER_CAR_MAX_DEFAULT = 200
+
+
+def _one_line_error(parser: argparse.ArgumentParser) -> None:
+    def error(message: str) -> NoReturn:
+        print(f"fleetroom vehicles: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    parser.error = error  # type: ignore[method-assign]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _one_line_error(parser)
+    add_broker_arguments(parser)
+    fleet = parser.add_argument_group("fleet")
+    fleet.add_argument("--count", type=int, required=True, metavar="N",
+                       help="cars in the whole fleet (with --shard, this process runs its share)")
+    fleet.add_argument("--seed", type=int, default=1, help="fleet seed: same seed, same cars (default: %(default)s)")
+    fleet.add_argument("--hardware-mix", default="HW3=0.1,HW4=0.5,HW5=0.3,HW6=0.1", metavar="MIX",
+                       help="shares of hardware generations (default: %(default)s)")
+    fleet.add_argument("--speed", type=float, default=60.0,
+                       help="simulated seconds per wall second (default: %(default)s)")
+    fleet.add_argument("--sim-start", metavar="ISO8601",
+                       help="simulation start with its UTC offset, whose local time the owners live by "
+                            "(default: now, at UTC-08:00)")
+    fleet.add_argument("--grow-to", type=int, metavar="M", help="grow the fleet to M cars ...")
+    fleet.add_argument("--grow-over", type=float, default=60.0, metavar="WALL_SECONDS",
+                       help="... over this many wall seconds (default: %(default)s)")
+    fleet.add_argument("--telemetry-interval", type=float, default=60.0, metavar="SIM_SECONDS",
+                       help="telemetry period per car in simulated seconds (default: %(default)s)")
+    fleet.add_argument("--shard", default="0/1", metavar="i/n",
+                       help="run the i-th of n disjoint parts of the fleet (default: %(default)s)")
+    fleet.add_argument("--mode", choices=("per-car", "gateway"),
+                       help=f"per-car: one connection per car (default for up to {PER_CAR_MAX_DEFAULT} cars); "
+                            f"gateway: one connection for all (default above {PER_CAR_MAX_DEFAULT})")
+    fleet.add_argument("--faulty-share", type=float, default=0.0, metavar="F",
+                       help="share of cars that return wrong results or vanish mid-shard (default: 0)")
+    fleet.add_argument("--inject-faults", action="append", default=[], metavar="NAME[=P],...",
+                       help="fleet-telemetry faults: duplicate-connectivity, missing-connectivity, "
+                            "dropped-signals, silent (probability P, default 0.01)")
+    fleet.add_argument("--duration", type=float, metavar="WALL_SECONDS", help="stop after this long")
+    fleet.add_argument("--write-users", type=Path, metavar="FILE",
+                       help="write the MQTT user names this fleet will use, one per line, and exit "
+                            "(for `fleetroom broker --write-mosquitto-config --users-file`)")
+
+
+def _sim_start(text: str | None) -> datetime:
+    if text is None:
+        from datetime import timedelta, timezone
+
+        return datetime.now(UTC).replace(microsecond=0).astimezone(timezone(timedelta(hours=-8)))
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"bad --sim-start {text!r}: expected ISO 8601, e.g. 2026-11-30T09:00-08:00") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.count < 1:
+        raise CliError("--count must be at least 1")
+    if not args.speed > 0:
+        raise CliError("--speed must be positive")
+    if not args.telemetry_interval > 0:
+        raise CliError("--telemetry-interval must be positive")
+    if not 0.0 <= args.faulty_share <= 1.0:
+        raise CliError("--faulty-share must be within 0..1")
+    if args.grow_to is not None and args.grow_to < args.count:
+        raise CliError("--grow-to must be at least --count")
+    if args.grow_over < 0 or (args.duration is not None and not args.duration > 0):
+        raise CliError("--grow-over and --duration must be positive")
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+    _check(args)
+    try:
+        mix = parse_hardware_mix(args.hardware_mix)
+        faults = parse_faults(args.inject_faults)
+        shard_index, shard_count = parse_shard(args.shard)
+    except (MixError, FaultSpecError, ShardSpecError) as exc:
+        raise CliError(str(exc)) from None
+    topics = topics_from(args)
+    per_car = args.mode == "per-car" or (args.mode is None and args.count <= PER_CAR_MAX_DEFAULT)
+    gw = gateway_id(args.seed, shard_index, shard_count)
+    if args.write_users is not None:
+        names = [gw]
+        if per_car:
+            last = max(args.count, args.grow_to or 0)
+            names += [vehicle_id(args.seed, g) for g in owned_indices(0, last, shard_index, shard_count)]
+        try:
+            args.write_users.write_text("\n".join(names) + "\n")
+        except OSError as exc:
+            raise CliError(f"cannot write --write-users {args.write_users}: {exc.strerror}") from None
+        return 0
+    return _run_fleet(args, topics, mix, faults, (shard_index, shard_count), per_car, gw)
+
+
+def _run_fleet(args: argparse.Namespace, topics: Topics, mix: dict[HardwareGeneration, float],
+               faults: FaultConfig, shard: tuple[int, int], per_car: bool, gw: str) -> int:
+    start = _sim_start(args.sim_start)
+    offset = start.utcoffset()
+    utc_offset_s = offset.total_seconds() if offset is not None else 0.0
+    url = broker_for(args, gw)
+    secret = read_secret(args.secret_file)
+    base = broker_for(args, None)
+
+    def car_url(vid: str) -> BrokerUrl:
+        if base.username or secret is None:
+            return base
+        return base.with_credentials(vid, derive_password(secret, vid))
+
+    config = FleetConfig(seed=args.seed, count=args.count, shard_index=shard[0], shard_count=shard[1], mix=mix,
+                         faulty_share=args.faulty_share, telemetry_interval_s=args.telemetry_interval,
+                         faults=faults, gateway=None if per_car else gw)
+    fleet = Fleet(config, Encoder(topics, utc_offset_s, config.gateway), random.Random(args.seed))
+    settings = RunSettings(url=url, gateway_id=gw, per_car=per_car, local_start=start.timestamp() + utc_offset_s,
+                           car_url=car_url, grow_to=args.grow_to, grow_over_s=args.grow_over,
+                           duration_s=args.duration)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    runner = Runner(fleet, SimClock(args.speed, start), settings, stop)
+    try:
+        runner.connect()
+    except StartupError as exc:
+        raise CliError(str(exc)) from None
+    mode = "per-car connections" if per_car else f"gateway {gw}"
+    print(f"fleetroom vehicles: {fleet.pending_cars} of {args.count} cars ({mode}) on {url}, "
+          f"sim start {start.isoformat()}, speed {args.speed:g}x", file=sys.stderr, flush=True)
+    return runner.run()
