@@ -7,13 +7,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiomqtt
-from textual.widgets import Input, Static
+from textual.command import CommandPalette
+from textual.widgets import Input, OptionList, Static
 
 from mqttlink import Backoff, make_client, new_client_id
 from protocol import (
+    AddCars,
     AnyMessage,
     CancelJob,
     ComputeState,
+    DriveAway,
     JobStatus,
     JobSubmission,
     MatchPolicy,
@@ -26,7 +29,7 @@ from tests.support import control_room as cr
 from tests.support.brokers import TestBroker
 from tests.support.waiting import wait_until
 from tui.app import FleetroomApp
-from tui.screens import CarScreen, JobScreen, SubmitJobScreen
+from tui.screens import CarScreen, HelpScreen, JobScreen, SubmitJobScreen
 from tui.widgets import NodeTable
 
 SIZE = (140, 42)
@@ -213,3 +216,35 @@ async def test_bad_messages_and_a_broker_restart_are_survived(amqtt_broker: Test
             await send(cars, topics.telemetry("car-z"), cr.telemetry("car-z"))
         await wait_until(lambda: "car-z" in table_text(app), what="a car heard after the restart")
         assert app.is_running
+
+
+async def test_help_palette_pause_and_drive_away(amqtt_broker: TestBroker, topics: Topics) -> None:
+    app = control_room(amqtt_broker, topics)
+    async with listener(amqtt_broker, topics.fleet_control) as fleet, app.run_test(size=SIZE) as pilot, \
+            make_client(amqtt_broker.url(), new_client_id("cars")) as cars:
+        await wait_until(lambda: app.client is not None, what="the control room to connect")
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+        await send(cars, topics.telemetry("car-a"), cr.telemetry("car-a"))
+        await wait_until(lambda: app.order.ids == ["car-a"], what="car-a in the node view")
+        await pilot.press("d")
+        await wait_until(lambda: len(fleet) == 1, what="DriveAway on control/fleet")
+
+        await pilot.press("ctrl+p")
+        await pilot.press(*"add 100 cars")
+        await wait_until(lambda: isinstance(app.screen, CommandPalette) and "Add 100 cars" in str(
+            app.screen.query_one(OptionList).get_option_at_index(0).prompt), what="the palette to offer it")
+        await pilot.press("enter")
+        await wait_until(lambda: len(fleet) == 2, what="AddCars on control/fleet")
+
+        await pilot.press("p")
+        await wait_until(lambda: "UPDATES PAUSED" in text_of(app, "#health"), what="the pause to show")
+        await send(cars, topics.telemetry("car-b"), cr.telemetry("car-b"))
+        await wait_until(lambda: "car-b" in app.store.cars, what="car-b in the store while paused")
+        await pilot.press("p")
+        await wait_until(lambda: "car-b" in app.order.ids, what="car-b shown after resuming")
+    assert isinstance(fleet[0], DriveAway) and fleet[0].vehicle_id == "car-a"
+    assert isinstance(fleet[1], AddCars) and fleet[1].count == 100

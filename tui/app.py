@@ -73,6 +73,7 @@ class FleetroomApp(App[None]):
     TITLE = "fleetroom control room"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
         Binding("question_mark", "help", "Help"),
         Binding("n", "show_tab('nodes')", "Nodes"),
         Binding("j", "show_tab('jobs')", "Jobs"),
