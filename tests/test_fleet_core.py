@@ -1,0 +1,180 @@
+"""The fleet core without a network: messages out, commands in, shards run in simulated time."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from datetime import UTC, datetime
+
+import pytest
+
+from fake_vehicles.car import FAULT_WRONG
+from fake_vehicles.fleet import Fleet, FleetConfig
+from fake_vehicles.messages import Encoder
+from protocol.codec import decode, encode
+from protocol.fleet_messages import AddCars, DriveAway
+from protocol.job_messages import ShardAssignment, ShardCancel, ShardPreempted, ShardProgress, ShardRefused, ShardResult
+from protocol.topics import Topics
+from protocol.vehicle_messages import ComputeOffer, OfferWithdrawal, VehicleStatus, VehicleTelemetry
+
+T0 = datetime(2026, 11, 30, 10, 0, tzinfo=UTC).timestamp()
+WALL = datetime(2026, 11, 29, 5, 0, tzinfo=UTC)
+TOPICS = Topics("corefleet")
+
+
+def make_fleet(count: int = 60, seed: int = 3, **config: object) -> Fleet:
+    fleet = Fleet(FleetConfig(seed=seed, count=count, **config),  # type: ignore[arg-type]
+                  Encoder(TOPICS, 0.0, None), random.Random(seed))
+    fleet.enc.stamp(WALL, T0)
+    fleet.join(T0, count)
+    return fleet
+
+
+def drain(fleet: Fleet) -> list[tuple[str, object]]:
+    out = []
+    while fleet.outbox:
+        _, topic, payload, _, _ = fleet.outbox.popleft()
+        out.append((topic, decode(payload)))
+    return out
+
+
+def run_until(fleet: Fleet, t: float, step: float = 10.0) -> list[tuple[str, object]]:
+    out = []
+    now = fleet.t or T0
+    while now < t:
+        now = min(t, now + step)
+        fleet.enc.stamp(WALL, now)
+        fleet.advance(now)
+        fleet.sweep(now, 10_000)
+        out += drain(fleet)
+    return out
+
+
+def assignment(fleet: Fleet, vid: str, work_s: float, **extra: object) -> ShardAssignment:
+    car = fleet.by_id[vid]
+    fields: dict[str, object] = dict(
+        sender="dispatcher", sent_at=WALL, sim_time=WALL, assignment_id="as-1", vehicle_id=vid, job_id="job-1",
+        shard_id="sh-1", work_tera_ops=car.hardware.tops * work_s, input_digest="0f" * 32,
+        allocated_tops=car.hardware.tops, checkpoint_interval_s=60.0, price_per_tops_hour=1.0,
+    )
+    fields.update(extra)
+    return ShardAssignment(**fields)  # type: ignore[arg-type]
+
+
+def send(fleet: Fleet, message: ShardAssignment | ShardCancel, vid: str | None = None) -> None:
+    fleet.commands.handle(TOPICS.commands(vid or message.vehicle_id), encode(message), fleet.t)
+
+
+def an_offering_car(fleet: Fleet) -> str:
+    out = run_until(fleet, T0 + 300)
+    offers = [m for _, m in out if isinstance(m, ComputeOffer)]
+    assert len(offers) > len(fleet.cars) // 2, "most parked cars offer within minutes"
+    best = max(offers, key=lambda o: o.expected_departure)
+    return best.sender
+
+
+def test_cars_announce_themselves_and_most_offer() -> None:
+    fleet = make_fleet()
+    statuses = [m for _, m in drain(fleet) if isinstance(m, VehicleStatus)]
+    assert len(statuses) == 60 and all(s.state == "online" for s in statuses)
+    an_offering_car(fleet)
+
+
+def test_fast_telemetry_decodes_to_the_slow_path_model() -> None:
+    fleet = make_fleet(count=200)
+    run_until(fleet, T0 + 3 * 3600, step=300)
+    for car in fleet.cars:
+        reason = car.suspend_reason(fleet.t)
+        state = car.compute_state(reason)
+        fast = decode(fleet.enc.telemetry(car, reason, state))
+        assert isinstance(fast, VehicleTelemetry)
+        assert fast == fleet.enc.telemetry_model(car, reason, state)
+
+
+def test_a_shard_runs_with_checkpoints_and_returns_the_deterministic_result() -> None:
+    fleet = make_fleet()
+    vid = an_offering_car(fleet)
+    send(fleet, assignment(fleet, vid, work_s=300))
+    out = drain(fleet)
+    ack = [m for _, m in out if isinstance(m, ShardProgress)]
+    assert len(ack) == 1 and ack[0].done_tera_ops == 0
+    assert any(isinstance(m, OfferWithdrawal) and m.sender == vid for _, m in out)
+    out = run_until(fleet, fleet.t + 400)
+    progress = [m for _, m in out if isinstance(m, ShardProgress)]
+    results = [m for _, m in out if isinstance(m, ShardResult)]
+    assert len(progress) >= 3, "a checkpoint each minute of a five-minute shard"
+    assert all(p.checkpoint_tera_ops == p.done_tera_ops for p in progress)
+    assert len(results) == 1
+    expected = hashlib.sha256(f"{'0f' * 32}:sh-1".encode()).hexdigest()
+    assert results[0].result_digest == expected
+    assert results[0].work_tera_ops == pytest.approx(fleet.by_id[vid].hardware.tops * 300)
+    assert any(isinstance(m, ComputeOffer) and m.sender == vid for _, m in out), "offers again when done"
+
+
+def test_a_faulty_car_returns_a_different_digest() -> None:
+    fleet = make_fleet()
+    vid = an_offering_car(fleet)
+    fleet.by_id[vid].fault = FAULT_WRONG
+    send(fleet, assignment(fleet, vid, work_s=60))
+    out = run_until(fleet, fleet.t + 120)
+    (result,) = [m for _, m in out if isinstance(m, ShardResult)]
+    assert result.result_digest != hashlib.sha256(f"{'0f' * 32}:sh-1".encode()).hexdigest()
+
+
+def test_owner_return_preempts_with_a_checkpoint_and_nothing_is_dropped() -> None:
+    fleet = make_fleet()
+    vid = an_offering_car(fleet)
+    send(fleet, assignment(fleet, vid, work_s=10_000))
+    run_until(fleet, fleet.t + 150)
+    fleet.commands.handle(TOPICS.fleet_control, encode(DriveAway(
+        sender="operator", sent_at=WALL, sim_time=WALL, vehicle_id=vid)), fleet.t)
+    (pre,) = [m for _, m in drain(fleet) if isinstance(m, ShardPreempted)]
+    car = fleet.by_id[vid]
+    assert pre.checkpoint_tera_ops == pytest.approx(car.hardware.tops * 150, rel=0.1)
+    assert pre.work_tera_ops == pre.checkpoint_tera_ops and pre.checkpoint.endswith(f"{pre.checkpoint_tera_ops:.6f}")
+    assert car.shard is None and not fleet.busy
+    out = run_until(fleet, fleet.t + 200)
+    assert car.driving and not any(isinstance(m, ComputeOffer) and m.sender == vid for _, m in out)
+
+
+def test_bad_assignments_are_refused_counted_and_the_car_keeps_running() -> None:
+    fleet = make_fleet()
+    vid = an_offering_car(fleet)
+    other = next(v for v in fleet.by_id if v != vid)
+    send(fleet, assignment(fleet, other, work_s=60, assignment_id="as-wrong"), vid=vid)  # not addressed to it
+    fleet.commands.handle(TOPICS.commands(vid), b'{"kind":"shard_assign","assignment_id":"as-bad"}', fleet.t)
+    fleet.commands.handle(TOPICS.commands(vid), b"\xff not json", fleet.t)
+    send(fleet, assignment(fleet, vid, work_s=60, allocated_tops=1e9, assignment_id="as-big"))
+    send(fleet, assignment(fleet, vid, work_s=60, checkpoint="ckpt:other:1.0", assignment_id="as-ckpt"))
+    send(fleet, ShardCancel(sender="dispatcher", sent_at=WALL, sim_time=WALL, assignment_id="as-none", vehicle_id=vid))
+    refusals = {m.assignment_id: m.reason for _, m in drain(fleet) if isinstance(m, ShardRefused)}
+    assert set(refusals) == {"as-wrong", "as-bad", "as-big", "as-ckpt"}
+    assert "not addressed" in refusals["as-wrong"] and "malformed" in refusals["as-bad"]
+    assert fleet.counts["refused"] == 4 and fleet.counts["rejected"] == 4  # wrong car, 2 malformed, cancel
+    send(fleet, assignment(fleet, vid, work_s=60))
+    send(fleet, assignment(fleet, vid, work_s=60))  # a QoS 1 duplicate is not refused
+    send(fleet, assignment(fleet, vid, work_s=60, assignment_id="as-2"))
+    refusals = [m for _, m in drain(fleet) if isinstance(m, ShardRefused)]
+    assert [r.assignment_id for r in refusals] == ["as-2"] and "busy" in refusals[0].reason
+    out = run_until(fleet, fleet.t + 120)
+    assert any(isinstance(m, ShardResult) for _, m in out)
+
+
+def test_replay_is_deterministic_and_shards_do_not_overlap() -> None:
+    def trace(**config: object) -> list[bytes]:
+        fleet = make_fleet(count=40, **config)
+        run_until(fleet, T0 + 6 * 3600, step=120)
+        return [payload for _, _, payload, _, _ in fleet.outbox] + [c.vehicle_id.encode() for c in fleet.cars]
+
+    assert trace() == trace()
+    halves = [set(make_fleet(count=40, shard_index=i, shard_count=2).by_id) for i in (0, 1)]
+    assert not halves[0] & halves[1] and halves[0] | halves[1] == set(make_fleet(count=40).by_id)
+
+
+def test_add_cars_grows_this_process_share() -> None:
+    fleet = make_fleet(count=10, shard_index=1, shard_count=2)
+    assert len(fleet.cars) == 5
+    fleet.commands.handle(TOPICS.fleet_control, encode(AddCars(
+        sender="operator", sent_at=WALL, sim_time=WALL, count=10, hardware_mix={"HW6": 1.0})), fleet.t)
+    fleet.join(fleet.t, 100)
+    assert len(fleet.cars) == 10 and all(c.hardware.generation == "HW6" for c in fleet.cars[5:])
