@@ -25,7 +25,10 @@ MONDAY_10AM = datetime(2026, 11, 30, 10, 0, tzinfo=UTC).timestamp()
 MIX = [(share, gen) for gen, share in DEFAULT_HARDWARE_MIX.items()]
 
 
-def make_car(index: int, seed: int = 7, t: float = MONDAY_10AM, mix: list[tuple[float, HardwareGeneration]] = MIX) -> Car:
+Mix = list[tuple[float, HardwareGeneration]]
+
+
+def make_car(index: int, seed: int = 7, t: float = MONDAY_10AM, mix: Mix = MIX) -> Car:
     return Car.create(index, vehicle_id(seed, index), seed * 1_000_003 + index, mix, 0.0, t, random.Random())
 
 
@@ -114,11 +117,9 @@ def test_pack_temperature_has_hysteresis() -> None:
     car.model = type(car.model)("big", 1000.0, 0.2, 1.0)  # a pack that will not run flat first
     _start_shard(car, 1e15)
     t = car.t
-    seen_hot = False
     while not car.hot:
         t += 60.0
         car.advance(t)
-        assert t - car.t == 0 and t < car.t + 1  # advanced
         assert t < MONDAY_10AM + days.DAY, "an HW6 at full load heats the pack past the stop point"
     seen_hot = car.pack_temp_c >= HOT_STOP_C
     assert seen_hot and car.suspend_reason(t) is SuspendReason.PACK_TOO_HOT
