@@ -7,7 +7,17 @@ from collections import Counter
 
 import pytest
 
-from protocol import ComputeState, Gear, JobStatus, Liveness, OfferWithdrawal, SuspendReason, Topics, encode
+from protocol import (
+    ComputeState,
+    ConnectionStatus,
+    Gear,
+    JobStatus,
+    Liveness,
+    OfferWithdrawal,
+    SuspendReason,
+    Topics,
+    encode,
+)
 from protocol.clock import ManualClock
 from tests.support import control_room as cr
 from tui import panels
@@ -79,6 +89,15 @@ def test_the_health_line_follows_the_link(store: FleetStore) -> None:
     assert line.startswith("mqtt://h:1 reconnecting (attempt 2)") and "READ-ONLY" in line and "PAUSED" in line
     store.link_changed("connected")
     assert "reconnected 1x" in panels.health_line(store, "mqtt://h:1", read_only=False, paused=False)
+    at = {"sent_at": cr.T0, "sim_time": cr.T0}
+    store.ingest(store.topics.connection_status("gw-0"), encode(ConnectionStatus(
+        sender="gw-0", **at, role="gateway", state=Liveness.ONLINE, vehicle_count=500)))
+    store.ingest(store.topics.connection_status("gw-1"), encode(ConnectionStatus(
+        sender="gw-1", **at, role="gateway", state=Liveness.OFFLINE, vehicle_count=300)))
+    store.ingest(store.topics.connection_status("dispatcher"), encode(ConnectionStatus(
+        sender="dispatcher", **at, role="dispatcher", state=Liveness.ONLINE)))
+    line = panels.health_line(store, "mqtt://h:1", read_only=False, paused=False)
+    assert "dispatcher 1/1 online · gateway 1/2 online, 500 cars" in line
 
 
 def test_header_reads_the_essays_equivalences_from_the_summary(store: FleetStore, topics: Topics) -> None:

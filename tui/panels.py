@@ -59,12 +59,29 @@ def health_line(store: FleetStore, broker: str, *, read_only: bool, paused: bool
     reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(store.rejected.items()))
     parts = [f"{broker} {state}", f"{store.msgs_per_s:,.0f} msg/s", f"{store.messages:,} msgs"]
     parts.append(f"rejected {rejected:,}" + (f" ({reasons})" if reasons else ""))
+    peers = peers_text(store)
+    if peers:
+        parts.append(peers)
     if link.reconnects:
         parts.append(f"reconnected {link.reconnects}x")
     if read_only:
         parts.append("READ-ONLY")
     if paused:
         parts.append("UPDATES PAUSED")
+    return " · ".join(parts)
+
+
+def peers_text(store: FleetStore) -> str:
+    """The other processes' retained connection status: the dispatcher, fleet gateways."""
+    by_role: dict[str, list[tuple[str, int]]] = {}
+    for status in store.connections.values():
+        if status.role in ("dispatcher", "gateway"):
+            by_role.setdefault(status.role, []).append((status.state.value, status.vehicle_count))
+    parts = []
+    for role, entries in sorted(by_role.items()):
+        online = [cars for state, cars in entries if state == "online"]
+        cars = f", {sum(online):,} cars" if role == "gateway" else ""
+        parts.append(f"{role} {len(online)}/{len(entries)} online{cars}")
     return " · ".join(parts)
 
 
