@@ -1,0 +1,206 @@
+"""`fleetroom vehicles` as a real process on real brokers, with this test playing the dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import aiomqtt
+import pytest
+
+from mqttlink import make_client, new_client_id
+from protocol import (
+    AnyMessage,
+    ComputeOffer,
+    ConnectionStatus,
+    DriveAway,
+    Liveness,
+    ProtocolError,
+    ShardAssignment,
+    ShardPreempted,
+    ShardProgress,
+    ShardRefused,
+    ShardResult,
+    VehicleStatus,
+    decode,
+    encode,
+    utc_now,
+)
+from protocol.topics import Topics
+from tests.support.brokers import TestBroker, embedded_broker
+from tests.support.waiting import wait_until
+
+SIM_START = "2026-11-30T10:00:00Z"  # a Monday morning: commuters have just parked at work
+M = TypeVar("M")
+
+
+class Dispatcher:
+    """The test's stand-in for the dispatcher: sees everything, sends assignments."""
+
+    def __init__(self, client: aiomqtt.Client, broker: TestBroker) -> None:
+        self.client, self.topics = client, broker.topics
+        self.seen: list[tuple[str, AnyMessage]] = []
+
+    async def read(self) -> None:
+        async for message in self.client.messages:
+            assert isinstance(message.payload, bytes)
+            try:
+                self.seen.append((str(message.topic), decode(message.payload)))
+            except ProtocolError as exc:  # pragma: no cover - would fail the assertions below
+                raise AssertionError(f"the fleet sent an invalid message on {message.topic}: {exc}") from None
+
+    def of(self, kind: type[M], where: Callable[[M], bool] = lambda m: True) -> list[M]:
+        return [m for _, m in self.seen if isinstance(m, kind) and where(m)]
+
+    async def assign(self, offer: ComputeOffer, assignment_id: str, work_s: float, **extra: object) -> None:
+        now = utc_now()
+        fields: dict[str, object] = dict(
+            sender="dispatcher", sent_at=now, sim_time=now, assignment_id=assignment_id,
+            vehicle_id=offer.sender, job_id="job-1", shard_id=f"sh-{assignment_id}",
+            work_tera_ops=offer.free_tops * work_s, input_digest="ab" * 32, allocated_tops=offer.free_tops,
+            checkpoint_interval_s=120.0, price_per_tops_hour=offer.price_per_tops_hour,
+        )
+        fields.update(extra)
+        message = ShardAssignment(**fields)  # type: ignore[arg-type]
+        await self.client.publish(self.topics.commands(offer.sender), encode(message), qos=1)
+
+
+@asynccontextmanager
+async def dispatcher(broker: TestBroker) -> AsyncIterator[Dispatcher]:
+    async with make_client(broker.url("dispatcher"), new_client_id("test-dispatcher")) as client:
+        await client.subscribe(broker.topics.everything, qos=1)
+        d = Dispatcher(client, broker)
+        reader = asyncio.create_task(d.read())
+        try:
+            yield d
+        finally:
+            reader.cancel()
+
+
+def fleet_command(broker: TestBroker, *args: str) -> list[str]:
+    return [sys.executable, "-m", "fleetroom", "vehicles", "--broker", f"mqtt://127.0.0.1:{broker.port}",
+            "--topic-prefix", broker.topics.prefix, "--sim-start", SIM_START, *args]
+
+
+@asynccontextmanager
+async def fleet_process(broker: TestBroker, tmp_path: Path, *args: str) -> AsyncIterator[subprocess.Popen[bytes]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETROOM_")}
+    proc = subprocess.Popen(fleet_command(broker, *args), cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "fleet.log", "wb"))  # noqa: SIM115
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        await asyncio.to_thread(proc.wait, 10)
+
+
+def best_offer(d: Dispatcher, exclude: set[str] = frozenset()) -> ComputeOffer:  # type: ignore[assignment]
+    offers = d.of(ComputeOffer, lambda o: o.sender not in exclude)
+    return max(offers, key=lambda o: o.expected_departure)
+
+
+async def test_cars_offer_run_shards_get_preempted_and_leave_a_last_will(
+    any_broker: TestBroker, tmp_path: Path
+) -> None:
+    async with dispatcher(any_broker) as d, fleet_process(
+        any_broker, tmp_path, "--count", "6", "--mode", "per-car", "--speed", "300", "--seed", "5"
+    ) as proc:
+        await wait_until(lambda: len(d.of(VehicleStatus, lambda s: s.state == "online")) >= 6, 20, "6 cars online")
+        await wait_until(lambda: len(d.of(ComputeOffer)) >= 2, 20, "two compute offers")
+        assert all(s.gateway is None for s in d.of(VehicleStatus))  # per-car mode: each car is its own client
+        first = best_offer(d)
+        await d.assign(first, "as-1", work_s=600)
+        await wait_until(lambda: d.of(ShardResult), 20, "the shard's result")
+        (result,) = d.of(ShardResult)
+        assert result.sender == first.sender and result.assignment_id == "as-1"
+        assert result.result_digest == hashlib.sha256(f"{'ab' * 32}:sh-as-1".encode()).hexdigest()
+        progress = d.of(ShardProgress, lambda p: p.assignment_id == "as-1")
+        assert len(progress) >= 3 and progress[-1].checkpoint_tera_ops > 0  # an ack, then checkpoints
+
+        second = best_offer(d, exclude={first.sender})
+        await d.assign(second, "as-wrong", work_s=60, vehicle_id=first.sender)  # on second's topic, not for it
+        await wait_until(lambda: d.of(ShardRefused), 20, "a refusal")
+        assert "not addressed" in d.of(ShardRefused)[0].reason
+
+        await d.assign(second, "as-2", work_s=100_000)
+        await wait_until(lambda: d.of(ShardProgress, lambda p: p.assignment_id == "as-2" and p.done_tera_ops > 0),
+                         20, "a checkpoint of the long shard")
+        now = utc_now()
+        drive_away = DriveAway(sender="operator", sent_at=now, sim_time=now, vehicle_id=second.sender)
+        await d.client.publish(any_broker.topics.fleet_control, encode(drive_away), qos=1)
+        await wait_until(lambda: d.of(ShardPreempted), 20, "the preemption")
+        (pre,) = d.of(ShardPreempted)
+        assert pre.assignment_id == "as-2" and pre.checkpoint_tera_ops > 0
+        assert pre.work_tera_ops == pytest.approx(pre.checkpoint_tera_ops)
+
+        proc.kill()  # no goodbye: the broker must publish every car's Last Will
+        await wait_until(lambda: len(d.of(VehicleStatus, lambda s: s.state == "offline")) >= 6, 20, "6 Last Wills")
+
+
+async def test_gateway_mode_says_goodbye_on_sigterm_and_leaves_a_will_when_killed(
+    amqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    b = amqtt_broker
+    async with dispatcher(b) as d:
+        async with fleet_process(b, tmp_path, "--count", "30", "--mode", "gateway", "--speed", "120") as proc:
+            await wait_until(lambda: len(d.of(VehicleStatus)) >= 30, 20, "30 cars online")
+            (gw,) = {s.gateway for s in d.of(VehicleStatus)}
+            assert gw is not None and gw.startswith("gw-")
+            await wait_until(lambda: d.of(ConnectionStatus, lambda c: c.state == "online"), 20, "the gateway online")
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 20) == 0
+        await wait_until(lambda: len({s.sender for s in d.of(VehicleStatus, lambda s: s.state == Liveness.OFFLINE)})
+                         == 30, 20, "30 offline statuses")
+        assert d.of(ConnectionStatus, lambda c: c.state == "offline" and c.sender == gw)
+        d.seen.clear()
+        async with fleet_process(b, tmp_path, "--count", "30", "--mode", "gateway", "--speed", "120") as proc:
+            await wait_until(lambda: d.of(ConnectionStatus, lambda c: c.state == "online"), 20, "the gateway again")
+            proc.kill()
+            await wait_until(lambda: d.of(ConnectionStatus, lambda c: c.state == "offline"), 20, "the gateway's Will")
+
+
+async def test_each_car_logs_in_as_itself_on_a_secured_broker(topics: Topics, tmp_path: Path) -> None:
+    secret = b"vehicles-test-secret"
+    (tmp_path / "secret").write_bytes(secret + b"\n")
+    async with embedded_broker(topics, secret) as broker, dispatcher(broker) as d, fleet_process(
+        broker, tmp_path, "--count", "4", "--mode", "per-car", "--secret-file", str(tmp_path / "secret")
+    ):
+        await wait_until(lambda: len(d.of(VehicleStatus)) >= 4, 20, "4 cars logged in under their own names")
+        await wait_until(lambda: d.of(ComputeOffer), 20, "an offer through the ACL")
+        (tmp_path / "wrong").write_bytes(b"not-the-fleet-secret\n")
+        done = await asyncio.to_thread(
+            subprocess.run, [*fleet_command(broker, "--count", "2", "--secret-file", str(tmp_path / "wrong"))],
+            cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        )
+        assert done.returncode == 2 and "refused the login" in done.stderr, done.stderr
+
+
+def test_bad_flags_and_an_unreachable_broker_are_one_line_errors(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETROOM_")}
+    base = [sys.executable, "-m", "fleetroom", "vehicles"]
+    cases = [
+        ["--count", "5", "--hardware-mix", "HW9=1"],
+        ["--count", "5", "--shard", "2/2"],
+        ["--count", "five"],
+        ["--count", "5", "--inject-faults", "gremlins"],
+        ["--count", "5", "--broker", "mqtt://127.0.0.1:1", "--duration", "1"],
+    ]
+    for args in cases:
+        done = subprocess.run(base + args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 2, (args, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, (args, done.stderr)
+    users = tmp_path / "users.txt"
+    done = subprocess.run([*base, "--count", "10", "--shard", "1/2", "--mode", "per-car", "--write-users", str(users)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0
+    names = users.read_text().split()
+    assert names[0] == "gw-1-1-2" and len(names) == 6 and all(n.startswith("car-") for n in names[1:])
