@@ -23,6 +23,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Sparkline, Static, TabbedContent, TabPane
+from textual.worker import Worker, WorkerState
 
 from mqttlink import Backoff, BrokerUrl, LinkEvent, new_client_id, stay_connected
 from protocol import (
@@ -63,6 +64,7 @@ class Envelope(TypedDict):
     sim_time: datetime
 
 
+PUBLISHING_ACTIONS = frozenset({"submit_job", "cancel_selected_job", "drive_away_selected"})
 INGEST_YIELD_EVERY = 200  # let the UI paint between bursts of incoming messages
 
 
@@ -166,16 +168,30 @@ class FleetroomApp(App[None]):
             count = 0
             async for message in client.messages:
                 payload = message.payload
-                if isinstance(payload, bytes | bytearray):
-                    self.store.ingest(str(message.topic), payload)
-                else:
-                    self.store.messages += 1
-                    self.store.reject("invalid", f"payload of type {type(payload).__name__}")
+                self._ingest(str(message.topic), payload)
                 count += 1
                 if count % INGEST_YIELD_EVERY == 0:
                     await asyncio.sleep(0)
         finally:
             self.client = None
+
+    def _ingest(self, topic: str, payload: object) -> None:
+        """Hand one message to the store; even a bug in applying it must not stop the link."""
+        if not isinstance(payload, bytes | bytearray):
+            self.store.messages += 1
+            self.store.reject("invalid", f"payload of type {type(payload).__name__}")
+            return
+        try:
+            self.store.ingest(topic, payload)
+        except Exception as exc:  # counted, logged with its traceback, dropped; the link carries on
+            log.exception("could not apply a message on %s", topic)
+            self.store.reject("unhandled", f"{type(exc).__name__}: {exc}")
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """If the MQTT worker itself fails, say so in the health bar rather than go quiet."""
+        if event.worker.group == "mqtt" and event.state is WorkerState.ERROR:
+            self.store.link_changed("failed", str(event.worker.error))
+            log.error("the MQTT worker failed: %r", event.worker.error)
 
     # painting -------------------------------------------------------------------------------
     def _show(self, widget_id: str, text: str) -> None:
@@ -211,6 +227,12 @@ class FleetroomApp(App[None]):
             self._sparks[name].data = values
             self._show(f"label-{name}", f"{SPARK_TITLES[name]}: {panels.latest(values):,.1f}")
         self._show("hardware", "by hardware generation\n\n" + "\n".join(panels.hardware_lines(self.store)))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """In read-only mode the publishing keys are hidden from the footer and do nothing."""
+        if self.read_only and action in PUBLISHING_ACTIONS:
+            return None
+        return True
 
     # navigation -----------------------------------------------------------------------------
     def action_show_tab(self, tab: str) -> None:

@@ -55,6 +55,8 @@ def health_line(store: FleetStore, broker: str, *, read_only: bool, paused: bool
     """Broker, connection state, messages per second and rejected messages."""
     link = store.link
     state = link.state + (f" (attempt {link.attempt})" if link.state == "reconnecting" else "")
+    if link.state == "failed":
+        state += f" ({link.reason[:80]})"
     rejected = store.rejected_total
     reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(store.rejected.items()))
     parts = [f"{broker} {state}", f"{store.msgs_per_s:,.0f} msg/s", f"{store.messages:,} msgs"]

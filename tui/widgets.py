@@ -6,8 +6,9 @@ from typing import ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
+from textual import events
 from textual.binding import Binding, BindingType
-from textual.geometry import Region, Size
+from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
@@ -138,10 +139,9 @@ class NodeTable(ScrollView, can_focus=True):
     def action_sort_reverse(self) -> None:
         self.action_sort_by(self.order.sort_key or COLUMN_KEYS[0])
 
-    def on_click(self, event: object) -> None:
-        y = getattr(event, "y", None)
-        if isinstance(y, int) and y > 0:
-            self._move_to(int(self.scroll_y) + y - 1)
-
-    def region_of_cursor(self) -> Region:
-        return Region(0, self.cursor + 1, ROW_WIDTH, 1)
+    def on_click(self, event: events.Click) -> None:
+        """A click selects the row under the mouse; a double click opens it."""
+        if event.y > 0:
+            self._move_to(int(self.scroll_y) + event.y - 1)
+            if event.chain == 2:
+                self.action_open()
