@@ -23,7 +23,7 @@ HELP_TEXT = """\
           (e.g. [i]HW6[/i], [i]~^car-0[/i], [i]!Of[/i]); esc or an empty filter clears it · r re-sort now
 [b]Jobs[/b]    ctrl+n submit a job · c cancel the job under the cursor (or on its screen)
 [b]Cars[/b]    d drive the car away (the owner returns; the fleet process must accept it)
-[b]Other[/b]   p pause / resume updates · ctrl+p command palette (policy, add cars, …) · ? this help · q quit
+[b]Other[/b]   p pause/resume · ctrl+p palette (policy, add cars, …) · ? this help · q or ctrl+c quit
 
 States: Id idle (offering) · Bu busy · Va vacating · Su suspended · Dr driving · On online ·
 As asleep · Of offline.   In read-only mode nothing is ever published.
