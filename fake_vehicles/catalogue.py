@@ -7,6 +7,7 @@ computed from them as stated; "assumption" figures are ours, chosen to be plausi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from protocol.base import HardwareGeneration
 
@@ -115,7 +116,10 @@ def normalise_mix(mix: dict[HardwareGeneration, float]) -> dict[HardwareGenerati
     return {generation: share / total for generation, share in mix.items() if share > 0}
 
 
-def pick_by_share(shares: list[tuple[float, int]], u: float) -> int:
+T = TypeVar("T")
+
+
+def pick_by_share(shares: list[tuple[float, T]], u: float) -> T:
     """The item whose cumulative share first exceeds `u` in [0, 1) (shares sum to one)."""
     acc = 0.0
     for share, item in shares:

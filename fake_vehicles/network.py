@@ -57,7 +57,7 @@ class Link:
         c.on_socket_register_write = self._on_register_write
         c.on_socket_unregister_write = self._on_unregister_write
         if on_message is not None:
-            c.on_message = lambda _c, _u, msg: on_message(msg.topic, msg.payload)
+            c.on_message = lambda _c, _u, msg: on_message(msg.topic, bytes(msg.payload))
         self.client = c
         self.keepalive = keepalive
 
@@ -73,7 +73,7 @@ class Link:
         """Vanish: close the socket without DISCONNECT, so the broker publishes the Last Will."""
         self.wanted = False
         sock = self.client.socket()
-        if sock is not None:
+        if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)  # paho sees the loss on its next read
 
