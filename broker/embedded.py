@@ -15,10 +15,25 @@ from protocol.topics import DEFAULT_PREFIX, Topics
 QUIET_LOGGERS = ("amqtt", "transitions")
 
 
+class _DropStartupTraceback(logging.Filter):
+    """amqtt logs a traceback when it cannot bind; `EmbeddedBroker.start` raises a clear error instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Broker startup failed"
+
+
+_DROP_STARTUP_TRACEBACK = _DropStartupTraceback()
+
+
+class BrokerStartError(RuntimeError):
+    """The embedded broker could not start; the message is one line for the user."""
+
+
 def quiet_broker_logging() -> None:
     """amqtt and transitions log about nine INFO lines per connection: keep them at WARNING."""
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("amqtt.broker").addFilter(_DROP_STARTUP_TRACEBACK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +109,17 @@ class EmbeddedBroker:
         quiet_broker_logging()
         port = self.port or self.settings.port
         config = amqtt_config(_with_port(self.settings, port))
-        self._broker = Broker(config, loop=asyncio.get_running_loop())
-        await self._broker.start()
-        self.port = bound_port(self._broker)
+        broker = Broker(config, loop=asyncio.get_running_loop())
+        try:
+            await broker.start()
+        except Exception as exc:  # amqtt wraps every start-up failure in its BrokerError
+            cause = exc.__cause__
+            reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc)
+            raise BrokerStartError(
+                f"cannot start the broker on {self.settings.host}:{port}: {reason.rsplit(': ', 1)[-1]}"
+            ) from None
+        self._broker = broker
+        self.port = bound_port(broker)
 
     async def stop(self) -> None:
         """Close every connection and stop listening."""

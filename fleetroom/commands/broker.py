@@ -66,7 +66,7 @@ def _write_config(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from broker.embedded import BrokerSettings, EmbeddedBroker
+    from broker.embedded import BrokerSettings, BrokerStartError, EmbeddedBroker
 
     secret = None if args.anonymous else read_secret(args.secret_file, create=True)
     try:
@@ -80,11 +80,11 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    broker = EmbeddedBroker(settings)
     try:
-        broker = EmbeddedBroker(settings)
         await broker.start()
-    except Exception as exc:  # amqtt wraps bind errors in its own BrokerError
-        raise CliError(f"cannot start the broker on {args.host}:{args.port}: {exc}") from None
+    except BrokerStartError as exc:
+        raise CliError(str(exc)) from None
     try:
         mode = "anonymous" if args.anonymous else "fleet credentials required"
         print(f"fleetroom broker: listening on mqtt://{args.host}:{broker.port} ({mode})", flush=True)

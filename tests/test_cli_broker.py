@@ -1,0 +1,95 @@
+"""`fleetroom broker` as a user runs it: a real process, clean errors, Mosquitto files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mqttlink import BrokerUrl, check_broker
+from protocol.identity import derive_password
+from tests.support.brokers import MOSQUITTO, MosquittoProcess, free_port
+from tests.support.waiting import wait_until
+
+
+def fleetroom(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fleetroom", *args], capture_output=True, text=True, timeout=60,
+                          cwd=cwd, env=env)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["broker", "--port", "70000"], "--port 70000 is not a TCP port"),
+        (["broker", "--port", "x"], "invalid int value"),
+        (["broker", "--topic-prefix", "Bad/Prefix", "--anonymous", "--port", "0"], "bad --topic-prefix"),
+        (["broker", "--secret-file", ".", "--port", "0"], "cannot read secret file"),
+        (["broker", "--secret-file", "empty", "--port", "0"], "secret file empty is empty"),
+        (["broker", "--write-mosquitto-config", "/tmp/x", "--user", "Bad Name"], "not a car or gateway user name"),
+        (["schema", "--topic-prefix", "a//b"], "bad --topic-prefix"),
+    ],
+)
+def test_bad_flags_give_one_line_and_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
+    (tmp_path / "empty").write_text("")
+    proc = fleetroom(*args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+async def test_broker_process_serves_with_fleet_credentials(tmp_path: Path) -> None:
+    port_file, secret_file = tmp_path / "port", tmp_path / "secret"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleetroom", "broker", "--port", "0", "--port-file", str(port_file),
+         "--secret-file", str(secret_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )
+    try:
+        await wait_until(lambda: port_file.exists() and port_file.read_text().strip() != "", timeout=30,
+                         what="the port file")
+        port = int(port_file.read_text())
+        secret = secret_file.read_text().strip().encode()
+        assert oct(secret_file.stat().st_mode & 0o777) == "0o600"
+        await check_broker(BrokerUrl("127.0.0.1", port, "car-1", derive_password(secret, "car-1")))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"listening on mqtt://127.0.0.1:{port}" in out
+
+
+def test_port_in_use_is_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        proc = fleetroom("broker", "--anonymous", "--port", str(port), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "cannot start the broker" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(MOSQUITTO is None, reason="needs mosquitto (installed by .ci/run)")
+async def test_written_mosquitto_config_runs_and_enforces_logins(tmp_path: Path) -> None:
+    port = free_port()
+    out = tmp_path / "mq"
+    env = {**os.environ, "FLEETROOM_SECRET": "sekrit"}
+    proc = fleetroom("broker", "--write-mosquitto-config", str(out), "--port", str(port), "--user", "car-7",
+                     "--user", "gw-1", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    mosquitto = MosquittoProcess(out, port)
+    await mosquitto.start()
+    try:
+        await check_broker(BrokerUrl("127.0.0.1", port, "car-7", derive_password(b"sekrit", "car-7")))
+        await check_broker(BrokerUrl("127.0.0.1", port, "dispatcher", derive_password(b"sekrit", "dispatcher")))
+        from mqttlink import BrokerUnreachable
+
+        with pytest.raises(BrokerUnreachable):
+            await check_broker(BrokerUrl("127.0.0.1", port, "car-7", "wrong"))
+    finally:
+        await mosquitto.stop()
