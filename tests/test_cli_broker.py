@@ -16,7 +16,9 @@ from tests.support.brokers import MOSQUITTO, MosquittoProcess, free_port
 from tests.support.waiting import wait_until
 
 
-def fleetroom(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def fleetroom(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "fleetroom", *args], capture_output=True, text=True, timeout=60,
                           cwd=cwd, env=env)
 
