@@ -237,6 +237,12 @@ class Fleet:
         self.link_events.append(("open", car.index))
         self.send_status(car, Liveness.ONLINE, "restarted")
 
+    def reannounce(self, car: Car) -> None:
+        """After a reconnect: say the car is online again and offer afresh (the broker may have lost both)."""
+        if not car.silent:
+            self.send_status(car, Liveness.ONLINE, "reconnected")
+            car.offer_id = None
+
     def drive_away(self, car: Car, t: float) -> None:
         """The operator sends the owner back now: vacate, then an unplanned round trip."""
         if car.drive_away_now(t):

@@ -38,6 +38,7 @@ class Link:
         self.net, self.url, self.client_id = net, url, client_id
         self.subscriptions, self.on_connected = subscriptions, on_connected
         self.connected = False
+        self.connects = 0  # successful connections so far; above one means a reconnect
         self.refusal: str | None = None
         self.wanted = True  # False after `drop` or `close`: do not reconnect
         self.backoff = Backoff(initial_s=0.5, max_s=15.0)
@@ -91,6 +92,7 @@ class Link:
             log.warning("%s: broker refused the connection: %s", self.client_id, reason)
             return
         self.connected, self.refusal = True, None
+        self.connects += 1
         self.backoff.reset()
         for topic in self.subscriptions:
             client.subscribe(topic, qos=1)

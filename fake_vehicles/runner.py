@@ -93,6 +93,16 @@ class Runner:
         enc = self.fleet.enc
         payload = enc.connection_status(self.s.gateway_id, Liveness.ONLINE, len(self.fleet.cars))
         link.publish(enc.topics.connection_status(self.s.gateway_id), payload, 1, True)
+        if link.connects > 1 and not self.s.per_car:
+            log.info("%s: reconnected; announcing %d cars again", self.s.gateway_id, len(self.fleet.cars))
+            for car in self.fleet.cars:
+                self.fleet.reannounce(car)
+
+    def _car_connected(self, link: Link) -> None:
+        if link.connects > 1:  # the first time, the fleet's own announcement is already queued
+            car = self.fleet.by_id.get(link.client_id)
+            if car is not None:
+                self.fleet.reannounce(car)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         self.fleet.commands.handle(topic, payload, self.fleet.t)
@@ -121,8 +131,10 @@ class Runner:
                 self.net, self.s.car_url(vid), vid,
                 will=(enc.topic(vid, "status"), enc.status(car, Liveness.OFFLINE, "connection lost")),
                 subscriptions=(enc.topics.commands(vid),), on_message=self._on_message,
+                on_connected=self._car_connected,
             ))
             self.car_links[index] = link
+        link.connects = 0  # a restart announces itself; do not count it as a reconnect
         try:
             link.start()
         except OSError as exc:

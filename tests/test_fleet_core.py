@@ -83,6 +83,10 @@ def test_cars_announce_themselves_and_most_offer() -> None:
 def test_fast_telemetry_decodes_to_the_slow_path_model() -> None:
     fleet = make_fleet(count=200)
     run_until(fleet, T0 + 3 * 3600, step=300)
+    for car in [c for c in fleet.cars if c.offer_id is not None][:5]:
+        send(fleet, assignment(fleet, car.vehicle_id, work_s=3600, assignment_id=f"as-{car.index}"))
+    run_until(fleet, fleet.t + 60)
+    assert len(fleet.busy) == 5
     for car in fleet.cars:
         reason = car.suspend_reason(fleet.t)
         state = car.compute_state(reason)
@@ -178,3 +182,46 @@ def test_add_cars_grows_this_process_share() -> None:
         sender="operator", sent_at=WALL, sim_time=WALL, count=10, hardware_mix={"HW6": 1.0})), fleet.t)
     fleet.join(fleet.t, 100)
     assert len(fleet.cars) == 10 and all(c.hardware.generation == "HW6" for c in fleet.cars[5:])
+
+
+def test_a_vanishing_car_goes_silent_mid_shard_and_comes_back_when_restarted() -> None:
+    from fake_vehicles.car import FAULT_VANISH
+
+    fleet = make_fleet()
+    vid = an_offering_car(fleet)
+    car = fleet.by_id[vid]
+    car.fault = FAULT_VANISH
+    send(fleet, assignment(fleet, vid, work_s=600))
+    out = run_until(fleet, fleet.t + 700)
+    assert not any(isinstance(m, ShardResult | ShardPreempted) for _, m in out), "it vanishes, it does not report"
+    assert car.silent and car.shard is None and ("drop", car.index) in fleet.link_events
+    assert not any(getattr(m, "sender", None) == vid for _, m in out[-20:])
+    fleet.drive_away(car, fleet.t)  # the owner drives off: the car restarts
+    out = run_until(fleet, fleet.t + 200)
+    assert not car.silent and any(isinstance(m, VehicleStatus) and m.reason == "restarted" for _, m in out)
+
+
+@pytest.mark.parametrize("fault", ["duplicate_connectivity", "missing_connectivity", "dropped_signals"])
+def test_fleet_telemetry_faults_can_be_injected(fault: str) -> None:
+    from fake_vehicles.faults import FaultConfig
+
+    fleet = make_fleet(count=20, faults=FaultConfig(**{fault: 1.0}))
+    out = drain(fleet)
+    statuses = [m for _, m in out if isinstance(m, VehicleStatus)]
+    out = run_until(fleet, T0 + 120)
+    telemetry = [m for _, m in out if isinstance(m, VehicleTelemetry)]
+    if fault == "duplicate_connectivity":
+        assert len(statuses) == 40 and len({s.sender for s in statuses}) == 20
+    elif fault == "missing_connectivity":
+        assert statuses == [] and fleet.counts["fault_missing_connectivity"] == 20
+    else:
+        assert telemetry == [] and len(statuses) == 20
+
+
+def test_cars_go_silent_until_restarted_when_injected() -> None:
+    from fake_vehicles.faults import FaultConfig
+
+    fleet = make_fleet(count=50, faults=FaultConfig(silent_per_day=1.0))
+    run_until(fleet, T0 + 10 * 3600, step=120)
+    assert fleet.counts["fault_silent"] > 0 and fleet.silent > 0
+    assert any(e == ("drop", c.index) for c in fleet.cars if c.silent for e in fleet.link_events)

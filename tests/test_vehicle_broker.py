@@ -204,3 +204,15 @@ def test_bad_flags_and_an_unreachable_broker_are_one_line_errors(tmp_path: Path)
     assert done.returncode == 0
     names = users.read_text().split()
     assert names[0] == "gw-1-1-2" and len(names) == 6 and all(n.startswith("car-") for n in names[1:])
+
+
+@pytest.mark.parametrize("mode", ["per-car", "gateway"])
+async def test_cars_come_back_after_the_broker_restarts(amqtt_broker: TestBroker, tmp_path: Path, mode: str) -> None:
+    async with fleet_process(amqtt_broker, tmp_path, "--count", "4", "--mode", mode, "--speed", "120"):
+        async with dispatcher(amqtt_broker) as d:
+            await wait_until(lambda: len(d.of(VehicleStatus)) >= 4, 20, "4 cars online")
+        await amqtt_broker.restart()  # amqtt keeps nothing: retained statuses are gone
+        async with dispatcher(amqtt_broker) as d:
+            await wait_until(lambda: len({s.sender for s in d.of(VehicleStatus, lambda s: s.reason == "reconnected")})
+                             == 4, 30, "4 cars announcing themselves again")
+            await wait_until(lambda: d.of(ComputeOffer), 20, "offers again")
