@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from fleetroom.compose.jobstream import JobStream
 from fleetroom.loadtest.ledger import RunLedger
@@ -32,11 +32,14 @@ async def test_observer_times_messages_and_counts_bad_ones(amqtt_broker: TestBro
                 await client.publish(topics.vehicle_status(f"car-{i:02d}"), status(f"car-{i:02d}"), qos=1)
             await client.publish(topics.vehicle_status("car-xx"), b"{not json", qos=1)
             await client.publish(topics.vehicle_status("car-yy"), status("car-zz"), qos=1)  # sender mismatch
-        await wait_until(lambda: ledger.counters.receives >= 22, 10, "22 messages at the observer")
+            will = VehicleStatus(sender="car-00", sent_at=utc_now() - timedelta(hours=1), sim_time=utc_now(),
+                                 state=Liveness.OFFLINE)  # a Last Will, stamped when the car connected
+            await client.publish(topics.vehicle_status("car-00"), encode(will), qos=1)
+        await wait_until(lambda: ledger.counters.receives >= 23, 10, "23 messages at the observer")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    assert ledger.counters.connects == 20 and ledger.counters.rejected == 2
+    assert ledger.counters.connects == 20 and ledger.counters.rejected == 2 and ledger.counters.failures == 1
     stats = ledger.latency.stats()
     assert stats.count == 20 and 0 < stats.max_ms < 5000
 

@@ -111,6 +111,7 @@ def test_outcome_counts_lost_jobs() -> None:
     assert (outcome.submitted, outcome.completed, outcome.unfinished, outcome.lost) == (5, 2, 1, 2)  # j3 + unseen j5
     assert (outcome.preemptions, outcome.redone_tera_ops, outcome.wrong_results_caught) == (2, 5.0, 1)
     assert ledger.pending_jobs() == ["j2", "j5"]
+    assert ledger.lost_jobs() == ["j3", "j5"]
 
 
 def _report(ledger: RunLedger) -> dict[str, object]:

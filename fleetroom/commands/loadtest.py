@@ -92,7 +92,8 @@ def print_summary(report: dict[str, Any], verdicts: list[Verdict], paths_dir: Pa
     print(f"  assignment latency ms: p50 {asg['p50_ms']:,.1f}  p95 {asg['p95_ms']:,.1f}  "
           f"p99 {asg['p99_ms']:,.1f}  max {asg['max_ms']:,.1f}  ({asg['count']:,} jobs)")
     print(f"  jobs: {jobs['submitted']} submitted, {jobs['completed']} completed, {jobs['unfinished']} unfinished, "
-          f"{jobs['lost']} lost; {jobs['preemptions']} preemptions, {jobs['redone_tera_ops']:,.0f} tera-ops redone, "
+          f"{jobs['lost']} lost, {jobs['resubmitted']} sent again")
+    print(f"  work: {jobs['preemptions']} preemptions, {jobs['redone_tera_ops']:,.0f} tera-ops redone, "
           f"{jobs['wrong_results_caught']} wrong results caught")
     for verdict in verdicts:
         print(f"  {verdict.line()}")

@@ -66,6 +66,7 @@ class RunLedger:
         self.last_summary: FleetSummary | None = None
         self.max_wrong_results_caught = 0
         self.max_messages_rejected = 0
+        self.resubmissions = 0  # jobs sent again because the dispatcher had not answered
 
     # inputs -------------------------------------------------------------------------------
     def job_submitted(self, job_id: str, at_s: float) -> None:
@@ -143,6 +144,11 @@ class RunLedger:
     def pending_jobs(self) -> list[str]:
         """Submitted jobs not yet in a terminal state."""
         return [j for j in self.submitted if (s := self.job_states.get(j)) is None or s.status not in TERMINAL]
+
+    def lost_jobs(self) -> list[str]:
+        """Submitted jobs that failed, were cancelled, or were never acknowledged."""
+        lost = (JobStatus.FAILED, JobStatus.CANCELLED)
+        return [j for j in self.submitted if (s := self.job_states.get(j)) is None or s.status in lost]
 
     def outcome(self) -> JobOutcome:
         states = [self.job_states.get(job) for job in self.submitted]

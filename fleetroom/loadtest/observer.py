@@ -2,7 +2,8 @@
 jobs and fleet commands, folding every message it sees into a `RunLedger`.
 
 Latency is measured here as wall time now minus the message's `sent_at` (every process runs on
-this machine, so their clocks agree); retained messages are old by design and are not timed.
+this machine, so their clocks agree); retained messages and Last Wills are old by design and
+are not timed.
 """
 
 from __future__ import annotations
@@ -16,10 +17,24 @@ import aiomqtt
 
 from fleetroom.loadtest.ledger import RunLedger
 from mqttlink import BrokerUrl, LinkEvent, LinkState, new_client_id, stay_connected
-from protocol import JobSubmission, ProtocolError, Topics, decode_on, encode
+from protocol import (
+    ConnectionStatus,
+    JobSubmission,
+    Liveness,
+    ProtocolError,
+    Topics,
+    VehicleStatus,
+    decode_on,
+    encode,
+)
 from protocol.codec import AnyMessage
 
 log = logging.getLogger(__name__)
+
+
+def _is_will(message: AnyMessage) -> bool:
+    """An offline status may be a Last Will, stamped when its sender connected: not a latency sample."""
+    return isinstance(message, VehicleStatus | ConnectionStatus) and message.state is not Liveness.ONLINE
 
 
 class Observer:
@@ -81,7 +96,7 @@ class Observer:
             self.ledger.rejected()
             log.debug("rejected %s: %s", topic, exc)
             return
-        latency = None if retained else time.time() - message.sent_at.timestamp()
+        latency = None if retained or _is_will(message) else time.time() - message.sent_at.timestamp()
         self.ledger.observe(info, message, self.now_s(), latency)
 
     async def _session(self, client: aiomqtt.Client) -> None:

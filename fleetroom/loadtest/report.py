@@ -38,7 +38,8 @@ def build_report(
         "counters": ledger.counters.as_dict(),
         "latency": ledger.latency.stats().as_dict(),
         "assignment_latency": ledger.assignment_latency.stats().as_dict(),
-        "jobs": {**outcome.as_dict(), "assigned": len(ledger.first_assignment)},
+        "jobs": {**outcome.as_dict(), "assigned": len(ledger.first_assignment),
+                 "resubmitted": ledger.resubmissions, "lost_job_ids": ledger.lost_jobs()[:100]},
         "fleet": {
             "cars_seen": len(ledger.car_online),
             "cars_online_at_end": ledger.cars_online(),
@@ -77,6 +78,8 @@ def render_markdown(report: dict[str, Any], verdicts: Sequence[Verdict], chart_n
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         f"| | {jobs['submitted']} | {jobs['completed']} | {jobs['unfinished']} | {jobs['rejected']} | "
         f"{jobs['lost']} | {jobs['preemptions']} | {jobs['redone_tera_ops']:,.0f} | {jobs['wrong_results_caught']} |",
+        "",
+        f"Jobs sent again because the dispatcher had not answered within 5 s: {jobs['resubmitted']}.",
         "",
         f"Cars seen: {fleet['cars_seen']:,}; online at the end: {fleet['cars_online_at_end']:,}; "
         f"shards completed: {fleet['shards_completed']:,}.",

@@ -23,11 +23,12 @@ from fleetroom.loadtest.progress import Progress, ProgressPrinter, progress_line
 from fleetroom.loadtest.report import StageRecord, build_report, write_report
 from fleetroom.loadtest.scenario import Scenario, Stage
 from fleetroom.loadtest.slo import Verdict, evaluate
-from protocol import DriveAway, Topics, utc_now
+from protocol import DriveAway, JobSubmission, Topics, utc_now
 from protocol.clock import SimClock
 
 log = logging.getLogger(__name__)
 TICK_S = 0.2
+RESUBMIT_AFTER_S = 5.0
 READY_TIMEOUT_S = 60.0
 
 
@@ -68,6 +69,7 @@ class LoadTest:
                               scale=self.scenario.jobs.scale)
         self.observer = Observer(self.stack.url_or_fail(), self.topics, self.ledger, self.started)
         self._job_credit = 0.0
+        self._unacknowledged: dict[str, tuple[JobSubmission, float]] = {}
         self._fleet_started = False
 
     def now_s(self) -> float:
@@ -208,13 +210,33 @@ class LoadTest:
             self._tick(index, label)
             await asyncio.sleep(TICK_S)
 
+    def _resubmit_unacknowledged(self) -> None:
+        """Send a job again (same id) when the dispatcher has not answered it, as a careful client does.
+
+        A submission published while the dispatcher is down reaches nobody (clean sessions);
+        the dispatcher treats a known job id as a resubmission and restates the job.
+        """
+        if not self.observer.connected.is_set():
+            return
+        now = self.now_s()
+        for job_id, (job, sent) in list(self._unacknowledged.items()):
+            if job_id in self.ledger.job_states:
+                del self._unacknowledged[job_id]
+            elif job_id in self.ledger.submitted and now - sent >= RESUBMIT_AFTER_S:
+                self._unacknowledged[job_id] = (job, now)
+                self.ledger.resubmissions += 1
+                self.observer.submit(job.model_copy(update={"sent_at": utc_now()}))
+
     def _tick(self, index: int, label: str) -> None:
         self.stack.supervisor.check()
         if self.submitting and self._fleet_started:
             self._job_credit += self.scenario.jobs.rate_per_s * TICK_S
             while self._job_credit >= 1.0:
                 self._job_credit -= 1.0
-                self.observer.submit(self.jobs.next(utc_now(), self.clock.now()))
+                job = self.jobs.next(utc_now(), self.clock.now())
+                self._unacknowledged[job.job_id] = (job, self.now_s())
+                self.observer.submit(job)
+        self._resubmit_unacknowledged()
         now = self.now_s()
         progress = Progress(index, len(self.scenario.stages), label, now, self.scenario.planned_s)
         self.printer.show(progress_line(progress, self.ledger, now), now)
