@@ -23,11 +23,13 @@ class FleetAuthPlugin(BaseAuthPlugin):
     class Config:
         secret: str = ""
         allow_anonymous: bool = False
+        topic_prefix: str = "fleetroom"
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
         self._secret = self.config.secret.encode()
         self._anonymous = self.config.allow_anonymous
+        self._acl = FleetAcl(Topics(self.config.topic_prefix))
 
     async def authenticate(self, *, session: Session) -> bool:
         if self._anonymous:
@@ -37,7 +39,13 @@ class FleetAuthPlugin(BaseAuthPlugin):
         ok = ok and username is not None and check_password(self._secret, username, session.password)
         if not ok:
             log.warning("refused login of %r", username)
-        return ok
+            return False
+        # amqtt publishes a Last Will without asking the topic plugins, so check it here:
+        # a car must not leave a Will that speaks for another car.
+        if session.will_flag and not self._acl.may_publish(username, session.will_topic or ""):
+            log.warning("refused login of %r: Last Will on %r is not its to publish", username, session.will_topic)
+            return False
+        return True
 
 
 class FleetAclPlugin(BaseTopicPlugin):

@@ -59,6 +59,7 @@ def amqtt_config(settings: BrokerSettings) -> dict[str, Any]:
         "broker.amqtt_plugins.FleetAuthPlugin": {
             "secret": settings.secret.decode(),
             "allow_anonymous": settings.allow_anonymous,
+            "topic_prefix": settings.topic_prefix,
         }
     }
     if not settings.allow_anonymous:

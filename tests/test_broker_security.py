@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -119,3 +122,38 @@ async def test_cars_cannot_use_wildcards_to_publish(secure_broker: TestBroker) -
         await publish(secure_broker.url("car-aa"), t.telemetry("car-aa"))
         await wait_until(lambda: len(seen) >= 1, what="the car's telemetry")
     assert seen == [t.telemetry("car-aa")]
+
+
+async def test_a_car_cannot_leave_a_last_will_for_another_car(secure_broker: TestBroker) -> None:
+    """amqtt refuses the login; mosquitto accepts it but drops the Will it may not publish."""
+    t = secure_broker.topics
+    url = secure_broker.url("car-aa")
+    script = textwrap.dedent(f"""
+        import asyncio, aiomqtt
+        async def connect(ident, will_topic):
+            will = aiomqtt.Will(will_topic, b"will", qos=1)
+            client = aiomqtt.Client("127.0.0.1", {url.port}, username="car-aa", password={url.password!r},
+                                    identifier=ident, will=will, keepalive=5)
+            try:
+                await client.__aenter__()
+            except aiomqtt.MqttError:
+                return None
+            return client
+        async def main():
+            forged = await connect("forger", {t.vehicle_status("car-bb")!r})
+            honest = await connect("honest", {t.vehicle_status("car-aa")!r})
+            print("ready", forged is not None, honest is not None, flush=True)
+            await asyncio.sleep(3600)
+        asyncio.run(main())
+    """)
+    async with listener(secure_broker.url("observer"), t.everything) as seen:
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        try:
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)  # type: ignore[union-attr]
+            assert line.split()[0] == "ready" and line.split()[2] == "True", line
+            proc.kill()  # no DISCONNECT: both Wills fire, where they are allowed to
+            await wait_until(lambda: t.vehicle_status("car-aa") in seen, timeout=20, what="the honest Will")
+        finally:
+            proc.kill()
+            proc.wait()
+    assert t.vehicle_status("car-bb") not in seen
