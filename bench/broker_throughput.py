@@ -3,7 +3,7 @@
 For each broker, in the same run: a bare paho-mqtt publish loop (the reference: how fast one
 Python publisher can hand messages to that broker) and the rate at which a subscriber in
 another process receives the same messages through it (the figure). Payloads are real
-~300-byte telemetry JSON. QoS 0, loopback, each broker in its own process.
+telemetry JSON (about 640 bytes). QoS 0, loopback, each broker in its own process.
 
     python bench/broker_throughput.py [--quick] [--messages N]
 """
