@@ -63,6 +63,7 @@ class Fleet:
         self.counts: Counter[str] = Counter()
         self.total = 0  # global fleet size the pending ranges reach
         self.pending: deque[tuple[range, Mix]] = deque()
+        self.reannouncing: deque[range] = deque()  # cars to announce again after a reconnect
         self.driving = 0
         self.silent = 0
         self.t = 0.0
@@ -236,6 +237,22 @@ class Fleet:
         self.silent -= 1
         self.link_events.append(("open", car.index))
         self.send_status(car, Liveness.ONLINE, "restarted")
+
+    def reannounce_all(self) -> None:
+        """Queue every car for announcing again; `reannounce_some` sends them a batch at a time."""
+        self.reannouncing.append(range(len(self.cars)))
+
+    def reannounce_some(self, max_cars: int) -> int:
+        done = 0
+        while self.reannouncing and done < max_cars:
+            indices = self.reannouncing.popleft()
+            take = indices[: max_cars - done]
+            for index in take:
+                self.reannounce(self.cars[index])
+            done += len(take)
+            if len(take) < len(indices):
+                self.reannouncing.appendleft(indices[len(take):])
+        return done
 
     def reannounce(self, car: Car) -> None:
         """After a reconnect: say the car is online again and offer afresh (the broker may have lost both)."""

@@ -49,7 +49,9 @@ class Link:
             c.username_pw_set(url.username, url.password)
         if will is not None:
             c.will_set(will[0], will[1], qos=1, retain=True)
-        c.max_inflight_messages_set(1000)
+        # No inflight window: every QoS 1 packet goes straight to the write queue, where
+        # `Net.backlogged` sees it, so the runner's backpressure covers QoS 1 as well as QoS 0.
+        c.max_inflight_messages_set(0)
         c.max_queued_messages_set(0)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect

@@ -95,8 +95,7 @@ class Runner:
         link.publish(enc.topics.connection_status(self.s.gateway_id), payload, 1, True)
         if link.connects > 1 and not self.s.per_car:
             log.info("%s: reconnected; announcing %d cars again", self.s.gateway_id, len(self.fleet.cars))
-            for car in self.fleet.cars:
-                self.fleet.reannounce(car)
+            self.fleet.reannounce_all()
 
     def _car_connected(self, link: Link) -> None:
         if link.connects > 1:  # the first time, the fleet's own announcement is already queued
@@ -173,8 +172,12 @@ class Runner:
         t = self.sim_now()
         self.fleet.enc.stamp(utc_now(), t)
         self._grow(start)
-        while self.fleet.pending and time.monotonic() < start + TICK_S / 2:
-            self.fleet.join(t, JOIN_BATCH if not self.s.per_car else 50)
+        batch = JOIN_BATCH if not self.s.per_car else 50
+        while (self.fleet.pending or self.fleet.reannouncing) and time.monotonic() < start + TICK_S / 2:
+            if self.net.backlogged:  # the sockets are behind: do not queue more
+                break
+            self.fleet.reannounce_some(batch)
+            self.fleet.join(t, batch)
             self._link_events()
             self.pump()
         self.fleet.advance(t)
