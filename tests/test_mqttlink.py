@@ -1,0 +1,85 @@
+"""The client helper: broker URLs, backoff with jitter, unique ids, one-line errors."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mqttlink import (
+    Backoff,
+    BrokerUnreachable,
+    BrokerUrl,
+    BrokerUrlError,
+    broker_url_from,
+    check_broker,
+    new_client_id,
+    parse_broker_url,
+    stay_connected,
+)
+from protocol import check_level
+from tests.support.brokers import free_port
+
+
+def test_parse_full_url() -> None:
+    url = parse_broker_url("mqtt://car-1:p%40ss@127.0.0.1:18830")
+    assert url == BrokerUrl("127.0.0.1", 18830, "car-1", "p@ss")
+    assert str(url) == "mqtt://car-1@127.0.0.1:18830"  # never prints the password
+    assert parse_broker_url(url.full()) == url
+
+
+def test_defaults() -> None:
+    assert parse_broker_url("mqtt://localhost") == BrokerUrl("localhost", 1883)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [("http://h:1", "scheme must be mqtt"), ("mqtt://", "no host"), ("mqtt://h:99999", "bad broker URL"),
+     ("mqtt://h:1/path", "only mqtt://"), ("mqtt://h:0", "port 0"), ("h:1883", "scheme")],
+)
+def test_bad_urls_name_the_problem(text: str, needle: str) -> None:
+    with pytest.raises(BrokerUrlError, match=needle) as info:
+        parse_broker_url(text)
+    assert "\n" not in str(info.value)
+
+
+def test_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEETROOM_BROKER", "mqtt://127.0.0.1:1999")
+    assert broker_url_from(None) == BrokerUrl("127.0.0.1", 1999)
+    assert broker_url_from("mqtt://127.0.0.1:2000") == BrokerUrl("127.0.0.1", 2000)
+    monkeypatch.delenv("FLEETROOM_BROKER")
+    assert broker_url_from(None) is None
+
+
+@given(st.integers(0, 2**32))
+def test_backoff_grows_with_jitter_and_stays_capped(seed: int) -> None:
+    backoff = Backoff(initial_s=0.1, max_s=2.0, rng=random.Random(seed))
+    delays = [backoff.next_delay() for _ in range(12)]
+    assert all(0.05 <= d <= 2.0 for d in delays)
+    assert delays[-1] >= 1.0  # reached the cap's range
+    backoff.reset()
+    assert backoff.next_delay() <= 0.1
+
+
+def test_client_ids_are_unique_topic_levels() -> None:
+    ids = {new_client_id("dispatcher") for _ in range(1000)}
+    assert len(ids) == 1000
+    for cid in list(ids)[:10]:
+        assert check_level(cid) == cid
+
+
+async def test_unreachable_broker_is_one_clear_line() -> None:
+    url = BrokerUrl("127.0.0.1", free_port())
+    with pytest.raises(BrokerUnreachable) as info:
+        await check_broker(url, timeout=3)
+    assert str(info.value) == f"cannot reach the MQTT broker at {url}: connection refused (is it running?)"
+
+
+async def test_stay_connected_fails_loud_when_the_first_connection_fails() -> None:
+    async def session(client: object) -> None:
+        raise AssertionError("never connected")
+
+    with pytest.raises(BrokerUnreachable, match="connection refused"):
+        await stay_connected(BrokerUrl("127.0.0.1", free_port()), new_client_id("t"), session)  # type: ignore[arg-type]
