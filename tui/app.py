@@ -211,9 +211,9 @@ class FleetroomApp(App[None]):
         self._show("totals", panels.totals_line(store))
         self._show("cars", panels.cars_line(store))
         self._show("equivalences", panels.equivalence_line(store))
+        moved = self.order.sync(store, self.clock())
         strip = "  ".join(f"{code} {count:,}" for code, count in state_strip(store))
         self._show("strip", f"{strip or 'no cars yet'}   |   showing {len(self.order.ids):,} of {len(store.cars):,}")
-        moved = self.order.sync(store, self.clock())
         if moved or store.cars_version != self._painted_version:
             self._painted_version = store.cars_version
             self._node_table.update_rows()
@@ -275,10 +275,12 @@ class FleetroomApp(App[None]):
         if not text.strip():
             self.query_one("#filter", Input).remove_class("active")
         table.focus()
+        self.paint()
 
     def action_resort(self) -> None:
         self.order.rebuild(self.store)
-        self.query_one(NodeTable).update_rows()
+        self._painted_version = -1  # the rows moved: repaint the table even if no car changed
+        self.paint()
 
     def action_clear_filter(self) -> None:
         """`esc` on the main screen: clear the filter and go back to the table."""
