@@ -50,6 +50,12 @@ def test_essay_scale_reads_as_the_essay_computes_with_the_int8_note() -> None:
     assert "5.0 GTOPS total" in text
 
 
+def test_essay_mode_adds_the_target_and_the_share_emulated() -> None:
+    text = format_summary(summary(35_500, 35_500 * 5000.0), {}, 60, essay=True)
+    assert "the essay's scale: 1,000,000 HW5 cars x 5,000 TOPS = 5.0 GTOPS = 11,363 Fugakus" in text
+    assert "1,820 El Capitans (peak); emulated so far: 35,500 cars (3.5%)" in text
+
+
 def test_summary_shows_what_the_wire_carried() -> None:
     seen = {"offer": 40, "shard_assign": 9, "shard_result": 7, "telemetry": 300}
     text = format_summary(summary(25, 25 * 5000.0), seen, 12)

@@ -14,7 +14,24 @@ def _counts(counts: Mapping[str, int | float]) -> str:
     return ", ".join(f"{name} {value:,.0f}" for name, value in sorted(counts.items()) if value) or "none"
 
 
-def format_summary(summary: FleetSummary | None, seen: Mapping[str, int], duration_s: float) -> str:
+ESSAY_CARS = 1_000_000
+ESSAY_TOPS_PER_CAR = 5_000.0  # HW5 as the essay states it (../shared/SEED.md)
+
+
+def essay_target_line(cars_now: int) -> str:
+    """The essay's arithmetic for a million HW5 cars, and how much of that fleet is emulated now."""
+    total = ESSAY_CARS * ESSAY_TOPS_PER_CAR
+    equal = equivalences(total)
+    machines = ", ".join(f"{equal[m.name]:,} {m.name}s" for m in REFERENCE_MACHINES)
+    return (
+        f"  the essay's scale: {ESSAY_CARS:,} HW5 cars x {ESSAY_TOPS_PER_CAR:,.0f} TOPS = {format_tops(total)} = "
+        f"{machines} (peak); emulated so far: {cars_now:,} cars ({cars_now / ESSAY_CARS:.1%})"
+    )
+
+
+def format_summary(
+    summary: FleetSummary | None, seen: Mapping[str, int], duration_s: float, *, essay: bool = False
+) -> str:
     """The summary as lines of text; `seen` counts the message kinds the demo's observer received."""
     offers = seen.get("offer", 0)
     assignments = seen.get("shard_assign", 0)
@@ -28,6 +45,8 @@ def format_summary(summary: FleetSummary | None, seen: Mapping[str, int], durati
         f"  seen on the wire: {offers:,} offers, {assignments:,} assignments, {results:,} shard results, "
         f"{seen.get('shard_preempted', 0):,} preemptions, {seen.get('telemetry', 0):,} telemetry messages",
     ]
+    if essay:
+        lines.append(essay_target_line(summary.cars_known if summary else 0))
     return "\n".join(lines)
 
 
