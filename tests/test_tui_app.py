@@ -248,3 +248,28 @@ async def test_help_palette_pause_and_drive_away(amqtt_broker: TestBroker, topic
         await wait_until(lambda: "car-b" in app.order.ids, what="car-b shown after resuming")
     assert isinstance(fleet[0], DriveAway) and fleet[0].vehicle_id == "car-a"
     assert isinstance(fleet[1], AddCars) and fleet[1].count == 100
+
+
+async def test_paint_rate_is_not_message_rate(amqtt_broker: TestBroker, topics: Topics) -> None:
+    """A burst of MQTT messages reaches the store without a Textual message per MQTT message.
+
+    What Textual does scales with paints (every 0.5 s here: a few updates and layouts each),
+    not with the number of MQTT messages.
+    """
+    posted: list[str] = []
+    app = FleetroomApp(amqtt_broker.url(), topics, refresh_s=0.5)
+    burst = 2_000
+    payloads = [(topics.telemetry(f"car-{i % 400:03d}"), encode(cr.telemetry(f"car-{i % 400:03d}", soc=(i % 9) / 10)))
+                for i in range(burst)]
+    async with app.run_test(size=SIZE, message_hook=lambda m: posted.append(type(m).__name__)) as pilot, \
+            make_client(amqtt_broker.url(), new_client_id("cars")) as cars:
+        await wait_until(lambda: app.store.link.state == "connected", what="the control room to connect")
+        await pilot.pause()
+        before = len(posted)
+        for topic, payload in payloads:
+            await cars.publish(topic, payload, qos=0)
+        await wait_until(lambda: app.store.messages >= burst, timeout=30, what="the whole burst in the store")
+        await wait_until(lambda: app.order.ids[-1:] == ["car-399"], what="the last car painted")
+        during = len(posted) - before
+    assert len(app.store.cars) == 400 and app.store.rejected_total == 0
+    assert during < burst / 4, f"{during} Textual messages for {burst} MQTT messages"
