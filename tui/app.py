@@ -11,6 +11,7 @@ import logging
 import re
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, ClassVar, TypedDict
@@ -107,7 +108,7 @@ class FleetroomApp(App[None]):
         self.paused = False
         self.sender = "observer" if read_only else "operator"
         self.client: aiomqtt.Client | None = None
-        self.published: list[tuple[str, AnyMessage]] = []
+        self.published: deque[tuple[str, AnyMessage]] = deque(maxlen=1_000)  # what this session sent
         self._painted_version = -1
         self._shown: dict[str, str] = {}
 
@@ -231,7 +232,7 @@ class FleetroomApp(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """In read-only mode the publishing keys are hidden from the footer and do nothing."""
         if self.read_only and action in PUBLISHING_ACTIONS:
-            return None
+            return False
         return True
 
     # navigation -----------------------------------------------------------------------------
