@@ -97,7 +97,8 @@ class LoadTest:
         self.stack.start_dispatcher(
             self.out_dir / "ledger.sqlite3",
             ["--policy", self.scenario.policy, "--speed", f"{self.scenario.speed:g}",
-             "--sim-start", self.sim_start.isoformat()],
+             "--sim-start", self.sim_start.isoformat(),
+             "--heartbeat-timeout", f"{self.scenario.heartbeat_timeout_s:g}"],
         )
 
     # running --------------------------------------------------------------------------------

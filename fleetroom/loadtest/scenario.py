@@ -82,6 +82,7 @@ class Scenario:
     broker: str
     policy: str
     departure_hour: int
+    heartbeat_timeout_s: float
     fleet: FleetSpec
     jobs: JobSpec
     stages: tuple[Stage, ...]
@@ -190,6 +191,7 @@ def parse_scenario(data: dict[str, Any], where: str) -> Scenario:
     broker = top.text("broker", "embedded", BROKERS)
     policy = top.text("policy", "departure_aware", POLICIES)
     departure_hour = top.integer("departure_hour", 17, 0, 23)
+    heartbeat_timeout_s = top.number("heartbeat_timeout_s", 30.0, 1.0, 3600.0)
     fleet = _fleet(_Table(top.data.pop("fleet", {}), f"{where}: fleet"))
     jobs = _jobs(_Table(top.data.pop("jobs", {}), f"{where}: jobs"))
     raw_stages = top.data.pop("stages", None)
@@ -203,7 +205,8 @@ def parse_scenario(data: dict[str, Any], where: str) -> Scenario:
     slo = {key: slo_table.number(key, 0.0, 0.0, 1e12) for key in SLO_KEYS if key in slo_table.data}
     slo_table.done()
     top.done()
-    return Scenario(name, description, speed, broker, policy, departure_hour, fleet, jobs, stages, slo)
+    return Scenario(name, description, speed, broker, policy, departure_hour, heartbeat_timeout_s, fleet, jobs,
+                    stages, slo)
 
 
 def load_scenario(path: Path) -> Scenario:
