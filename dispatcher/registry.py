@@ -1,0 +1,144 @@
+"""The fleet registry: what each car is doing, kept with running counts so a summary costs O(1).
+
+A car's state is one of offline, asleep, online (heard, nothing more known yet), idle (parked,
+eligible and offering), busy, vacating, driving or suspended. Liveness comes from the retained
+status (a car's or its gateway's Last Will) and from a heartbeat timeout: cars not heard from
+for `heartbeat_timeout_s` wall seconds are offline. Expiry walks an insertion-ordered dict from
+its oldest end, so it never scans the fleet.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from protocol.vehicle_messages import ComputeState, Gear, Liveness
+
+STATES = ("online", "asleep", "offline", "idle", "busy", "vacating", "driving", "suspended")
+
+
+@dataclass(slots=True)
+class Car:
+    """What the dispatcher knows of one car."""
+
+    vehicle_id: str
+    liveness: Liveness = Liveness.ONLINE
+    state: str = "online"
+    hardware: str = "unknown"
+    rated_tops: float = 0.0
+    owner_id: str = ""
+    gateway: str | None = None
+    gear: Gear = Gear.PARK
+    compute_state: ComputeState | None = None
+    offering: bool = False
+    running: int = 0  # active assignments the dispatcher gave it
+
+    @property
+    def owner(self) -> str:
+        return self.owner_id or self.vehicle_id
+
+
+def derive_state(car: Car) -> str:
+    """The one state a car is counted under."""
+    if car.liveness is not Liveness.ONLINE:
+        return car.liveness.value
+    if car.gear is not Gear.PARK:
+        return "driving"
+    if car.compute_state is ComputeState.VACATING:
+        return "vacating"
+    if car.running > 0 or car.compute_state is ComputeState.BUSY:
+        return "busy"
+    if car.compute_state is ComputeState.SUSPENDED:
+        return "suspended"
+    if car.offering or car.compute_state is ComputeState.IDLE:
+        return "idle"
+    return "online"
+
+
+class Registry:
+    """Every car heard of, its state, and counts by state and hardware kept up to date."""
+
+    def __init__(self, heartbeat_timeout_s: float = 60.0) -> None:
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.cars: dict[str, Car] = {}
+        self.by_state: Counter[str] = Counter()
+        self.by_hardware: Counter[str] = Counter()  # cars online, by generation
+        self.tops_by_hardware: defaultdict[str, float] = defaultdict(float)  # rated TOPS of cars online
+        self.by_gateway: dict[str, set[str]] = {}
+        self._last_heard: dict[str, float] = {}  # insertion order = oldest first
+
+    def car(self, vehicle_id: str) -> Car:
+        """The record of `vehicle_id`, created (online) if new."""
+        car = self.cars.get(vehicle_id)
+        if car is None:
+            car = Car(vehicle_id)
+            self.cars[vehicle_id] = car
+            self.by_state[car.state] += 1
+            self._count_online(car, +1)
+        return car
+
+    def heard(self, vehicle_id: str, now_wall: float) -> Car:
+        """A car spoke: it is alive now."""
+        car = self.car(vehicle_id)
+        self._last_heard.pop(vehicle_id, None)
+        self._last_heard[vehicle_id] = now_wall
+        if car.liveness is Liveness.OFFLINE:
+            self.update(car, liveness=Liveness.ONLINE)
+        return car
+
+    def update(self, car: Car, **changes: object) -> None:
+        """Change fields of `car` and keep every count right."""
+        old_state = car.state
+        self._count_online(car, -1)
+        for name, value in changes.items():
+            setattr(car, name, value)
+        car.state = derive_state(car)
+        self._count_online(car, +1)
+        if car.state != old_state:
+            self.by_state[old_state] -= 1
+            self.by_state[car.state] += 1
+
+    def set_gateway(self, car: Car, gateway: str | None) -> None:
+        if car.gateway == gateway:
+            return
+        if car.gateway is not None:
+            self.by_gateway.get(car.gateway, set()).discard(car.vehicle_id)
+        if gateway is not None:
+            self.by_gateway.setdefault(gateway, set()).add(car.vehicle_id)
+        car.gateway = gateway
+
+    def gateway_cars(self, gateway: str) -> list[str]:
+        return sorted(self.by_gateway.get(gateway, ()))
+
+    def expire(self, now_wall: float) -> list[str]:
+        """Cars not heard from within the heartbeat timeout: mark them offline and return them."""
+        gone: list[str] = []
+        limit = now_wall - self.heartbeat_timeout_s
+        while self._last_heard:
+            vehicle_id, heard_at = next(iter(self._last_heard.items()))
+            if heard_at > limit:
+                break
+            del self._last_heard[vehicle_id]
+            car = self.cars[vehicle_id]
+            if car.liveness is not Liveness.OFFLINE:
+                self.update(car, liveness=Liveness.OFFLINE, offering=False)
+                gone.append(vehicle_id)
+        return gone
+
+    def forget_heartbeat(self, vehicle_id: str) -> None:
+        self._last_heard.pop(vehicle_id, None)
+
+    @property
+    def online_count(self) -> int:
+        return len(self.cars) - self.by_state["offline"] - self.by_state["asleep"]
+
+    def state_counts(self) -> dict[str, int]:
+        """Cars by state; `online` counts every car that is reachable, whatever it does."""
+        counts = {state: self.by_state[state] for state in STATES}
+        counts["online"] = self.online_count
+        return counts
+
+    def _count_online(self, car: Car, sign: int) -> None:
+        if car.liveness is Liveness.ONLINE:
+            self.by_hardware[car.hardware] += sign
+            self.tops_by_hardware[car.hardware] += sign * car.rated_tops

@@ -1,0 +1,137 @@
+"""The dispatcher's async shell: MQTT messages to `Engine.handle`, timers to `tick` and `summary`.
+
+One connection (user `dispatcher`) with a retained Last Will saying it is offline; the engine
+and its ledger outlive reconnections. Publishing runs in its own task behind a queue so that a
+slow broker never blocks reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiomqtt
+
+from dispatcher.engine import Engine
+from dispatcher.views import SENDER, Out
+from mqttlink import BrokerUnreachable, BrokerUrl, new_client_id, stay_connected
+from protocol.base import utc_now
+from protocol.codec import encode
+from protocol.fleet_messages import FleetSummary
+from protocol.topics import Channel
+from protocol.vehicle_messages import ConnectionStatus, Liveness
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """Timers of the shell, in wall seconds."""
+
+    tick_s: float = 0.2
+    summary_interval_s: float = 1.0
+    max_queued_incoming: int = 200_000
+
+
+class DispatcherService:
+    """Runs an `Engine` against a broker until `stop` is set."""
+
+    def __init__(
+        self, url: BrokerUrl, engine: Engine, settings: ServiceSettings,
+        on_summary: Callable[[FleetSummary], None] | None = None,
+    ) -> None:
+        self.url, self.engine, self.settings = url, engine, settings
+        self.on_summary = on_summary or (lambda summary: None)
+        self.status_topic = engine.topics.connection_status(SENDER)
+        self.stop = asyncio.Event()
+        self.ready = asyncio.Event()  # set once subscribed, after every (re)connection
+        self._pending = engine.startup()
+
+    def _status(self, state: Liveness) -> bytes:
+        message = ConnectionStatus(sender=SENDER, sent_at=utc_now(), sim_time=self.engine.sim_now(),
+                                   role="dispatcher", state=state)
+        return encode(message)
+
+    async def run(self) -> None:
+        """Serve until stopped; a broker that cannot be reached at first raises `BrokerUnreachable`."""
+        will = aiomqtt.Will(self.status_topic, self._status(Liveness.OFFLINE), qos=1, retain=True)
+        try:
+            await stay_connected(
+                self.url, new_client_id("dispatcher"), self._session, will=will,
+                max_queued_incoming=self.settings.max_queued_incoming,
+            )
+        except* BrokerUnreachable as group:
+            raise group.exceptions[0] from None
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        topics = self.engine.topics
+        await client.publish(self.status_topic, self._status(Liveness.ONLINE), qos=1, retain=True)
+        for channel in (Channel.VEHICLE_STATUS, Channel.OFFER, Channel.SHARDS):
+            await client.subscribe(topics.all_vehicles(channel), qos=1)
+        await client.subscribe(topics.all_vehicles(Channel.TELEMETRY), qos=0)
+        for topic in (topics.all_connections, topics.job_submit, topics.dispatcher_control):
+            await client.subscribe(topic, qos=1)
+        self.ready.set()
+        outbox: asyncio.Queue[Out] = asyncio.Queue()
+        for out in self._pending:
+            outbox.put_nowait(out)
+        self._pending = []
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._read(client, outbox))
+                group.create_task(self._publish(client, outbox))
+                group.create_task(self._tick(outbox))
+                group.create_task(self._summarise(outbox))
+                await self.stop.wait()
+                raise _Stopped
+        except* _Stopped:
+            pass
+        except* aiomqtt.MqttError as lost:
+            raise _first(lost) from None  # a plain MqttError, so that stay_connected reconnects
+        finally:
+            self.ready.clear()
+        while not outbox.empty():
+            out = outbox.get_nowait()
+            await client.publish(out.topic, out.payload, qos=out.qos, retain=out.retain)
+        await client.publish(self.status_topic, self._status(Liveness.OFFLINE), qos=1, retain=True)
+
+    async def _read(self, client: aiomqtt.Client, outbox: asyncio.Queue[Out]) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                payload = str(payload).encode()
+            for out in self.engine.handle(str(message.topic), bytes(payload)):
+                outbox.put_nowait(out)
+
+    async def _publish(self, client: aiomqtt.Client, outbox: asyncio.Queue[Out]) -> None:
+        while True:
+            batch = [await outbox.get()]
+            while not outbox.empty() and len(batch) < 256:
+                batch.append(outbox.get_nowait())
+            await asyncio.gather(
+                *(client.publish(o.topic, o.payload, qos=o.qos, retain=o.retain) for o in batch)
+            )
+
+    async def _tick(self, outbox: asyncio.Queue[Out]) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tick_s)
+            for out in self.engine.tick():
+                outbox.put_nowait(out)
+
+    async def _summarise(self, outbox: asyncio.Queue[Out]) -> None:
+        while True:
+            summary = self.engine.summary()
+            outbox.put_nowait(Out(self.engine.topics.summary, encode(summary), qos=0, retain=True))
+            self.on_summary(summary)
+            await asyncio.sleep(self.settings.summary_interval_s)
+
+
+def _first(group: BaseExceptionGroup[aiomqtt.MqttError]) -> aiomqtt.MqttError:
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+class _Stopped(Exception):
+    """Raised inside the session's task group to end it cleanly."""

@@ -1,0 +1,152 @@
+"""Run the dispatcher: fleet registry, job ledger (SQLite), matchmaking, recovery and earnings.
+
+It logs in as `dispatcher`, keeps its ledger in --db (default .fleetroom/ledger.sqlite) so a
+restart resumes every job, publishes a retained FleetSummary once a second, and prints a
+short status line to stderr every few seconds. SIGINT or SIGTERM stop it cleanly (exit 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import signal
+import sqlite3
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fleetroom.common import (
+    CliError,
+    add_broker_arguments,
+    broker_for,
+    run_async,
+    setup_logging,
+    topics_from,
+)
+from mqttlink import BrokerUnreachable
+from protocol.clock import SimClock
+from protocol.fleet_messages import FleetSummary, MatchPolicy
+
+if TYPE_CHECKING:
+    from dispatcher.service import DispatcherService
+
+STATUS_EVERY_S = 5.0
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be zero or more")
+    return value
+
+
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date-time") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone, e.g. 2026-01-01T08:00:00+00:00")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_broker_arguments(parser)
+    parser.add_argument("--db", type=Path, default=Path(".fleetroom/ledger.sqlite"),
+                        help="SQLite ledger file (default: %(default)s)")
+    parser.add_argument("--policy", choices=[p.value for p in MatchPolicy], default=MatchPolicy.FASTEST.value,
+                        help="matchmaking policy at start; operators may change it at run time (default: %(default)s)")
+    parser.add_argument("--speed", type=_positive, default=60.0,
+                        help="simulation seconds per wall second (default: %(default)s)")
+    parser.add_argument("--sim-start", type=_instant, help="simulation time origin, ISO 8601 with zone (default: now)")
+    parser.add_argument("--summary-interval", type=_positive, default=1.0, metavar="WALL_SECONDS",
+                        help="seconds between fleet summaries (default: %(default)s)")
+    parser.add_argument("--heartbeat-timeout", type=_positive, default=60.0, metavar="WALL_SECONDS",
+                        help="a car not heard from for this long is offline (default: %(default)s)")
+    parser.add_argument("--energy-price", type=_non_negative, default=0.15, metavar="PER_KWH",
+                        help="electricity price per kWh, for the cars' net earnings (default: %(default)s)")
+    parser.add_argument("--duration", type=_positive, metavar="WALL_SECONDS", help="stop after this long")
+
+
+def status_line(summary: FleetSummary) -> str:
+    """One line for stderr: cars, jobs, work and money."""
+    cars = summary.cars_by_state
+    jobs = summary.jobs_by_status
+    return (
+        f"dispatcher: {summary.cars_known} cars ({cars.get('online', 0)} online, {cars.get('idle', 0)} idle, "
+        f"{cars.get('busy', 0)} busy) | jobs {jobs.get('running', 0)} running, {jobs.get('queued', 0)} queued, "
+        f"{jobs.get('done', 0)} done | {summary.shards_completed} shards, {summary.preemptions} preemptions, "
+        f"{summary.wrong_results_caught} wrong caught | gross {summary.earnings_gross:.2f} {summary.currency} "
+        f"| {summary.messages_per_s:.0f} msg/s, {summary.messages_rejected} rejected | {summary.policy.value}"
+    )
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from dispatcher.engine import Engine
+    from dispatcher.ledger import Ledger
+    from dispatcher.service import DispatcherService, ServiceSettings
+
+    url = broker_for(args, "dispatcher")
+    topics = topics_from(args)
+    try:
+        ledger = Ledger(args.db)
+    except (sqlite3.Error, OSError) as exc:
+        raise CliError(f"cannot open the ledger {args.db}: {exc}") from None
+    clock = SimClock(speed=args.speed, sim_start=args.sim_start)
+    engine = Engine(
+        topics, ledger, sim_now=clock.now, wall=time.monotonic, rng=random.Random(), policy=MatchPolicy(args.policy),
+        speed=args.speed, heartbeat_timeout_s=args.heartbeat_timeout, energy_price=args.energy_price,
+    )
+    last_line = [-STATUS_EVERY_S]
+
+    def on_summary(summary: FleetSummary) -> None:
+        if time.monotonic() - last_line[0] >= STATUS_EVERY_S:
+            last_line[0] = time.monotonic()
+            print(status_line(summary), file=sys.stderr, flush=True)
+
+    service = DispatcherService(url, engine, ServiceSettings(summary_interval_s=args.summary_interval), on_summary)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, service.stop.set)
+    try:
+        async with asyncio.TaskGroup() as group:
+            task = group.create_task(service.run())
+            group.create_task(_watch(service, task, args.duration))
+    except* BrokerUnreachable as failed:
+        raise failed.exceptions[0] from None
+    finally:
+        ledger.close()
+    return 0
+
+
+async def _watch(service: DispatcherService, task: asyncio.Task[None], duration: float | None) -> None:
+    """Stop the service after `duration` or on a signal; cancel it if it cannot stop cleanly."""
+    try:
+        async with asyncio.timeout(duration):
+            await service.stop.wait()
+    except TimeoutError:
+        service.stop.set()
+    await asyncio.wait({task}, timeout=5.0)
+    if not task.done():
+        task.cancel()
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+    return run_async(_serve(args))

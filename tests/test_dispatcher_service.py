@@ -1,0 +1,135 @@
+"""The dispatcher in-process against a real amqtt broker and scripted cars."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from dispatcher.engine import Engine
+from dispatcher.jobs import UNRELIABLE_BELOW
+from dispatcher.ledger import Ledger
+from dispatcher.service import DispatcherService, ServiceSettings
+from protocol import CancelJob, HardwareGeneration, encode, utc_now
+from protocol.clock import SimClock
+from tests.support.brokers import TestBroker
+from tests.support.scripted_cars import CarScript, Watcher, honest_digest, scripted_fleet
+from tests.support.waiting import wait_until
+
+
+@asynccontextmanager
+async def dispatcher_running(
+    broker: TestBroker, db: Path, heartbeat_timeout_s: float = 30.0
+) -> AsyncIterator[Engine]:
+    ledger = Ledger(db)
+    clock = SimClock(speed=60.0)
+    engine = Engine(broker.topics, ledger, sim_now=clock.now, wall=time.monotonic, rng=random.Random(7),
+                    speed=60.0, heartbeat_timeout_s=heartbeat_timeout_s)
+    service = DispatcherService(broker.url("dispatcher"), engine, ServiceSettings(tick_s=0.05, summary_interval_s=0.2))
+    task = asyncio.create_task(service.run())
+    # amqtt 0.12.1 iterates every subscription on each new connection and crashes if another
+    # client subscribes meanwhile: let the dispatcher finish subscribing before anyone connects.
+    await asyncio.wait_for(service.ready.wait(), 10)
+    try:
+        yield engine
+    finally:
+        service.stop.set()
+        await asyncio.wait_for(task, 10)
+        ledger.close()
+
+
+JOB = {"name": "demo", "total_work_tera_ops": 4000.0, "min_tops_per_car": 100.0, "checkpoint_interval_s": 60.0}
+
+
+async def test_honest_cars_finish_a_redundant_job_and_are_paid(amqtt_broker: TestBroker, tmp_path: Path) -> None:
+    scripts = [CarScript(f"car-{i}", owner_id="owner-a" if i < 2 else "owner-b") for i in range(3)]
+    async with dispatcher_running(amqtt_broker, tmp_path / "l.sqlite") as engine, \
+            Watcher(amqtt_broker.url(), amqtt_broker.topics) as watch, \
+            scripted_fleet(amqtt_broker.url(), amqtt_broker.topics, scripts) as cars:
+        job = await watch.submit(job_id="job-ok", shards=4, max_parallel_shards=3, redundancy=2, **JOB)
+        await wait_until(lambda: watch.status(job) == "done", 20, "the job to finish")
+        state = watch.states[job]
+        assert (state.shards_done, state.progress, state.wrong_results) == (4, 1.0, 0)
+        assert sum(len(c.log.assignments) for c in cars) == 8  # 4 shards x 2 replicas, each on its own car
+        for car in cars:
+            shards = [a.shard_id for a in car.log.assignments]
+            assert len(shards) == len(set(shards)), "two replicas of one shard on one car"
+        totals = engine.ledger.totals()
+        assert totals["shards_completed"] == 4
+        assert abs(totals["work_done"] - 8000.0) < 1e-6  # every replica's work is paid, once
+        owners = {s.who: s for s in engine.ledger.owner_statements()}
+        assert set(owners) == {"owner-a", "owner-b"}
+        assert abs(sum(s.gross for s in owners.values()) - totals["earnings_gross"]) < 1e-9
+        assert abs(state.cost - totals["earnings_gross"]) < 1e-9
+        assert abs(sum(s.tops_hours for s in owners.values()) - 8000.0 / 3600.0) < 1e-9
+        await wait_until(lambda: watch.summary is not None and watch.summary.shards_completed == 4, 5, "summary")
+        assert watch.summary is not None and watch.summary.cars_known == 3
+
+
+async def test_preempted_shard_resumes_from_its_checkpoint(amqtt_broker: TestBroker, tmp_path: Path) -> None:
+    url, topics = amqtt_broker.url(), amqtt_broker.topics
+    leaver = CarScript("car-leaver", behaviour="preempt", steps=4, steps_before_trouble=2, free_tops=9000.0)
+    async with dispatcher_running(amqtt_broker, tmp_path / "l.sqlite"), Watcher(url, topics) as watch:
+        async with scripted_fleet(url, topics, [leaver]) as (car,):
+            job = await watch.submit(job_id="job-pre", shards=1, max_parallel_shards=1, redundancy=1, **JOB)
+            await wait_until(lambda: len(car.log.preempted) == 1, 10, "the preemption")
+        async with scripted_fleet(url, topics, [CarScript("car-b"), CarScript("car-c")]) as others:
+            await wait_until(lambda: watch.status(job) == "done", 20, "the job to finish elsewhere")
+            resumed = [a for c in others for a in c.log.assignments]
+            first = min(resumed, key=lambda a: a.sent_at)
+            assert first.resume_from_tera_ops == car.log.preempted[0].checkpoint_tera_ops == 2000.0
+            assert first.checkpoint == "ckpt@2000.000"
+        state = watch.states[job]
+        assert state.preemptions == 1 and state.redone_tera_ops == 0.0
+
+
+async def test_a_wrong_result_is_never_accepted(amqtt_broker: TestBroker, tmp_path: Path) -> None:
+    url, topics = amqtt_broker.url(), amqtt_broker.topics
+    liar = CarScript("car-liar", behaviour="wrong", free_tops=20000.0, hardware=HardwareGeneration.HW6)
+    scripts = [liar, CarScript("car-h1"), CarScript("car-h2")]
+    async with dispatcher_running(amqtt_broker, tmp_path / "l.sqlite") as engine, Watcher(url, topics) as watch, \
+            scripted_fleet(url, topics, scripts) as cars:
+        job = await watch.submit(job_id="job-val", shards=3, max_parallel_shards=3, redundancy=2, **JOB)
+        await wait_until(lambda: watch.status(job) == "done", 25, "the job to finish")
+        accepted = engine.ledger.db.execute(
+            "SELECT shard_id, accepted_digest, input_digest FROM shards WHERE job_id = ?", (job,)).fetchall()
+        assert len(accepted) == 3
+        for shard_id, digest, input_digest in accepted:
+            assert digest == honest_digest(input_digest, shard_id)
+        assert watch.states[job].wrong_results >= 1
+        _, wrong, reliability = engine.ledger.car_record("car-liar")
+        assert wrong >= 1 and reliability < UNRELIABLE_BELOW
+        assert engine.ledger.statement("car-liar").gross == 0.0
+        before = len(cars[0].log.assignments)
+        second = await watch.submit(job_id="job-val2", shards=2, max_parallel_shards=4, redundancy=2, **JOB)
+        await wait_until(lambda: watch.status(second) == "done", 25, "the second job to finish")
+        assert len(cars[0].log.assignments) == before, "an unreliable car got more work"
+
+
+async def test_a_vanished_car_is_replaced(amqtt_broker: TestBroker, tmp_path: Path) -> None:
+    url, topics = amqtt_broker.url(), amqtt_broker.topics
+    ghost = CarScript("car-ghost", behaviour="vanish", free_tops=9000.0)
+    async with dispatcher_running(amqtt_broker, tmp_path / "l.sqlite") as engine, Watcher(url, topics) as watch:
+        async with scripted_fleet(url, topics, [ghost]) as (car,):
+            job = await watch.submit(job_id="job-ghost", shards=1, max_parallel_shards=1, redundancy=1, **JOB)
+            await wait_until(lambda: car.gone, 10, "the car to vanish")
+            await wait_until(lambda: engine.registry.cars["car-ghost"].state == "offline", 15, "its Will")
+            async with scripted_fleet(url, topics, [CarScript("car-b"), CarScript("car-c")]):
+                await wait_until(lambda: watch.status(job) == "done", 20, "the job to finish elsewhere")
+        assert watch.states[job].preemptions == 1
+
+
+async def test_cancelled_job_withdraws_its_shards(amqtt_broker: TestBroker, tmp_path: Path) -> None:
+    url, topics = amqtt_broker.url(), amqtt_broker.topics
+    async with dispatcher_running(amqtt_broker, tmp_path / "l.sqlite"), Watcher(url, topics) as watch, \
+            scripted_fleet(url, topics, [CarScript("car-slow", behaviour="silent")]) as (car,):
+        job = await watch.submit(job_id="job-cancel", shards=2, max_parallel_shards=1, **JOB)
+        await wait_until(lambda: len(car.log.assignments) == 1, 10, "an assignment")
+        cancel = CancelJob(sender="operator", sent_at=utc_now(), sim_time=utc_now(), job_id=job, reason="test")
+        await watch.publish(topics.dispatcher_control, encode(cancel))
+        await wait_until(lambda: watch.status(job) == "cancelled", 10, "the cancellation")
+        await wait_until(lambda: len(car.log.cancels) == 1, 10, "the shard cancel")
+        assert car.log.cancels[0].assignment_id == car.log.assignments[0].assignment_id
