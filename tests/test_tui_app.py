@@ -29,6 +29,7 @@ from tests.support import control_room as cr
 from tests.support.brokers import TestBroker
 from tests.support.waiting import wait_until
 from tui.app import FleetroomApp
+from tui.jobview import JobTable
 from tui.screens import CarScreen, HelpScreen, JobScreen, SubmitJobScreen
 from tui.widgets import NodeTable
 
@@ -148,6 +149,7 @@ async def test_jobs_are_shown_drilled_into_and_cancelled(amqtt_broker: TestBroke
     async with listener(amqtt_broker, topics.dispatcher_control) as control, app.run_test(size=SIZE) as pilot, \
             make_client(amqtt_broker.url(), new_client_id("dispatcher")) as dispatcher:
         await wait_until(lambda: app.client is not None, what="the control room to connect")
+        await send(dispatcher, topics.job_state("job-0"), cr.job_state("job-0", JobStatus.DONE, 1.0), retain=True)
         await send(dispatcher, topics.job_state("job-1"), cr.job_state("job-1", JobStatus.QUEUED, 0.0), retain=True)
         await send(dispatcher, topics.commands("car-a"), cr.assignment("car-a", "job-1"))
         await send(dispatcher, topics.shards("car-a"), cr.progress("car-a", "job-1", done=5e5))
@@ -155,7 +157,8 @@ async def test_jobs_are_shown_drilled_into_and_cancelled(amqtt_broker: TestBroke
                          and app.store.jobs.rows["job-1"].shards["asg-job-1-0"].done_tera_ops == 5e5,
                          what="the job and its shard")
         await pilot.press("j")
-        await wait_until(lambda: app.query_one("#job-table").row_count == 1, what="the job's row")
+        await wait_until(lambda: app.query_one(JobTable).row_count == 2, what="the jobs' rows")
+        assert app.query_one(JobTable).selected == "job-1"  # the queued job sorts above the finished one
         await pilot.press("enter")
         assert isinstance(app.screen, JobScreen)
         body = str(app.screen.query_one("#job-body", Static).content)

@@ -231,9 +231,7 @@ class FleetroomApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """In read-only mode the publishing keys are hidden from the footer and do nothing."""
-        if self.read_only and action in PUBLISHING_ACTIONS:
-            return False
-        return True
+        return not (self.read_only and action in PUBLISHING_ACTIONS)
 
     # navigation -----------------------------------------------------------------------------
     def action_show_tab(self, tab: str) -> None:

@@ -18,8 +18,6 @@ from protocol import (
     ShardResult,
 )
 
-ACTIVE = ("queued", "running", "submitted")
-
 
 @dataclass(slots=True)
 class ShardRow:
@@ -129,8 +127,3 @@ class JobBook:
         else:
             shard.status, shard.note = "refused", message.reason
         self._touch(row)
-
-    def ordered(self) -> list[JobRow]:
-        """Running first, then queued, then the rest; newest-looking ids last within a group."""
-        rank = {"running": 0, "queued": 1, "submitted": 2}
-        return sorted(self.rows.values(), key=lambda r: (rank.get(r.status, 3), r.job_id))

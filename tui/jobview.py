@@ -35,6 +35,9 @@ def job_cells(row: JobRow) -> tuple[str, ...]:
     )
 
 
+STATUS_RANK = {"running": 0, "queued": 1, "submitted": 2}
+
+
 class JobTable(DataTable[str]):
     """Jobs by id; rows are added, and changed cells updated, from the store's job book."""
 
@@ -51,6 +54,8 @@ class JobTable(DataTable[str]):
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self.store = store
         self._versions: dict[str, int] = {}
+        self._statuses: dict[str, str] = {}
+        self._seen: dict[str, int] = {}
         self._book_version = -1
 
     def on_mount(self) -> None:
@@ -63,11 +68,16 @@ class JobTable(DataTable[str]):
         if book.version == self._book_version:
             return
         self._book_version = book.version
+        statuses_changed = False
         for row in book.rows.values():
             if self._versions.get(row.job_id) == row.version:
                 continue
             cells = job_cells(row)
+            if self._statuses.get(row.job_id) != row.status:
+                self._statuses[row.job_id] = row.status
+                statuses_changed = True
             if row.job_id not in self._versions:
+                self._seen[row.job_id] = len(self._seen)
                 self.add_row(*cells, key=row.job_id)
             else:
                 for column, value in zip(JOB_COLUMNS, cells, strict=True):
@@ -76,6 +86,15 @@ class JobTable(DataTable[str]):
                     except RowDoesNotExist:
                         break
             self._versions[row.job_id] = row.version
+        if statuses_changed:
+            self.sort("status", "job", key=self._order)
+
+    def _order(self, cells: tuple[str, str]) -> tuple[int, int]:
+        """Running, then queued, then submitted jobs, oldest first; finished ones after, newest first."""
+        status, job_id = cells
+        rank = STATUS_RANK.get(status, 3)
+        seen = self._seen[job_id]
+        return (rank, seen if rank < 3 else -seen)
 
     @property
     def selected(self) -> str | None:
