@@ -205,8 +205,8 @@ class FleetroomApp(App[None]):
         """Apply the store to the widgets: the timer's job, never the worker's."""
         store = self.store
         store.tick(self.clock())
-        self._show("health", panels.health_line(store, str(self.broker_url), read_only=self.read_only,
-                                                paused=self.paused))
+        health = panels.health_line(store, str(self.broker_url), read_only=self.read_only, paused=self.paused)
+        self._show("health", f"{self.title} · {health}")
         if self.paused:
             return
         self._show("totals", panels.totals_line(store))
