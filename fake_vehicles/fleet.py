@@ -254,10 +254,10 @@ class Fleet:
                 self.reannouncing.appendleft(indices[len(take):])
         return done
 
-    def reannounce(self, car: Car) -> None:
-        """After a reconnect: say the car is online again and offer afresh (the broker may have lost both)."""
+    def reannounce(self, car: Car, reason: str = "reconnected") -> None:
+        """After a (re)connect: say the car is online and offer afresh (the broker may have lost both)."""
         if not car.silent:
-            self.send_status(car, Liveness.ONLINE, "reconnected")
+            self.send_status(car, Liveness.ONLINE, reason)
             car.offer_id = None
 
     def drive_away(self, car: Car, t: float) -> None:
@@ -310,9 +310,10 @@ class Fleet:
         return n
 
     # shutting down ------------------------------------------------------------------------
-    def say_goodbye(self) -> None:
-        """Offline statuses for every car that is not silent (running shards are handed back first)."""
-        for car in self.cars:
+    def say_goodbye(self, cars: range) -> None:
+        """Offline statuses for these cars (running shards are handed back first); silent cars say nothing."""
+        for index in cars:
+            car = self.cars[index]
             if car.silent:
                 continue
             if car.shard is not None:

@@ -14,6 +14,7 @@ import logging
 import selectors
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from mqttlink import Backoff, BrokerUrl
 log = logging.getLogger(__name__)
 
 MessageCallback = Callable[[str, bytes], None]
+MAX_UNACKED = 5_000
 
 
 class Link:
@@ -38,7 +40,9 @@ class Link:
         self.net, self.url, self.client_id = net, url, client_id
         self.subscriptions, self.on_connected = subscriptions, on_connected
         self.connected = False
+        self.unacked: deque[mqtt.MQTTMessageInfo] = deque()
         self.connects = 0  # successful connections so far; above one means a reconnect
+        self.hello = ""  # the reason a car gives when its connection comes up
         self.refusal: str | None = None
         self.wanted = True  # False after `drop` or `close`: do not reconnect
         self.backoff = Backoff(initial_s=0.5, max_s=15.0)
@@ -50,9 +54,10 @@ class Link:
         if will is not None:
             c.will_set(will[0], will[1], qos=1, retain=True)
         # No inflight window: every QoS 1 packet goes straight to the write queue, where
-        # `Net.backlogged` sees it, so the runner's backpressure covers QoS 1 as well as QoS 0.
+        # `Net.backlogged` sees it; unacknowledged ones are bounded by MAX_UNACKED below (and
+        # must stay well under 65,535, or message ids would collide).
         c.max_inflight_messages_set(0)
-        c.max_queued_messages_set(0)
+        c.max_queued_messages_set(MAX_UNACKED * 2)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_socket_open = self._on_socket_open
@@ -70,7 +75,19 @@ class Link:
         self.client.connect(self.url.host, self.url.port, self.keepalive)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> mqtt.MQTTMessageInfo:
-        return self.client.publish(topic, payload, qos, retain)
+        """Queue one message; QoS 1 messages are remembered until the broker acknowledges them."""
+        info = self.client.publish(topic, payload, qos, retain)
+        if qos:
+            self.unacked.append(info)
+            self.net.awaiting.add(self)
+        return info
+
+    def prune_acked(self) -> int:
+        """Forget acknowledged messages (acknowledgements arrive in order); return how many are left."""
+        unacked = self.unacked
+        while unacked and settled(unacked[0]):
+            unacked.popleft()
+        return len(unacked)
 
     def drop(self) -> None:
         """Vanish: close the socket without DISCONNECT, so the broker publishes the Last Will."""
@@ -134,6 +151,7 @@ class Net:
         self.dirty: set[Link] = set()
         self.lost: set[Link] = set()
         self.links: list[Link] = []
+        self.awaiting: set[Link] = set()  # connections with unacknowledged QoS 1 messages
         self._misc_at = 0.0
 
     def add(self, link: Link) -> Link:
@@ -194,4 +212,23 @@ class Net:
 
     @property
     def backlogged(self) -> bool:
-        return any(link.client.want_write() for link in self.dirty)
+        """True while a connected socket is behind: packets unwritten, or too many unacknowledged."""
+        if any(link.client.want_write() for link in self.dirty if link.connected):
+            return True
+        for link in list(self.awaiting):
+            left = link.prune_acked()
+            if not left or not link.connected:
+                if not left:
+                    self.awaiting.discard(link)
+                continue
+            if left > MAX_UNACKED:
+                return True
+        return False
+
+
+def settled(info: mqtt.MQTTMessageInfo) -> bool:
+    """Acknowledged, or failed (then paho keeps it for the next connection, or it is gone)."""
+    try:
+        return info.is_published()
+    except (ValueError, RuntimeError):
+        return True

@@ -16,8 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
+import paho.mqtt.client as mqtt
+
 from fake_vehicles.fleet import Fleet
-from fake_vehicles.network import Link, Net
+from fake_vehicles.network import Link, Net, settled
 from mqttlink import BrokerUrl
 from protocol.base import utc_now
 from protocol.clock import SimClock
@@ -98,10 +100,10 @@ class Runner:
             self.fleet.reannounce_all()
 
     def _car_connected(self, link: Link) -> None:
-        if link.connects > 1:  # the first time, the fleet's own announcement is already queued
-            car = self.fleet.by_id.get(link.client_id)
-            if car is not None:
-                self.fleet.reannounce(car)
+        """A car's connection is up: it announces itself (anything sent before was not published)."""
+        car = self.fleet.by_id.get(link.client_id)
+        if car is not None:
+            self.fleet.reannounce(car, "reconnected" if link.connects > 1 else link.hello)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         self.fleet.commands.handle(topic, payload, self.fleet.t)
@@ -133,7 +135,8 @@ class Runner:
                 on_connected=self._car_connected,
             ))
             self.car_links[index] = link
-        link.connects = 0  # a restart announces itself; do not count it as a reconnect
+        link.hello = "restarted" if link.connects else ""
+        link.connects = 0
         try:
             link.start()
         except OSError as exc:
@@ -150,17 +153,16 @@ class Runner:
             return
         gateway = None if self.s.per_car else self.gateway
         links = self.car_links
-        publish = gateway.client.publish if gateway is not None else None
         n = 0
         while outbox:
             index, topic, payload, qos, retain = outbox.popleft()
-            if publish is not None:
-                publish(topic, payload, qos, retain)
-            else:
-                link = links.get(index)
-                if link is None or not link.wanted:
-                    continue
-                link.client.publish(topic, payload, qos, retain)
+            link = gateway or links.get(index)
+            if link is None or not link.wanted:
+                continue
+            if not link.connected and not topic.endswith("/shards"):
+                self.fleet.counts["unsent_while_disconnected"] += 1  # announced again on reconnect
+                continue
+            link.publish(topic, payload, qos, retain)
             n += 1
         self.published += n
         self.net.flush()
@@ -184,7 +186,7 @@ class Runner:
         self._link_events()
         self.pump()
         while self.fleet.sweep_due and time.monotonic() < deadline:
-            if self.net.backlogged:
+            if self.net.backlogged or not (self.s.per_car or self.gateway.connected):
                 self.net.poll(max(0.0, deadline - time.monotonic()))
                 continue
             self.fleet.sweep(t, SWEEP_BATCH)
@@ -227,22 +229,30 @@ class Runner:
               file=self.s.progress_out, flush=True)
 
     def goodbye(self) -> None:
-        """Offline statuses for every car and the connection, acknowledged, then a clean disconnect."""
+        """Offline statuses for every car, a batch at a time, then the connection's; a clean disconnect.
+
+        QoS 1 acknowledgements come back in order on each connection, so waiting for the last
+        message of each connection is waiting for all of them.
+        """
         f = self.fleet
         f.enc.stamp(utc_now(), self.sim_now())
-        f.say_goodbye()
-        infos = []
-        gateway = None if self.s.per_car else self.gateway
-        while f.outbox:
-            index, topic, payload, qos, retain = f.outbox.popleft()
-            link = gateway or self.car_links.get(index)
-            if link is not None and link.connected:
-                infos.append(link.publish(topic, payload, qos, retain))
+        deadline = time.monotonic() + max(GOODBYE_TIMEOUT_S, len(f.cars) / 20_000)
+        last: dict[Link, mqtt.MQTTMessageInfo] = {}
+        for start in range(0, len(f.cars), JOIN_BATCH):
+            f.say_goodbye(range(start, min(start + JOIN_BATCH, len(f.cars))))
+            while f.outbox:
+                index, topic, payload, qos, retain = f.outbox.popleft()
+                link = self.car_links.get(index) if self.s.per_car else self.gateway
+                if link is not None and link.connected:
+                    last[link] = link.publish(topic, payload, qos, retain)
+            self.net.flush()
+            while self.net.backlogged and time.monotonic() < deadline:
+                self.net.poll(0.02)
         enc = f.enc
-        infos.append(self.gateway.publish(enc.topics.connection_status(self.s.gateway_id),
-                                          enc.connection_status(self.s.gateway_id, Liveness.OFFLINE, 0), 1, True))
-        deadline = time.monotonic() + GOODBYE_TIMEOUT_S
-        while time.monotonic() < deadline and not all(i.is_published() for i in infos):
+        last[self.gateway] = self.gateway.publish(
+            enc.topics.connection_status(self.s.gateway_id),
+            enc.connection_status(self.s.gateway_id, Liveness.OFFLINE, 0), 1, True)
+        while time.monotonic() < deadline and not all(settled(i) for i in last.values()):
             self.net.flush()
             self.net.poll(0.02)
         for link in self.net.links:
