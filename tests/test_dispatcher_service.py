@@ -2,44 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-from dispatcher.engine import Engine
 from dispatcher.jobs import UNRELIABLE_BELOW
-from dispatcher.ledger import Ledger
-from dispatcher.service import DispatcherService, ServiceSettings
 from protocol import CancelJob, HardwareGeneration, encode, utc_now
-from protocol.clock import SimClock
 from tests.support.brokers import TestBroker
-from tests.support.scripted_cars import CarScript, Watcher, honest_digest, scripted_fleet
+from tests.support.scripted_cars import CarScript, Watcher, dispatcher_running, honest_digest, scripted_fleet
 from tests.support.waiting import wait_until
-
-
-@asynccontextmanager
-async def dispatcher_running(
-    broker: TestBroker, db: Path, heartbeat_timeout_s: float = 30.0
-) -> AsyncIterator[Engine]:
-    ledger = Ledger(db)
-    clock = SimClock(speed=60.0)
-    engine = Engine(broker.topics, ledger, sim_now=clock.now, wall=time.monotonic, rng=random.Random(7),
-                    speed=60.0, heartbeat_timeout_s=heartbeat_timeout_s)
-    service = DispatcherService(broker.url("dispatcher"), engine, ServiceSettings(tick_s=0.05, summary_interval_s=0.2))
-    task = asyncio.create_task(service.run())
-    # amqtt 0.12.1 iterates every subscription on each new connection and crashes if another
-    # client subscribes meanwhile: let the dispatcher finish subscribing before anyone connects.
-    await asyncio.wait_for(service.ready.wait(), 10)
-    try:
-        yield engine
-    finally:
-        service.stop.set()
-        await asyncio.wait_for(task, 10)
-        ledger.close()
-
 
 JOB = {"name": "demo", "total_work_tera_ops": 4000.0, "min_tops_per_car": 100.0, "checkpoint_interval_s": 60.0}
 

@@ -16,12 +16,19 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
+import random
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 
 import aiomqtt
 
+from dispatcher.engine import Engine
+from dispatcher.ledger import Ledger
+from dispatcher.service import DispatcherService, ServiceSettings
 from mqttlink import BrokerUrl, make_client
 from protocol import (
     ComputeOffer,
@@ -42,6 +49,8 @@ from protocol import (
     decode,
     encode,
 )
+from protocol.clock import SimClock
+from tests.support.brokers import TestBroker
 
 
 def honest_digest(input_digest: str, shard_id: str) -> str:
@@ -59,6 +68,7 @@ class CarScript:
     price: float = 0.02
     steps: int = 4
     steps_before_trouble: int = 2
+    duplicate_results: bool = False  # deliver every result twice, as QoS 1 may
     step_delay_s: float = 0.02
     offer_every_s: float = 0.3
     departure_in_s: float = 8 * 3600.0
@@ -173,6 +183,8 @@ class ScriptedCar:
                              energy_kwh=left * 1e-6, elapsed_s=left / job.allocated_tops)
         self.log.results.append(result)
         await self._publish(self.topics.shards(self.vid), encode(result))
+        if s.duplicate_results:
+            await self._publish(self.topics.shards(self.vid), encode(result))
         self.busy = False
 
     async def _trouble(self, job: ShardAssignment, position: float) -> None:
@@ -219,6 +231,7 @@ class Watcher:
         self.states: dict[str, JobState] = {}
         self.history: dict[str, list[JobState]] = {}
         self.summary: FleetSummary | None = None
+        self.summary_seen = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -247,6 +260,7 @@ class Watcher:
                 self.history.setdefault(decoded.job_id, []).append(decoded)
             elif isinstance(decoded, FleetSummary):
                 self.summary = decoded
+                self.summary_seen.set()
 
     async def publish(self, topic: str, payload: bytes) -> None:
         assert self._client is not None
@@ -254,9 +268,7 @@ class Watcher:
 
     async def submit(self, **fields: object) -> str:
         """Submit a job once the dispatcher is up (its summary is seen), so that nothing is lost."""
-        async with asyncio.timeout(15):
-            while self.summary is None:
-                await asyncio.sleep(0.02)
+        await asyncio.wait_for(self.summary_seen.wait(), 15)
         now = datetime.now(UTC)
         job = JobSubmission.model_validate({"sender": "operator", "sent_at": now, "sim_time": now, **fields})
         await self.publish(self.topics.job_submit, encode(job))
@@ -265,3 +277,24 @@ class Watcher:
     def status(self, job_id: str) -> str | None:
         state = self.states.get(job_id)
         return state.status.value if state else None
+
+
+@contextlib.asynccontextmanager
+async def dispatcher_running(
+    broker: TestBroker, db: Path, heartbeat_timeout_s: float = 30.0
+) -> AsyncIterator[Engine]:
+    ledger = Ledger(db)
+    clock = SimClock(speed=60.0)
+    engine = Engine(broker.topics, ledger, sim_now=clock.now, wall=time.monotonic, rng=random.Random(7),
+                    speed=60.0, heartbeat_timeout_s=heartbeat_timeout_s)
+    service = DispatcherService(broker.url("dispatcher"), engine, ServiceSettings(tick_s=0.05, summary_interval_s=0.2))
+    task = asyncio.create_task(service.run())
+    # amqtt 0.12.1 iterates every subscription on each new connection and crashes if another
+    # client subscribes meanwhile: let the dispatcher finish subscribing before anyone connects.
+    await asyncio.wait_for(service.ready.wait(), 10)
+    try:
+        yield engine
+    finally:
+        service.stop.set()
+        await asyncio.wait_for(task, 10)
+        ledger.close()

@@ -1,0 +1,165 @@
+"""Submit a job to the dispatcher, from flags or a TOML/JSON job file; --wait follows it to the end.
+
+Prints the job id. With --wait it prints the job's progress and exits 0 when it is done, 1 if it
+failed, was rejected or cancelled. Job file keys are the flag names with underscores (name,
+work, shards, min_tops, parallel, deadline_s, priority, price_cap, redundancy,
+checkpoint_interval, kind, min_hardware, input_seed, job_id); flags override the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+from pydantic import ValidationError
+
+from fleetroom.common import CliError, add_broker_arguments, broker_for, run_async, setup_logging, topics_from
+from mqttlink import BrokerUrl, new_client_id, stay_connected
+from protocol import JobKind, JobState, JobStatus, JobSubmission, ProtocolError, Topics, decode_on, encode, utc_now
+
+RESUBMIT_EVERY_S = 5.0
+FIELDS = {
+    "name": "name", "work": "total_work_tera_ops", "shards": "shards", "min_tops": "min_tops_per_car",
+    "parallel": "max_parallel_shards", "priority": "priority", "price_cap": "price_cap_per_tops_hour",
+    "redundancy": "redundancy", "checkpoint_interval": "checkpoint_interval_s", "kind": "job_kind",
+    "min_hardware": "min_hardware", "input_seed": "input_seed", "job_id": "job_id",
+}
+FILE_ONLY = {"deadline_s"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_broker_arguments(parser)
+    parser.add_argument("--file", type=Path, help="job file, .toml or .json")
+    parser.add_argument("--name", help="job name")
+    parser.add_argument("--work", type=float, metavar="TERA_OPS", help="total work in tera-operations")
+    parser.add_argument("--shards", type=int, metavar="K", help="number of shards")
+    parser.add_argument("--min-tops", type=float, metavar="T", help="minimum TOPS per car")
+    parser.add_argument("--parallel", type=int, metavar="P", help="shards that may run at once (default: all)")
+    parser.add_argument("--deadline-s", type=float, metavar="S", help="deadline, simulation seconds from now")
+    parser.add_argument("--priority", type=int, help="-100..100, higher first (default: 0)")
+    parser.add_argument("--price-cap", type=float, metavar="X", help="most the job pays per TOPS-hour")
+    parser.add_argument("--redundancy", type=int, metavar="R", help="cars that must agree on each shard (default: 1)")
+    parser.add_argument("--checkpoint-interval", type=float, metavar="S", help="simulation seconds (default: 60)")
+    parser.add_argument("--kind", choices=[k.value for k in JobKind], help="what the job is (default: other)")
+    parser.add_argument("--job-id", help="job id (default: a fresh one)")
+    parser.add_argument("--wait", action="store_true", help="follow the job to the end; exit 1 unless it is done")
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read job file {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text.decode()) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CliError(f"job file {path} is not valid {path.suffix.lstrip('.').upper() or 'JSON'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise CliError(f"job file {path} must hold one table/object of job fields")
+    unknown = sorted(set(data) - set(FIELDS) - FILE_ONLY)
+    if unknown:
+        raise CliError(f"job file {path}: unknown key {unknown[0]!r} (known: {', '.join(sorted(FIELDS))}, deadline_s)")
+    return data
+
+
+def build_job(args: argparse.Namespace) -> JobSubmission:
+    """The submission the flags and file describe; a problem is one CliError line."""
+    values: dict[str, Any] = _read_file(args.file) if args.file is not None else {}
+    for key in (*FIELDS, "deadline_s"):
+        flag = getattr(args, key, None)
+        if flag is not None:
+            values[key] = flag
+    for key in ("name", "work", "shards", "min_tops"):
+        if key not in values:
+            raise CliError(f"missing --{key.replace('_', '-')} (or give a --file with it)")
+    now = utc_now()
+    fields = {FIELDS[key]: value for key, value in values.items() if key in FIELDS}
+    fields.setdefault("job_id", f"job-{secrets.token_hex(4)}")
+    fields.setdefault("max_parallel_shards", fields["shards"] * fields.get("redundancy", 1)
+                      if isinstance(fields["shards"], int) else 1)
+    if "deadline_s" in values:
+        from datetime import timedelta
+
+        fields["deadline"] = now + timedelta(seconds=float(values["deadline_s"]))
+    try:
+        return JobSubmission.model_validate_json(json.dumps(
+            {"sender": "operator", "sent_at": now.isoformat(), "sim_time": now.isoformat(), **fields},
+            default=str))
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "job"
+        raise CliError(f"bad job: {where}: {first['msg']}") from None
+
+
+def describe(state: JobState) -> str:
+    """One progress line for a job state."""
+    line = (f"{state.job_id}: {state.status.value} {state.shards_done}/{state.shards_total} shards "
+            f"({state.progress:.0%}), {state.shards_running} running, cost {state.cost:.4f}")
+    if state.preemptions or state.wrong_results:
+        line += f", {state.preemptions} preemptions, {state.wrong_results} wrong results caught"
+    if state.reason:
+        line += f" - {state.reason}"
+    if state.wait_reasons and state.status is JobStatus.QUEUED:
+        why = "; ".join(f"{r.cars_failing} cars fail {r.requirement}" for r in state.wait_reasons[:4])
+        line += f" | waiting: {why}"
+    return line
+
+
+async def _submit(url: BrokerUrl, topics: Topics, job: JobSubmission, wait: bool) -> int:
+    outcome = [0]
+
+    async def session(client: aiomqtt.Client) -> None:
+        if not wait:
+            await client.publish(topics.job_submit, encode(job), qos=1)
+            return
+        await client.subscribe(topics.job_state(job.job_id), qos=1)
+        outcome[0] = await _follow(client, topics, job)
+
+    await stay_connected(url, new_client_id("submit"), session)
+    return outcome[0]
+
+
+async def _follow(client: aiomqtt.Client, topics: Topics, job: JobSubmission) -> int:
+    last = ""
+    seen = False
+    while True:
+        if not seen:
+            await client.publish(topics.job_submit, encode(job), qos=1)  # idempotent: the id decides
+        try:
+            async with asyncio.timeout(RESUBMIT_EVERY_S):
+                async for message in client.messages:
+                    try:
+                        _, state = decode_on(topics, str(message.topic), bytes(message.payload))  # type: ignore[arg-type]
+                    except ProtocolError:
+                        continue
+                    if not isinstance(state, JobState) or state.job_id != job.job_id:
+                        continue
+                    seen = True
+                    line = describe(state)
+                    if line != last:
+                        print(line, flush=True)
+                        last = line
+                    if state.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+                        return 0 if state.status is JobStatus.DONE else 1
+        except TimeoutError:
+            continue
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+    job = build_job(args)
+    url = broker_for(args, "operator")
+    topics = topics_from(args)
+    print(job.job_id, flush=True)
+    try:
+        return run_async(_submit(url, topics, job, args.wait))
+    except KeyboardInterrupt:
+        print(f"stopped following {job.job_id}", file=sys.stderr)
+        return 130
