@@ -289,7 +289,7 @@ class Engine:
 
     # jobs ----------------------------------------------------------------------------------
     def _on_submission(self, job: JobSubmission) -> list[Out]:
-        if self.ledger.one("SELECT 1 FROM jobs WHERE job_id = ?", job.job_id):
+        if self.ledger.one("SELECT 1 FROM jobs WHERE job_id = ? AND status != 'rejected'", job.job_id):
             self.dirty.add(job.job_id)  # a resubmission: say again where the job stands
             return self.flush_states()
         deadline_s = None
@@ -311,11 +311,12 @@ class Engine:
             name = str(raw.get("name", ""))[:120]
         except (ValueError, KeyError, TypeError, AttributeError):
             return []  # no job id to answer on
-        return self._reject(job_id, name, reason)
+        return self._reject(job_id, name, reason, counted=True)
 
-    def _reject(self, job_id: str, name: str, reason: str) -> list[Out]:
+    def _reject(self, job_id: str, name: str, reason: str, *, counted: bool = False) -> list[Out]:
         log.warning("job %s rejected: %s", job_id, reason)
-        self.rejected["job_rejected"] += 1
+        if not counted:
+            self.rejected["job_rejected"] += 1
         if not work.record_rejection(self.ledger, job_id, name, reason[:500]):
             return []
         state = JobState(sender=SENDER, sent_at=utc_now(), sim_time=self.sim_now(), job_id=job_id, name=name,

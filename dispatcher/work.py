@@ -49,8 +49,12 @@ class Outcome:
 
 
 def add_job(ledger: Ledger, job: JobSubmission, deadline_s: float | None) -> bool:
-    """Record a new job with its shards and replica slots; False if the id is taken."""
+    """Record a new job with its shards and replica slots; False if the id is taken.
+
+    The id of a rejected job may be used again: the corrected job replaces the rejection.
+    """
     with ledger.transaction() as db:
+        db.execute("DELETE FROM jobs WHERE job_id = ? AND status = 'rejected'", (job.job_id,))
         if db.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job.job_id,)).fetchone():
             return False
         seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
@@ -69,10 +73,11 @@ def add_job(ledger: Ledger, job: JobSubmission, deadline_s: float | None) -> boo
 
 
 def record_rejection(ledger: Ledger, job_id: str, name: str, reason: str) -> bool:
-    """Keep a rejected job (so its state survives a restart); False if the id is taken."""
+    """Keep a rejected job (so its state survives a restart); False if a real job has the id."""
     with ledger.transaction() as db:
-        if db.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone():
+        if db.execute("SELECT 1 FROM jobs WHERE job_id = ? AND status != 'rejected'", (job_id,)).fetchone():
             return False
+        db.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
         seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
         db.execute(
             "INSERT INTO jobs(job_id, seq, submission, status, reason) VALUES (?, ?, ?, 'rejected', ?)",

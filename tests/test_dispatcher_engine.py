@@ -1,0 +1,139 @@
+"""The engine without a broker: payloads in, payloads out, a real SQLite ledger, a manual clock."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from dispatcher.engine import Engine
+from dispatcher.ledger import Ledger
+from protocol import (
+    ComputeOffer,
+    ConnectionStatus,
+    FleetSummary,
+    HardwareGeneration,
+    JobState,
+    JobSubmission,
+    Liveness,
+    MatchPolicy,
+    SetPolicy,
+    ShardAssignment,
+    Topics,
+    VehicleStatus,
+    decode,
+    encode,
+)
+from protocol.clock import ManualClock
+
+T0 = datetime(2026, 1, 1, 8, tzinfo=UTC)
+
+
+class Harness:
+    def __init__(self, tmp_path: Path) -> None:
+        self.topics = Topics("eng")
+        self.wall = ManualClock()
+        self.ledger = Ledger(tmp_path / "ledger.sqlite")
+        self.engine = Engine(self.topics, self.ledger, sim_now=self.sim_now, wall=self.wall, rng=random.Random(1),
+                             heartbeat_timeout_s=10.0)
+
+    def sim_now(self) -> datetime:
+        return T0 + timedelta(seconds=self.wall.t * 60)
+
+    def env(self, sender: str) -> dict[str, object]:
+        return {"sender": sender, "sent_at": T0, "sim_time": self.sim_now()}
+
+    def send(self, topic: str, payload: bytes | object) -> list[tuple[str, object]]:
+        raw = payload if isinstance(payload, bytes) else encode(payload)  # type: ignore[arg-type]
+        return [(o.topic, decode(o.payload)) for o in self.engine.handle(topic, raw)]
+
+    def car(self, vid: str, hw: HardwareGeneration = HardwareGeneration.HW5, gateway: str | None = None) -> None:
+        self.send(self.topics.vehicle_status(vid), VehicleStatus(**self.env(vid), state=Liveness.ONLINE,
+                                                                 hardware=hw, gateway=gateway))
+        self.send(self.topics.offer(vid), ComputeOffer(
+            **self.env(vid), offer_id="o1", hardware=hw, free_tops=5000.0, energy_budget_kwh=10.0,
+            expected_departure=self.sim_now() + timedelta(hours=8), departure_confidence=0.9,
+            price_per_tops_hour=0.02, soc=0.8))
+
+    def job(self, **fields: object) -> bytes:
+        base = {"job_id": "job-1", "name": "j", "total_work_tera_ops": 1000.0, "shards": 2,
+                "min_tops_per_car": 100.0, "max_parallel_shards": 2}
+        return JobSubmission.model_validate({**self.env("operator"), **base, **fields}).model_dump_json().encode()
+
+    def states(self, outs: list[tuple[str, object]]) -> list[JobState]:
+        return [m for _, m in outs if isinstance(m, JobState)]
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    return Harness(tmp_path)
+
+
+def test_bad_submissions_get_a_rejection_back(h: Harness) -> None:
+    invalid = json.loads(h.job())
+    invalid["shards"] = 0
+    (state,) = h.states(h.send(h.topics.job_submit, json.dumps(invalid).encode()))
+    assert state.status.value == "rejected" and "shards" in state.reason
+    (state,) = h.states(h.send(h.topics.job_submit, h.job(job_id="job-big", min_tops_per_car=1e6)))
+    assert state.status.value == "rejected" and "largest car" in state.reason
+    past = T0 - timedelta(hours=1)
+    (state,) = h.states(h.send(h.topics.job_submit, h.job(job_id="job-late", deadline=past)))
+    assert state.reason == "deadline is already past"
+    assert h.send(h.topics.job_submit, b"{not json") == []  # no job id to answer on: counted only
+    assert h.send(h.topics.job_submit, b'{"kind": "job_submit", "job_id": "BAD ID"}') == []
+    summary = h.engine.summary()
+    assert summary.messages_rejected == 5  # each undecodable or refused submission counted once
+    assert summary.jobs_by_status["rejected"] == 3
+    (state,) = h.states(h.send(h.topics.job_submit, h.job()))  # the corrected job takes the rejected id
+    assert state.status.value == "queued"
+    (again,) = h.states(h.send(h.topics.job_submit, h.job()))  # a resubmission is answered, not duplicated
+    assert again.status.value == "queued"
+    assert h.ledger.scalar("SELECT COUNT(*) FROM shards WHERE job_id = 'job-1'") == 2
+
+
+def test_gateway_will_takes_its_cars_offline(h: Harness) -> None:
+    h.car("car-a", gateway="gw-1")
+    h.car("car-b", gateway="gw-1")
+    h.car("car-c")
+    assert h.engine.registry.state_counts()["idle"] == 3
+    offline = ConnectionStatus(**h.env("gw-1"), role="gateway", state=Liveness.OFFLINE)
+    h.send(h.topics.connection_status("gw-1"), offline)
+    counts = h.engine.registry.state_counts()
+    assert (counts["offline"], counts["idle"], counts["online"]) == (2, 1, 1)
+    assert len(h.engine.book) == 1
+
+
+def test_heartbeat_timeout_and_reassignment(h: Harness) -> None:
+    h.car("car-a")
+    h.send(h.topics.job_submit, h.job(shards=1, max_parallel_shards=1))
+    outs = [m for m in (decode(o.payload) for o in h.engine.tick()) if isinstance(m, ShardAssignment)]
+    assert len(outs) == 1 and outs[0].vehicle_id == "car-a"
+    h.wall.advance(11)
+    h.car("car-b")
+    ticked = [decode(o.payload) for o in h.engine.tick()]
+    assert h.engine.registry.cars["car-a"].state == "offline"
+    assert any(isinstance(m, ShardAssignment) and m.vehicle_id == "car-b" for m in ticked)
+    assert h.engine.summary().preemptions == 1
+
+
+def test_a_waiting_job_says_why(h: Harness) -> None:
+    for i in range(3):
+        h.car(f"car-{i}")
+    h.send(h.topics.job_submit, h.job(min_hardware=HardwareGeneration.HW6))
+    (state,) = [decode(o.payload) for o in h.engine.tick() if o.topic == h.topics.job_state("job-1")]
+    assert isinstance(state, JobState) and state.status.value == "queued"
+    reasons = {r.requirement: r.cars_failing for r in state.wait_reasons}
+    assert reasons["hardware >= HW6"] == 3
+
+
+def test_summary_and_policy_change(h: Harness) -> None:
+    h.car("car-a", HardwareGeneration.HW6)
+    h.car("car-b", HardwareGeneration.HW5)
+    h.send(h.topics.dispatcher_control, SetPolicy(**h.env("operator"), policy=MatchPolicy.CHEAPEST))
+    summary = h.engine.summary()
+    assert isinstance(summary, FleetSummary) and summary.policy is MatchPolicy.CHEAPEST
+    assert summary.cars_by_hardware == {"HW5": 1, "HW6": 1}
+    assert summary.tops_offered == 10_000.0 and summary.cars_by_state["idle"] == 2
