@@ -1,0 +1,70 @@
+"""`fleetroom submit`: flags and job files, one-line errors, and --wait following a job to its end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from fleetroom.cli import main
+from tests.support.brokers import TestBroker
+from tests.support.scripted_cars import CarScript, Watcher, dispatcher_running, scripted_fleet
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--name", "x", "--work", "10"], "missing --shards"),
+        (["--name", "x", "--work", "10", "--shards", "0", "--min-tops", "5"], "bad job: shards"),
+        (["--name", "x", "--work", "10", "--shards", "4", "--min-tops", "5", "--redundancy", "9"], "redundancy"),
+        (["--file", "{dir}/missing.toml"], "cannot read job file"),
+        (["--file", "{dir}/bad.json"], "is not valid JSON"),
+        (["--file", "{dir}/unknown.toml"], "unknown key 'colour'"),
+    ],
+)
+def test_bad_flags_and_files_are_one_line_exit_2(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "bad.json").write_text('{"name": "a",')
+    (tmp_path / "unknown.toml").write_text('name = "a"\nwork = 10.0\nshards = 1\nmin_tops = 5.0\ncolour = "red"\n')
+    code = main(["submit", "--broker", "mqtt://127.0.0.1:1", *(a.format(dir=tmp_path) for a in argv)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
+async def run_submit(broker: TestBroker, *argv: str) -> tuple[int, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETROOM_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleetroom", "submit", "--broker", f"mqtt://127.0.0.1:{broker.port}",
+        "--topic-prefix", broker.topics.prefix, *argv, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_submit_wait_follows_a_job_file_to_done_and_a_bad_job_to_rejection(
+    amqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    job_file = tmp_path / "job.toml"
+    job_file.write_text('name = "render"\nwork = 3000.0\nshards = 3\nmin_tops = 100.0\nkind = "rendering"\n'
+                        'redundancy = 2\nparallel = 4\nprice_cap = 0.5\n')
+    url, topics = amqtt_broker.url(), amqtt_broker.topics
+    scripts = [CarScript(f"car-{i}") for i in range(3)]
+    async with dispatcher_running(amqtt_broker, tmp_path / "l.sqlite"), Watcher(url, topics) as watch, \
+            scripted_fleet(url, topics, scripts):
+        await asyncio.wait_for(watch.summary_seen.wait(), 10)
+        code, out = await run_submit(amqtt_broker, "--file", str(job_file), "--job-id", "job-file", "--wait")
+        assert code == 0, out
+        lines = out.splitlines()
+        assert lines[0] == "job-file"
+        assert "job-file: done 3/3 shards (100%)" in lines[-1]
+        code, out = await run_submit(amqtt_broker, "--name", "huge", "--work", "100", "--shards", "1",
+                                     "--min-tops", "50000", "--wait")
+        assert code == 1, out
+        assert "rejected" in out and "exceeds the largest car" in out
