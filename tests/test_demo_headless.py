@@ -27,7 +27,7 @@ def number(pattern: str, text: str) -> int:
 
 def test_headless_demo_shows_the_fleet_working(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    result = fleetroom("demo", "--headless", "--duration", "14", "--cars", "30", "--grow-to", "60",
+    result = fleetroom("demo", "--headless", "--duration", "10", "--cars", "30", "--grow-to", "60",
                        "--grow-over", "8", "--job-rate", "2", "--speed", "120", "--run-dir", str(run_dir),
                        "--topic-prefix", "tdemo", timeout=90)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -12,10 +12,14 @@ from tests.support.demo_loadtest import fleetroom, wait_gone
 pytestmark = pytest.mark.slow
 
 
-def test_small_scenario_survives_a_broker_restart_and_loses_no_job(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("broker", "processes"), [("embedded", 1), pytest.param("mosquitto", 2, marks=pytest.mark.mosquitto)]
+)
+def test_small_scenario_survives_a_broker_restart_and_loses_no_job(tmp_path: Path, broker: str, processes: int) -> None:
+    """On the embedded broker with one fleet process, and on mosquitto with the fleet over two."""
     out = tmp_path / "run"
     result = fleetroom("loadtest", "scenarios/small.toml", "--out", str(out), "--topic-prefix", "tload",
-                       timeout=150)
+                       "--broker-kind", broker, "--fleet-processes", str(processes), timeout=150)
     report = json.loads((out / "report.json").read_text())
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert report["passed"] is True
@@ -26,4 +30,6 @@ def test_small_scenario_survives_a_broker_restart_and_loses_no_job(tmp_path: Pat
     assert report["latency"]["count"] > 0 and report["assignment_latency"]["count"] > 0
     assert "PASS" in result.stdout and (out / "report.md").exists() and (out / "latency.svg").exists()
     assert "conn " in result.stderr and "recv " in result.stderr  # live counters
+    assert report["broker"] == broker and report["fleet_processes"] == processes
+    assert report["fleet"]["cars_seen"] == 30  # the two processes split the fleet without overlap
     assert wait_gone(out) == []
