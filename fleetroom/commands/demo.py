@@ -158,7 +158,7 @@ def _control_room(args: argparse.Namespace, stack: Stack, topics: Topics) -> Non
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
+    raise SystemExit(128 + signum)  # unwinds through the supervisor, which stops every child
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from fleetroom.common import CliError, setup_logging
@@ -100,8 +102,14 @@ def print_summary(report: dict[str, Any], verdicts: list[Verdict], paths_dir: Pa
     print(f"  report: {paths_dir / 'report.md'} (also report.json, latency.svg)")
 
 
+def _stop_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the supervisor, which stops every child
+
+
 def run(args: argparse.Namespace) -> int:
     scenario, topics, out = _prepare(args)
+    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGHUP, _stop_on_signal)
     out.mkdir(parents=True, exist_ok=True)
     setup_logging(args.verbose, out / "loadtest.log")
     printer = ProgressPrinter(sys.stderr)

@@ -112,48 +112,80 @@ def _latency_row(name: str, stats: dict[str, float]) -> str:
     )
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """The chart's plot area and scales: seconds to x, milliseconds to y."""
+
+    width: int
+    height: int
+    end_s: float
+    peak_ms: float
+    left: int = 60
+    right: int = 20
+    top: int = 20
+    bottom: int = 40
+
+    @property
+    def plot_w(self) -> float:
+        return self.width - self.left - self.right
+
+    @property
+    def plot_h(self) -> float:
+        return self.height - self.top - self.bottom
+
+    def x(self, t: float) -> float:
+        return self.left + self.plot_w * t / self.end_s
+
+    def y(self, ms: float) -> float:
+        return self.top + self.plot_h * (1 - ms / self.peak_ms)
+
+
+def _svg_stages(f: _Frame, stages: Sequence[StageRecord]) -> list[str]:
+    parts = []
+    for i, stage in enumerate(stages):
+        shade = "#f2f2f2" if i % 2 == 0 else "#e6eef7"
+        span = max(0.5, f.x(stage.end_s) - f.x(stage.start_s))
+        parts.append(f'<rect x="{f.x(stage.start_s):.1f}" y="{f.top}" width="{span:.1f}" height="{f.plot_h}" '
+                     f'fill="{shade}"/>')
+        parts.append(f'<text x="{f.x(stage.start_s) + 2:.1f}" y="{f.top + 12 + 12 * (i % 3)}">'
+                     f'{escape(stage.label)}</text>')
+    return parts
+
+
+def _svg_lines(f: _Frame, series: Sequence[LatencyPoint]) -> list[str]:
+    parts = []
+    for row, (name, colour, values) in enumerate((("p50", "#1f77b4", [p.p50_ms for p in series]),
+                                                   ("p99", "#d62728", [p.p99_ms for p in series]))):
+        points = " ".join(f"{f.x(p.second + 0.5):.1f},{f.y(v):.1f}" for p, v in zip(series, values, strict=True))
+        if points:
+            parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}"/>')
+        parts.append(f'<text x="{f.width - f.right - 60}" y="{f.top + 14 * (row + 1)}" fill="{colour}">{name}</text>')
+    return parts
+
+
+def _svg_axes(f: _Frame) -> list[str]:
+    bottom, middle = f.top + f.plot_h, f.top + f.plot_h / 2
+    return [
+        f'<line x1="{f.left}" y1="{bottom}" x2="{f.left + f.plot_w}" y2="{bottom}" stroke="black"/>',
+        f'<line x1="{f.left}" y1="{f.top}" x2="{f.left}" y2="{bottom}" stroke="black"/>',
+        f'<text x="{f.left - 5}" y="{f.top + 4}" text-anchor="end">{f.peak_ms:,.0f}</text>',
+        f'<text x="{f.left - 5}" y="{bottom}" text-anchor="end">0</text>',
+        f'<text x="12" y="{middle}" transform="rotate(-90 12 {middle})" text-anchor="middle">latency (ms)</text>',
+        f'<text x="{f.left + f.plot_w / 2}" y="{f.height - 8}" text-anchor="middle">seconds into the run '
+        f'(0 to {f.end_s:,.0f})</text>',
+    ]
+
+
 def render_svg(series: Sequence[LatencyPoint], stages: Sequence[StageRecord], width: int = 800,
                height: int = 300) -> str:
     """A line chart of p50 and p99 latency per second, with the stages shaded and labelled."""
-    left, right, top, bottom = 60, 20, 20, 40
-    plot_w, plot_h = width - left - right, height - top - bottom
     end_s = max([p.second + 1 for p in series] + [s.end_s for s in stages] + [1.0])
-    peak = max([p.p99_ms for p in series] + [1.0])
-
-    def x(t: float) -> float:
-        return left + plot_w * t / end_s
-
-    def y(ms: float) -> float:
-        return top + plot_h * (1 - ms / peak)
-
+    frame = _Frame(width, height, end_s, max([p.p99_ms for p in series] + [1.0]))
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
         f'font-size="11">',
         f'<rect x="0" y="0" width="{width}" height="{height}" fill="white"/>',
-    ]
-    for i, stage in enumerate(stages):
-        shade = "#f2f2f2" if i % 2 == 0 else "#e6eef7"
-        span = max(0.5, x(stage.end_s) - x(stage.start_s))
-        parts.append(f'<rect x="{x(stage.start_s):.1f}" y="{top}" width="{span:.1f}" height="{plot_h}" '
-                     f'fill="{shade}"/>')
-        parts.append(f'<text x="{x(stage.start_s) + 2:.1f}" y="{top + 12 + 12 * (i % 3)}">{escape(stage.label)}</text>')
-    for name, colour, values in (("p50", "#1f77b4", [p.p50_ms for p in series]),
-                                 ("p99", "#d62728", [p.p99_ms for p in series])):
-        points = " ".join(f"{x(p.second + 0.5):.1f},{y(v):.1f}" for p, v in zip(series, values, strict=True))
-        if points:
-            parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}"/>')
-        parts.append(f'<text x="{width - right - 60}" y="{top + (14 if name == "p50" else 28)}" fill="{colour}">'
-                     f'{name}</text>')
-    parts += [
-        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="black"/>',
-        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="black"/>',
-        f'<text x="{left - 5}" y="{top + 4}" text-anchor="end">{peak:,.0f}</text>',
-        f'<text x="{left - 5}" y="{top + plot_h}" text-anchor="end">0</text>',
-        f'<text x="12" y="{top + plot_h / 2}" transform="rotate(-90 12 {top + plot_h / 2})" '
-        f'text-anchor="middle">latency (ms)</text>',
-        f'<text x="{left + plot_w / 2}" y="{height - 8}" text-anchor="middle">seconds into the run '
-        f'(0 to {end_s:,.0f})</text>',
-        "</svg>",
+        *_svg_stages(frame, stages), *_svg_lines(frame, series), *_svg_axes(frame), "</svg>",
     ]
     return "\n".join(parts) + "\n"
 

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -199,8 +200,8 @@ class LoadTest:
     async def _hold(self, seconds: float, index: int, label: str) -> None:
         await self._wait(lambda: False, seconds, "", index=index, label=label, required=False)
 
-    async def _wait(self, condition: Any, timeout: float, what: str, *, index: int = 0, label: str = "starting",
-                    required: bool = True) -> None:
+    async def _wait(self, condition: Callable[[], bool], timeout: float, what: str, *, index: int = 0,
+                    label: str = "starting", required: bool = True) -> None:
         """Tick (submit jobs, show progress, watch children) until `condition()` or the timeout."""
         deadline = self.now_s() + timeout
         while not condition():
