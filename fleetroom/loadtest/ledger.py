@@ -158,9 +158,12 @@ class RunLedger:
         unseen = sum(1 for s in states if s is None)
         running = sum(1 for s in states if s is not None and s.status not in TERMINAL)
         known = [s for s in states if s is not None]
+        # The jobs' own states, or the dispatcher's summary where it counts more (it sees every job).
+        summary = self.last_summary
         wrong = max(self.max_wrong_results_caught, sum(s.wrong_results for s in known))
+        redone = max(summary.redone_tera_ops if summary else 0.0, sum(s.redone_tera_ops for s in known))
+        preemptions = max(summary.preemptions if summary else 0, sum(s.preemptions for s in known))
         return JobOutcome(
             submitted=len(self.submitted), completed=done, unfinished=running, rejected=rejected,
-            lost=failed + unseen, redone_tera_ops=sum(s.redone_tera_ops for s in known),
-            wrong_results_caught=wrong, preemptions=sum(s.preemptions for s in known),
+            lost=failed + unseen, redone_tera_ops=redone, wrong_results_caught=wrong, preemptions=preemptions,
         )
