@@ -3,7 +3,7 @@
 Requirements and rank on both sides, in the manner of HTCondor's ClassAds: a job requires a
 hardware generation, TOPS per car and a price cap and ranks cars by the policy in force; a car
 requires a minimum price and a maximum shard length. A decision looks only at the heads of the
-few buckets that can satisfy the job (at most 4 generations x ~40 TOPS levels), so its cost
+few buckets that can satisfy the job (4 generations x a few TOPS levels each), so its cost
 grows with log(offers), not with the fleet. Changing the policy re-heapifies once, O(offers).
 """
 
@@ -31,7 +31,8 @@ WATTS_PER_TOPS: dict[HardwareGeneration, float] = {
     HardwareGeneration.HW5: 0.14,
     HardwareGeneration.HW6: 0.08,
 }
-MAX_LEVEL = 40
+LEVELS_PER_OCTAVE = 4  # a bucket spans a factor 2**(1/4) of TOPS, so few entries straddle a TOPS floor
+MAX_LEVEL = 40 * LEVELS_PER_OCTAVE
 PROBE_BUDGET = 256  # entries a decision may step over (failing a per-entry requirement) before giving up
 
 
@@ -41,8 +42,8 @@ def kwh_per_tera_op(hardware: HardwareGeneration) -> float:
 
 
 def tops_level(free_tops: float) -> int:
-    """The bucket level of a TOPS figure: floor(log2), so a bucket spans [2**l, 2**(l+1))."""
-    return max(0, min(MAX_LEVEL, math.floor(math.log2(max(free_tops, 1.0)))))
+    """The bucket level of a TOPS figure: a bucket spans [2**(l/k), 2**((l+1)/k)), k levels per octave."""
+    return max(0, min(MAX_LEVEL, math.floor(LEVELS_PER_OCTAVE * math.log2(max(free_tops, 1.0)))))
 
 
 @dataclass(slots=True)
@@ -194,7 +195,7 @@ class OfferBook:
     def _candidate_keys(self, need: Need) -> Iterator[tuple[int, int]]:
         floor_rank = HW_RANK[need.min_hardware] if need.min_hardware is not None else 0
         for key, bucket in self._buckets.items():
-            if bucket.size and key[0] >= floor_rank and 2.0 ** (key[1] + 1) > need.min_tops:
+            if bucket.size and key[0] >= floor_rank and 2.0 ** ((key[1] + 1) / LEVELS_PER_OCTAVE) > need.min_tops:
                 yield key
 
     def _head(
