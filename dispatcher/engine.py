@@ -92,6 +92,11 @@ class Engine:
         now = self.wall()
         for attempt in self.ledger.active_attempts():
             self._watch(attempt.assignment_id, attempt.vehicle_id, attempt.job_id, attempt.allocated_tops, now)
+        for offer_json in self.ledger.standing_offers():
+            offer = ComputeOffer.model_validate_json(offer_json)
+            if offer.expected_departure.timestamp() > self.now_s:
+                self.registry.heard(offer.sender, now)
+                self._on_offer(offer.sender, offer, save=False)
         for (job_id,) in self.ledger.db.execute("SELECT job_id FROM jobs").fetchall():
             self.dirty.add(str(job_id))
         return self.flush_states()
@@ -199,9 +204,11 @@ class Engine:
             self._drop_offer(vid)
             self.registry.update(car, offering=False)
 
-    def _on_offer(self, vid: str, message: ComputeOffer) -> None:
+    def _on_offer(self, vid: str, message: ComputeOffer, *, save: bool = True) -> None:
         if vid in self.unreliable:
             return
+        if save:
+            self.ledger.save_offer(vid, message.model_dump_json())
         car = self.registry.car(vid)
         offer = Offer(
             vehicle_id=vid, offer_id=message.offer_id, hardware=message.hardware, free_tops=message.free_tops,
@@ -220,8 +227,9 @@ class Engine:
         self.registry.update(car, offering=True)
 
     def _drop_offer(self, vid: str) -> None:
-        self.book.remove(vid)
-        self.held.pop(vid, None)
+        in_book = self.book.remove(vid) is not None
+        if self.held.pop(vid, None) is not None or in_book:
+            self.ledger.drop_offer(vid)
 
     def restore_offer(self, vid: str) -> None:
         offer = self.held.pop(vid, None)
@@ -275,7 +283,10 @@ class Engine:
                 self.held.pop(info.vehicle_id, None)
         if attempt is None or status == "refused":
             return []
-        return self.cancel_attempts([attempt], why)
+        outs = self.cancel_attempts([attempt], why)
+        if self.registry.car(attempt.vehicle_id).state != "offline":
+            self.restore_offer(attempt.vehicle_id)  # alive but silent (e.g. its result was lost)
+        return outs
 
     def cancel_attempts(self, attempts: list[Attempt], reason: str) -> list[Out]:
         outs: list[Out] = []

@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS cars(
   energy_cost REAL NOT NULL DEFAULT 0, valid INTEGER NOT NULL DEFAULT 0,
   wrong INTEGER NOT NULL DEFAULT 0, reliability REAL NOT NULL DEFAULT 1.0);
 CREATE TABLE IF NOT EXISTS totals(name TEXT PRIMARY KEY, value REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS offers(vehicle_id TEXT PRIMARY KEY, offer TEXT NOT NULL);
 """
 TOTALS = (
     "shards_completed", "work_done", "preemptions", "redone", "wrong_results",
@@ -160,6 +161,16 @@ class Ledger:
             return 0, 0, 1.0
         valid, wrong, reliability = row
         return int(valid), int(wrong), float(reliability)
+
+    def save_offer(self, vehicle_id: str, offer_json: str) -> None:
+        """Keep a car's standing offer, so that a restarted dispatcher knows it without waiting."""
+        self.db.execute("INSERT OR REPLACE INTO offers VALUES (?, ?)", (vehicle_id, offer_json))
+
+    def drop_offer(self, vehicle_id: str) -> None:
+        self.db.execute("DELETE FROM offers WHERE vehicle_id = ?", (vehicle_id,))
+
+    def standing_offers(self) -> list[str]:
+        return [str(row[0]) for row in self.db.execute("SELECT offer FROM offers")]
 
     def unreliable_cars(self, below: float) -> set[str]:
         return {str(r[0]) for r in self.db.execute("SELECT vehicle_id FROM cars WHERE reliability < ?", (below,))}

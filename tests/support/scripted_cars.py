@@ -71,6 +71,7 @@ class CarScript:
     duplicate_results: bool = False  # deliver every result twice, as QoS 1 may
     step_delay_s: float = 0.02
     offer_every_s: float = 0.3
+    refresh_offers: bool = True  # re-send the offer while idle; else offer once per idle spell, heartbeat by status
     departure_in_s: float = 8 * 3600.0
     owner_id: str | None = None
 
@@ -142,10 +143,13 @@ class ScriptedCar:
         await self._publish(self.topics.offer(self.vid), encode(message))
 
     async def _keep_offering(self) -> None:
+        await self.offer()
         while not self.gone:
-            if not self.busy:
-                await self.offer()
             await asyncio.sleep(self.script.offer_every_s)
+            if self.script.refresh_offers and not self.busy:
+                await self.offer()
+            elif not self.script.refresh_offers:
+                await self._publish(self.topics.vehicle_status(self.vid), self._status(Liveness.ONLINE), retain=True)
 
     async def _listen(self) -> None:
         assert self._client is not None
@@ -186,6 +190,8 @@ class ScriptedCar:
         if s.duplicate_results:
             await self._publish(self.topics.shards(self.vid), encode(result))
         self.busy = False
+        if not s.refresh_offers:
+            await self.offer()
 
     async def _trouble(self, job: ShardAssignment, position: float) -> None:
         behaviour = self.script.behaviour
