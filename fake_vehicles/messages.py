@@ -16,6 +16,7 @@ from protocol.codec import encode
 from protocol.job_messages import ShardPreempted, ShardProgress, ShardRefused, ShardResult
 from protocol.topics import Topics
 from protocol.vehicle_messages import (
+    ChargeState,
     ComputeOffer,
     ComputeState,
     ConnectionStatus,
@@ -23,6 +24,7 @@ from protocol.vehicle_messages import (
     Liveness,
     Location,
     OfferWithdrawal,
+    OwnerMode,
     SuspendReason,
     VehicleStatus,
     VehicleTelemetry,
@@ -33,6 +35,12 @@ REGIONS = (("sf-bay", 37.77, -122.42), ("los-angeles", 34.05, -118.24), ("seattl
 """Assumption: one Pacific-time market; local time is the simulation clock's offset."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_PARKED_LOCKED = '"gear":"P","vehicle_speed_kmh":0.0,"locked":true,"driver_seat_occupied":false'
+_PARKED_UNLOCKED = '"gear":"P","vehicle_speed_kmh":0.0,"locked":false,"driver_seat_occupied":false'
+_CHARGE_JSON = {state: f'"{state.value}"' for state in ChargeState}
+_STATE_JSON = {state: f'"{state.value}"' for state in ComputeState}
+_REASON_JSON: dict[SuspendReason | None, str] = {reason: f'"{reason.value}"' for reason in SuspendReason}
+_REASON_JSON[None] = "null"
 
 
 def location_of(car: Car) -> tuple[float, float]:
@@ -55,6 +63,8 @@ class Encoder:
         self.sent_at = _EPOCH
         self.sim_time = _EPOCH
         self._stamp = '"sent_at":"1970-01-01T00:00:00Z","sim_time":"1970-01-01T00:00:00Z"'
+        self._static: dict[tuple[int, int, OwnerMode], str] = {}
+        self._dates: dict[int, str] = {}
 
     def stamp(self, sent_at: datetime, local_t: float) -> None:
         """Use these times in every message until the next call."""
@@ -137,32 +147,55 @@ class Encoder:
 
     # fast path: telemetry -------------------------------------------------------------------
     def telemetry(self, car: Car, reason: SuspendReason | None, state: ComputeState) -> bytes:
-        """The car's telemetry as JSON bytes, equal after decoding to `telemetry_model`."""
+        """The car's telemetry as JSON bytes, equal after decoding to `telemetry_model`.
+
+        Field order differs from the model's (JSON objects are unordered): what a car never
+        changes is formatted once per hardware, model and owner mode and reused.
+        """
         hw = car.hardware
-        lat, lon = location_of(car)
+        key = (id(hw), id(car.model), car.owner_mode)
+        static = self._static.get(key)
+        if static is None:
+            static = self._static[key] = (
+                f'"battery_kwh":{car.model.battery_kwh},"hardware":"{hw.generation.value}",'
+                f'"rated_tops":{hw.tops},"owner_mode":"{car.owner_mode.value}"'
+            )
         shard = car.shard
-        tops = shard.tops if shard is not None and state is ComputeState.BUSY else 0.0
         driving = car.driving
-        departure = "null"
-        if car.confident and not driving:
-            departure = f'"{_iso(self.to_datetime(car.next_at))}"'
+        if shard is not None and state is ComputeState.BUSY:
+            tops = shard.tops
+            power = f"{hw.compute_power_kw * tops / hw.tops:.4f}"
+        else:
+            tops, power = 0.0, "0.0"
+        if driving:
+            moving, charge = '"gear":"D","vehicle_speed_kmh":40.0,"locked":false,"driver_seat_occupied":true', \
+                '"disconnected"'
+            departure = "null"
+        else:
+            moving = _PARKED_UNLOCKED if car.owner_back else _PARKED_LOCKED
+            charge = _CHARGE_JSON[car.charge_state()]
+            departure = f'"{self._iso_seconds(car.next_at)}"' if car.confident else "null"
+        lat, lon = location_of(car)
         return (
-            f'{{"schema_version":1,"sender":"{car.vehicle_id}",{self._stamp},"kind":"telemetry",'
-            f'"soc":{car.soc:.4f},"charge_state":"{car.charge_state().value}",'
-            f'"gear":"{"D" if driving else "P"}","location":{{"latitude":{lat},"longitude":{lon}}},'
-            f'"vehicle_speed_kmh":{40.0 if driving else 0.0},"pack_temp_c":{car.pack_temp_c:.2f},'
+            f'{{"schema_version":1,"kind":"telemetry","sender":"{car.vehicle_id}",{self._stamp},{static},'
+            f'{moving},"soc":{car.soc:.4f},"charge_state":{charge},'
+            f'"location":{{"latitude":{lat},"longitude":{lon}}},"pack_temp_c":{car.pack_temp_c:.2f},'
             f'"inside_temp_c":{ambient_c(car.t) + 3.0:.2f},"scheduled_departure":{departure},'
-            f'"locked":{"false" if driving or car.owner_back else "true"},'
-            f'"driver_seat_occupied":{"true" if driving else "false"},'
             f'"software_update_in_progress":{"true" if reason is SuspendReason.SOFTWARE_UPDATE else "false"},'
-            f'"battery_kwh":{car.model.battery_kwh},"odometer_km":{car.odometer_km:.2f},'
-            f'"hardware":"{hw.generation.value}","rated_tops":{hw.tops},"tops_in_use":{tops},'
-            f'"compute_power_kw":{hw.compute_power_kw * tops / hw.tops:.4f},"owner_mode":"{car.owner_mode.value}",'
-            f'"compute_state":"{state.value}",'
-            f'"suspend_reason":{"null" if reason is None else chr(34) + reason.value + chr(34)},'
+            f'"odometer_km":{car.odometer_km:.2f},"tops_in_use":{tops},"compute_power_kw":{power},'
+            f'"compute_state":{_STATE_JSON[state]},"suspend_reason":{_REASON_JSON[reason]},'
             f'"shard":{"null" if shard is None else chr(34) + shard.assignment.assignment_id + chr(34)},'
             f'"earned":{car.earned:.6f}}}'
         ).encode()
+
+    def _iso_seconds(self, local_t: float) -> str:
+        """ISO 8601 UTC to the second, with the date part cached: cheaper than a datetime per message."""
+        seconds = int(local_t - self.utc_offset_s)
+        day, rest = divmod(seconds, 86400)
+        date = self._dates.get(day)
+        if date is None:
+            date = self._dates[day] = (_EPOCH + timedelta(days=day)).strftime("%Y-%m-%d")
+        return f"{date}T{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}Z"
 
     def telemetry_model(self, car: Car, reason: SuspendReason | None, state: ComputeState) -> VehicleTelemetry:
         """The slow path, for tests: the same telemetry as a protocol model."""
@@ -170,7 +203,9 @@ class Encoder:
         shard = car.shard
         tops = shard.tops if shard is not None and state is ComputeState.BUSY else 0.0
         hw = car.hardware
-        departure = self.to_datetime(car.next_at) if car.confident and not car.driving else None
+        departure = None
+        if car.confident and not car.driving:
+            departure = _EPOCH + timedelta(seconds=int(car.next_at - self.utc_offset_s))
         return VehicleTelemetry(
             sender=car.vehicle_id, sent_at=self.sent_at, sim_time=self.sim_time,
             soc=round(car.soc, 4), charge_state=car.charge_state(), gear=Gear.DRIVE if car.driving else Gear.PARK,
@@ -179,7 +214,8 @@ class Encoder:
             scheduled_departure=departure, locked=not (car.driving or car.owner_back),
             driver_seat_occupied=car.driving, software_update_in_progress=reason is SuspendReason.SOFTWARE_UPDATE,
             battery_kwh=car.model.battery_kwh, odometer_km=round(car.odometer_km, 2), hardware=hw.generation,
-            rated_tops=hw.tops, tops_in_use=tops, compute_power_kw=round(hw.compute_power_kw * tops / hw.tops, 4),
+            rated_tops=hw.tops, tops_in_use=tops,
+            compute_power_kw=round(hw.compute_power_kw * tops / hw.tops, 4) if tops else 0.0,
             owner_mode=car.owner_mode, compute_state=state, suspend_reason=reason,
             shard=None if shard is None else shard.assignment.assignment_id, earned=round(car.earned, 6),
         )
