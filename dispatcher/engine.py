@@ -93,10 +93,9 @@ class Engine:
         for attempt in self.ledger.active_attempts():
             self._watch(attempt.assignment_id, attempt.vehicle_id, attempt.job_id, attempt.allocated_tops, now)
         for offer_json in self.ledger.standing_offers():
-            offer = ComputeOffer.model_validate_json(offer_json)
-            if offer.expected_departure.timestamp() > self.now_s:
-                self.registry.heard(offer.sender, now)
-                self._on_offer(offer.sender, offer, save=False)
+            offer = ComputeOffer.model_validate_json(offer_json)  # a stale one is refused by its car
+            self.registry.heard(offer.sender, now)
+            self._on_offer(offer.sender, offer, save=False)
         for (job_id,) in self.ledger.db.execute("SELECT job_id FROM jobs").fetchall():
             self.dirty.add(str(job_id))
         return self.flush_states()
@@ -210,10 +209,11 @@ class Engine:
         if save:
             self.ledger.save_offer(vid, message.model_dump_json())
         car = self.registry.car(vid)
+        now_s = self.now_s  # times are rebased on our clock: the car's may be set differently
         offer = Offer(
             vehicle_id=vid, offer_id=message.offer_id, hardware=message.hardware, free_tops=message.free_tops,
-            price_per_tops_hour=message.price_per_tops_hour, offered_at_s=message.sim_time.timestamp(),
-            departure_at_s=message.expected_departure.timestamp(),
+            price_per_tops_hour=message.price_per_tops_hour, offered_at_s=now_s,
+            departure_at_s=now_s + (message.expected_departure - message.sim_time).total_seconds(),
             departure_confidence=message.departure_confidence, energy_budget_kwh=message.energy_budget_kwh,
             soc=message.soc, min_price_per_tops_hour=message.requirements.min_price_per_tops_hour,
             max_shard_hours=message.requirements.max_shard_hours,

@@ -67,6 +67,7 @@ class DispatcherService:
 
     async def _session(self, client: aiomqtt.Client) -> None:
         topics = self.engine.topics
+        client.pending_calls_threshold = 1000  # we publish in batches of up to 256 on purpose
         await client.publish(self.status_topic, self._status(Liveness.ONLINE), qos=1, retain=True)
         for channel in (Channel.VEHICLE_STATUS, Channel.OFFER, Channel.SHARDS):
             await client.subscribe(topics.all_vehicles(channel), qos=1)
