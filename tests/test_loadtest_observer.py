@@ -36,6 +36,7 @@ async def test_observer_times_messages_and_counts_bad_ones(amqtt_broker: TestBro
                                  state=Liveness.OFFLINE)  # a Last Will, stamped when the car connected
             await client.publish(topics.vehicle_status("car-00"), encode(will), qos=1)
         await wait_until(lambda: ledger.counters.receives >= 23, 10, "23 messages at the observer")
+        await wait_until(lambda: ledger.probe_latency.stats().count >= 1, 10, "the observer's probe to itself")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -57,6 +57,7 @@ class RunLedger:
         self.counters = Counters()
         self.latency = LatencyRecorder()
         self.assignment_latency = LatencyRecorder()
+        self.probe_latency = LatencyRecorder()  # the observer's messages to itself: the harness's floor
         self.rate = RateMeter()
         self.submitted: dict[str, float] = {}
         self.first_assignment: dict[str, float] = {}

@@ -3,12 +3,14 @@ jobs and fleet commands, folding every message it sees into a `RunLedger`.
 
 Latency is measured here as wall time now minus the message's `sent_at` (every process runs on
 this machine, so their clocks agree); retained messages and Last Wills are old by design and
-are not timed.
+are not timed. Once a second the observer also sends itself a probe: its latency is the floor
+that the broker and the observer's own backlog add, so a slow observer shows up as itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -26,10 +28,12 @@ from protocol import (
     VehicleStatus,
     decode_on,
     encode,
+    utc_now,
 )
 from protocol.codec import AnyMessage
 
 log = logging.getLogger(__name__)
+PROBE_EVERY_S = 1.0
 
 
 def _is_will(message: AnyMessage) -> bool:
@@ -75,9 +79,15 @@ class Observer:
             log.info("publish failed (%s); reconnecting", exc)
 
     async def _send_forever(self, client: aiomqtt.Client) -> None:
+        loop = asyncio.get_running_loop()
+        next_probe = loop.time()
         while True:
-            await self._wakeup.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), PROBE_EVERY_S)
             self._wakeup.clear()
+            if loop.time() >= next_probe:
+                next_probe = loop.time() + PROBE_EVERY_S
+                await client.publish(self.topics.connection_status(self.client_id), self._probe(), qos=0)
             while self._outbox:
                 topic, message = self._outbox[0]
                 await client.publish(topic, encode(message), qos=1, timeout=10)
@@ -86,6 +96,12 @@ class Observer:
                     self.ledger.job_submitted(message.job_id, self.now_s())
                 else:
                     self.ledger.published()
+
+    def _probe(self) -> bytes:
+        """A message to ourselves: its latency is the floor the broker and the observer add."""
+        now = utc_now()
+        return encode(ConnectionStatus(sender=self.client_id, sent_at=now, sim_time=now, role="observer",
+                                       state=Liveness.ONLINE))
 
     # receiving ----------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, retained: bool) -> None:
@@ -97,6 +113,10 @@ class Observer:
             log.debug("rejected %s: %s", topic, exc)
             return
         latency = None if retained or _is_will(message) else time.time() - message.sent_at.timestamp()
+        if info.client_id == self.client_id:
+            if latency is not None:
+                self.ledger.probe_latency.record(latency, self.now_s())
+            return
         self.ledger.observe(info, message, self.now_s(), latency)
 
     async def _session(self, client: aiomqtt.Client) -> None:

@@ -38,6 +38,7 @@ def build_report(
         "counters": ledger.counters.as_dict(),
         "latency": ledger.latency.stats().as_dict(),
         "assignment_latency": ledger.assignment_latency.stats().as_dict(),
+        "probe_latency": ledger.probe_latency.stats().as_dict(),
         "jobs": {**outcome.as_dict(), "assigned": len(ledger.first_assignment),
                  "resubmitted": ledger.resubmissions, "lost_job_ids": ledger.lost_jobs()[:100]},
         "fleet": {
@@ -72,6 +73,7 @@ def render_markdown(report: dict[str, Any], verdicts: Sequence[Verdict], chart_n
         "| --- | ---: | ---: | ---: | ---: | ---: |",
         _latency_row("end to end (sent_at to observer)", lat),
         _latency_row("assignment (submission to first ShardAssignment)", asg),
+        _latency_row("observer's probe to itself (the harness's floor)", report["probe_latency"]),
         "",
         "| jobs | submitted | completed | unfinished | rejected | lost | preemptions | redone tera-ops "
         "| wrong results caught |",
