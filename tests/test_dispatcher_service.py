@@ -40,7 +40,9 @@ async def test_honest_cars_finish_a_redundant_job_and_are_paid(amqtt_broker: Tes
 
 async def test_preempted_shard_resumes_from_its_checkpoint(amqtt_broker: TestBroker, tmp_path: Path) -> None:
     url, topics = amqtt_broker.url(), amqtt_broker.topics
-    leaver = CarScript("car-leaver", behaviour="preempt", steps=4, steps_before_trouble=2, free_tops=9000.0)
+    # Checkpoints every 2 of 4 steps, handed back after step 3: one step (1000 tera-ops) is redone.
+    leaver = CarScript("car-leaver", behaviour="preempt", steps=4, steps_before_trouble=3, checkpoint_every=2,
+                       free_tops=9000.0)
     async with dispatcher_running(amqtt_broker, tmp_path / "l.sqlite"), Watcher(url, topics) as watch:
         async with scripted_fleet(url, topics, [leaver]) as (car,):
             job = await watch.submit(job_id="job-pre", shards=1, max_parallel_shards=1, redundancy=1, **JOB)
@@ -52,7 +54,9 @@ async def test_preempted_shard_resumes_from_its_checkpoint(amqtt_broker: TestBro
             assert first.resume_from_tera_ops == car.log.preempted[0].checkpoint_tera_ops == 2000.0
             assert first.checkpoint == "ckpt@2000.000"
         state = watch.states[job]
-        assert state.preemptions == 1 and state.redone_tera_ops == 0.0
+        assert state.preemptions == 1 and state.redone_tera_ops == 1000.0
+        one_interval = car.log.assignments[0].allocated_tops * car.log.assignments[0].checkpoint_interval_s
+        assert state.redone_tera_ops <= one_interval
 
 
 async def test_a_wrong_result_is_never_accepted(amqtt_broker: TestBroker, tmp_path: Path) -> None:

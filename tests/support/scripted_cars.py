@@ -68,6 +68,7 @@ class CarScript:
     price: float = 0.02
     steps: int = 4
     steps_before_trouble: int = 2
+    checkpoint_every: int = 1  # steps between checkpoints (progress is reported every step)
     duplicate_results: bool = False  # deliver every result twice, as QoS 1 may
     step_delay_s: float = 0.02
     offer_every_s: float = 0.3
@@ -169,16 +170,18 @@ class ScriptedCar:
             return
         self.busy = True
         left = job.work_tera_ops - job.resume_from_tera_ops
-        position = job.resume_from_tera_ops
+        position = saved = job.resume_from_tera_ops
         for step in range(s.steps):
             if s.behaviour in ("preempt", "vanish", "silent") and step == s.steps_before_trouble:
-                return await self._trouble(job, position)
+                return await self._trouble(job, position, saved)
             await asyncio.sleep(s.step_delay_s)
             position = min(job.work_tera_ops, position + left / s.steps)
+            if (step + 1) % s.checkpoint_every == 0:
+                saved = position
             await self._publish(self.topics.shards(self.vid), encode(ShardProgress(
                 **self._envelope(), assignment_id=job.assignment_id, job_id=job.job_id,  # type: ignore[arg-type]
-                shard_id=job.shard_id, done_tera_ops=position, checkpoint_tera_ops=position,
-                checkpoint=f"ckpt@{position:.3f}")))
+                shard_id=job.shard_id, done_tera_ops=position, checkpoint_tera_ops=saved,
+                checkpoint=f"ckpt@{saved:.3f}")))
         digest = honest_digest(job.input_digest, job.shard_id)
         if s.behaviour == "wrong":
             digest = hashlib.sha256(f"wrong:{self.vid}:{job.shard_id}".encode()).hexdigest()
@@ -193,7 +196,7 @@ class ScriptedCar:
         if not s.refresh_offers:
             await self.offer()
 
-    async def _trouble(self, job: ShardAssignment, position: float) -> None:
+    async def _trouble(self, job: ShardAssignment, position: float, saved: float) -> None:
         behaviour = self.script.behaviour
         if behaviour == "silent":
             return
@@ -202,7 +205,7 @@ class ScriptedCar:
             assert self._client is not None
             message = ShardPreempted(
                 **self._envelope(), assignment_id=job.assignment_id, job_id=job.job_id, shard_id=job.shard_id,  # type: ignore[arg-type]
-                checkpoint_tera_ops=position, checkpoint=f"ckpt@{position:.3f}",
+                checkpoint_tera_ops=saved, checkpoint=f"ckpt@{saved:.3f}",
                 work_tera_ops=position - job.resume_from_tera_ops, energy_kwh=0.001, reason="owner returned")
             self.log.preempted.append(message)
             await self._client.publish(self.topics.shards(self.vid), encode(message), qos=1)
