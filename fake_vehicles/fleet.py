@@ -15,7 +15,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from fake_vehicles import ids
-from fake_vehicles.car import FAULT_VANISH, FAULT_WRONG, Car
+from fake_vehicles.car import FAULT_VANISH, FAULT_WRONG, VACATE_DEADLINE_S, Car
 from fake_vehicles.catalogue import DEFAULT_HARDWARE_MIX
 from fake_vehicles.commands import CommandHandler
 from fake_vehicles.faults import FaultConfig
@@ -26,6 +26,7 @@ from protocol.vehicle_messages import Liveness, SuspendReason
 
 log = logging.getLogger(__name__)
 
+VACATE_REASON = f"owner returned: checkpointed and handed back within the {VACATE_DEADLINE_S:.0f} s vacate deadline"
 SWEEP_PASS_S = 60.0  # every car's eligibility is re-checked at least this often (simulation seconds)
 Outgoing = tuple[int, str, bytes, int, bool]  # (car index or -1, topic, payload, qos, retain)
 Mix = list[tuple[float, HardwareGeneration]]
@@ -164,7 +165,7 @@ class Fleet:
         event = car.on_event(at, self.rng)
         if event == "owner_back":
             if car.shard is not None:
-                self.preempt(car, "owner returned: vacating within the deadline")
+                self.preempt(car, VACATE_REASON)
             self.withdraw(car, "owner returned")
         elif event == "depart":
             self.driving += 1
@@ -264,7 +265,7 @@ class Fleet:
         """The operator sends the owner back now: vacate, then an unplanned round trip."""
         if car.drive_away_now(t):
             if car.shard is not None:
-                self.preempt(car, "owner returned (drive-away command): vacating within the deadline")
+                self.preempt(car, f"drive-away command: {VACATE_REASON}")
             self.withdraw(car, "owner returned")
             car.owner_back = True
             heapq.heappush(self.heap, (car.next_event_at(), car.index))

@@ -23,6 +23,7 @@ from protocol.vehicle_messages import (
     Gear,
     Liveness,
     Location,
+    OfferRequirements,
     OfferWithdrawal,
     OwnerMode,
     SuspendReason,
@@ -100,6 +101,7 @@ class Encoder:
             energy_budget_kwh=round(car.energy_budget_kwh(), 3), expected_departure=self.to_datetime(departure),
             departure_confidence=confidence, price_per_tops_hour=car.price, currency=CURRENCY,
             soc=round(car.soc, 4), region=REGIONS[car.region][0],
+            requirements=OfferRequirements(min_price_per_tops_hour=car.price),
         ))
 
     def withdrawal(self, car: Car, offer_id: str, reason: str) -> bytes:

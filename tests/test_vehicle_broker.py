@@ -173,9 +173,15 @@ async def test_each_car_logs_in_as_itself_on_a_secured_broker(topics: Topics, tm
     (tmp_path / "secret").write_bytes(secret + b"\n")
     async with embedded_broker(topics, secret) as broker, dispatcher(broker) as d, fleet_process(
         broker, tmp_path, "--count", "4", "--mode", "per-car", "--secret-file", str(tmp_path / "secret")
-    ):
+    ) as proc:
         await wait_until(lambda: len(d.of(VehicleStatus)) >= 4, 20, "4 cars logged in under their own names")
         await wait_until(lambda: d.of(ComputeOffer), 20, "an offer through the ACL")
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(proc.wait, 20) == 0
+        def goodbyes() -> int:
+            return len({s.sender for s in d.of(VehicleStatus, lambda s: s.reason == "fleet process stopped")})
+
+        await wait_until(lambda: goodbyes() == 4, 20, "each car's goodbye over its own connection")
         (tmp_path / "wrong").write_bytes(b"not-the-fleet-secret\n")
         done = await asyncio.to_thread(
             subprocess.run, [*fleet_command(broker, "--count", "2", "--secret-file", str(tmp_path / "wrong"))],
