@@ -106,3 +106,15 @@ async def test_cancelled_job_withdraws_its_shards(amqtt_broker: TestBroker, tmp_
         await wait_until(lambda: watch.status(job) == "cancelled", 10, "the cancellation")
         await wait_until(lambda: len(car.log.cancels) == 1, 10, "the shard cancel")
         assert car.log.cancels[0].assignment_id == car.log.assignments[0].assignment_id
+
+
+async def test_under_fleet_credentials_and_acl(secure_broker: TestBroker, tmp_path: Path) -> None:
+    """Logged in as `dispatcher`, `operator` and each car, on amqtt's plugins and on mosquitto."""
+    topics = secure_broker.topics
+    scripts = [CarScript("car-aa"), CarScript("car-bb")]
+    async with dispatcher_running(secure_broker, tmp_path / "l.sqlite"), \
+            Watcher(secure_broker.url("operator"), topics) as watch, \
+            scripted_fleet(secure_broker.url, topics, scripts):
+        job = await watch.submit(job_id="job-acl", shards=2, max_parallel_shards=4, redundancy=2, **JOB)
+        await wait_until(lambda: watch.status(job) == "done", 20, "the job to finish")
+        await wait_until(lambda: watch.summary is not None and watch.summary.shards_completed == 2, 5, "summary")

@@ -18,7 +18,7 @@ import hashlib
 import itertools
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -90,8 +90,9 @@ class CarLog:
 class ScriptedCar:
     """One scripted car on its own connection; use as an async context manager."""
 
-    def __init__(self, url: BrokerUrl, topics: Topics, script: CarScript) -> None:
-        self.url, self.topics, self.script = url, topics, script
+    def __init__(self, url: BrokerUrl | Callable[[str], BrokerUrl], topics: Topics, script: CarScript) -> None:
+        self.url = url if isinstance(url, BrokerUrl) else url(script.vehicle_id)  # a URL, or one per car
+        self.topics, self.script = topics, script
         self.vid = script.vehicle_id
         self.log = CarLog()
         self.busy = False
@@ -225,7 +226,7 @@ class ScriptedCar:
 
 
 @contextlib.asynccontextmanager
-async def scripted_fleet(url: BrokerUrl, topics: Topics, scripts: list[CarScript]):  # type: ignore[no-untyped-def]
+async def scripted_fleet(url: BrokerUrl | Callable[[str], BrokerUrl], topics: Topics, scripts: list[CarScript]):  # type: ignore[no-untyped-def]
     """Several scripted cars at once."""
     async with contextlib.AsyncExitStack() as stack:
         cars = [await stack.enter_async_context(ScriptedCar(url, topics, s)) for s in scripts]
