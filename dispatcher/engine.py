@@ -78,6 +78,7 @@ class Engine:
         self.rejected: Counter[str] = Counter()
         self.received = 0
         self.dirty: set[str] = set()
+        self.offer_changes: dict[str, str | None] = {}  # written to the ledger once per tick
         self.throughput = Throughput(window_sim_s=10.0 * speed)
         self.scheduler = Scheduler(self, rng)
         self._last_summary = (wall(), 0)
@@ -207,7 +208,7 @@ class Engine:
         if vid in self.unreliable:
             return
         if save:
-            self.ledger.save_offer(vid, message.model_dump_json())
+            self.offer_changes[vid] = message.model_dump_json()
         car = self.registry.car(vid)
         now_s = self.now_s  # times are rebased on our clock: the car's may be set differently
         offer = Offer(
@@ -229,7 +230,7 @@ class Engine:
     def _drop_offer(self, vid: str) -> None:
         in_book = self.book.remove(vid) is not None
         if self.held.pop(vid, None) is not None or in_book:
-            self.ledger.drop_offer(vid)
+            self.offer_changes[vid] = None
 
     def restore_offer(self, vid: str) -> None:
         offer = self.held.pop(vid, None)
@@ -362,6 +363,9 @@ class Engine:
             if now - info.last_heard_wall > info.silence_limit_s:
                 outs += self._lose(aid, "lost", "no word from the car", preemption=True)
         outs += self.scheduler.run_round()
+        if self.offer_changes:
+            self.ledger.save_offers(self.offer_changes)
+            self.offer_changes = {}
         return outs + self.flush_states()
 
     def summary(self) -> FleetSummary:

@@ -162,12 +162,16 @@ class Ledger:
         valid, wrong, reliability = row
         return int(valid), int(wrong), float(reliability)
 
-    def save_offer(self, vehicle_id: str, offer_json: str) -> None:
-        """Keep a car's standing offer, so that a restarted dispatcher knows it without waiting."""
-        self.db.execute("INSERT OR REPLACE INTO offers VALUES (?, ?)", (vehicle_id, offer_json))
+    def save_offers(self, changes: dict[str, str | None]) -> None:
+        """Keep cars' standing offers (None: withdrawn), so that a restarted dispatcher knows them.
 
-    def drop_offer(self, vehicle_id: str) -> None:
-        self.db.execute("DELETE FROM offers WHERE vehicle_id = ?", (vehicle_id,))
+        Offers are soft state: they are written in batches, and the last batch before a kill -9
+        may be lost; the cars' next offers, refusals and departures correct that.
+        """
+        with self.transaction() as db:
+            db.executemany("DELETE FROM offers WHERE vehicle_id = ?", [(v,) for v, o in changes.items() if o is None])
+            db.executemany("INSERT OR REPLACE INTO offers VALUES (?, ?)",
+                           [(v, o) for v, o in changes.items() if o is not None])
 
     def standing_offers(self) -> list[str]:
         return [str(row[0]) for row in self.db.execute("SELECT offer FROM offers")]

@@ -103,7 +103,13 @@ class DispatcherService:
             payload = message.payload
             if not isinstance(payload, bytes | bytearray):
                 payload = str(payload).encode()
-            for out in self.engine.handle(str(message.topic), bytes(payload)):
+            try:
+                outs = self.engine.handle(str(message.topic), bytes(payload))
+            except Exception:  # a bug must cost one message, not the control plane
+                log.exception("failed to handle a message on %s", message.topic)
+                self.engine.rejected["internal_error"] += 1
+                continue
+            for out in outs:
                 outbox.put_nowait(out)
 
     async def _publish(self, client: aiomqtt.Client, outbox: asyncio.Queue[Out]) -> None:
