@@ -225,3 +225,26 @@ def test_cars_go_silent_until_restarted_when_injected() -> None:
     run_until(fleet, T0 + 10 * 3600, step=120)
     assert fleet.counts["fault_silent"] > 0 and fleet.silent > 0
     assert any(e == ("drop", c.index) for c in fleet.cars if c.silent for e in fleet.link_events)
+
+
+def test_the_progress_line_is_one_short_line_with_the_counts() -> None:
+    import io
+    import threading
+
+    from fake_vehicles.runner import Runner, RunSettings
+    from mqttlink import BrokerUrl
+    from protocol.clock import ManualClock, SimClock
+
+    fleet = make_fleet(count=30)
+    run_until(fleet, T0 + 300)
+    out = io.StringIO()
+    wall = ManualClock(100.0)
+    settings = RunSettings(url=BrokerUrl("127.0.0.1", 1), gateway_id="gw-1-0-1", per_car=False, local_start=T0,
+                           progress_out=out)
+    runner = Runner(fleet, SimClock(60.0, datetime.fromtimestamp(T0, UTC), wall), settings, threading.Event())
+    runner.published = 500
+    runner._last_report = (0.0, 0)
+    runner.report(10.0)
+    (line,) = out.getvalue().splitlines()
+    assert line.startswith("vehicles: 30 cars: 30 online, ") and "50 msgs/s" in line and " busy, " in line
+    assert len(line) < 120

@@ -54,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fleet.add_argument("--speed", type=float, default=60.0,
                        help="simulated seconds per wall second (default: %(default)s)")
     fleet.add_argument("--sim-start", metavar="ISO8601",
-                       help="simulation start with its UTC offset, whose local time the owners live by "
-                            "(default: now, at UTC-08:00)")
+                       help="simulation start; its UTC offset is the local time owners live by, none "
+                            "means UTC (default: now, at UTC-08:00)")
     fleet.add_argument("--grow-to", type=int, metavar="M", help="grow the fleet to M cars ...")
     fleet.add_argument("--grow-over", type=float, default=60.0, metavar="WALL_SECONDS",
                        help="... over this many wall seconds (default: %(default)s)")
