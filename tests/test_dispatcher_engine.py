@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,7 @@ import pytest
 
 from dispatcher.engine import Engine
 from dispatcher.ledger import Ledger
+from dispatcher.views import Out
 from protocol import (
     ComputeOffer,
     ConnectionStatus,
@@ -22,6 +24,9 @@ from protocol import (
     MatchPolicy,
     SetPolicy,
     ShardAssignment,
+    ShardCancel,
+    ShardRefused,
+    ShardResult,
     Topics,
     VehicleStatus,
     decode,
@@ -137,3 +142,55 @@ def test_summary_and_policy_change(h: Harness) -> None:
     assert isinstance(summary, FleetSummary) and summary.policy is MatchPolicy.CHEAPEST
     assert summary.cars_by_hardware == {"HW5": 1, "HW6": 1}
     assert summary.tops_offered == 10_000.0 and summary.cars_by_state["idle"] == 2
+
+
+def assignments(outs: list[Out]) -> list[ShardAssignment]:
+    return [m for m in (decode(o.payload) for o in outs) if isinstance(m, ShardAssignment)]
+
+
+def result_for(h: Harness, a: ShardAssignment, digest: str | None = None) -> ShardResult:
+    honest = hashlib.sha256(f"{a.input_digest}:{a.shard_id}".encode()).hexdigest()
+    return ShardResult(**h.env(a.vehicle_id), assignment_id=a.assignment_id, job_id=a.job_id,  # type: ignore[arg-type]
+                       shard_id=a.shard_id, result_digest=digest or honest, work_tera_ops=a.work_tera_ops,
+                       energy_kwh=0.01, elapsed_s=1.0)
+
+
+def test_duplicate_results_count_once(h: Harness) -> None:
+    h.car("car-a")
+    h.car("car-b")
+    h.send(h.topics.job_submit, h.job(shards=1, max_parallel_shards=2, redundancy=2))
+    first, second = assignments(h.engine.tick())
+    for a in (first, second, first, second):  # QoS 1 may deliver each twice
+        h.send(h.topics.shards(a.vehicle_id), result_for(h, a))
+    totals = h.ledger.totals()
+    assert totals["shards_completed"] == 1 and totals["work_done"] == 2000.0  # two replicas, paid once each
+    assert h.ledger.statement("car-a").tops_hours == pytest.approx(1000.0 / 3600.0)
+    wrong_sender = result_for(h, first)
+    assert h.send(h.topics.shards("car-b"), wrong_sender) == []  # settled: ignored, whoever sends it
+    assert h.ledger.totals() == totals
+
+
+def test_a_refused_shard_goes_to_another_car(h: Harness) -> None:
+    h.car("car-a")
+    h.send(h.topics.job_submit, h.job(shards=1, max_parallel_shards=1))
+    (first,) = assignments(h.engine.tick())
+    refusal = ShardRefused(**h.env("car-a"), assignment_id=first.assignment_id, reason="not eligible")  # type: ignore[arg-type]
+    h.send(h.topics.shards("car-a"), refusal)
+    assert assignments(h.engine.tick()) == []  # its offer went with the refusal
+    h.car("car-b")
+    (second,) = assignments(h.engine.tick())
+    assert second.vehicle_id == "car-b" and second.shard_id == first.shard_id
+    assert h.engine.summary().preemptions == 0
+
+
+def test_a_job_past_its_deadline_fails_and_withdraws_its_shards(h: Harness) -> None:
+    h.car("car-a")
+    h.send(h.topics.job_submit, h.job(shards=1, max_parallel_shards=1, deadline=h.sim_now() + timedelta(minutes=10)))
+    (running,) = assignments(h.engine.tick())
+    h.wall.advance(11)  # 11 wall seconds at 60x: 11 simulated minutes
+    h.car("car-a")  # still alive
+    outs = [decode(o.payload) for o in h.engine.tick()]
+    cancels = [m for m in outs if isinstance(m, ShardCancel)]
+    states = [m for m in outs if isinstance(m, JobState)]
+    assert [c.assignment_id for c in cancels] == [running.assignment_id]
+    assert states[-1].status.value == "failed" and states[-1].reason == "deadline passed"
