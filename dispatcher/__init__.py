@@ -1,1 +1,1 @@
-"""fleetroom part."""
+"""The control plane: fleet registry, job ledger, matchmaking, recovery, validation and accounting."""

@@ -74,6 +74,7 @@ class Engine:
         self.book = OfferBook(policy)
         self.held: dict[str, Offer] = {}  # offers of cars that run our work, restored when it ends
         self.running: dict[str, Running] = {}
+        self.by_car: dict[str, set[str]] = {}  # vehicle -> its active assignment ids
         self.unreliable = ledger.unreliable_cars(UNRELIABLE_BELOW)
         self.rejected: Counter[str] = Counter()
         self.received = 0
@@ -106,12 +107,14 @@ class Engine:
         interval = job.checkpoint_interval_s if job else 60.0
         limit = max(self.registry.heartbeat_timeout_s, 3.0 * interval / self.speed)
         self.running[aid] = Running(vehicle_id, job_id, tops, now, limit)
+        self.by_car.setdefault(vehicle_id, set()).add(aid)
         car = self.registry.car(vehicle_id)
         self.registry.update(car, running=car.running + 1)
 
     def _unwatch(self, aid: str) -> Running | None:
         info = self.running.pop(aid, None)
         if info is not None:
+            self.by_car.get(info.vehicle_id, set()).discard(aid)
             car = self.registry.car(info.vehicle_id)
             self.registry.update(car, running=max(0, car.running - 1))
         return info
@@ -182,7 +185,7 @@ class Engine:
         self._drop_offer(vid)
         self.registry.update(car, liveness=liveness, offering=False)
         outs: list[Out] = []
-        for aid in [a for a, r in self.running.items() if r.vehicle_id == vid]:
+        for aid in sorted(self.by_car.pop(vid, ())):
             outs += self._lose(aid, "lost", why, preemption=True)
         return outs
 
