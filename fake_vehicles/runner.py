@@ -91,10 +91,17 @@ class Runner:
                 raise StartupError(f"no answer from the MQTT broker at {self.s.url} within {timeout:.0f}s")
             self.net.poll(0.05)
 
+    def heartbeat(self) -> None:
+        """The connection's retained status again, with the cars it speaks for: liveness in gateway mode."""
+        link = self.gateway
+        if link.connected:
+            enc = self.fleet.enc
+            cars = len(self.fleet.cars) - self.fleet.silent
+            payload = enc.connection_status(self.s.gateway_id, Liveness.ONLINE, cars)
+            link.publish(enc.topics.connection_status(self.s.gateway_id), payload, 1, True)
+
     def _gateway_connected(self, link: Link) -> None:
-        enc = self.fleet.enc
-        payload = enc.connection_status(self.s.gateway_id, Liveness.ONLINE, len(self.fleet.cars))
-        link.publish(enc.topics.connection_status(self.s.gateway_id), payload, 1, True)
+        self.heartbeat()
         if link.connects > 1 and not self.s.per_car:
             log.info("%s: reconnected; announcing %d cars again", self.s.gateway_id, len(self.fleet.cars))
             self.fleet.reannounce_all()
@@ -212,6 +219,8 @@ class Runner:
             now = time.monotonic()
             if now - self._last_report[0] >= self.s.progress_every_s:
                 self.report(now)
+                self.heartbeat()
+                self.net.flush()
             if end is not None and now >= end:
                 break
         self.goodbye()

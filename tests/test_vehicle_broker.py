@@ -155,7 +155,8 @@ async def test_gateway_mode_says_goodbye_on_sigterm_and_leaves_a_will_when_kille
             await wait_until(lambda: len(d.of(VehicleStatus)) >= 30, 20, "30 cars online")
             (gw,) = {s.gateway for s in d.of(VehicleStatus)}
             assert gw is not None and gw.startswith("gw-")
-            await wait_until(lambda: d.of(ConnectionStatus, lambda c: c.state == "online"), 20, "the gateway online")
+            await wait_until(lambda: d.of(ConnectionStatus, lambda c: c.state == "online" and c.vehicle_count == 30),
+                             20, "the gateway's heartbeat counting its 30 cars")
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(proc.wait, 20) == 0
         await wait_until(lambda: len({s.sender for s in d.of(VehicleStatus, lambda s: s.state == Liveness.OFFLINE)})
