@@ -31,6 +31,7 @@ from protocol.clock import SimClock
 from protocol.fleet_messages import FleetSummary, MatchPolicy
 
 if TYPE_CHECKING:
+    from dispatcher.ledger import Ledger
     from dispatcher.service import DispatcherService
 
 STATUS_EVERY_S = 5.0
@@ -130,9 +131,23 @@ async def _serve(args: argparse.Namespace) -> int:
             group.create_task(_watch(service, task, args.duration))
     except* BrokerUnreachable as failed:
         raise failed.exceptions[0] from None
+    else:
+        print(status_line(engine.summary()), file=sys.stderr)
+        for line in earnings_lines(ledger):
+            print(line, file=sys.stderr)
     finally:
         ledger.close()
     return 0
+
+
+def earnings_lines(ledger: Ledger, top: int = 5) -> list[str]:
+    """The owners who earned most, from the ledger: TOPS-hours, gross, energy, net."""
+    statements = ledger.owner_statements()
+    lines = [f"earnings: {len(statements)} owners; top {min(top, len(statements))}:"] if statements else []
+    for s in statements[:top]:
+        lines.append(f"  {s.who}: {s.tops_hours:,.2f} TOPS-h, gross {s.gross:.4f}, "
+                     f"energy {s.energy_kwh:.3f} kWh costing {s.energy_cost:.4f}, net {s.net:.4f}")
+    return lines
 
 
 async def _watch(service: DispatcherService, task: asyncio.Task[None], duration: float | None) -> None:

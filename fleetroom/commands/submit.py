@@ -136,7 +136,7 @@ async def _follow(client: aiomqtt.Client, topics: Topics, job: JobSubmission) ->
             async with asyncio.timeout(RESUBMIT_EVERY_S):
                 async for message in client.messages:
                     try:
-                        _, state = decode_on(topics, str(message.topic), bytes(message.payload))  # type: ignore[arg-type]
+                        _, state = decode_on(topics, str(message.topic), bytes(message.payload))
                     except ProtocolError:
                         continue
                     if not isinstance(state, JobState) or state.job_id != job.job_id:
