@@ -133,14 +133,19 @@ class Car:
         self.drive_s, self.next_dest, self.confident = leg.drive_s, leg.dest, leg.confident
 
     def next_event_at(self) -> float:
-        """When this car next changes phase: owner returns, departs, or arrives."""
+        """When this car next changes phase: settles after parking, owner returns, departs, or arrives."""
         if self.driving or self.owner_back:
             return self.next_at
-        return self.next_at - OWNER_RETURN_LEAD_S
+        back = self.next_at - OWNER_RETURN_LEAD_S
+        return min(self.arrived_at + SETTLE_S, back) if self.arrived_at > -math.inf else back
 
     def on_event(self, t: float, rng: random.Random) -> str:
-        """Move to the next phase at `t`; return "owner_back", "depart" or "arrive"."""
+        """Move to the next phase at `t`; return "settled", "owner_back", "depart" or "arrive"."""
         self.advance(t)
+        if not self.driving and not self.owner_back and self.arrived_at > -math.inf \
+                and t < self.next_at - OWNER_RETURN_LEAD_S:
+            self.arrived_at = -math.inf  # the driver has left the car: it may offer now
+            return "settled"
         if self.driving:
             self.driving, self.arrived_at, self.owner_back = False, t, False
             self.charger_kw = self.charger_at(self.place)

@@ -27,7 +27,7 @@ from protocol.vehicle_messages import Liveness, SuspendReason
 log = logging.getLogger(__name__)
 
 VACATE_REASON = f"owner returned: checkpointed and handed back within the {VACATE_DEADLINE_S:.0f} s vacate deadline"
-SWEEP_PASS_S = 60.0  # every car's eligibility is re-checked at least this often (simulation seconds)
+SWEEP_PASS_S = 60.0  # eligibility is re-checked this often, or at each telemetry report if rarer
 Outgoing = tuple[int, str, bytes, int, bool]  # (car index or -1, topic, payload, qos, retain)
 Mix = list[tuple[float, HardwareGeneration]]
 
@@ -68,7 +68,10 @@ class Fleet:
         self.driving = 0
         self.silent = 0
         self.t = 0.0
-        self._pass_interval = min(config.telemetry_interval_s, SWEEP_PASS_S)
+        # A car offers as soon as it has settled after parking (an event); other changes of
+        # eligibility (charge, pack, schedule) are found by the sweep. With a million cars and
+        # hourly telemetry, checking them every simulated minute would take the whole CPU.
+        self._pass_interval = min(config.telemetry_interval_s, max(SWEEP_PASS_S, config.count / 300))
         self._telemetry_every = max(1, round(config.telemetry_interval_s / self._pass_interval))
         self._sweep_ptr = 0
         self._sweep_pass = 0
@@ -163,7 +166,10 @@ class Fleet:
 
     def _on_event(self, car: Car, at: float) -> None:
         event = car.on_event(at, self.rng)
-        if event == "owner_back":
+        if event == "settled":
+            if not car.silent and car.offer_id is None and car.shard is None and car.suspend_reason(at) is None:
+                self.offer(car)
+        elif event == "owner_back":
             if car.shard is not None:
                 self.preempt(car, VACATE_REASON)
             self.withdraw(car, "owner returned")
@@ -175,7 +181,7 @@ class Fleet:
             elif self.config.faults.silent_per_day and self.fault_rng.random() < self.config.faults.silent_per_day:
                 self.counts["fault_silent"] += 1
                 self.go_silent(car)
-        else:
+        elif event == "arrive":
             self.driving -= 1
 
     def _step_busy(self, car: Car, t: float) -> None:

@@ -248,3 +248,20 @@ def test_the_progress_line_is_one_short_line_with_the_counts() -> None:
     (line,) = out.getvalue().splitlines()
     assert line.startswith("vehicles: 30 cars: 30 online, ") and "50 msgs/s" in line and " busy, " in line
     assert len(line) < 120
+
+
+def test_a_car_offers_as_soon_as_its_driver_has_left_without_waiting_for_the_sweep() -> None:
+    from fake_vehicles.car import DETOUR_DRIVE_S, OWNER_RETURN_LEAD_S, SETTLE_S
+
+    fleet = make_fleet(count=40, telemetry_interval_s=3600.0)
+    vid = an_offering_car(fleet)
+    car = fleet.by_id[vid]
+    fleet.drive_away(car, fleet.t)
+    drain(fleet)
+    back = fleet.t + OWNER_RETURN_LEAD_S + DETOUR_DRIVE_S
+    fleet.advance(back + SETTLE_S / 2)
+    assert not car.driving
+    assert not any(isinstance(m, ComputeOffer) and m.sender == vid for _, m in drain(fleet)), "driver still in"
+    fleet.advance(back + SETTLE_S + 1)  # events only: no sweep
+    offers = [m for _, m in drain(fleet) if isinstance(m, ComputeOffer) and m.sender == vid]
+    assert len(offers) == 1 and offers[0].offer_id.endswith("-o2")
