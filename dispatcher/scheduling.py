@@ -23,6 +23,9 @@ from protocol.job_messages import JobSubmission, ShardAssignment, WaitReason
 if TYPE_CHECKING:
     from dispatcher.engine import Engine
 
+ANALYSES_PER_ROUND = 2  # "why is it not running" is a scan: bound it per round, whatever the queue
+ANALYSIS_SAMPLE = 5_000  # offers looked at per analysis; counts beyond are scaled and marked "sampled"
+
 
 class Exclusions(Container[str]):
     """Cars a slot must not go to: those that ran its shard, and unreliable ones."""
@@ -45,6 +48,7 @@ class Scheduler:
         self._analyzed_at: dict[str, float] = {}
         self._submissions: dict[str, JobSubmission] = {}
         self._counter = int(engine.ledger.scalar("SELECT COUNT(*) FROM assignments"))
+        self._analyses_left = ANALYSES_PER_ROUND
 
     def submission(self, job_id: str) -> JobSubmission | None:
         if job_id not in self._submissions:
@@ -64,6 +68,7 @@ class Scheduler:
     def run_round(self) -> list[Out]:
         outs: list[Out] = []
         now_s = self.engine.now_s
+        self._analyses_left = ANALYSES_PER_ROUND
         for job in work.open_jobs(self.engine.ledger):
             if job.deadline_s is not None and now_s > job.deadline_s:
                 outs += self.engine.end_job(job.job_id, "failed", "deadline passed")
@@ -118,11 +123,12 @@ class Scheduler:
     def _explain(self, job_id: str, need: Need, exclude: Exclusions, now_s: float) -> None:
         """condor_q -better-analyze: how many cars fail each requirement of a waiting job."""
         wall = self.engine.wall()
-        if wall - self._analyzed_at.get(job_id, -1e18) < self.analyze_every_s:
+        if self._analyses_left <= 0 or wall - self._analyzed_at.get(job_id, -1e18) < self.analyze_every_s:
             return
+        self._analyses_left -= 1
         self._analyzed_at[job_id] = wall
         book, registry = self.engine.book, self.engine.registry
-        counts, sampled = book.analyze(need, now_s, exclude)
+        counts, sampled = book.analyze(need, now_s, exclude, sample_limit=ANALYSIS_SAMPLE)
         reasons = [WaitReason(requirement="car online, parked and offering compute",
                               cars_failing=max(0, len(registry.cars) - len(book)))]
         suffix = " (sampled)" if sampled else ""
