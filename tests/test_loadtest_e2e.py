@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.demo_loadtest import fleetroom, wait_gone
+from tests.support.demo_loadtest import fleetroom, processes_in, wait_gone
 
 pytestmark = pytest.mark.slow
 
@@ -32,4 +37,34 @@ def test_small_scenario_survives_a_broker_restart_and_loses_no_job(tmp_path: Pat
     assert "conn " in result.stderr and "recv " in result.stderr  # live counters
     assert report["broker"] == broker and report["fleet_processes"] == processes
     assert report["fleet"]["cars_seen"] == 30  # the two processes split the fleet without overlap
+    assert wait_gone(out) == []
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_a_dying_fleet_aborts_the_run_with_a_report_and_nothing_left(tmp_path: Path) -> None:
+    scenario = tmp_path / "short.toml"
+    scenario.write_text('[fleet]\ncount = 5\n[[stages]]\nkind = "steady"\nduration_s = 60\n')
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "fleetroom", "loadtest", str(scenario), "--out", str(out),
+                             "--topic-prefix", "tabort"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (fleet := [pid for pid in processes_in(out) if b"vehicles" in _cmdline(pid)]):
+            assert proc.poll() is None and time.monotonic() < deadline, "the fleet process never started"
+            time.sleep(0.1)
+        os.kill(fleet[0], signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert "aborted: fleet-0 exited with code -9" in stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["aborted"] and report["passed"] is False
     assert wait_gone(out) == []

@@ -120,11 +120,12 @@ def run(args: argparse.Namespace) -> int:
         stack = Stack(supervisor, topics.prefix)
         try:
             _start_broker(stack, args, scenario)
-            test = LoadTest(scenario, stack, topics, supervisor.run_dir, printer)
-            report, verdicts = asyncio.run(test.run())
-        except (ChildDied, NotReady, TimeoutError) as exc:
-            printer.finish()
-            print(f"fleetroom loadtest: aborted: {exc}", file=sys.stderr)
+        except (ChildDied, NotReady) as exc:
+            print(f"fleetroom loadtest: the broker did not start: {exc}", file=sys.stderr)
             return 1
+        test = LoadTest(scenario, stack, topics, supervisor.run_dir, printer)
+        report, verdicts = asyncio.run(test.run())
     print_summary(report, verdicts, supervisor.run_dir)
+    if report["aborted"]:
+        print(f"fleetroom loadtest: aborted: {report['aborted']}", file=sys.stderr)
     return 0 if all(v.passed for v in verdicts) else 1

@@ -18,6 +18,7 @@ from typing import Any
 
 from fleetroom.compose.jobstream import JobStream
 from fleetroom.compose.stack import DISPATCHER, Stack
+from fleetroom.compose.supervisor import ChildDied, NotReady
 from fleetroom.loadtest.ledger import RunLedger
 from fleetroom.loadtest.observer import Observer
 from fleetroom.loadtest.progress import Progress, ProgressPrinter, progress_line
@@ -60,6 +61,7 @@ class LoadTest:
     ledger: RunLedger = field(default_factory=RunLedger)
     records: list[StageRecord] = field(default_factory=list)
     submitting: bool = True
+    aborted: str = ""
 
     def __post_init__(self) -> None:
         self.started = time.monotonic()
@@ -114,6 +116,8 @@ class LoadTest:
                 await asyncio.to_thread(self.start_fleet, [])
             for index, stage in enumerate(self.scenario.stages, 1):
                 await self._run_stage(index, stage)
+        except (ChildDied, NotReady, TimeoutError) as exc:
+            self.aborted = str(exc) or type(exc).__name__  # the report still says what was seen until then
         finally:
             self.printer.finish()
             observer.cancel()
@@ -125,10 +129,12 @@ class LoadTest:
             "scenario": self.scenario.name, "description": self.scenario.description,
             "broker": self.stack.broker_kind, "fleet_processes": self.scenario.fleet.processes,
             "speed": self.scenario.speed, "sim_start": self.sim_start.isoformat(),
-            "finished_at": utc_now().isoformat(),
+            "finished_at": utc_now().isoformat(), "aborted": self.aborted,
         }
         report = build_report(meta, self.ledger, self.records, self.now_s())
         verdicts = evaluate(self.scenario.slo, report)
+        if self.aborted:
+            verdicts.append(Verdict("aborted", f"run aborted: {self.aborted}", 0.0, 1.0, False))
         write_report(self.out_dir, report, verdicts, self.ledger, self.records)
         return report, verdicts
 

@@ -19,8 +19,10 @@ class Verdict:
     passed: bool
 
     def line(self) -> str:
-        sign = "<=" if self.key.startswith("max_") else ">="
         mark = "PASS" if self.passed else "FAIL"
+        if self.key not in SLO_KEYS:
+            return f"{mark}  {self.what}"
+        sign = "<=" if self.key.startswith("max_") else ">="
         return f"{mark}  {self.what}: {self.measured:,.6g} (objective {sign} {self.limit:,.6g})"
 
 
