@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from protocol import Liveness
 from tests.support.brokers import TestBroker
 from tests.support.scripted_cars import CarScript, Watcher, scripted_fleet
 from tests.support.waiting import wait_until
@@ -76,13 +77,16 @@ async def run_kill_and_restart(
                              min_tops_per_car=100.0, max_parallel_shards=3, redundancy=2)
     await wait_until(lambda: (s := watch.states.get(job)) is not None and s.shards_done >= 2, 30,
                      "two shards done before the kill")
+    assert watch.connections.get("dispatcher") is Liveness.ONLINE
     first.send_signal(signal.SIGKILL)
     await first.wait()
     assert first.returncode == -signal.SIGKILL
+    await wait_until(lambda: watch.connections.get("dispatcher") is Liveness.OFFLINE, 10, "the dispatcher's Will")
     assert ledger_facts(db)["status"] == "running"
     second = await start_dispatcher(broker, db, log)
     try:
         await wait_until(lambda: watch.status(job) == "done", 40, "the job to finish after the restart")
+        assert watch.connections.get("dispatcher") is Liveness.ONLINE
     finally:
         second.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(second.wait(), 15)

@@ -32,6 +32,7 @@ from dispatcher.service import DispatcherService, ServiceSettings
 from mqttlink import BrokerUrl, make_client
 from protocol import (
     ComputeOffer,
+    ConnectionStatus,
     FleetSummary,
     HardwareGeneration,
     JobState,
@@ -242,6 +243,7 @@ class Watcher:
         self.history: dict[str, list[JobState]] = {}
         self.summary: FleetSummary | None = None
         self.summary_seen = asyncio.Event()
+        self.connections: dict[str, Liveness] = {}  # process connections' retained status
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -250,6 +252,7 @@ class Watcher:
         await self._client.__aenter__()
         await self._client.subscribe(self.topics.all_job_states, qos=1)
         await self._client.subscribe(self.topics.summary, qos=1)
+        await self._client.subscribe(self.topics.all_connections, qos=1)
         self._task = asyncio.create_task(self._listen())
         return self
 
@@ -268,6 +271,8 @@ class Watcher:
             if isinstance(decoded, JobState):
                 self.states[decoded.job_id] = decoded
                 self.history.setdefault(decoded.job_id, []).append(decoded)
+            elif isinstance(decoded, ConnectionStatus):
+                self.connections[decoded.sender] = decoded.state
             elif isinstance(decoded, FleetSummary):
                 self.summary = decoded
                 self.summary_seen.set()
