@@ -120,6 +120,15 @@ def failed_requirement(policy: MatchPolicy, need: Need, offer: Offer, now_s: flo
     return None
 
 
+def _replace_at(heap: list[tuple[float, int, str]], index: int, item: tuple[float, int, str]) -> None:
+    """Put `item` at `index` and restore the heap order (heapq's own sift helpers, either way)."""
+    heap[index] = item
+    if index > 0 and item < heap[(index - 1) // 2]:
+        heapq._siftdown(heap, 0, index)  # type: ignore[attr-defined]
+    else:
+        heapq._siftup(heap, index)  # type: ignore[attr-defined]
+
+
 @dataclass(slots=True)
 class _Bucket:
     heap: list[tuple[float, int, str]] = field(default_factory=list)
@@ -177,20 +186,20 @@ class OfferBook:
 
     def match(self, need: Need, now_s: float, exclude: Container[str] = ()) -> Offer | None:
         """Take the best offer that meets `need` out of the book, or return None."""
-        stepped_over: dict[tuple[int, int], list[tuple[float, int, str]]] = {}
         budget = [PROBE_BUDGET]
-        best: tuple[float, int, str] | None = None
-        best_key: tuple[int, int] | None = None
+        best: tuple[tuple[float, int, str], tuple[int, int], int] | None = None
         for key in self._candidate_keys(need):
-            head = self._head(key, need, now_s, exclude, stepped_over, budget)
-            if head is not None and (best is None or head < best):
-                best, best_key = head, key
-        for key, items in stepped_over.items():
-            for item in items:
-                heapq.heappush(self._buckets[key].heap, item)
-        if best is None or best_key is None:
+            found = self._head(key, need, now_s, exclude, budget)
+            if found is not None and (best is None or found[0] < best[0]):
+                best = (found[0], key, found[1])
+        if best is None:
             return None
-        return self.remove(best[2])
+        item, key, index = best
+        heap = self._buckets[key].heap
+        last = heap.pop()  # take the chosen entry out of its heap now, so no stale entry stays near the top
+        if index < len(heap):
+            _replace_at(heap, index, last)
+        return self.remove(item[2])
 
     def _candidate_keys(self, need: Need) -> Iterator[tuple[int, int]]:
         floor_rank = HW_RANK[need.min_hardware] if need.min_hardware is not None else 0
@@ -199,27 +208,29 @@ class OfferBook:
                 yield key
 
     def _head(
-        self,
-        key: tuple[int, int],
-        need: Need,
-        now_s: float,
-        exclude: Container[str],
-        stepped_over: dict[tuple[int, int], list[tuple[float, int, str]]],
-        budget: list[int],
-    ) -> tuple[float, int, str] | None:
+        self, key: tuple[int, int], need: Need, now_s: float, exclude: Container[str], budget: list[int]
+    ) -> tuple[tuple[float, int, str], int] | None:
+        """The best entry of one bucket that meets `need`, and its position in the heap.
+
+        Entries are visited in rank order without changing the heap (a small frontier heap of
+        positions walks it), so stepping over cars that fail this job costs no heap surgery.
+        """
         heap = self._buckets[key].heap
-        while heap:
-            item = heap[0]
-            if not self._live(item):
-                heapq.heappop(heap)
-                continue
-            offer = self.offers[item[2]]
-            if offer.vehicle_id not in exclude and failed_requirement(self.policy, need, offer, now_s) is None:
-                return item
-            if budget[0] <= 0:
-                return None
-            budget[0] -= 1
-            stepped_over.setdefault(key, []).append(heapq.heappop(heap))
+        while heap and not self._live(heap[0]):
+            heapq.heappop(heap)
+        frontier: list[tuple[tuple[float, int, str], int]] = [(heap[0], 0)] if heap else []
+        while frontier:
+            item, index = heapq.heappop(frontier)
+            if self._live(item):
+                offer = self.offers[item[2]]
+                if offer.vehicle_id not in exclude and failed_requirement(self.policy, need, offer, now_s) is None:
+                    return item, index
+                if budget[0] <= 0:
+                    return None
+                budget[0] -= 1
+            for child in (2 * index + 1, 2 * index + 2):
+                if child < len(heap):
+                    heapq.heappush(frontier, (heap[child], child))
         return None
 
     def _live(self, item: tuple[float, int, str]) -> bool:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dispatcher import jobs
-from dispatcher.matchmaker import HW_RANK, Need, Offer, OfferBook, failed_requirement
+from dispatcher.matchmaker import HW_RANK, Need, Offer, OfferBook, failed_requirement, policy_score
 from protocol import HardwareGeneration, MatchPolicy
 
 NOW = 1_000_000.0
@@ -128,3 +128,21 @@ def test_votes_accept_only_agreement() -> None:
     assert jobs.decide([("new", liar)], 1, {"new": False}, 0, 1).need_another
     assert jobs.decide([("old", honest)], 1, {"old": True}, 0, 1).accepted == honest
     assert jobs.decide([("x", honest), ("y", liar)], 2, {}, 0, 2 + jobs.EXTRA_REPLICAS).give_up
+
+
+@settings(max_examples=100, deadline=None)
+@given(offers=offers_st, policy=st.sampled_from(list(MatchPolicy)), takes=st.integers(1, 30))
+def test_matches_come_in_rank_order_and_heaps_stay_heaps(offers: list[Offer], policy: MatchPolicy, takes: int) -> None:
+    book = OfferBook(policy)
+    for offer in offers:
+        book.put(offer)
+    need = Need(min_tops=1.0)
+    scores = []
+    for _ in range(takes):
+        chosen = book.match(need, NOW)
+        if chosen is None:
+            break
+        scores.append((policy_score(policy, chosen), chosen.seq))
+        for bucket in book._buckets.values():
+            assert all(bucket.heap[(i - 1) // 2] <= bucket.heap[i] for i in range(1, len(bucket.heap)))
+    assert scores == sorted(scores), "a better car was passed over"
