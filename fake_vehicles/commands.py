@@ -138,7 +138,7 @@ class CommandHandler:
             self.bad("unknown_assignment", f"{car.vehicle_id} has no assignment {c.assignment_id} to cancel")
             return
         self.fleet.counts["cancelled"] += 1
-        self.fleet._release(car)
+        self.fleet.release(car)
 
     def _control(self, payload: bytes, t: float) -> None:
         try:

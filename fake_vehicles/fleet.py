@@ -22,7 +22,7 @@ from fake_vehicles.faults import FaultConfig
 from fake_vehicles.messages import Encoder
 from fake_vehicles.work import result_digest, wrong_digest
 from protocol.base import HardwareGeneration
-from protocol.vehicle_messages import Liveness, SuspendReason
+from protocol.vehicle_messages import Liveness
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class Fleet:
         car.earned += a.price_per_tops_hour * shard.tops * max(0.0, t - shard.started_t) / 3600.0
         self.send(car, "shards", self.enc.result(car, digest, t))
         self.counts["results"] += 1
-        self._release(car)
+        self.release(car)
 
     def preempt(self, car: Car, reason: str) -> None:
         """Checkpoint now and hand the shard back: nothing is silently dropped."""
@@ -224,9 +224,10 @@ class Fleet:
         shard.take_checkpoint(car.t)
         self.send(car, "shards", self.enc.preempted(car, reason))
         self.counts["preemptions"] += 1
-        self._release(car)
+        self.release(car)
 
-    def _release(self, car: Car) -> None:
+    def release(self, car: Car) -> None:
+        """The car no longer runs a shard (finished, handed back, cancelled or lost)."""
         car.shard = None
         self.busy.pop(car.index, None)
 
@@ -236,7 +237,7 @@ class Fleet:
         self.silent += 1
         car.offer_id = None
         if car.shard is not None:
-            self._release(car)
+            self.release(car)
         self.link_events.append(("drop", car.index))
 
     def restart(self, car: Car) -> None:
@@ -337,4 +338,4 @@ class Fleet:
         }
 
 
-__all__ = ["Fleet", "FleetConfig", "Outgoing", "SuspendReason"]
+__all__ = ["Fleet", "FleetConfig", "Outgoing"]

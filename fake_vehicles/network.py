@@ -118,6 +118,10 @@ class Link:
         if self.on_connected is not None:
             self.on_connected(self)
 
+    def retry_later(self, reason: object) -> None:
+        """The connection is down (or could not be opened): try again after a backoff delay."""
+        self._on_disconnect(self.client, None, None, reason, None)
+
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         was = self.connected
         self.connected = False
@@ -208,7 +212,7 @@ class Net:
                 try:
                     link.client.reconnect()
                 except OSError as exc:
-                    link._on_disconnect(link.client, None, None, exc, None)
+                    link.retry_later(exc)
 
     @property
     def backlogged(self) -> bool:

@@ -147,7 +147,7 @@ class Runner:
         try:
             link.start()
         except OSError as exc:
-            link._on_disconnect(link.client, None, None, exc, None)
+            link.retry_later(exc)
 
     # the loop -------------------------------------------------------------------------------
     def sim_now(self) -> float:
