@@ -53,6 +53,17 @@ def location_of(car: Car) -> tuple[float, float]:
     return round(lat, 2), round(lon, 2)
 
 
+FLEET_OWNED_SHARE = 10  # percent; assumption: rental and ride-hail fleets own some of the cars
+FLEET_OWNERS = 50
+
+
+def owner_of(car: Car) -> str | None:
+    """A pseudonymous owner for cars in a fleet owner's hands; None when the car is its owner's only one."""
+    if (car.seed >> 17) % 100 >= FLEET_OWNED_SHARE:
+        return None
+    return f"owner-{(car.seed >> 24) % FLEET_OWNERS:02d}"
+
+
 class Encoder:
     """Builds one process's messages; `stamp` sets the wall and simulation time for a tick."""
 
@@ -84,7 +95,7 @@ class Encoder:
     def status(self, car: Car, state: Liveness, reason: str = "") -> bytes:
         return encode(VehicleStatus(
             sender=car.vehicle_id, sent_at=self.sent_at, sim_time=self.sim_time, state=state,
-            hardware=car.hardware.generation, gateway=self.gateway, reason=reason,
+            hardware=car.hardware.generation, gateway=self.gateway, reason=reason, owner_id=owner_of(car),
         ))
 
     def connection_status(self, client_id: str, state: Liveness, vehicle_count: int) -> bytes:

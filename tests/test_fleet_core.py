@@ -265,3 +265,10 @@ def test_a_car_offers_as_soon_as_its_driver_has_left_without_waiting_for_the_swe
     fleet.advance(back + SETTLE_S + 1)  # events only: no sweep
     offers = [m for _, m in drain(fleet) if isinstance(m, ComputeOffer) and m.sender == vid]
     assert len(offers) == 1 and offers[0].offer_id.endswith("-o2")
+
+
+def test_some_cars_belong_to_fleet_owners_for_per_owner_earnings() -> None:
+    fleet = make_fleet(count=400)
+    owners = [m.owner_id for _, m in drain(fleet) if isinstance(m, VehicleStatus)]
+    owned = [o for o in owners if o is not None]
+    assert 0.05 < len(owned) / len(owners) < 0.2 and len(set(owned)) > 10
