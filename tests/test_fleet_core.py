@@ -154,7 +154,8 @@ def test_bad_assignments_are_refused_counted_and_the_car_keeps_running() -> None
     refusals = {m.assignment_id: m.reason for _, m in drain(fleet) if isinstance(m, ShardRefused)}
     assert set(refusals) == {"as-wrong", "as-bad", "as-big", "as-ckpt"}
     assert "not addressed" in refusals["as-wrong"] and "malformed" in refusals["as-bad"]
-    assert fleet.counts["refused"] == 4 and fleet.counts["rejected"] == 4  # wrong car, 2 malformed, cancel
+    assert fleet.counts["refused"] == 4 and fleet.counts["rejected"] == 3  # wrong car, 2 malformed
+    assert fleet.counts["stale_cancels"] == 1
     send(fleet, assignment(fleet, vid, work_s=60))
     send(fleet, assignment(fleet, vid, work_s=60))  # a QoS 1 duplicate is not refused
     send(fleet, assignment(fleet, vid, work_s=60, assignment_id="as-2"))
