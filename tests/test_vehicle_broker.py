@@ -223,3 +223,10 @@ async def test_cars_come_back_after_the_broker_restarts(amqtt_broker: TestBroker
             await wait_until(lambda: len({s.sender for s in d.of(VehicleStatus, lambda s: s.reason == "reconnected")})
                              == 4, 30, "4 cars announcing themselves again")
             await wait_until(lambda: d.of(ComputeOffer), 20, "offers again")
+
+
+async def test_the_fleet_grows_over_wall_time(amqtt_broker: TestBroker, tmp_path: Path) -> None:
+    async with dispatcher(amqtt_broker) as d, fleet_process(
+        amqtt_broker, tmp_path, "--count", "5", "--grow-to", "25", "--grow-over", "1", "--mode", "gateway"
+    ):
+        await wait_until(lambda: len({s.sender for s in d.of(VehicleStatus)}) == 25, 20, "25 cars after growing")
