@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fleetroom.cli import main
-from fleetroom.loadtest.runner import sim_start_for
+from fleetroom.loadtest.runner import sim_start_for, with_sim_start
 from fleetroom.loadtest.scenario import STAGE_KINDS, ScenarioError, load_scenario, parse_scenario
 
 SCENARIOS = sorted(Path("scenarios").glob("*.toml"))
@@ -99,3 +99,10 @@ def test_mass_departure_lands_on_the_departure_hour() -> None:
     start = sim_start_for(scenario, datetime(2026, 12, 1, 3, 0, tzinfo=UTC))
     # 17 wall seconds at 60x = 17 simulated minutes before 17:00
     assert start == datetime(2026, 12, 1, 16, 43, tzinfo=UTC)
+
+
+def test_a_restarted_process_gets_the_runs_time_now() -> None:
+    argv = ["python", "-m", "fleetroom", "dispatcher", "--sim-start", "2026-12-01T09:00:00+00:00", "--speed", "60"]
+    assert with_sim_start(argv, "2026-12-01T11:00:00+00:00")[5] == "2026-12-01T11:00:00+00:00"
+    assert argv[5] == "2026-12-01T09:00:00+00:00"  # the original is left alone
+    assert with_sim_start(["x"], "t") == ["x"]

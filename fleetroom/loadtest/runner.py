@@ -45,6 +45,14 @@ def sim_start_for(scenario: Scenario, today: datetime) -> datetime:
     return today.replace(hour=9, minute=0, second=0, microsecond=0)
 
 
+def with_sim_start(argv: list[str], sim_start: str) -> list[str]:
+    """`argv` with the value of its `--sim-start` flag replaced."""
+    out = list(argv)
+    if "--sim-start" in out:
+        out[out.index("--sim-start") + 1] = sim_start
+    return out
+
+
 def hardware_mix_flag(mix: dict[str, float]) -> str:
     return ",".join(f"{name}={share:g}" for name, share in mix.items())
 
@@ -72,18 +80,30 @@ class LoadTest:
                               scale=self.scenario.jobs.scale)
         self.observer = Observer(self.stack.url_or_fail(), self.topics, self.ledger, self.started)
         self._job_credit = 0.0
+        self._planned_end = 0.0  # seconds after the first stage started
+        self._first_stage_at = 0.0
         self._unacknowledged: dict[str, tuple[JobSubmission, float]] = {}
         self._fleet_started = False
 
     def now_s(self) -> float:
         return time.monotonic() - self.started
 
+    def sim_now_iso(self) -> str:
+        """The run's simulation time now: each process's clock starts at its `--sim-start`, so a
+        process (re)started later is given the time of its start, not the run's origin."""
+        return self.clock.now().isoformat()
+
+    def restart(self, name: str) -> None:
+        """Start child `name` again with its command line, its clock set to the run's time now."""
+        sup = self.stack.supervisor
+        sup.start(name, with_sim_start(sup.children[name].argv, self.sim_now_iso()))
+
     # the command lines of the parts ----------------------------------------------------------
     def fleet_args(self, count: int, seed: int, faulty_share: float, extra: list[str]) -> list[str]:
         fleet = self.scenario.fleet
         return [
             "--count", str(count), "--seed", str(seed), "--hardware-mix", hardware_mix_flag(fleet.hardware_mix),
-            "--speed", f"{self.scenario.speed:g}", "--sim-start", self.sim_start.isoformat(),
+            "--speed", f"{self.scenario.speed:g}", "--sim-start", self.sim_now_iso(),
             "--telemetry-interval", f"{fleet.telemetry_interval_s:g}", "--mode", fleet.mode,
             "--faulty-share", f"{faulty_share:g}", *extra,
         ]
@@ -100,7 +120,7 @@ class LoadTest:
         self.stack.start_dispatcher(
             self.out_dir / "ledger.sqlite3",
             ["--policy", self.scenario.policy, "--speed", f"{self.scenario.speed:g}",
-             "--sim-start", self.sim_start.isoformat(),
+             "--sim-start", self.sim_now_iso(),
              "--heartbeat-timeout", f"{self.scenario.heartbeat_timeout_s:g}"],
         )
 
@@ -140,6 +160,8 @@ class LoadTest:
 
     async def _run_stage(self, index: int, stage: Stage) -> None:
         start = self.now_s()
+        if index == 1:
+            self._first_stage_at = start
         self.printer.note(f"stage {index}/{len(self.scenario.stages)}: {stage.label} at {start:.1f}s")
         note = await self._act(stage, index)
         if stage.kind == "drain":
@@ -149,7 +171,10 @@ class LoadTest:
                              required=False)
             note = f"{len(self.ledger.pending_jobs())} jobs still pending"
         else:
-            await self._hold(stage.duration_s, index, stage.label)
+            # Stages keep to the plan (their actions' own time is absorbed), so that the
+            # simulated clock reaches the departure hour when the plan says it does.
+            self._planned_end += stage.duration_s + stage.params.get("down_s", 0.0)
+            await self._hold(max(0.0, self._planned_end - self.now_s() + self._first_stage_at), index, stage.label)
         self.records.append(StageRecord(stage.kind, stage.label, start, self.now_s(), note))
 
     async def _act(self, stage: Stage, index: int) -> str:
@@ -178,7 +203,7 @@ class LoadTest:
         for name in self.stack.fleets:
             self.stack.supervisor.kill(name)
         for name in self.stack.fleets:
-            self.stack.supervisor.start(name, self.stack.supervisor.children[name].argv)
+            self.restart(name)
         return f"killed and restarted {len(self.stack.fleets)} fleet process(es): every car reconnects at once"
 
     def _mass_departure(self, share: float) -> str:
@@ -200,7 +225,7 @@ class LoadTest:
             return f"broker stopped for {down_s:g}s and started again on the same port"
         await asyncio.to_thread(sup.kill, DISPATCHER)
         await self._hold(down_s, index, stage.label)
-        await asyncio.to_thread(sup.start, DISPATCHER, sup.children[DISPATCHER].argv)
+        await asyncio.to_thread(self.restart, DISPATCHER)
         return f"dispatcher killed (SIGKILL) for {down_s:g}s, restarted on the same ledger"
 
     async def _hold(self, seconds: float, index: int, label: str) -> None:
