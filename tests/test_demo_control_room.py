@@ -1,11 +1,12 @@
-"""The demo with the control room in the foreground, on a pseudo-terminal: quitting it (ctrl+q)
-stops every process the demo started."""
+"""The demo with the control room in the foreground, on a pseudo-terminal: a child that dies is
+reported on screen, and quitting (ctrl+q) stops every process the demo started."""
 
 from __future__ import annotations
 
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +35,13 @@ def read_until(fd: int, proc: subprocess.Popen[bytes], done: object, timeout: fl
     return seen
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def test_quitting_the_control_room_stops_everything(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     main_fd, child_fd = pty.openpty()
@@ -45,7 +53,12 @@ def test_quitting_the_control_room_stops_everything(tmp_path: Path) -> None:
     os.close(child_fd)
     try:
         # the control room draws cars of the demo's fleet while all four processes run
-        read_until(main_fd, proc, lambda seen: b"car-" in seen and len(processes_in(run_dir)) >= 4, 60)
+        before = read_until(main_fd, proc, lambda seen: b"car-" in seen and len(processes_in(run_dir)) >= 4, 60)
+        assert b"died" not in before
+        # a child that dies is reported in the control room, which carries on
+        driver = [pid for pid in processes_in(run_dir) if b"compose.driver" in _cmdline(pid)]
+        os.kill(driver[0], signal.SIGKILL)
+        read_until(main_fd, proc, lambda seen: b"died" in seen, 20)
         os.write(main_fd, b"\x11")  # ctrl+q
         deadline = time.monotonic() + 30
         while proc.poll() is None and time.monotonic() < deadline:
