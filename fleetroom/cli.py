@@ -12,6 +12,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
 from fleetroom import commands
 from fleetroom.common import CliError
@@ -25,9 +26,16 @@ def _command_modules() -> dict[str, ModuleType]:
     return {name: importlib.import_module(f"fleetroom.commands.{name}") for name in names}
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="fleetroom",
         description="Parked electric cars as one distributed AI datacenter: broker, fleet, "
         "dispatcher and a terminal control room, over MQTT.",
