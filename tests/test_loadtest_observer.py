@@ -13,6 +13,7 @@ from fleetroom.loadtest.observer import Observer
 from mqttlink import make_client
 from protocol import Liveness, VehicleStatus, encode, utc_now
 from tests.support.brokers import TestBroker
+from tests.support.samples import telemetry
 from tests.support.waiting import wait_until
 
 
@@ -67,3 +68,26 @@ async def test_jobs_queued_during_a_broker_restart_are_sent_after_it(amqtt_broke
         await asyncio.gather(task, return_exceptions=True)
     assert ledger.counters.observer_reconnects >= 1
     assert list(ledger.submitted) == ["tj-00001", "tj-00002"]
+
+
+async def test_telemetry_of_only_the_sampled_cars_is_taken(amqtt_broker: TestBroker) -> None:
+    topics = amqtt_broker.topics
+    ledger = RunLedger()
+    observer = Observer(amqtt_broker.url(), topics, ledger, time.monotonic(), telemetry_sample=2)
+    task = asyncio.create_task(observer.run())
+    cars = [f"car-{i:02d}" for i in range(5)]
+    try:
+        await asyncio.wait_for(observer.connected.wait(), 10)
+        async with make_client(amqtt_broker.url(), "t-pub") as client:
+            for car in cars:
+                await client.publish(topics.vehicle_status(car), status(car), qos=1)
+            await wait_until(lambda: ledger.counters.connects == 5, 10, "five cars online")
+            await wait_until(lambda: not observer._new_samples, 10, "the sampled cars' subscriptions")
+            for car in cars:
+                await client.publish(topics.telemetry(car), encode(telemetry(car)), qos=1)
+            await client.publish(topics.job_submit, b"{}", qos=1)  # a marker after the telemetry
+        await wait_until(lambda: ledger.counters.rejected == 1, 10, "the marker")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert ledger.counters.by_kind.get("telemetry") == 2

@@ -20,6 +20,7 @@ import aiomqtt
 from fleetroom.loadtest.ledger import RunLedger
 from mqttlink import BrokerUrl, LinkEvent, LinkState, new_client_id, stay_connected
 from protocol import (
+    Channel,
     ConnectionStatus,
     JobSubmission,
     Liveness,
@@ -42,10 +43,19 @@ def _is_will(message: AnyMessage) -> bool:
 
 
 class Observer:
-    """Watches `topics.everything` and sends what the harness submits, across reconnects."""
+    """Watches the topic root and sends what the harness submits, across reconnects.
 
-    def __init__(self, url: BrokerUrl, topics: Topics, ledger: RunLedger, started_at: float) -> None:
+    With `telemetry_sample` N, it takes the telemetry of only the first N cars it sees (the rest
+    of the traffic in full), so that one Python process can watch a fleet of tens of thousands.
+    """
+
+    def __init__(
+        self, url: BrokerUrl, topics: Topics, ledger: RunLedger, started_at: float, *, telemetry_sample: int = 0
+    ) -> None:
         self.url = url
+        self.telemetry_sample = telemetry_sample  # 0: every car's telemetry; N: only the first N cars seen
+        self._sampled: list[str] = []
+        self._new_samples: deque[str] = deque()
         self.topics = topics
         self.ledger = ledger
         self.started_at = started_at  # time.monotonic() at the start of the run
@@ -85,6 +95,9 @@ class Observer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), PROBE_EVERY_S)
             self._wakeup.clear()
+            while self._new_samples:
+                await client.subscribe(self.topics.telemetry(self._new_samples[0]), qos=0, timeout=10)
+                self._new_samples.popleft()
             if loop.time() >= next_probe:
                 next_probe = loop.time() + PROBE_EVERY_S
                 await client.publish(self.topics.connection_status(self.client_id), self._probe(), qos=0)
@@ -113,14 +126,35 @@ class Observer:
             log.debug("rejected %s: %s", topic, exc)
             return
         latency = None if retained or _is_will(message) else time.time() - message.sent_at.timestamp()
+        if self.telemetry_sample and isinstance(message, VehicleStatus):
+            self._sample(message.sender)
         if info.client_id == self.client_id:
             if latency is not None:
                 self.ledger.probe_latency.record(latency, self.now_s())
             return
         self.ledger.observe(info, message, self.now_s(), latency)
 
+    def _sample(self, car: str) -> None:
+        if len(self._sampled) < self.telemetry_sample and car not in self._sampled:
+            self._sampled.append(car)
+            self._new_samples.append(car)
+            self._wakeup.set()
+
+    def _filters(self) -> list[tuple[str, int]]:
+        """Everything, or everything but telemetry plus the sampled cars' telemetry."""
+        t = self.topics
+        if not self.telemetry_sample:
+            return [(t.everything, 1)]
+        channels = (Channel.VEHICLE_STATUS, Channel.OFFER, Channel.SHARDS)
+        filters = [t.all_vehicles(c) for c in channels] + [
+            t.all_commands, t.all_connections, t.job_submit, t.all_job_states, t.summary,
+            t.dispatcher_control, t.fleet_control,
+        ]
+        return [(f, 1) for f in filters] + [(t.telemetry(car), 0) for car in self._sampled]
+
     async def _session(self, client: aiomqtt.Client) -> None:
-        await client.subscribe(self.topics.everything, qos=1)
+        self._new_samples.clear()  # a fresh session subscribes every sampled car below
+        await client.subscribe(self._filters(), timeout=10)
         self._client = client
         self.connected.set()
         # Not a TaskGroup: stay_connected must see the MqttError itself, not an ExceptionGroup.

@@ -78,7 +78,8 @@ class LoadTest:
         self.jobs = JobStream(random.Random(self.scenario.jobs.seed), self.scenario.jobs.mix,
                               sender="loadtest", prefix=f"lt{random.randrange(16**6):06x}",
                               scale=self.scenario.jobs.scale)
-        self.observer = Observer(self.stack.url_or_fail(), self.topics, self.ledger, self.started)
+        self.observer = Observer(self.stack.url_or_fail(), self.topics, self.ledger, self.started,
+                                 telemetry_sample=self.scenario.telemetry_sample)
         self._job_credit = 0.0
         self._planned_end = 0.0  # seconds after the first stage started
         self._first_stage_at = 0.0

@@ -83,6 +83,7 @@ class Scenario:
     policy: str
     departure_hour: int
     heartbeat_timeout_s: float
+    telemetry_sample: int
     fleet: FleetSpec
     jobs: JobSpec
     stages: tuple[Stage, ...]
@@ -192,6 +193,7 @@ def parse_scenario(data: dict[str, Any], where: str) -> Scenario:
     policy = top.text("policy", "departure_aware", POLICIES)
     departure_hour = top.integer("departure_hour", 17, 0, 23)
     heartbeat_timeout_s = top.number("heartbeat_timeout_s", 30.0, 1.0, 3600.0)
+    telemetry_sample = top.integer("telemetry_sample", 0, 0, 2_000_000)
     fleet = _fleet(_Table(top.data.pop("fleet", {}), f"{where}: fleet"))
     jobs = _jobs(_Table(top.data.pop("jobs", {}), f"{where}: jobs"))
     raw_stages = top.data.pop("stages", None)
@@ -205,8 +207,8 @@ def parse_scenario(data: dict[str, Any], where: str) -> Scenario:
     slo = {key: slo_table.number(key, 0.0, 0.0, 1e12) for key in SLO_KEYS if key in slo_table.data}
     slo_table.done()
     top.done()
-    return Scenario(name, description, speed, broker, policy, departure_hour, heartbeat_timeout_s, fleet, jobs,
-                    stages, slo)
+    return Scenario(name, description, speed, broker, policy, departure_hour, heartbeat_timeout_s, telemetry_sample,
+                    fleet, jobs, stages, slo)
 
 
 def load_scenario(path: Path) -> Scenario:
