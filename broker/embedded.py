@@ -10,6 +10,7 @@ from typing import Any
 
 from amqtt.broker import Broker
 
+from broker.amqtt_fixes import FleetBroker
 from protocol.topics import DEFAULT_PREFIX, Topics
 
 QUIET_LOGGERS = ("amqtt", "transitions")
@@ -110,7 +111,7 @@ class EmbeddedBroker:
         quiet_broker_logging()
         port = self.port or self.settings.port
         config = amqtt_config(_with_port(self.settings, port))
-        broker = Broker(config, loop=asyncio.get_running_loop())
+        broker = FleetBroker(config, loop=asyncio.get_running_loop())
         try:
             await broker.start()
         except Exception as exc:  # amqtt wraps every start-up failure in its BrokerError
