@@ -27,7 +27,7 @@ def rules_for(topics: Topics) -> dict[Role, RoleRules]:
         Role.VEHICLE: RoleRules(publish=(f"{r}/vehicles/%u/#",), read=(f"{r}/commands/%u",)),
         Role.GATEWAY: RoleRules(
             publish=(f"{r}/vehicles/+/#", own_status),
-            read=(f"{r}/commands/+", f"{r}/control/fleet"),
+            read=(f"{r}/commands/+", f"{r}/control/fleet", f"{r}/connections/+/status"),
         ),
         Role.DISPATCHER: RoleRules(
             publish=(f"{r}/commands/+", f"{r}/jobs/+/state", f"{r}/dispatcher/#", own_status),

@@ -68,12 +68,13 @@ class DispatcherService:
     async def _session(self, client: aiomqtt.Client) -> None:
         topics = self.engine.topics
         client.pending_calls_threshold = 1000  # we publish in batches of up to 256 on purpose
-        await client.publish(self.status_topic, self._status(Liveness.ONLINE), qos=1, retain=True)
         for channel in (Channel.VEHICLE_STATUS, Channel.OFFER, Channel.SHARDS):
             await client.subscribe(topics.all_vehicles(channel), qos=1)
         await client.subscribe(topics.all_vehicles(Channel.TELEMETRY), qos=0)
         for topic in (topics.all_connections, topics.job_submit, topics.dispatcher_control):
             await client.subscribe(topic, qos=1)
+        # online only once subscribed: fleets announce their cars again when they see it
+        await client.publish(self.status_topic, self._status(Liveness.ONLINE), qos=1, retain=True)
         self.ready.set()
         outbox: asyncio.Queue[Out] = asyncio.Queue()
         for out in self._pending:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from fake_vehicles.car import FAULT_VANISH, Car
@@ -19,6 +21,7 @@ from protocol.codec import CHANNEL_KINDS, ProtocolError, decode
 from protocol.fleet_messages import AddCars, DriveAway
 from protocol.job_messages import ShardAssignment, ShardCancel
 from protocol.topics import Channel, TopicError
+from protocol.vehicle_messages import ConnectionStatus, Liveness
 
 if TYPE_CHECKING:
     from fake_vehicles.fleet import Fleet
@@ -33,6 +36,8 @@ class CommandHandler:
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
+        self.on_dispatcher_online: Callable[[datetime], None] = lambda sent_at: None
+        """Called with the `sent_at` of each `online` status the dispatcher publishes."""
 
     def bad(self, reason: str, detail: str) -> None:
         """Count and log one rejected input."""
@@ -58,8 +63,23 @@ class CommandHandler:
             self._command(car, payload, t)
         elif info.channel is Channel.FLEET_CONTROL:
             self._control(payload, t)
+        elif info.channel is Channel.CONNECTION_STATUS:
+            self._connection(topic, payload)
         else:
             self.bad("wrong_channel", f"not subscribed to {topic}")
+
+    def _connection(self, topic: str, payload: bytes) -> None:
+        """A process's status: when the dispatcher comes (back) online, the fleet may announce again."""
+        try:
+            message = decode(payload)
+        except ProtocolError as exc:
+            self.bad(exc.reason, f"status on {topic}: {exc.detail}")
+            return
+        if not isinstance(message, ConnectionStatus):
+            self.bad("wrong_channel", f"{message.kind} on {topic}")
+            return
+        if message.role == "dispatcher" and message.state is Liveness.ONLINE:
+            self.on_dispatcher_online(message.sent_at)
 
     def _command(self, car: Car, payload: bytes, t: float) -> None:
         try:

@@ -198,7 +198,8 @@ class Net:
     def _wait_writable(self, socks: set[Any], timeout: float) -> None:
         with selectors.DefaultSelector() as sel:
             for sock in socks:
-                if sock is not None:
+                # a read just before may have closed it (broker gone): its fd is then -1
+                if sock is not None and sock.fileno() >= 0:
                     sel.register(sock, selectors.EVENT_WRITE)
             if sel.get_map():
                 sel.select(timeout)

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TextIO
 
 import paho.mqtt.client as mqtt
@@ -65,8 +66,11 @@ class Runner:
         self._last_report = (self.started, 0)
         topics = fleet.enc.topics
         enc = fleet.enc
-        subs: tuple[str, ...] = (topics.fleet_control,) if settings.per_car else (
-            topics.all_commands, topics.fleet_control)
+        subs: tuple[str, ...] = (topics.fleet_control, topics.all_connections) if settings.per_car else (
+            topics.all_commands, topics.fleet_control, topics.all_connections)
+        self.announced_at = utc_now()  # wall time of the fleet's latest announcement of its cars
+        self._dispatcher_seen: datetime | None = None
+        fleet.commands.on_dispatcher_online = self._dispatcher_online
         enc.stamp(utc_now(), settings.local_start)
         self.gateway = self.net.add(Link(
             self.net, settings.url, settings.gateway_id,
@@ -104,13 +108,29 @@ class Runner:
         self.heartbeat()
         if link.connects > 1 and not self.s.per_car:
             log.info("%s: reconnected; announcing %d cars again", self.s.gateway_id, len(self.fleet.cars))
+            self.announced_at = utc_now()
             self.fleet.reannounce_all()
 
     def _car_connected(self, link: Link) -> None:
         """A car's connection is up: it announces itself (anything sent before was not published)."""
         car = self.fleet.by_id.get(link.client_id)
         if car is not None:
+            self.announced_at = utc_now()
             self.fleet.reannounce(car, "reconnected" if link.connects > 1 else link.hello)
+
+    def _dispatcher_online(self, sent_at: datetime) -> None:
+        """A dispatcher that came online after our cars announced themselves missed their offers
+        (offers are not retained): announce every car again. This closes the race after a broker
+        restart in which the fleet reconnects before the dispatcher."""
+        if sent_at == self._dispatcher_seen:
+            return
+        self._dispatcher_seen = sent_at
+        if sent_at > self.announced_at:
+            log.info("the dispatcher came online after our announcement; announcing %d cars again",
+                     len(self.fleet.cars))
+            self.fleet.counts["reannounced_for_dispatcher"] += 1
+            self.announced_at = utc_now()
+            self.fleet.reannounce_all()
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         self.fleet.commands.handle(topic, payload, self.fleet.t)

@@ -230,3 +230,24 @@ async def test_the_fleet_grows_over_wall_time(amqtt_broker: TestBroker, tmp_path
         amqtt_broker, tmp_path, "--count", "5", "--grow-to", "25", "--grow-over", "1", "--mode", "gateway"
     ):
         await wait_until(lambda: len({s.sender for s in d.of(VehicleStatus)}) == 25, 20, "25 cars after growing")
+
+
+@pytest.mark.parametrize("mode", ["gateway", "per-car"])
+async def test_cars_announce_again_when_a_dispatcher_comes_online_after_them(
+    amqtt_broker: TestBroker, tmp_path: Path, mode: str
+) -> None:
+    """After a broker restart the fleet may reconnect before the dispatcher; offers are not retained,
+    so the fleet announces its cars again when it sees the dispatcher's status come online."""
+    b = amqtt_broker
+    async with dispatcher(b) as d, fleet_process(b, tmp_path, "--count", "8", "--mode", mode, "--seed", "3"):
+        await wait_until(lambda: len({s.sender for s in d.of(VehicleStatus)}) >= 8, 20, "8 cars online")
+        await wait_until(lambda: d.of(ComputeOffer), 20, "the first offers")
+        offering = {o.sender for o in d.of(ComputeOffer)}
+        d.seen.clear()
+        # a dispatcher that comes online now hears every car again, with its standing offer
+        now = utc_now()
+        fresh = ConnectionStatus(sender="dispatcher", sent_at=now, sim_time=now, role="dispatcher",
+                                 state=Liveness.ONLINE)
+        await d.client.publish(b.topics.connection_status("dispatcher"), encode(fresh), qos=1, retain=True)
+        await wait_until(lambda: len({s.sender for s in d.of(VehicleStatus)}) >= 8, 20, "8 statuses again")
+        await wait_until(lambda: offering <= {o.sender for o in d.of(ComputeOffer)}, 20, "the offers again")
