@@ -66,9 +66,10 @@ class Engine:
     def __init__(
         self, topics: Topics, ledger: Ledger, *, sim_now: Callable[[], datetime], wall: Callable[[], float],
         rng: random.Random, policy: MatchPolicy = MatchPolicy.FASTEST, speed: float = 1.0,
-        heartbeat_timeout_s: float = 60.0, energy_price: float = 0.15,
+        heartbeat_timeout_s: float = 60.0, energy_price: float = 0.15, cars_per_car: int = 1,
     ) -> None:
         self.topics, self.ledger, self.sim_now, self.wall = topics, ledger, sim_now, wall
+        self.cars_per_car = cars_per_car  # > 1 only to show a fleet at scale: see views.fleet_summary
         self.speed, self.energy_price = speed, energy_price
         self.registry = Registry(heartbeat_timeout_s)
         self.book = OfferBook(policy)
@@ -379,5 +380,5 @@ class Engine:
         return fleet_summary(
             self.registry, self.book, self.ledger, sim_time=self.sim_now(), tops_allocated=self.tops_allocated,
             throughput=self.throughput.rate(self.now_s), messages_per_s=rate,
-            rejected=sum(self.rejected.values()), policy=self.book.policy,
+            rejected=sum(self.rejected.values()), policy=self.book.policy, cars_per_car=self.cars_per_car,
         )

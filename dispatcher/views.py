@@ -81,20 +81,33 @@ class Throughput:
         return sum(ops for _, ops in self._events) / self.window_sim_s
 
 
+def scale_label(cars_per_car: int) -> str:
+    """What a scaled summary says about itself, so that nobody mistakes it for a counted fleet."""
+    if cars_per_car == 1:
+        return ""
+    return (f"scaled: each emulated car stands for {cars_per_car:,} cars; car counts and TOPS are scaled, "
+            "jobs, work and earnings are the emulated fleet's own")
+
+
 def fleet_summary(
     registry: Registry, book: OfferBook, ledger: Ledger, *, sim_time: datetime, tops_allocated: float,
-    throughput: float, messages_per_s: float, rejected: int, policy: MatchPolicy,
+    throughput: float, messages_per_s: float, rejected: int, policy: MatchPolicy, cars_per_car: int = 1,
 ) -> FleetSummary:
-    """The aggregates the control room shows, all from the registry, the offer book and the ledger."""
+    """The aggregates the control room shows, all from the registry, the offer book and the ledger.
+
+    With `cars_per_car` > 1 (the essay demo), car counts and TOPS are multiplied by it and the
+    summary's `scenario_scale` says so; jobs, work and money are never scaled.
+    """
+    k = cars_per_car
     totals = ledger.totals()
     jobs = {str(s): int(n) for s, n in ledger.db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")}
     return FleetSummary(
-        sender=SENDER, sent_at=utc_now(), sim_time=sim_time,
-        cars_known=len(registry.cars), cars_by_state=registry.state_counts(),
-        cars_by_hardware={k: v for k, v in registry.by_hardware.items() if v > 0},
-        tops_total=max(0.0, float(sum(registry.tops_by_hardware.values()))),
-        tops_offered=max(0.0, book.tops_offered), tops_allocated=max(0.0, tops_allocated),
-        tops_by_hardware={k: float(v) for k, v in registry.tops_by_hardware.items() if v > 0},
+        sender=SENDER, sent_at=utc_now(), sim_time=sim_time, scenario_scale=scale_label(k),
+        cars_known=k * len(registry.cars), cars_by_state={s: k * n for s, n in registry.state_counts().items()},
+        cars_by_hardware={h: k * n for h, n in registry.by_hardware.items() if n > 0},
+        tops_total=k * max(0.0, float(sum(registry.tops_by_hardware.values()))),
+        tops_offered=k * max(0.0, book.tops_offered), tops_allocated=k * max(0.0, tops_allocated),
+        tops_by_hardware={h: k * float(v) for h, v in registry.tops_by_hardware.items() if v > 0},
         jobs_by_status={s.value: jobs.get(s.value, 0) for s in JobStatus},
         shards_completed=int(totals["shards_completed"]), work_done_tera_ops=totals["work_done"],
         throughput_tops=throughput, preemptions=int(totals["preemptions"]), redone_tera_ops=totals["redone"],

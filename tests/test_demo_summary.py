@@ -50,10 +50,11 @@ def test_essay_scale_reads_as_the_essay_computes_with_the_int8_note() -> None:
     assert "5.0 GTOPS total" in text
 
 
-def test_essay_mode_adds_the_target_and_the_share_emulated() -> None:
-    text = format_summary(summary(35_500, 35_500 * 5000.0), {}, 60, essay=True)
+def test_essay_mode_adds_the_target_and_how_many_cars_are_emulated() -> None:
+    text = format_summary(summary(1_000_000, 5e9), {}, 60, essay=2000)
     assert "the essay's scale: 1,000,000 HW5 cars x 5,000 TOPS = 5.0 GTOPS = 11,363 Fugakus" in text
-    assert "1,820 El Capitans (peak); emulated so far: 35,500 cars (3.5%)" in text
+    assert "1,820 El Capitans (peak); 2,000 cars emulated, each standing for 500" in text
+    assert "every car emulated" in format_summary(summary(1_000_000, 5e9), {}, 60, essay=1_000_000)
 
 
 def test_summary_shows_what_the_wire_carried() -> None:

@@ -194,3 +194,23 @@ def test_a_job_past_its_deadline_fails_and_withdraws_its_shards(h: Harness) -> N
     states = [m for m in outs if isinstance(m, JobState)]
     assert [c.assignment_id for c in cancels] == [running.assignment_id]
     assert states[-1].status.value == "failed" and states[-1].reason == "deadline passed"
+
+
+def test_a_scaled_summary_says_so_and_scales_only_the_fleet(tmp_path: Path) -> None:
+    """The essay demo: each emulated car stands for K cars; jobs and money stay the fleet's own."""
+    from protocol.reference import equivalences
+
+    h = Harness(tmp_path)
+    h.engine.cars_per_car = 500_000
+    h.car("car-a")
+    h.car("car-b")
+    outs = h.engine.handle(h.topics.job_submit, h.job())
+    summary = h.engine.summary()
+    assert summary.cars_known == 1_000_000 and summary.cars_by_hardware == {"HW5": 1_000_000}
+    assert summary.tops_offered == 5e9 and equivalences(summary.tops_offered)["Fugaku"] == 11_363
+    assert "each emulated car stands for 500,000 cars" in summary.scenario_scale
+    assert sum(summary.jobs_by_status.values()) == 1 and outs
+    assert summary.earnings_gross == h.engine.ledger.totals()["earnings_gross"]
+    plain = Harness(tmp_path / "plain")
+    plain.car("car-a")
+    assert plain.engine.summary().scenario_scale == "" and plain.engine.summary().cars_known == 1

@@ -29,7 +29,7 @@ from types import FrameType
 from fleetroom.common import CliError, setup_logging
 from fleetroom.compose.driver import EARLY_MIX
 from fleetroom.compose.stack import Stack
-from fleetroom.compose.summary import ESSAY_CARS, format_summary
+from fleetroom.compose.summary import ESSAY_CARS, ESSAY_EMULATED, format_summary
 from fleetroom.compose.supervisor import ChildDied, NotReady, Supervisor
 from fleetroom.loadtest.ledger import RunLedger
 from fleetroom.loadtest.observer import Observer
@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop after S wall seconds (default: until quit or Ctrl-C)")
     parser.add_argument("--scenario", choices=("grow", "essay"), default="grow",
                         help="grow: a fleet growing from --cars to --grow-to; essay: a million HW5 cars")
+    parser.add_argument("--emulate", type=int, default=ESSAY_EMULATED, metavar="N",
+                        help="with --scenario essay: cars really emulated, each standing for 1,000,000 / N cars "
+                        "in the dispatcher's summary, which says so (default: %(default)s; 1000000 emulates all)")
     parser.add_argument("--cars", type=int, default=20, help="cars at the start (default: %(default)s)")
     parser.add_argument("--grow-to", type=int, default=2000,
                         help="cars at the end of the growth (default: %(default)s)")
@@ -67,6 +70,8 @@ def _check(args: argparse.Namespace) -> tuple[Topics, BrokerUrl | None]:
         raise CliError(str(exc)) from None
     if args.headless and args.duration <= 0:
         raise CliError("--headless needs --duration S")
+    if args.scenario == "essay" and not (1 <= args.emulate <= ESSAY_CARS and ESSAY_CARS % args.emulate == 0):
+        raise CliError(f"--emulate must divide {ESSAY_CARS:,} (e.g. 2000, 10000, 1000000)")
     if args.cars < 1 or args.grow_to < 0 or args.speed <= 0 or args.job_rate < 0 or args.grow_over <= 0:
         raise CliError("--cars must be at least 1; --grow-to, --job-rate >= 0; --speed, --grow-over > 0")
     return topics, url
@@ -75,7 +80,7 @@ def _check(args: argparse.Namespace) -> tuple[Topics, BrokerUrl | None]:
 def _fleet_flags(args: argparse.Namespace, sim_start: str) -> list[str]:
     common = ["--seed", str(args.seed), "--speed", f"{args.speed:g}", "--sim-start", sim_start, "--mode", "gateway"]
     if args.scenario == "essay":
-        return ["--count", str(ESSAY_CARS), "--hardware-mix", "HW5=1", "--telemetry-interval", "3600", *common]
+        return ["--count", str(args.emulate), "--hardware-mix", "HW5=1", "--telemetry-interval", "600", *common]
     mix = ",".join(f"{k}={v:g}" for k, v in EARLY_MIX.items())
     return ["--count", str(args.cars), "--hardware-mix", mix, "--telemetry-interval", "30", *common]
 
@@ -101,8 +106,9 @@ def start_broker(stack: Stack, url: BrokerUrl | None) -> None:
 def start_parts(args: argparse.Namespace, stack: Stack) -> None:
     """Dispatcher, fleet and job driver, each its own process."""
     sim_start = datetime.now(UTC).replace(hour=10, minute=0, second=0, microsecond=0).isoformat()
+    scale = ["--cars-per-car", str(ESSAY_CARS // args.emulate)] if args.scenario == "essay" else []
     stack.start_dispatcher(stack.run_dir / "ledger.sqlite3",
-                           ["--speed", f"{args.speed:g}", "--sim-start", sim_start, "--summary-interval", "1"])
+                           ["--speed", f"{args.speed:g}", "--sim-start", sim_start, "--summary-interval", "1", *scale])
     stack.start_fleet("fleet", _fleet_flags(args, sim_start))
     stack.supervisor.start("driver", _driver_flags(args, stack, sim_start))
 
@@ -175,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
             if args.headless:
                 ledger, elapsed = asyncio.run(_headless(args, stack, topics))
                 print(format_summary(ledger.last_summary, ledger.counters.by_kind, elapsed,
-                                     essay=args.scenario == "essay"))
+                                     essay=args.emulate if args.scenario == "essay" else 0))
             else:
                 _control_room(args, stack, topics)
         except (ChildDied, NotReady) as exc:

@@ -47,6 +47,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
 def _non_negative(text: str) -> float:
     try:
         value = float(text)
@@ -83,6 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--energy-price", type=_non_negative, default=0.15, metavar="PER_KWH",
                         help="electricity price per kWh, for the cars' net earnings (default: %(default)s)")
     parser.add_argument("--duration", type=_positive, metavar="WALL_SECONDS", help="stop after this long")
+    parser.add_argument("--cars-per-car", type=_at_least_one, default=1, metavar="K",
+                        help="show a fleet at scale: each car heard stands for K cars in the summary's car counts "
+                        "and TOPS (labelled as scaled in the summary; jobs and earnings are never scaled)")
 
 
 def status_line(summary: FleetSummary) -> str:
@@ -113,6 +126,7 @@ async def _serve(args: argparse.Namespace) -> int:
     engine = Engine(
         topics, ledger, sim_now=clock.now, wall=time.monotonic, rng=random.Random(), policy=MatchPolicy(args.policy),
         speed=args.speed, heartbeat_timeout_s=args.heartbeat_timeout, energy_price=args.energy_price,
+        cars_per_car=args.cars_per_car,
     )
     last_line = [-STATUS_EVERY_S]
 
