@@ -85,8 +85,7 @@ def scale_label(cars_per_car: int) -> str:
     """What a scaled summary says about itself, so that nobody mistakes it for a counted fleet."""
     if cars_per_car == 1:
         return ""
-    return (f"scaled: each emulated car stands for {cars_per_car:,} cars; car counts and TOPS are scaled, "
-            "jobs, work and earnings are the emulated fleet's own")
+    return f"each emulated car stands for {cars_per_car:,} cars (counts, TOPS); jobs and money unscaled"
 
 
 def fleet_summary(
