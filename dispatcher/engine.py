@@ -191,7 +191,14 @@ class Engine:
         return outs
 
     def _on_connection(self, info: TopicInfo, message: ConnectionStatus) -> list[Out]:
-        if message.role != "gateway" or message.state is Liveness.ONLINE or info.client_id is None:
+        if message.role != "gateway" or info.client_id is None:
+            return []
+        if message.state is Liveness.ONLINE:
+            # a gateway's periodic status is the heartbeat of every car it speaks for
+            now = self.wall()
+            for vid in self.registry.gateway_cars(info.client_id):
+                if self.registry.car(vid).liveness is not Liveness.OFFLINE:
+                    self.registry.heard(vid, now)
             return []
         outs: list[Out] = []
         for vid in self.registry.gateway_cars(info.client_id):

@@ -21,6 +21,9 @@ TRUSTED_AFTER_VALID = 3
 UNRELIABLE_BELOW = 0.8
 
 
+MAX_DEADLINE_AHEAD_S = 10 * 365.25 * 86_400.0
+
+
 def check_submission(job: JobSubmission, now_s: float, deadline_s: float | None) -> str | None:
     """Why the dispatcher must reject `job`, or None if it can take it."""
     if job.min_tops_per_car > MAX_TOPS_PER_CAR:
@@ -29,6 +32,8 @@ def check_submission(job: JobSubmission, now_s: float, deadline_s: float | None)
         return f"shards of {job.total_work_tera_ops / job.shards:g} tera-ops are below {MIN_SHARD_TERA_OPS:g}"
     if deadline_s is not None and deadline_s <= now_s:
         return "deadline is already past"
+    if deadline_s is not None and deadline_s - now_s > MAX_DEADLINE_AHEAD_S:
+        return "deadline is more than ten years ahead"
     if job.price_cap_per_tops_hour == 0:
         return "price cap 0 pays no car"
     return None

@@ -103,14 +103,12 @@ class Scheduler:
         aid = f"a{self._counter}-{self.rng.getrandbits(32):08x}"
         car = engine.registry.car(offer.vehicle_id)
         price = offer.asking_price
-        work.start_attempt(engine.ledger, aid, slot, offer.vehicle_id, car.owner, offer.free_tops, price)
-        engine.held[offer.vehicle_id] = offer
-        engine._watch(aid, offer.vehicle_id, job.job_id, offer.free_tops, engine.wall())
-        engine.dirty.add(job.job_id)
         deadline_s = engine.ledger.one("SELECT deadline_s FROM jobs WHERE job_id = ?", job.job_id)
         deadline = None
         if deadline_s is not None and isinstance(deadline_s[0], float):
             deadline = datetime.fromtimestamp(deadline_s[0], UTC)
+        # the message is built before the ledger records the attempt, so a value it cannot carry
+        # fails here, with nothing recorded, rather than after the commit
         message = ShardAssignment(
             sender=SENDER, sent_at=utc_now(), sim_time=engine.sim_now(), assignment_id=aid,
             vehicle_id=offer.vehicle_id, job_id=job.job_id, shard_id=slot.shard_id, work_tera_ops=slot.work,
@@ -118,6 +116,10 @@ class Scheduler:
             input_digest=slot.input_digest, allocated_tops=offer.free_tops,
             checkpoint_interval_s=job.checkpoint_interval_s, price_per_tops_hour=price, deadline=deadline,
         )
+        work.start_attempt(engine.ledger, aid, slot, offer.vehicle_id, car.owner, offer.free_tops, price)
+        engine.held[offer.vehicle_id] = offer
+        engine._watch(aid, offer.vehicle_id, job.job_id, offer.free_tops, engine.wall())
+        engine.dirty.add(job.job_id)
         return Out(engine.topics.commands(offer.vehicle_id), encode(message))
 
     def _explain(self, job_id: str, need: Need, exclude: Exclusions, now_s: float) -> None:

@@ -125,14 +125,25 @@ class DispatcherService:
     async def _tick(self, outbox: asyncio.Queue[Out]) -> None:
         while True:
             await asyncio.sleep(self.settings.tick_s)
-            for out in self.engine.tick():
+            try:
+                outs = self.engine.tick()
+            except Exception:  # a bug must cost one tick, not the control plane
+                log.exception("a scheduling tick failed")
+                self.engine.rejected["internal_error"] += 1
+                continue
+            for out in outs:
                 outbox.put_nowait(out)
 
     async def _summarise(self, outbox: asyncio.Queue[Out]) -> None:
         while True:
-            summary = self.engine.summary()
-            outbox.put_nowait(Out(self.engine.topics.summary, encode(summary), qos=0, retain=True))
-            self.on_summary(summary)
+            try:
+                summary = self.engine.summary()
+            except Exception:  # a bug must cost one summary, not the control plane
+                log.exception("building the fleet summary failed")
+                self.engine.rejected["internal_error"] += 1
+            else:
+                outbox.put_nowait(Out(self.engine.topics.summary, encode(summary), qos=0, retain=True))
+                self.on_summary(summary)
             await asyncio.sleep(self.settings.summary_interval_s)
 
 

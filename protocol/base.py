@@ -24,6 +24,19 @@ NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 Text = Annotated[str, StringConstraints(max_length=500)]
 
+# Upper bounds far above any real car or job, so that sums over a million cars stay finite
+# (a huge but finite value would otherwise overflow an aggregate to infinity).
+MAX_CAR_TOPS = 1e6
+MAX_TERA_OPS = 1e18
+MAX_KWH = 1e4
+MAX_PRICE = 1e6
+CarTops = Annotated[float, Field(gt=0.0, le=MAX_CAR_TOPS, allow_inf_nan=False)]
+CarTopsOrZero = Annotated[float, Field(ge=0.0, le=MAX_CAR_TOPS, allow_inf_nan=False)]
+TeraOps = Annotated[float, Field(gt=0.0, le=MAX_TERA_OPS, allow_inf_nan=False)]
+TeraOpsOrZero = Annotated[float, Field(ge=0.0, le=MAX_TERA_OPS, allow_inf_nan=False)]
+Kwh = Annotated[float, Field(ge=0.0, le=MAX_KWH, allow_inf_nan=False)]
+Price = Annotated[float, Field(ge=0.0, le=MAX_PRICE, allow_inf_nan=False)]
+
 
 class WireModel(BaseModel):
     """A frozen, strict model that forbids unknown fields."""

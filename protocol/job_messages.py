@@ -8,12 +8,17 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, Field, model_validator
 
 from protocol.base import (
+    CarTops,
     Fraction,
     HardwareGeneration,
     Identifier,
+    Kwh,
     Message,
     NonNegative,
     Positive,
+    Price,
+    TeraOps,
+    TeraOpsOrZero,
     Text,
     WireModel,
 )
@@ -38,13 +43,13 @@ class JobSubmission(Message):
     job_id: Identifier
     name: Annotated[str, Field(min_length=1, max_length=120)]
     job_kind: JobKind = JobKind.OTHER
-    total_work_tera_ops: Positive
+    total_work_tera_ops: TeraOps
     shards: int = Field(ge=1, le=100_000)
-    min_tops_per_car: Positive
+    min_tops_per_car: CarTops
     max_parallel_shards: int = Field(ge=1, le=100_000)
     deadline: AwareDatetime | None = None  # simulation time
     priority: int = Field(default=0, ge=-100, le=100)
-    price_cap_per_tops_hour: NonNegative | None = None
+    price_cap_per_tops_hour: Price | None = None
     redundancy: int = Field(default=1, ge=1, le=5)
     checkpoint_interval_s: Positive = 60.0  # simulation seconds
     min_hardware: HardwareGeneration | None = None
@@ -66,13 +71,13 @@ class ShardAssignment(Message):
     vehicle_id: Identifier
     job_id: Identifier
     shard_id: Identifier
-    work_tera_ops: Positive  # the shard's whole work
-    resume_from_tera_ops: NonNegative = 0.0
+    work_tera_ops: TeraOps  # the shard's whole work
+    resume_from_tera_ops: TeraOpsOrZero = 0.0
     checkpoint: Checkpoint = ""
     input_digest: Digest  # what the result is a deterministic function of
-    allocated_tops: Positive
+    allocated_tops: CarTops
     checkpoint_interval_s: Positive
-    price_per_tops_hour: NonNegative
+    price_per_tops_hour: Price
     deadline: AwareDatetime | None = None
 
     @model_validator(mode="after")
@@ -99,8 +104,8 @@ class ShardProgress(Message):
     assignment_id: Identifier
     job_id: Identifier
     shard_id: Identifier
-    done_tera_ops: NonNegative
-    checkpoint_tera_ops: NonNegative
+    done_tera_ops: TeraOpsOrZero
+    checkpoint_tera_ops: TeraOpsOrZero
     checkpoint: Checkpoint = ""
 
 
@@ -112,8 +117,8 @@ class ShardResult(Message):
     job_id: Identifier
     shard_id: Identifier
     result_digest: Digest
-    work_tera_ops: Positive  # work this car did in this assignment
-    energy_kwh: NonNegative
+    work_tera_ops: TeraOps  # work this car did in this assignment
+    energy_kwh: Kwh
     elapsed_s: NonNegative  # simulation seconds
 
 
@@ -124,10 +129,10 @@ class ShardPreempted(Message):
     assignment_id: Identifier
     job_id: Identifier
     shard_id: Identifier
-    checkpoint_tera_ops: NonNegative
+    checkpoint_tera_ops: TeraOpsOrZero
     checkpoint: Checkpoint = ""
-    work_tera_ops: NonNegative  # work this car did in this assignment
-    energy_kwh: NonNegative
+    work_tera_ops: TeraOpsOrZero  # work this car did in this assignment
+    energy_kwh: Kwh
     reason: Text
 
 

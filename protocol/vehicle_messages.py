@@ -12,12 +12,16 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, Field
 
 from protocol.base import (
+    CarTops,
+    CarTopsOrZero,
     Fraction,
     HardwareGeneration,
     Identifier,
+    Kwh,
     Message,
     NonNegative,
     Positive,
+    Price,
     Text,
     WireModel,
 )
@@ -125,17 +129,17 @@ class VehicleTelemetry(Message):
     locked: bool  # Locked
     driver_seat_occupied: bool  # DriverSeatOccupied
     software_update_in_progress: bool  # SoftwareUpdateInstallationPercentComplete > 0
-    battery_kwh: Positive  # pack usable energy (catalogue figure, not a signal)
+    battery_kwh: CarTops  # pack usable energy (catalogue figure, not a signal)
     odometer_km: NonNegative = 0.0  # Odometer
     hardware: HardwareGeneration
-    rated_tops: Positive
-    tops_in_use: NonNegative
-    compute_power_kw: NonNegative
+    rated_tops: CarTops
+    tops_in_use: CarTopsOrZero
+    compute_power_kw: Kwh
     owner_mode: OwnerMode
     compute_state: ComputeState
     suspend_reason: SuspendReason | None = None
     shard: Identifier | None = None  # assignment currently running
-    earned: NonNegative = 0.0  # gross earnings so far, in the offer's currency
+    earned: Price = 0.0  # gross earnings so far, in the offer's currency
 
 
 TELEMETRY_SIGNAL_MAP: dict[str, str] = {
@@ -158,7 +162,7 @@ TELEMETRY_SIGNAL_MAP: dict[str, str] = {
 class OfferRequirements(WireModel):
     """The car's side of the match (a ClassAd `Requirements`): what work it will take."""
 
-    min_price_per_tops_hour: NonNegative = 0.0
+    min_price_per_tops_hour: Price = 0.0
     max_shard_hours: Positive | None = None
     max_priority_wait: int | None = None  # reserved; None = any
 
@@ -169,11 +173,11 @@ class ComputeOffer(Message):
     kind: Literal["offer"] = "offer"
     offer_id: Identifier
     hardware: HardwareGeneration
-    free_tops: Positive
-    energy_budget_kwh: NonNegative
+    free_tops: CarTops
+    energy_budget_kwh: Kwh
     expected_departure: AwareDatetime
     departure_confidence: Fraction
-    price_per_tops_hour: NonNegative
+    price_per_tops_hour: Price
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
     soc: Fraction
     region: Identifier = "unknown"

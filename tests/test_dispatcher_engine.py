@@ -214,3 +214,25 @@ def test_a_scaled_summary_says_so_and_scales_only_the_fleet(tmp_path: Path) -> N
     plain = Harness(tmp_path / "plain")
     plain.car("car-a")
     assert plain.engine.summary().scenario_scale == "" and plain.engine.summary().cars_known == 1
+
+
+def test_a_gateway_heartbeat_keeps_its_quiet_cars_alive(h: Harness) -> None:
+    """Many cars per connection: liveness by the gateway's heartbeat, not by each car's telemetry."""
+    h.car("car-a", gateway="gw-1")
+    h.car("car-b")  # its own connection, no gateway
+    online = ConnectionStatus(**h.env("gw-1"), role="gateway", state=Liveness.ONLINE, vehicle_count=1)
+    for _ in range(3):
+        h.wall.advance(6)  # heartbeat timeout is 10 s; the gateway speaks every 6 s, the cars never
+        h.send(h.topics.connection_status("gw-1"), online)
+        h.engine.tick()
+    assert h.engine.registry.cars["car-a"].state != "offline"
+    assert h.engine.registry.cars["car-b"].state == "offline"
+
+
+def test_a_far_future_deadline_is_rejected_not_a_crash(h: Harness) -> None:
+    h.car("car-a")
+    far = datetime(9999, 1, 1, tzinfo=UTC)
+    outs = h.send(h.topics.job_submit, h.job(deadline=far))
+    (state,) = h.states(outs)
+    assert state.status == "rejected" and "ten years" in state.reason
+    h.engine.tick()  # nothing was recorded that a tick could trip over

@@ -148,7 +148,7 @@ def test_bad_assignments_are_refused_counted_and_the_car_keeps_running() -> None
     send(fleet, assignment(fleet, other, work_s=60, assignment_id="as-wrong"), vid=vid)  # not addressed to it
     fleet.commands.handle(TOPICS.commands(vid), b'{"kind":"shard_assign","assignment_id":"as-bad"}', fleet.t)
     fleet.commands.handle(TOPICS.commands(vid), b"\xff not json", fleet.t)
-    send(fleet, assignment(fleet, vid, work_s=60, allocated_tops=1e9, assignment_id="as-big"))
+    send(fleet, assignment(fleet, vid, work_s=60, allocated_tops=5e5, assignment_id="as-big"))
     send(fleet, assignment(fleet, vid, work_s=60, checkpoint="ckpt:other:1.0", assignment_id="as-ckpt"))
     send(fleet, ShardCancel(sender="dispatcher", sent_at=WALL, sim_time=WALL, assignment_id="as-none", vehicle_id=vid))
     refusals = {m.assignment_id: m.reason for _, m in drain(fleet) if isinstance(m, ShardRefused)}

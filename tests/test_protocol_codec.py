@@ -66,7 +66,8 @@ def test_wrong_schema_version_is_rejected() -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [("soc", "0.5"), ("soc", 1.5), ("locked", "yes"), ("rated_tops", -1), ("sent_at", "2026-11-29T08:00:00"),
-     ("gear", "X"), ("sender", "CAR/1"), ("sender", "car+1"), ("pack_temp_c", None)],
+     ("gear", "X"), ("sender", "CAR/1"), ("sender", "car+1"), ("pack_temp_c", None),
+     ("rated_tops", 1e308), ("tops_in_use", 1e300), ("earned", 1e300)],
 )
 def test_wrong_types_and_ranges_are_rejected(field: str, value: object) -> None:
     obj = json.loads(encode(telemetry()))
