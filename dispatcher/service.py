@@ -47,7 +47,11 @@ class DispatcherService:
         self.status_topic = engine.topics.connection_status(SENDER)
         self.stop = asyncio.Event()
         self.ready = asyncio.Event()  # set once subscribed, after every (re)connection
-        self._pending = engine.startup()
+        # what is still to publish survives a lost connection: the ledger already counts on it
+        self._outbox: asyncio.Queue[Out] = asyncio.Queue()
+        self._unsent: list[Out] = []  # a batch whose publishing was interrupted, sent first
+        for out in engine.startup():
+            self._outbox.put_nowait(out)
 
     def _status(self, state: Liveness) -> bytes:
         message = ConnectionStatus(sender=SENDER, sent_at=utc_now(), sim_time=self.engine.sim_now(),
@@ -76,10 +80,7 @@ class DispatcherService:
         # online only once subscribed: fleets announce their cars again when they see it
         await client.publish(self.status_topic, self._status(Liveness.ONLINE), qos=1, retain=True)
         self.ready.set()
-        outbox: asyncio.Queue[Out] = asyncio.Queue()
-        for out in self._pending:
-            outbox.put_nowait(out)
-        self._pending = []
+        outbox = self._outbox
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._read(client, outbox))
@@ -94,8 +95,10 @@ class DispatcherService:
             raise _first(lost) from None  # a plain MqttError, so that stay_connected reconnects
         finally:
             self.ready.clear()
+        leftovers, self._unsent = self._unsent, []
         while not outbox.empty():
-            out = outbox.get_nowait()
+            leftovers.append(outbox.get_nowait())
+        for out in leftovers:
             await client.publish(out.topic, out.payload, qos=out.qos, retain=out.retain)
         await client.publish(self.status_topic, self._status(Liveness.OFFLINE), qos=1, retain=True)
 
@@ -115,12 +118,22 @@ class DispatcherService:
 
     async def _publish(self, client: aiomqtt.Client, outbox: asyncio.Queue[Out]) -> None:
         while True:
-            batch = [await outbox.get()]
-            while not outbox.empty() and len(batch) < 256:
-                batch.append(outbox.get_nowait())
-            await asyncio.gather(
-                *(client.publish(o.topic, o.payload, qos=o.qos, retain=o.retain) for o in batch)
-            )
+            if self._unsent:
+                batch, self._unsent = self._unsent, []
+            else:
+                batch = [await outbox.get()]
+                while not outbox.empty() and len(batch) < 256:
+                    batch.append(outbox.get_nowait())
+            try:
+                await asyncio.gather(
+                    *(client.publish(o.topic, o.payload, qos=o.qos, retain=o.retain) for o in batch)
+                )
+            except BaseException:
+                # lost connection or cancelled with it: send the whole batch again after the
+                # reconnect (QoS 1 receivers take duplicates; a lost assignment would wait for
+                # the silence limit and count as a preemption)
+                self._unsent = batch
+                raise
 
     async def _tick(self, outbox: asyncio.Queue[Out]) -> None:
         while True:
