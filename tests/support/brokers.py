@@ -87,17 +87,27 @@ class MosquittoProcess:
 
     async def start(self) -> None:
         assert MOSQUITTO is not None, "mosquitto is not installed (.ci/run installs it)"
-        log = open(self.directory / "mosquitto.log", "ab")  # noqa: SIM115 - owned by the process
-        self.process = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.directory / "mosquitto.conf")], stdout=log, stderr=log
-        )
-        await wait_listening(self.port)
+        with open(self.directory / "mosquitto.log", "ab") as log:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.directory / "mosquitto.conf")], stdout=log, stderr=log
+            )
+        try:
+            await wait_listening(self.port)
+            if self.process.poll() is not None:  # something else answered on that port
+                raise RuntimeError(f"mosquitto exited at once; see {self.directory / 'mosquitto.log'}")
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
         proc, self.process = self.process, None
         if proc is not None and proc.poll() is None:
             proc.terminate()
-            await asyncio.to_thread(proc.wait, 10)
+            try:
+                await asyncio.to_thread(proc.wait, 10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                await asyncio.to_thread(proc.wait, 10)
 
 
 @asynccontextmanager
