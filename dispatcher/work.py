@@ -143,6 +143,12 @@ def _active(db: sqlite3.Connection, ledger: Ledger, assignment_id: str) -> Attem
 def on_progress(ledger: Ledger, assignment_id: str, done: float, checkpoint_at: float, checkpoint: str) -> bool:
     """Keep the furthest progress and checkpoint of an active assignment; True if it moved."""
     with ledger.transaction() as db:
+        row = db.execute(
+            "SELECT s.work FROM assignments a JOIN shards s USING(job_id, shard_id) WHERE a.assignment_id = ?",
+            (assignment_id,),
+        ).fetchone()
+        if row is not None:  # a position past the shard's end is clamped to it
+            done, checkpoint_at = min(done, float(row[0])), min(checkpoint_at, float(row[0]))
         cur = db.execute(
             "UPDATE assignments SET done_tera_ops = MAX(done_tera_ops, ?),"
             " checkpoint = CASE WHEN ? > checkpoint_tera_ops THEN ? ELSE checkpoint END,"
@@ -175,15 +181,18 @@ def on_preempted(ledger: Ledger, message: ShardPreempted, energy_price: float) -
         attempt = _active(db, ledger, message.assignment_id)
         if attempt is None:
             return None
-        checkpoint_at = max(attempt.checkpoint_tera_ops, min(message.checkpoint_tera_ops, _shard_work(db, attempt)))
-        reached = max(attempt.done_tera_ops, attempt.resume_from + message.work_tera_ops)
+        shard_work = _shard_work(db, attempt)
+        checkpoint_at = max(attempt.checkpoint_tera_ops, min(message.checkpoint_tera_ops, shard_work))
+        # a car is paid at most for what was left of the shard when it got it, whatever it claims
+        claimed = min(message.work_tera_ops, max(0.0, shard_work - attempt.resume_from))
+        reached = max(attempt.done_tera_ops, attempt.resume_from + claimed)
         db.execute(
             "UPDATE assignments SET status = 'preempted', work_tera_ops = ?, energy_kwh = ?, paid = 1"
             " WHERE assignment_id = ?",
-            (message.work_tera_ops, message.energy_kwh, attempt.assignment_id),
+            (claimed, message.energy_kwh, attempt.assignment_id),
         )
         _reopen_slot(db, attempt, checkpoint_at, message.checkpoint)
-        pay(db, attempt.job_id, attempt.vehicle_id, message.work_tera_ops, attempt.price)
+        pay(db, attempt.job_id, attempt.vehicle_id, claimed, attempt.price)
         charge_energy(db, attempt.vehicle_id, message.energy_kwh, energy_price)
         _count_preemption(db, attempt.job_id, max(0.0, reached - checkpoint_at))
     return attempt
@@ -238,7 +247,8 @@ def on_result(ledger: Ledger, message: ShardResult, energy_price: float) -> Outc
         db.execute(
             "UPDATE assignments SET status = 'done', work_tera_ops = ?, energy_kwh = ?, result_digest = ?,"
             " done_tera_ops = ? WHERE assignment_id = ?",
-            (message.work_tera_ops, message.energy_kwh, message.result_digest, work, attempt.assignment_id),
+            (min(message.work_tera_ops, max(0.0, work - attempt.resume_from)), message.energy_kwh,
+             message.result_digest, work, attempt.assignment_id),
         )
         db.execute("UPDATE slots SET status = 'done', result_digest = ? WHERE slot_id = ?",
                    (message.result_digest, attempt.slot_id))

@@ -236,3 +236,16 @@ def test_a_far_future_deadline_is_rejected_not_a_crash(h: Harness) -> None:
     (state,) = h.states(outs)
     assert state.status == "rejected" and "ten years" in state.reason
     h.engine.tick()  # nothing was recorded that a tick could trip over
+
+
+def test_a_car_is_paid_for_no_more_work_than_its_shard_held(h: Harness) -> None:
+    h.car("car-a")
+    h.car("car-b")
+    h.send(h.topics.job_submit, h.job(shards=1, max_parallel_shards=2, redundancy=2))
+    first, second = assignments(h.engine.tick())
+    for a in (first, second):
+        claim = result_for(h, a).model_dump()
+        claim["work_tera_ops"] = 1e17  # far more than the 1,000 tera-ops of the shard
+        h.send(h.topics.shards(a.vehicle_id), ShardResult.model_validate(claim))
+    totals = h.ledger.totals()
+    assert totals["shards_completed"] == 1 and totals["work_done"] == 2000.0
