@@ -54,11 +54,17 @@ def _write_config(args: argparse.Namespace) -> int:
         raise CliError(f"not a car or gateway user name: {bad[0]!r}")
     gateways = [n for n in names if role_of(n) is Role.GATEWAY]
     vehicles = [n for n in names if role_of(n) is Role.VEHICLE]
-    port = args.port or 1883
-    paths = write_mosquitto_config(
-        args.write_mosquitto_config, secret, topics_from(args),
-        vehicles=vehicles, gateways=gateways, port=port, host=args.host,
-    )
+    if args.port == 0:
+        raise CliError("--port 0 cannot be used with --write-mosquitto-config: mosquitto needs a fixed port")
+    port = args.port
+    try:
+        paths = write_mosquitto_config(
+            args.write_mosquitto_config, secret, topics_from(args),
+            vehicles=vehicles, gateways=gateways, port=port, host=args.host,
+        )
+    except OSError as exc:
+        raise CliError(f"cannot write the mosquitto config into {args.write_mosquitto_config}: "
+                       f"{exc.strerror or exc}") from None
     for path in paths:
         print(path)
     print(f"run: mosquitto -c {paths[0]}", file=sys.stderr)
@@ -89,7 +95,10 @@ async def _serve(args: argparse.Namespace) -> int:
         mode = "anonymous" if args.anonymous else "fleet credentials required"
         print(f"fleetroom broker: listening on mqtt://{args.host}:{broker.port} ({mode})", flush=True)
         if args.port_file is not None:
-            args.port_file.write_text(f"{broker.port}\n")
+            try:
+                args.port_file.write_text(f"{broker.port}\n")
+            except OSError as exc:
+                raise CliError(f"cannot write --port-file {args.port_file}: {exc.strerror or exc}") from None
         await stop.wait()
     finally:
         await broker.stop()
@@ -102,4 +111,6 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--port {args.port} is not a TCP port")
     if args.write_mosquitto_config is not None:
         return _write_config(args)
+    if args.port_file is not None and not args.port_file.parent.is_dir():
+        raise CliError(f"cannot write --port-file {args.port_file}: no directory {args.port_file.parent}")
     return run_async(_serve(args))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import signal
 import sys
 import threading
@@ -37,6 +38,9 @@ from mqttlink import BrokerUrl, BrokerUrlError, parse_broker_url
 from protocol import TopicError, Topics
 
 log = logging.getLogger(__name__)
+MAX_SPEED = 1e6
+MAX_JOB_RATE = 1e4
+MAX_WALL_S = 10 * 365 * 86400.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,8 +76,15 @@ def _check(args: argparse.Namespace) -> tuple[Topics, BrokerUrl | None]:
         raise CliError("--headless needs --duration S")
     if args.scenario == "essay" and not (1 <= args.emulate <= ESSAY_CARS and ESSAY_CARS % args.emulate == 0):
         raise CliError(f"--emulate must divide {ESSAY_CARS:,} (e.g. 2000, 10000, 1000000)")
+    for flag, value in (("--duration", args.duration), ("--speed", args.speed), ("--grow-over", args.grow_over),
+                        ("--job-rate", args.job_rate)):
+        if not math.isfinite(value):
+            raise CliError(f"{flag} must be a finite number, not {value}")
     if args.cars < 1 or args.grow_to < 0 or args.speed <= 0 or args.job_rate < 0 or args.grow_over <= 0:
         raise CliError("--cars must be at least 1; --grow-to, --job-rate >= 0; --speed, --grow-over > 0")
+    if args.speed > MAX_SPEED or args.job_rate > MAX_JOB_RATE or max(args.grow_over, args.duration) > MAX_WALL_S:
+        raise CliError(f"--speed must be at most {MAX_SPEED:g}, --job-rate at most {MAX_JOB_RATE:g}, "
+                       f"--grow-over and --duration at most {MAX_WALL_S:g} seconds")
     return topics, url
 
 
@@ -88,8 +99,8 @@ def _fleet_flags(args: argparse.Namespace, sim_start: str) -> list[str]:
 def _driver_flags(args: argparse.Namespace, stack: Stack, sim_start: str) -> list[str]:
     grow_to = 0 if args.scenario == "essay" else args.grow_to
     return [
-        sys.executable, "-m", "fleetroom.compose.driver", "--broker", stack.url_or_fail().full(),
-        "--topic-prefix", stack.topic_prefix, "--speed", f"{args.speed:g}", "--sim-start", sim_start,
+        sys.executable, "-m", "fleetroom.compose.driver", *stack.broker_flags(),
+        "--speed", f"{args.speed:g}", "--sim-start", sim_start,
         "--seed", str(args.seed), "--job-rate", f"{args.job_rate:g}", "--start-cars", str(args.cars),
         "--grow-to", str(grow_to), "--grow-over", f"{args.grow_over:g}",
     ]
@@ -170,11 +181,15 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 def run(args: argparse.Namespace) -> int:
     topics, url = _check(args)
     run_dir = args.run_dir or Path(".fleetroom/runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(max(args.verbose, 1), run_dir / "demo.log")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        setup_logging(max(args.verbose, 1), run_dir / "demo.log")
+        supervisor = Supervisor(run_dir)
+    except OSError as exc:
+        raise CliError(f"cannot use --run-dir {run_dir}: {exc.strerror or exc}") from None
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     signal.signal(signal.SIGHUP, _stop_on_sigterm)
-    with Supervisor(run_dir) as supervisor:
+    with supervisor:
         stack = Stack(supervisor, topics.prefix)
         try:
             start_broker(stack, url)

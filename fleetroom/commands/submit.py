@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import secrets
 import sys
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ FIELDS = {
     "min_hardware": "min_hardware", "input_seed": "input_seed", "job_id": "job_id",
 }
 FILE_ONLY = {"deadline_s"}
+MAX_DEADLINE_S = 10 * 365 * 86400.0  # ten simulated years
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +72,23 @@ def _read_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def _deadline_s(value: object) -> float:
+    """The deadline_s value as seconds, checked to be a sane positive number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CliError(f"bad job: deadline_s must be a number of seconds, not {value!r}")
+    try:
+        seconds = float(value)
+    except (OverflowError, ValueError):
+        raise CliError(f"bad job: deadline_s {value!r} is out of range") from None
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_DEADLINE_S):
+        raise CliError(f"bad job: deadline_s must be within 0..{MAX_DEADLINE_S:g} seconds, not {value!r}")
+    try:
+        timedelta(seconds=seconds)
+    except (OverflowError, ValueError, TypeError):
+        raise CliError(f"bad job: deadline_s {value!r} is out of range") from None
+    return seconds
+
+
 def build_job(args: argparse.Namespace) -> JobSubmission:
     """The submission the flags and file describe; a problem is one CliError line."""
     values: dict[str, Any] = _read_file(args.file) if args.file is not None else {}
@@ -84,10 +104,11 @@ def build_job(args: argparse.Namespace) -> JobSubmission:
     fields.setdefault("job_id", f"job-{secrets.token_hex(4)}")
     fields.setdefault("max_parallel_shards", fields["shards"] * fields.get("redundancy", 1)
                       if isinstance(fields["shards"], int) else 1)
+    for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise CliError(f"bad job: {key} must be a finite number, not {value}")
     if "deadline_s" in values:
-        from datetime import timedelta
-
-        fields["deadline"] = now + timedelta(seconds=float(values["deadline_s"]))
+        fields["deadline"] = now + timedelta(seconds=_deadline_s(values["deadline_s"]))
     try:
         return JobSubmission.model_validate_json(json.dumps(
             {"sender": "operator", "sent_at": now.isoformat(), "sim_time": now.isoformat(), **fields},

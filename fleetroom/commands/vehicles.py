@@ -10,6 +10,7 @@ default above 200 cars). Several processes share one fleet with --shard i/n.
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import signal
 import sys
@@ -32,6 +33,10 @@ from protocol.identity import derive_password
 from protocol.topics import Topics
 
 PER_CAR_MAX_DEFAULT = 200
+SIM_START_YEARS = (1970, 2999)
+MAX_SPEED = 1e6
+MAX_TELEMETRY_INTERVAL_S = 365 * 86400.0
+MAX_WALL_S = 10 * 365 * 86400.0
 
 
 def _one_line_error(parser: argparse.ArgumentParser) -> None:
@@ -86,22 +91,27 @@ def _sim_start(text: str | None) -> datetime:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise CliError(f"bad --sim-start {text!r}: expected ISO 8601, e.g. 2026-11-30T09:00-08:00") from None
+    if not SIM_START_YEARS[0] <= moment.year <= SIM_START_YEARS[1]:
+        raise CliError(f"bad --sim-start {text!r}: the year must be within {SIM_START_YEARS[0]}..{SIM_START_YEARS[1]}")
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _check(args: argparse.Namespace) -> None:
     if args.count < 1:
         raise CliError("--count must be at least 1")
-    if not args.speed > 0:
-        raise CliError("--speed must be positive")
-    if not args.telemetry_interval > 0:
-        raise CliError("--telemetry-interval must be positive")
+    if not (math.isfinite(args.speed) and 0 < args.speed <= MAX_SPEED):
+        raise CliError(f"--speed must be a positive number up to {MAX_SPEED:g}")
+    if not (math.isfinite(args.telemetry_interval) and 0 < args.telemetry_interval <= MAX_TELEMETRY_INTERVAL_S):
+        raise CliError(f"--telemetry-interval must be a positive number of seconds up to {MAX_TELEMETRY_INTERVAL_S:g}")
     if not 0.0 <= args.faulty_share <= 1.0:
         raise CliError("--faulty-share must be within 0..1")
     if args.grow_to is not None and args.grow_to < args.count:
         raise CliError("--grow-to must be at least --count")
-    if args.grow_over < 0 or (args.duration is not None and not args.duration > 0):
-        raise CliError("--grow-over and --duration must be positive")
+    if not (math.isfinite(args.grow_over) and 0 <= args.grow_over <= MAX_WALL_S):
+        raise CliError(f"--grow-over must be a number of seconds within 0..{MAX_WALL_S:g}")
+    if args.duration is not None and not (math.isfinite(args.duration) and 0 < args.duration <= MAX_WALL_S):
+        raise CliError(f"--duration must be a positive number of seconds up to {MAX_WALL_S:g}")
+    _sim_start(args.sim_start)  # a bad --sim-start is reported before anything connects
 
 
 def run(args: argparse.Namespace) -> int:

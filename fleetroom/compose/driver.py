@@ -19,7 +19,7 @@ from datetime import datetime
 import aiomqtt
 
 from fleetroom.compose.jobstream import JobStream
-from mqttlink import parse_broker_url, stay_connected
+from mqttlink import BROKER_ENV, BrokerUrl, BrokerUrlError, broker_url_from, stay_connected
 from protocol import AddCars, Topics, encode, utc_now
 from protocol.clock import SimClock
 
@@ -77,12 +77,12 @@ async def drive(args: argparse.Namespace) -> None:
                 next_step += STEP_S
             await asyncio.sleep(0.25)
 
-    await stay_connected(parse_broker_url(args.broker), f"demo-driver-{random.randrange(16**6):06x}", session)
+    await stay_connected(args.broker_url, f"demo-driver-{random.randrange(16**6):06x}", session)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m fleetroom.compose.driver", description=__doc__)
-    parser.add_argument("--broker", required=True)
+    parser.add_argument("--broker", help=f"broker URL (default: ${BROKER_ENV}, which carries any password)")
     parser.add_argument("--topic-prefix", default="fleetroom")
     parser.add_argument("--speed", type=float, default=60.0)
     parser.add_argument("--sim-start", required=True)
@@ -92,7 +92,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--start-cars", type=int, default=20)
     parser.add_argument("--grow-to", type=int, default=0, help="0: no growth")
     parser.add_argument("--grow-over", type=float, default=120.0, help="wall seconds")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        url: BrokerUrl | None = broker_url_from(args.broker)
+    except BrokerUrlError as exc:
+        parser.error(str(exc))
+    if url is None:
+        parser.error(f"no --broker and no ${BROKER_ENV}")
+    args.broker_url = url
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,13 +6,14 @@ command lines of the other parts are written in one place.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleetroom.compose.supervisor import Supervisor, fleetroom_command, read_port_file, wait_for
-from mqttlink import BrokerUrl
+from mqttlink import BROKER_ENV, BrokerUrl
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 BROKER = "broker"
@@ -54,13 +55,27 @@ class Stack:
         return self.url
 
     def broker_flags(self) -> list[str]:
+        """`--broker` (only when the URL has no password) and `--topic-prefix` for a child.
+
+        The full URL, password included, reaches children through $FLEETROOM_BROKER (see
+        `_use`), so that it shows neither in `ps` nor in the children's log headers.
+        """
         assert self.url is not None, "start or name a broker first"
-        return ["--broker", self.url.full(), "--topic-prefix", self.topic_prefix]
+        broker = ["--broker", str(self.url)] if self.url.password is None else []
+        return [*broker, "--topic-prefix", self.topic_prefix]
+
+    def _use(self, kind: str, url: BrokerUrl) -> BrokerUrl:
+        """Make `url` this run's broker, and hand it to every child started from now on."""
+        self.broker_kind, self.url = kind, url
+        env = dict(os.environ if self.supervisor.env is None else self.supervisor.env)
+        env[BROKER_ENV] = url.full()
+        self.supervisor.env = env
+        return url
 
     # broker -------------------------------------------------------------------------------
     def use_external(self, url: BrokerUrl) -> None:
         """Run against a broker somebody else runs; it cannot be restarted by a stage."""
-        self.broker_kind, self.url = "external", url
+        self._use("external", url)
 
     def start_embedded(self, timeout: float = 30.0) -> BrokerUrl:
         """`fleetroom broker --port 0 --anonymous`; later restarts keep the port it bound."""
@@ -78,8 +93,7 @@ class Stack:
         self.supervisor.children[BROKER].argv = fleetroom_command(
             "broker", "--port", str(port), "--anonymous", "--topic-prefix", self.topic_prefix,
         )
-        self.broker_kind, self.url = "embedded", BrokerUrl("127.0.0.1", port)
-        return self.url
+        return self._use("embedded", BrokerUrl("127.0.0.1", port))
 
     def start_mosquitto(self, timeout: float = 15.0) -> BrokerUrl:
         """A mosquitto process on a free 127.0.0.1 port, anonymous, no persistence."""
@@ -93,8 +107,7 @@ class Stack:
         )
         self.supervisor.start(BROKER, [MOSQUITTO, "-c", str(conf)])
         wait_for(lambda: port_open(port), timeout, "mosquitto to listen", self.supervisor)
-        self.broker_kind, self.url = "mosquitto", BrokerUrl("127.0.0.1", port)
-        return self.url
+        return self._use("mosquitto", BrokerUrl("127.0.0.1", port))
 
     def restart_broker(self, timeout: float = 30.0) -> None:
         """Stop the broker and start it again on the same port (a chaos stage)."""

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mqttlink import BROKER_ENV, BrokerUrlError, parse_broker_url
+
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 5.0
@@ -97,7 +99,7 @@ class Supervisor:
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         with open(child.log_path, "ab") as out:
-            out.write(f"--- start {time.strftime('%H:%M:%S')}: {' '.join(child.argv)}\n".encode())
+            out.write(f"--- start {time.strftime('%H:%M:%S')}: {' '.join(child.argv)}{_broker_note(env)}\n".encode())
             out.flush()
             child.process = subprocess.Popen(
                 child.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -165,6 +167,17 @@ class Supervisor:
 
     def __exit__(self, *exc: object) -> None:
         self.stop_all()
+
+
+def _broker_note(env: dict[str, str]) -> str:
+    """Where $FLEETROOM_BROKER points, without its password, for a log header."""
+    text = env.get(BROKER_ENV)
+    if not text:
+        return ""
+    try:
+        return f" ({BROKER_ENV}={parse_broker_url(text)})"
+    except BrokerUrlError:
+        return f" ({BROKER_ENV} set but not a valid URL)"
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
