@@ -77,10 +77,14 @@ def read_secret(path: Path | None, *, create: bool = False) -> bytes | None:
         raise CliError(f"secret file {path} does not exist")
     if not create:
         return None
-    target.parent.mkdir(parents=True, exist_ok=True)
     text = secrets.token_urlsafe(32)
-    target.write_text(text + "\n")
-    target.chmod(0o600)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.touch(mode=0o600)
+        target.chmod(0o600)  # before the secret is written, whatever the umask
+        target.write_text(text + "\n")
+    except OSError as exc:
+        raise CliError(f"cannot create secret file {target}: {exc.strerror or exc}") from None
     return text.encode()
 
 

@@ -31,6 +31,7 @@ def fleetroom(
         (["broker", "--topic-prefix", "Bad/Prefix", "--anonymous", "--port", "0"], "bad --topic-prefix"),
         (["broker", "--secret-file", ".", "--port", "0"], "cannot read secret file"),
         (["broker", "--secret-file", "empty", "--port", "0"], "secret file empty is empty"),
+        (["broker", "--secret-file", "/proc/no-such-dir/secret", "--port", "0"], "cannot create secret file"),
         (["broker", "--write-mosquitto-config", "/tmp/x", "--user", "Bad Name"], "not a car or gateway user name"),
         (["schema", "--topic-prefix", "a//b"], "bad --topic-prefix"),
     ],
