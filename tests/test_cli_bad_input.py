@@ -15,6 +15,8 @@ from fleetroom.compose.stack import Stack
 from fleetroom.compose.supervisor import Supervisor, wait_for
 from mqttlink import BROKER_ENV, BrokerUrl, parse_broker_url
 
+ROOT = Path(__file__).resolve().parent.parent
+
 NOWHERE = "mqtt://127.0.0.1:1"
 JOB = 'name = "j"\nwork = 1.0\nshards = 1\nmin_tops = 1.0\n'
 SUBMIT = ["submit", "--broker", NOWHERE, "--name", "j", "--work", "1", "--shards", "1", "--min-tops", "1"]
@@ -120,3 +122,9 @@ def test_driver_reads_the_broker_from_the_environment(monkeypatch: pytest.Monkey
     monkeypatch.setenv(BROKER_ENV, "mqtt://operator:pw@127.0.0.1:1884")
     args = parse_args(["--sim-start", "2026-11-30T10:00+00:00"])
     assert args.broker_url == BrokerUrl("127.0.0.1", 1884, "operator", "pw")
+
+
+def test_loadtest_output_directory_that_cannot_be_made(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "fleetroom", "loadtest", str(ROOT / "scenarios" / "small.toml"),
+                           "--out", "/proc/no-such-dir/run"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2 and "cannot use --out" in proc.stderr and "Traceback" not in proc.stderr

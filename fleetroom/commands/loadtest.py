@@ -113,8 +113,11 @@ def run(args: argparse.Namespace) -> int:
     scenario, topics, out = _prepare(args)
     signal.signal(signal.SIGTERM, _stop_on_signal)
     signal.signal(signal.SIGHUP, _stop_on_signal)
-    out.mkdir(parents=True, exist_ok=True)
-    setup_logging(args.verbose, out / "loadtest.log")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        setup_logging(args.verbose, out / "loadtest.log")
+    except OSError as exc:
+        raise CliError(f"cannot use --out {out}: {exc.strerror or exc}") from None
     printer = ProgressPrinter(sys.stderr)
     with Supervisor(out) as supervisor:
         stack = Stack(supervisor, topics.prefix)
