@@ -13,6 +13,7 @@ from mqttlink.client import (
     new_client_id,
     stay_connected,
 )
+from mqttlink.tasks import cancel_and_wait
 from mqttlink.url import BROKER_ENV, BrokerUrl, BrokerUrlError, broker_url_from, parse_broker_url
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "LinkEvent",
     "LinkState",
     "broker_url_from",
+    "cancel_and_wait",
     "check_broker",
     "describe_error",
     "make_client",

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from fleetroom.compose.jobstream import JobStream
 from fleetroom.loadtest.ledger import RunLedger
 from fleetroom.loadtest.observer import Observer
-from mqttlink import make_client
+from mqttlink import cancel_and_wait, make_client
 from protocol import Liveness, VehicleStatus, encode, utc_now
 from tests.support.brokers import TestBroker
 from tests.support.samples import telemetry
@@ -39,8 +39,7 @@ async def test_observer_times_messages_and_counts_bad_ones(amqtt_broker: TestBro
         await wait_until(lambda: ledger.counters.receives >= 23, 10, "23 messages at the observer")
         await wait_until(lambda: ledger.probe_latency.stats().count >= 1, 10, "the observer's probe to itself")
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)
     assert ledger.counters.connects == 20 and ledger.counters.rejected == 2 and ledger.counters.failures == 1
     stats = ledger.latency.stats()
     assert stats.count == 20 and 0 < stats.max_ms < 5000
@@ -64,8 +63,7 @@ async def test_jobs_queued_during_a_broker_restart_are_sent_after_it(amqtt_broke
         # the observer subscribes to the whole root before it sends, so it sees its own job arrive
         await wait_until(lambda: ledger.counters.by_kind.get("job_submit", 0) == 2, 10, "both jobs on the wire")
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)
     assert ledger.counters.observer_reconnects >= 1
     assert list(ledger.submitted) == ["tj-00001", "tj-00002"]
 
@@ -88,6 +86,5 @@ async def test_telemetry_of_only_the_sampled_cars_is_taken(amqtt_broker: TestBro
             await client.publish(topics.job_submit, b"{}", qos=1)  # a marker after the telemetry
         await wait_until(lambda: ledger.counters.rejected == 1, 10, "the marker")
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)
     assert ledger.counters.by_kind.get("telemetry") == 2

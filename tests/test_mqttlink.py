@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -14,6 +15,7 @@ from mqttlink import (
     BrokerUrl,
     BrokerUrlError,
     broker_url_from,
+    cancel_and_wait,
     check_broker,
     new_client_id,
     parse_broker_url,
@@ -83,3 +85,30 @@ async def test_stay_connected_fails_loud_when_the_first_connection_fails() -> No
 
     with pytest.raises(BrokerUnreachable, match="connection refused"):
         await stay_connected(BrokerUrl("127.0.0.1", free_port()), new_client_id("t"), session)  # type: ignore[arg-type]
+
+
+async def _acknowledged_then_serving(ack: asyncio.Future[int]) -> None:
+    """What a client task does: wait for a PUBACK (aiomqtt uses wait_for), then serve forever."""
+    await asyncio.wait_for(ack, timeout=10)
+    await asyncio.Event().wait()
+
+
+async def test_cancel_and_wait_ends_a_task_that_swallowed_its_cancellation() -> None:
+    loop = asyncio.get_running_loop()
+    ack: asyncio.Future[int] = loop.create_future()
+    task = asyncio.create_task(_acknowledged_then_serving(ack))
+    await asyncio.sleep(0)  # the task is now inside wait_for
+    ack.set_result(1)  # the PUBACK arrives in the same loop iteration as the cancellation
+    async with asyncio.timeout(5):
+        errors = await cancel_and_wait(task)
+    assert task.cancelled() and errors == []
+
+
+async def test_cancel_and_wait_returns_what_the_tasks_failed_with() -> None:
+    async def fails() -> None:
+        raise ValueError("boom")
+
+    failing, finished = asyncio.create_task(fails()), asyncio.create_task(asyncio.sleep(0))
+    await asyncio.wait({failing, finished})
+    errors = await cancel_and_wait(failing, finished)
+    assert [str(e) for e in errors] == ["boom"]

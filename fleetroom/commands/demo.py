@@ -34,7 +34,7 @@ from fleetroom.compose.summary import ESSAY_CARS, ESSAY_EMULATED, format_summary
 from fleetroom.compose.supervisor import ChildDied, NotReady, Supervisor
 from fleetroom.loadtest.ledger import RunLedger
 from fleetroom.loadtest.observer import Observer
-from mqttlink import BrokerUrl, BrokerUrlError, parse_broker_url
+from mqttlink import BrokerUrl, BrokerUrlError, cancel_and_wait, parse_broker_url
 from protocol import TopicError, Topics
 
 log = logging.getLogger(__name__)
@@ -139,8 +139,7 @@ async def _headless(args: argparse.Namespace, stack: Stack, topics: Topics) -> t
                 task.result()
             await asyncio.sleep(0.2)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)
     return ledger, time.monotonic() - started
 
 

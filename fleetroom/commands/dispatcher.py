@@ -26,7 +26,7 @@ from fleetroom.common import (
     setup_logging,
     topics_from,
 )
-from mqttlink import BrokerUnreachable
+from mqttlink import BrokerUnreachable, cancel_and_wait
 from protocol.clock import SimClock
 from protocol.fleet_messages import FleetSummary, MatchPolicy
 
@@ -173,7 +173,7 @@ async def _watch(service: DispatcherService, task: asyncio.Task[None], duration:
         service.stop.set()
     await asyncio.wait({task}, timeout=5.0)
     if not task.done():
-        task.cancel()
+        await cancel_and_wait(task)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from fleetroom.loadtest.progress import Progress, ProgressPrinter, progress_line
 from fleetroom.loadtest.report import StageRecord, build_report, write_report
 from fleetroom.loadtest.scenario import Scenario, Stage
 from fleetroom.loadtest.slo import Verdict, evaluate
+from mqttlink import cancel_and_wait
 from protocol import DriveAway, JobSubmission, Topics, utc_now
 from protocol.clock import SimClock
 
@@ -141,8 +142,7 @@ class LoadTest:
             self.aborted = str(exc) or type(exc).__name__  # the report still says what was seen until then
         finally:
             self.printer.finish()
-            observer.cancel()
-            await asyncio.gather(observer, return_exceptions=True)
+            await cancel_and_wait(observer)
         return self._finish()
 
     def _finish(self) -> tuple[dict[str, Any], list[Verdict]]:

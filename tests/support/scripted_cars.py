@@ -29,7 +29,7 @@ import aiomqtt
 from dispatcher.engine import Engine
 from dispatcher.ledger import Ledger
 from dispatcher.service import DispatcherService, ServiceSettings
-from mqttlink import BrokerUrl, make_client
+from mqttlink import BrokerUrl, cancel_and_wait, make_client
 from protocol import (
     ComputeOffer,
     ConnectionStatus,
@@ -121,11 +121,7 @@ class ScriptedCar:
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await task
+        await cancel_and_wait(*self._tasks)
         if self._client is not None and not self.gone:
             with contextlib.suppress(aiomqtt.MqttError):
                 await self._client.__aexit__(None, None, None)
@@ -258,9 +254,7 @@ class Watcher:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._task is not None and self._client is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-            await self._task
+        await cancel_and_wait(self._task)
         with contextlib.suppress(aiomqtt.MqttError):
             await self._client.__aexit__(None, None, None)
 
