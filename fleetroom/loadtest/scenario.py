@@ -98,43 +98,47 @@ class Scenario:
 class _Table:
     """A TOML table read key by key with checked types; leftovers are unknown keys."""
 
-    def __init__(self, data: object, where: str) -> None:
+    def __init__(self, data: object, where: str, *, top: bool = False) -> None:
         if not isinstance(data, dict):
             raise ScenarioError(f"{where}: expected a table")
         self.data: dict[str, Any] = dict(data)
         self.where = where
+        self.top = top  # the file itself: its keys read "FILE: key", a table's "FILE: table.key"
+
+    def _at(self, key: str) -> str:
+        return f"{self.where}: {key}" if self.top else f"{self.where}.{key}"
 
     def _take(self, key: str, default: Any, kinds: tuple[type, ...], what: str) -> Any:
         value = self.data.pop(key, default)
         if isinstance(value, bool) or not isinstance(value, kinds):
-            raise ScenarioError(f"{self.where}.{key}: expected {what}, got {value!r}")
+            raise ScenarioError(f"{self._at(key)}: expected {what}, got {value!r}")
         return value
 
     def number(self, key: str, default: float, lo: float = 0.0, hi: float = float("inf")) -> float:
         value = float(self._take(key, default, (int, float), "a number"))
         if not lo <= value <= hi:
-            raise ScenarioError(f"{self.where}.{key}: {value:g} is outside {lo:g}..{hi:g}")
+            raise ScenarioError(f"{self._at(key)}: {value:g} is outside {lo:g}..{hi:g}")
         return value
 
     def integer(self, key: str, default: int, lo: int = 0, hi: int = 10_000_000) -> int:
         value = int(self._take(key, default, (int,), "an integer"))
         if not lo <= value <= hi:
-            raise ScenarioError(f"{self.where}.{key}: {value} is outside {lo}..{hi}")
+            raise ScenarioError(f"{self._at(key)}: {value} is outside {lo}..{hi}")
         return value
 
     def text(self, key: str, default: str, choices: tuple[str, ...] = ()) -> str:
         value = str(self._take(key, default, (str,), "a string"))
         if choices and value not in choices:
-            raise ScenarioError(f"{self.where}.{key}: {value!r} is not one of {', '.join(choices)}")
+            raise ScenarioError(f"{self._at(key)}: {value!r} is not one of {', '.join(choices)}")
         return value
 
     def shares(self, key: str, default: dict[str, float], names: tuple[str, ...]) -> dict[str, float]:
         raw = self.data.pop(key, default)
-        table = _Table(raw, f"{self.where}.{key}")
+        table = _Table(raw, self._at(key))
         result = {name: table.number(name, 0.0, 0.0, 1.0) for name in names if name in table.data}
         table.done()
         if not result or abs(sum(result.values()) - 1.0) > 1e-6:
-            raise ScenarioError(f"{self.where}.{key}: shares must sum to 1 (got {sum(result.values()):g})")
+            raise ScenarioError(f"{self._at(key)}: shares must sum to 1 (got {sum(result.values()):g})")
         return result
 
     def done(self) -> None:
@@ -185,7 +189,7 @@ def _stage(raw: object, index: int) -> Stage:
 
 def parse_scenario(data: dict[str, Any], where: str) -> Scenario:
     """Build a `Scenario` from parsed TOML, or raise `ScenarioError` naming `where` and the key."""
-    top = _Table(data, where)
+    top = _Table(data, where, top=True)
     name = top.text("name", Path(where).stem)
     description = top.text("description", "")
     speed = top.number("speed", 60.0, 0.01, 100_000.0)
