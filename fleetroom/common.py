@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import sys
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +28,23 @@ class CliError(Exception):
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+SIM_EPOCH_HELP = (
+    "Unix time at which the simulation stood at --sim-start: processes given the same epoch agree on "
+    "simulation time however far apart they start (default: when this process starts)"
+)
+
+
+def sim_epoch(text: str) -> float:
+    """The `--sim-epoch` flag: a Unix time in seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1e10:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r} is not a Unix time in seconds, e.g. {time.time():.0f}")
+    return value
 
 
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:

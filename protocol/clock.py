@@ -1,7 +1,10 @@
 """The one simulation clock: simulated time runs `speed` times faster than wall time.
 
-Processes that share a fleet are given the same origin (`--sim-start`) and speed, so their
-simulation times agree. Wall time is used only for `sent_at` and latency.
+Processes that share a fleet are given the same origin (`--sim-start`), the same speed and the
+same epoch (`--sim-epoch`, the Unix time at which the simulation stood at its origin), so their
+simulation times agree however far apart they were started, and a process restarted later picks
+up where the others are. Without an epoch a clock starts at its origin when it is built. Wall
+time is used only for `sent_at` and latency.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ class SimClock:
         speed: float = 1.0,
         sim_start: datetime | None = None,
         wall: Callable[[], float] = time.monotonic,
+        epoch: float | None = None,
+        unix: Callable[[], float] = time.time,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
@@ -27,7 +32,8 @@ class SimClock:
         if self.sim_start.tzinfo is None:
             raise ValueError("sim_start must be timezone-aware")
         self._wall = wall
-        self._wall_start = wall()
+        # the monotonic reading at which the simulation stood at sim_start (past, with an epoch)
+        self._wall_start = wall() - (0.0 if epoch is None else unix() - epoch)
 
     def elapsed_sim_s(self) -> float:
         """Simulated seconds since the origin."""

@@ -65,6 +65,8 @@ def test_submit_bad_numbers(tmp_path: Path, flags: list[str], phrase: str) -> No
     (["--grow-over", "nan"], "--grow-over must be"),
     (["--duration", "inf"], "--duration must be"),
     (["--sim-start", "9999-12-31T23:59+00:00"], "--sim-start"),
+    (["--sim-epoch", "nan"], "--sim-epoch: 'nan' is not a Unix time"),
+    (["--sim-epoch", "1e20"], "--sim-epoch: '1e20' is not a Unix time"),
 ])
 def test_vehicles_bad_numbers(tmp_path: Path, flags: list[str], phrase: str) -> None:
     assert_one_line_error(run_cli([*VEHICLES, *flags], tmp_path), phrase)
@@ -104,7 +106,7 @@ def test_children_get_the_broker_password_only_through_the_environment(tmp_path:
         flags = stack.broker_flags()
         args = argparse.Namespace(scenario="grow", grow_to=10, speed=60.0, seed=1, job_rate=0.5, cars=2,
                                   grow_over=10.0)
-        driver = _driver_flags(args, stack, "2026-11-30T10:00+00:00")
+        driver = _driver_flags(args, stack, ["--sim-start", "2026-11-30T10:00+00:00"])
         assert "s3cret-pw" not in " ".join([*flags, *driver])
         code = "import os, pathlib; pathlib.Path('seen').write_text(os.environ['FLEETROOM_BROKER'])"
         supervisor.start("probe", [sys.executable, "-c", code, *flags])

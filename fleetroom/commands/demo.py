@@ -88,20 +88,25 @@ def _check(args: argparse.Namespace) -> tuple[Topics, BrokerUrl | None]:
     return topics, url
 
 
-def _fleet_flags(args: argparse.Namespace, sim_start: str) -> list[str]:
-    common = ["--seed", str(args.seed), "--speed", f"{args.speed:g}", "--sim-start", sim_start, "--mode", "gateway"]
+def _clock_flags(args: argparse.Namespace) -> list[str]:
+    """One simulation clock for every part: origin, speed and epoch."""
+    sim_start = datetime.now(UTC).replace(hour=10, minute=0, second=0, microsecond=0).isoformat()
+    return ["--speed", f"{args.speed:g}", "--sim-start", sim_start, "--sim-epoch", f"{time.time():.3f}"]
+
+
+def _fleet_flags(args: argparse.Namespace, clock: list[str]) -> list[str]:
+    common = ["--seed", str(args.seed), *clock, "--mode", "gateway"]
     if args.scenario == "essay":
         return ["--count", str(args.emulate), "--hardware-mix", "HW5=1", "--telemetry-interval", "600", *common]
     mix = ",".join(f"{k}={v:g}" for k, v in EARLY_MIX.items())
     return ["--count", str(args.cars), "--hardware-mix", mix, "--telemetry-interval", "30", *common]
 
 
-def _driver_flags(args: argparse.Namespace, stack: Stack, sim_start: str) -> list[str]:
+def _driver_flags(args: argparse.Namespace, stack: Stack, clock: list[str]) -> list[str]:
     grow_to = 0 if args.scenario == "essay" else args.grow_to
     return [
         sys.executable, "-m", "fleetroom.compose.driver", *stack.broker_flags(),
-        "--speed", f"{args.speed:g}", "--sim-start", sim_start,
-        "--seed", str(args.seed), "--job-rate", f"{args.job_rate:g}", "--start-cars", str(args.cars),
+        *clock, "--seed", str(args.seed), "--job-rate", f"{args.job_rate:g}", "--start-cars", str(args.cars),
         "--grow-to", str(grow_to), "--grow-over", f"{args.grow_over:g}",
     ]
 
@@ -116,12 +121,11 @@ def start_broker(stack: Stack, url: BrokerUrl | None) -> None:
 
 def start_parts(args: argparse.Namespace, stack: Stack) -> None:
     """Dispatcher, fleet and job driver, each its own process."""
-    sim_start = datetime.now(UTC).replace(hour=10, minute=0, second=0, microsecond=0).isoformat()
+    clock = _clock_flags(args)
     scale = ["--cars-per-car", str(ESSAY_CARS // args.emulate)] if args.scenario == "essay" else []
-    stack.start_dispatcher(stack.run_dir / "ledger.sqlite3",
-                           ["--speed", f"{args.speed:g}", "--sim-start", sim_start, "--summary-interval", "1", *scale])
-    stack.start_fleet("fleet", _fleet_flags(args, sim_start))
-    stack.supervisor.start("driver", _driver_flags(args, stack, sim_start))
+    stack.start_dispatcher(stack.run_dir / "ledger.sqlite3", [*clock, "--summary-interval", "1", *scale])
+    stack.start_fleet("fleet", _fleet_flags(args, clock))
+    stack.supervisor.start("driver", _driver_flags(args, stack, clock))
 
 
 async def _headless(args: argparse.Namespace, stack: Stack, topics: Topics) -> tuple[RunLedger, float]:

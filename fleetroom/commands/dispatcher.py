@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fleetroom.common import (
+    SIM_EPOCH_HELP,
     CliError,
     add_broker_arguments,
     broker_for,
     run_async,
     setup_logging,
+    sim_epoch,
     topics_from,
 )
 from mqttlink import BrokerUnreachable, cancel_and_wait
@@ -86,6 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=_positive, default=60.0,
                         help="simulation seconds per wall second (default: %(default)s)")
     parser.add_argument("--sim-start", type=_instant, help="simulation time origin, ISO 8601 with zone (default: now)")
+    parser.add_argument("--sim-epoch", type=sim_epoch, metavar="UNIX_SECONDS", help=SIM_EPOCH_HELP)
     parser.add_argument("--summary-interval", type=_positive, default=1.0, metavar="WALL_SECONDS",
                         help="seconds between fleet summaries (default: %(default)s)")
     parser.add_argument("--heartbeat-timeout", type=_positive, default=60.0, metavar="WALL_SECONDS",
@@ -122,7 +125,7 @@ async def _serve(args: argparse.Namespace) -> int:
         ledger = Ledger(args.db)
     except (sqlite3.Error, OSError) as exc:
         raise CliError(f"cannot open the ledger {args.db}: {exc}") from None
-    clock = SimClock(speed=args.speed, sim_start=args.sim_start)
+    clock = SimClock(speed=args.speed, sim_start=args.sim_start, epoch=args.sim_epoch)
     engine = Engine(
         topics, ledger, sim_now=clock.now, wall=time.monotonic, rng=random.Random(), policy=MatchPolicy(args.policy),
         speed=args.speed, heartbeat_timeout_s=args.heartbeat_timeout, energy_price=args.energy_price,

@@ -25,7 +25,16 @@ from fake_vehicles.fleet import Fleet, FleetConfig
 from fake_vehicles.ids import ShardSpecError, gateway_id, owned_indices, parse_shard, vehicle_id
 from fake_vehicles.messages import Encoder
 from fake_vehicles.runner import Runner, RunSettings, StartupError
-from fleetroom.common import CliError, add_broker_arguments, broker_for, read_secret, setup_logging, topics_from
+from fleetroom.common import (
+    SIM_EPOCH_HELP,
+    CliError,
+    add_broker_arguments,
+    broker_for,
+    read_secret,
+    setup_logging,
+    sim_epoch,
+    topics_from,
+)
 from mqttlink import BrokerUrl
 from protocol.base import HardwareGeneration
 from protocol.clock import SimClock
@@ -61,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fleet.add_argument("--sim-start", metavar="ISO8601",
                        help="simulation start; its UTC offset is the local time owners live by, none "
                             "means UTC (default: now, at UTC-08:00)")
+    fleet.add_argument("--sim-epoch", type=sim_epoch, metavar="UNIX_SECONDS", help=SIM_EPOCH_HELP)
     fleet.add_argument("--grow-to", type=int, metavar="M", help="grow the fleet to M cars ...")
     fleet.add_argument("--grow-over", type=float, default=60.0, metavar="WALL_SECONDS",
                        help="... over this many wall seconds (default: %(default)s)")
@@ -163,7 +173,7 @@ def _run_fleet(args: argparse.Namespace, topics: Topics, mix: dict[HardwareGener
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    runner = Runner(fleet, SimClock(args.speed, start), settings, stop)
+    runner = Runner(fleet, SimClock(args.speed, start, epoch=args.sim_epoch), settings, stop)
     try:
         runner.connect()
     except StartupError as exc:

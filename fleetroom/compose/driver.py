@@ -18,6 +18,7 @@ from datetime import datetime
 
 import aiomqtt
 
+from fleetroom.common import SIM_EPOCH_HELP, sim_epoch
 from fleetroom.compose.jobstream import JobStream
 from mqttlink import BROKER_ENV, BrokerUrl, BrokerUrlError, broker_url_from, stay_connected
 from protocol import AddCars, Topics, encode, utc_now
@@ -51,7 +52,7 @@ def mix_at(fraction: float) -> dict[str, float]:
 async def drive(args: argparse.Namespace) -> None:
     """Publish jobs at `--job-rate` per second and AddCars steps until stopped."""
     topics = Topics(args.topic_prefix)
-    clock = SimClock(args.speed, datetime.fromisoformat(args.sim_start))
+    clock = SimClock(args.speed, datetime.fromisoformat(args.sim_start), epoch=args.sim_epoch)
     stream = JobStream(random.Random(args.seed), {"inference": 0.5, "training": 0.2, "rendering": 0.3},
                        sender="demo-driver", prefix=f"demo{random.randrange(16**4):04x}", scale=args.job_scale)
     steps = max(1, round(args.grow_over / STEP_S))
@@ -86,6 +87,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--topic-prefix", default="fleetroom")
     parser.add_argument("--speed", type=float, default=60.0)
     parser.add_argument("--sim-start", required=True)
+    parser.add_argument("--sim-epoch", type=sim_epoch, metavar="UNIX_SECONDS", help=SIM_EPOCH_HELP)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--job-rate", type=float, default=0.5, help="jobs per wall second")
     parser.add_argument("--job-scale", type=float, default=1.0)
