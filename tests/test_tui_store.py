@@ -143,6 +143,10 @@ def test_jobs_follow_assignments_progress_and_states(store: FleetStore, topics: 
     assert "3 cars fail free_tops >= 8000" in text and "car-a" in text
     feed(store, topics.job_state("job-1"), cr.job_state("job-1", JobStatus.RUNNING, 0.5))
     assert store.jobs.rows["job-1"].status == "running" and store.jobs.count("running") == 1
+    feed(store, topics.shards("car-a"), cr.result("car-a", "job-1"))
+    drill = "\n".join(car_lines(store, "car-a"))
+    assert "done 1,000,000 of 1,000,000 tera-ops   last checkpoint 1,000,000" in drill  # not "checkpoint 0"
+    assert "finished job-1.s0" in drill
 
 
 def test_offer_and_withdrawal_explain_the_car(store: FleetStore, topics: Topics) -> None:

@@ -304,7 +304,8 @@ class FleetStore:
             row.done_tera_ops = message.done_tera_ops
             row.checkpoint_tera_ops = message.checkpoint_tera_ops
         elif isinstance(message, ShardResult):
-            row.done_tera_ops = row.work_tera_ops or message.work_tera_ops
+            # the result is the last word on the shard: nothing of it is left to lose
+            row.done_tera_ops = row.checkpoint_tera_ops = row.work_tera_ops or message.work_tera_ops
             row.last_event = f"finished {message.shard_id}"
         elif isinstance(message, ShardPreempted):
             row.checkpoint_tera_ops = message.checkpoint_tera_ops

@@ -19,6 +19,7 @@ from protocol import (
     OwnerMode,
     ShardAssignment,
     ShardProgress,
+    ShardResult,
     SuspendReason,
     VehicleStatus,
     VehicleTelemetry,
@@ -88,3 +89,9 @@ def assignment(vid: str, job_id: str, shard: int = 0) -> ShardAssignment:
 def progress(vid: str, job_id: str, shard: int = 0, done: float = 4e5) -> ShardProgress:
     return ShardProgress(**_env(vid), assignment_id=f"asg-{job_id}-{shard}", job_id=job_id,
                          shard_id=f"{job_id}.s{shard}", done_tera_ops=done, checkpoint_tera_ops=done)
+
+
+def result(vid: str, job_id: str, shard: int = 0, work: float = 1e6) -> ShardResult:
+    return ShardResult(**_env(vid), assignment_id=f"asg-{job_id}-{shard}", job_id=job_id,
+                       shard_id=f"{job_id}.s{shard}", result_digest="cd" * 32, work_tera_ops=work,
+                       energy_kwh=0.5, elapsed_s=400.0)
