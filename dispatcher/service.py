@@ -64,10 +64,14 @@ class DispatcherService:
         try:
             await stay_connected(
                 self.url, new_client_id("dispatcher"), self._session, will=will,
-                max_queued_incoming=self.settings.max_queued_incoming,
+                max_queued_incoming=self.settings.max_queued_incoming, on_drop=self._dropped,
             )
         except* BrokerUnreachable as group:
             raise group.exceptions[0] from None
+
+    def _dropped(self) -> None:
+        """A message found the incoming queue full and was lost: count it with the rejected ones."""
+        self.engine.rejected["backlog_full"] += 1
 
     async def _session(self, client: aiomqtt.Client) -> None:
         topics = self.engine.topics

@@ -49,6 +49,25 @@ class LinkEvent:
 
 Session = Callable[[aiomqtt.Client], Awaitable[None]]
 StateCallback = Callable[[LinkEvent], None]
+DropCallback = Callable[[], None]
+
+
+def _counting_queue(on_drop: DropCallback) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """aiomqtt's incoming queue, telling `on_drop` of every message it had no room for.
+
+    aiomqtt discards a message that finds the queue full with only a log line; a reader that
+    falls that far behind must be able to show how much it lost.
+    """
+
+    class CountingQueue(asyncio.Queue[aiomqtt.Message]):
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            try:
+                super().put_nowait(item)
+            except asyncio.QueueFull:
+                on_drop()
+                raise
+
+    return CountingQueue
 
 
 def new_client_id(role: str) -> str:
@@ -64,8 +83,13 @@ def make_client(
     keepalive: int = 30,
     max_queued_incoming: int | None = None,
     timeout: float = 10.0,
+    on_drop: DropCallback | None = None,
 ) -> aiomqtt.Client:
-    """An MQTT 3.1.1 aiomqtt client for `url`; must be created inside the running loop."""
+    """An MQTT 3.1.1 aiomqtt client for `url`; must be created inside the running loop.
+
+    With `max_queued_incoming`, messages arriving while that many wait unread are dropped;
+    `on_drop` is called once for each.
+    """
     return aiomqtt.Client(
         hostname=url.host,
         port=url.port,
@@ -78,6 +102,7 @@ def make_client(
         keepalive=keepalive,
         timeout=timeout,
         max_queued_incoming_messages=max_queued_incoming,
+        queue_type=None if on_drop is None else _counting_queue(on_drop),
     )
 
 
@@ -120,6 +145,7 @@ async def stay_connected(
     must_connect_first: bool = True,
     keepalive: int = 30,
     max_queued_incoming: int | None = None,
+    on_drop: DropCallback | None = None,
 ) -> None:
     """Run `session` on a connected client until it returns, reconnecting whenever it is lost.
 
@@ -132,7 +158,7 @@ async def stay_connected(
     notify(LinkEvent(LinkState.CONNECTING))
     while True:
         client = make_client(
-            url, client_id, will=will, keepalive=keepalive, max_queued_incoming=max_queued_incoming
+            url, client_id, will=will, keepalive=keepalive, max_queued_incoming=max_queued_incoming, on_drop=on_drop
         )
         try:
             async with client:

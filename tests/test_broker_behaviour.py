@@ -139,3 +139,19 @@ async def test_reconnect_after_the_broker_restarts(any_broker: TestBroker) -> No
     states = [e.state for e in events]
     assert states[:2] == [LinkState.CONNECTING, LinkState.CONNECTED]
     assert LinkState.RECONNECTING in states and states[-1] is LinkState.CONNECTED
+
+
+async def test_a_reader_that_falls_behind_counts_what_it_dropped(any_broker: TestBroker) -> None:
+    """aiomqtt drops what finds its incoming queue full; `on_drop` makes that loss visible."""
+    topics = any_broker.topics
+    dropped: list[None] = []
+    async with make_client(any_broker.url(), new_client_id("slow"), max_queued_incoming=5,
+                           on_drop=lambda: dropped.append(None)) as slow, \
+            make_client(any_broker.url(), new_client_id("pub")) as pub:
+        await slow.subscribe(topics.telemetry("car-1"), qos=1)
+        for i in range(30):  # the reader reads nothing meanwhile
+            await pub.publish(topics.telemetry("car-1"), f"{i}".encode(), qos=1)
+        await wait_until(lambda: len(dropped) == 25, what="25 messages dropped")
+        assert len(slow.messages) == 5
+        kept = [(await anext(slow.messages)).payload for _ in range(5)]
+        assert kept == [b"0", b"1", b"2", b"3", b"4"]  # the oldest are kept, the newest dropped

@@ -132,6 +132,21 @@ def test_objectives_decide_pass_and_fail() -> None:
                         "min_jobs_completed_share": True}
 
 
+def test_messages_the_observer_dropped_fail_their_objective_and_are_shown(tmp_path: Path) -> None:
+    ledger = RunLedger()
+    ledger.job_submitted("j1", 0.0)
+    ledger.observe(*job_state("j1", JobStatus.DONE), at_s=1, latency_s=0.010)
+    clean = _report(ledger)
+    assert [v.passed for v in evaluate({"max_observer_dropped": 0}, clean)] == [True]
+    for _ in range(3):
+        ledger.dropped()  # what the observer's MQTT link calls when its queue is full
+    report = _report(ledger)
+    [verdict] = evaluate({"max_observer_dropped": 0}, report)
+    assert not verdict.passed and verdict.measured == 3.0
+    markdown = write_report(tmp_path, report, [verdict], ledger, [])[1].read_text()
+    assert "**dropped by the observer 3**" in markdown
+
+
 def test_report_files_are_written_and_the_chart_is_valid_svg(tmp_path: Path) -> None:
     ledger = RunLedger()
     for i in range(50):

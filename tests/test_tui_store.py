@@ -100,6 +100,12 @@ def test_the_health_line_follows_the_link(store: FleetStore) -> None:
     assert "dispatcher 1/1 online · gateway 1/2 online, 500 cars" in line
 
 
+def test_the_health_line_shouts_when_messages_were_dropped(store: FleetStore) -> None:
+    assert "DROPPED" not in panels.health_line(store, "mqtt://h:1", read_only=False, paused=False)
+    store.dropped = 12_345  # what the MQTT link's on_drop counts when the queue is full
+    assert "DROPPED 12,345 (fell behind)" in panels.health_line(store, "mqtt://h:1", read_only=False, paused=False)
+
+
 def test_header_reads_the_essays_equivalences_from_the_summary(store: FleetStore, topics: Topics) -> None:
     assert "waiting" in panels.totals_line(store)
     feed(store, topics.summary, cr.summary(1_000_000, "HW5", scale="essay: 1,000,000 HW5 cars"))

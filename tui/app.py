@@ -157,7 +157,10 @@ class FleetroomApp(App[None]):
         """Stay subscribed to everything under the root, through broker restarts."""
         await stay_connected(self.broker_url, new_client_id(self.sender), self._session,
                              on_state=self._on_link, backoff=self.backoff, must_connect_first=False,
-                             max_queued_incoming=100_000)
+                             max_queued_incoming=100_000, on_drop=self._dropped)
+
+    def _dropped(self) -> None:
+        self.store.dropped += 1
 
     def _on_link(self, event: LinkEvent) -> None:
         self.store.link_changed(event.state.value, event.reason, event.attempt)

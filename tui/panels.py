@@ -61,6 +61,8 @@ def health_line(store: FleetStore, broker: str, *, read_only: bool, paused: bool
     reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(store.rejected.items()))
     parts = [f"{broker} {state}", f"{store.msgs_per_s:,.0f} msg/s", f"{store.messages:,} msgs"]
     parts.append(f"rejected {rejected:,}" + (f" ({reasons})" if reasons else ""))
+    if store.dropped:
+        parts.append(f"DROPPED {store.dropped:,} (fell behind)")
     peers = peers_text(store)
     if peers:
         parts.append(peers)

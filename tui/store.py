@@ -153,6 +153,7 @@ class FleetStore:
         self.messages = 0
         self.rejected: Counter[str] = Counter()
         self.last_rejection = ""
+        self.dropped = 0  # messages lost unread because the control room fell too far behind
         self.msgs_per_s = 0.0
         self.cars_version = 0  # bumped whenever any car row changes
         self.history = History(history_length)

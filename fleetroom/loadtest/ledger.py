@@ -84,6 +84,10 @@ class RunLedger:
         self.counters.receives += 1
         self.counters.rejected += 1
 
+    def dropped(self) -> None:
+        """The observer's incoming queue was full and a message was lost unseen."""
+        self.counters.observer_dropped += 1
+
     def observe(self, info: TopicInfo, message: AnyMessage, at_s: float, latency_s: float | None) -> None:
         """Fold one decoded message; `latency_s` is now - sent_at, None for a retained message."""
         self.counters.receives += 1

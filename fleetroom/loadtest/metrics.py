@@ -102,6 +102,7 @@ class Counters:
     failures: int = 0  # cars seen going offline (Last Will), harness publish failures
     rejected: int = 0  # messages the observer could not decode or that broke the topic map
     observer_reconnects: int = 0
+    observer_dropped: int = 0  # messages the observer had no room for: it fell behind, the figures miss them
     by_kind: dict[str, int] = field(default_factory=dict)
 
     def count_kind(self, kind: str) -> None:
@@ -111,7 +112,8 @@ class Counters:
         return {
             "connects": self.connects, "reconnects": self.reconnects, "publishes": self.publishes,
             "receives": self.receives, "failures": self.failures, "rejected": self.rejected,
-            "observer_reconnects": self.observer_reconnects, "by_kind": dict(sorted(self.by_kind.items())),
+            "observer_reconnects": self.observer_reconnects, "observer_dropped": self.observer_dropped,
+            "by_kind": dict(sorted(self.by_kind.items())),
         }
 
 

@@ -184,5 +184,5 @@ class Observer:
         """Stay connected until cancelled."""
         await stay_connected(
             self.url, self.client_id, self._session, on_state=self._on_state, keepalive=10,
-            max_queued_incoming=200_000,
+            max_queued_incoming=200_000, on_drop=self.ledger.dropped,
         )

@@ -67,7 +67,9 @@ def render_markdown(report: dict[str, Any], verdicts: Sequence[Verdict], chart_n
         f"- messages received: {c['receives']:,} ({report['messages_per_s']:,.1f}/s); harness publishes "
         f"{c['publishes']:,}; connects {c['connects']:,}; reconnects {c['reconnects']:,}; failures "
         f"{c['failures']:,}; undecodable {c['rejected']:,}; rejected by the dispatcher "
-        f"{fleet['messages_rejected_by_dispatcher']:,}",
+        f"{fleet['messages_rejected_by_dispatcher']:,}"
+        + (f"; **dropped by the observer {c['observer_dropped']:,}** (it fell behind: the figures miss them)"
+           if c.get("observer_dropped") else ""),
         "",
         "| latency (ms) | count | p50 | p95 | p99 | max |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",

@@ -33,6 +33,7 @@ SLO_KEYS: dict[str, str] = {
     "min_wrong_results_caught": "wrong results caught by the dispatcher",
     "min_cars_seen": "cars seen online",
     "min_shards_completed": "shards completed",
+    "max_observer_dropped": "messages the observer dropped (it fell behind)",
 }
 """Objective keys: `max_*` must not be exceeded, `min_*` must be reached."""
 

@@ -32,6 +32,7 @@ def measured_figures(report: Mapping[str, object]) -> dict[str, float]:
     latency = _section(report, "latency")
     assignment = _section(report, "assignment_latency")
     fleet = _section(report, "fleet")
+    counters = _section(report, "counters")
     return {
         "max_jobs_lost": float(jobs.get("lost", 0)),
         "min_jobs_completed_share": float(jobs.get("completed_share", 0.0)),
@@ -42,6 +43,7 @@ def measured_figures(report: Mapping[str, object]) -> dict[str, float]:
         "min_wrong_results_caught": float(jobs.get("wrong_results_caught", 0)),
         "min_cars_seen": float(fleet.get("cars_seen", 0)),
         "min_shards_completed": float(fleet.get("shards_completed", 0)),
+        "max_observer_dropped": float(counters.get("observer_dropped", 0)),
     }
 
 
