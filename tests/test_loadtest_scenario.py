@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from fleetroom.cli import main
-from fleetroom.loadtest.runner import sim_start_for, with_sim_start
+from fleetroom.common import sim_epoch
+from fleetroom.loadtest.runner import clock_flags, sim_start_for
 from fleetroom.loadtest.scenario import STAGE_KINDS, ScenarioError, load_scenario, parse_scenario
+from protocol.clock import ManualClock, SimClock
 
 SCENARIOS = sorted(Path("scenarios").glob("*.toml"))
 MINIMAL = {"stages": [{"kind": "steady", "duration_s": 1}]}
@@ -104,8 +106,15 @@ def test_mass_departure_lands_on_the_departure_hour() -> None:
     assert start == datetime(2026, 12, 1, 16, 43, tzinfo=UTC)
 
 
-def test_a_restarted_process_gets_the_runs_time_now() -> None:
-    argv = ["python", "-m", "fleetroom", "dispatcher", "--sim-start", "2026-12-01T09:00:00+00:00", "--speed", "60"]
-    assert with_sim_start(argv, "2026-12-01T11:00:00+00:00")[5] == "2026-12-01T11:00:00+00:00"
-    assert argv[5] == "2026-12-01T09:00:00+00:00"  # the original is left alone
-    assert with_sim_start(["x"], "t") == ["x"]
+def test_a_part_started_later_on_the_runs_clock_flags_is_in_step() -> None:
+    origin, epoch = datetime(2026, 12, 1, 9, 0, tzinfo=UTC), 1_800_000_000.0
+    wall, unix = ManualClock(50.0), ManualClock(epoch)
+    run = SimClock(60.0, origin, wall, epoch=epoch, unix=unix)
+    argv = clock_flags(60.0, origin, epoch)
+    flags = dict(zip(argv[::2], argv[1::2], strict=True))
+    assert flags == {"--speed": "60", "--sim-start": "2026-12-01T09:00:00+00:00", "--sim-epoch": "1800000000.000"}
+    wall.advance(600.0)  # a part (re)started ten wall minutes into the run, with the same flags
+    unix.advance(600.0)
+    part = SimClock(float(flags["--speed"]), datetime.fromisoformat(flags["--sim-start"]), ManualClock(7.0),
+                    epoch=sim_epoch(flags["--sim-epoch"]), unix=unix)
+    assert part.now() == run.now() == origin + timedelta(hours=10)

@@ -46,12 +46,9 @@ def sim_start_for(scenario: Scenario, today: datetime) -> datetime:
     return today.replace(hour=9, minute=0, second=0, microsecond=0)
 
 
-def with_sim_start(argv: list[str], sim_start: str) -> list[str]:
-    """`argv` with the value of its `--sim-start` flag replaced."""
-    out = list(argv)
-    if "--sim-start" in out:
-        out[out.index("--sim-start") + 1] = sim_start
-    return out
+def clock_flags(speed: float, sim_start: datetime, epoch: float) -> list[str]:
+    """The run's one simulation clock as flags: a part started, or restarted, later joins it in step."""
+    return ["--speed", f"{speed:g}", "--sim-start", sim_start.isoformat(), "--sim-epoch", f"{epoch:.3f}"]
 
 
 def hardware_mix_flag(mix: dict[str, float]) -> str:
@@ -75,7 +72,8 @@ class LoadTest:
     def __post_init__(self) -> None:
         self.started = time.monotonic()
         self.sim_start = sim_start_for(self.scenario, datetime.now(UTC) + timedelta(days=1))
-        self.clock = SimClock(self.scenario.speed, self.sim_start)
+        self.epoch = time.time()
+        self.clock = SimClock(self.scenario.speed, self.sim_start, epoch=self.epoch)
         self.jobs = JobStream(random.Random(self.scenario.jobs.seed), self.scenario.jobs.mix,
                               sender="loadtest", prefix=f"lt{random.randrange(16**6):06x}",
                               scale=self.scenario.jobs.scale)
@@ -90,23 +88,20 @@ class LoadTest:
     def now_s(self) -> float:
         return time.monotonic() - self.started
 
-    def sim_now_iso(self) -> str:
-        """The run's simulation time now: each process's clock starts at its `--sim-start`, so a
-        process (re)started later is given the time of its start, not the run's origin."""
-        return self.clock.now().isoformat()
+    def clock_flags(self) -> list[str]:
+        return clock_flags(self.scenario.speed, self.sim_start, self.epoch)
 
     def restart(self, name: str) -> None:
-        """Start child `name` again with its command line, its clock set to the run's time now."""
+        """Start child `name` again with its command line; the shared epoch puts its clock in step."""
         sup = self.stack.supervisor
-        sup.start(name, with_sim_start(sup.children[name].argv, self.sim_now_iso()))
+        sup.start(name, sup.children[name].argv)
 
     # the command lines of the parts ----------------------------------------------------------
     def fleet_args(self, count: int, seed: int, faulty_share: float, extra: list[str]) -> list[str]:
         fleet = self.scenario.fleet
         return [
             "--count", str(count), "--seed", str(seed), "--hardware-mix", hardware_mix_flag(fleet.hardware_mix),
-            "--speed", f"{self.scenario.speed:g}", "--sim-start", self.sim_now_iso(),
-            "--telemetry-interval", f"{fleet.telemetry_interval_s:g}", "--mode", fleet.mode,
+            *self.clock_flags(), "--telemetry-interval", f"{fleet.telemetry_interval_s:g}", "--mode", fleet.mode,
             "--faulty-share", f"{faulty_share:g}", *extra,
         ]
 
@@ -121,8 +116,7 @@ class LoadTest:
     def start_dispatcher(self) -> None:
         self.stack.start_dispatcher(
             self.out_dir / "ledger.sqlite3",
-            ["--policy", self.scenario.policy, "--speed", f"{self.scenario.speed:g}",
-             "--sim-start", self.sim_now_iso(),
+            ["--policy", self.scenario.policy, *self.clock_flags(),
              "--heartbeat-timeout", f"{self.scenario.heartbeat_timeout_s:g}"],
         )
 
