@@ -13,6 +13,7 @@ import pytest
 from fleetroom.cli import main
 from tests.support.brokers import TestBroker
 from tests.support.scripted_cars import CarScript, Watcher, dispatcher_running, scripted_fleet
+from tests.support.waiting import wait_until
 
 
 @pytest.mark.parametrize(
@@ -70,3 +71,17 @@ async def test_submit_wait_follows_a_job_file_to_done_and_a_bad_job_to_rejection
                                      "--min-tops", "50000", "--wait")
         assert code == 1, out
         assert "rejected" in out and "exceeds the largest car" in out
+
+
+async def test_submit_without_wait_needs_an_online_dispatcher(amqtt_broker: TestBroker, tmp_path: Path) -> None:
+    job = ("--name", "x", "--work", "100", "--shards", "1", "--min-tops", "50")
+    code, out = await run_submit(amqtt_broker, *job, "--job-id", "job-lost")
+    assert code == 1, out
+    lines = out.splitlines()
+    assert lines[0] == "job-lost" and len(lines) == 2 and "no dispatcher is online" in lines[1], out
+    url, topics = amqtt_broker.url(), amqtt_broker.topics
+    async with dispatcher_running(amqtt_broker, tmp_path / "l.sqlite"), Watcher(url, topics) as watch:
+        code, out = await run_submit(amqtt_broker, *job, "--job-id", "job-sent")
+        assert code == 0, out
+        await wait_until(lambda: watch.status("job-sent") is not None, what="the dispatcher to take the job")
+    assert watch.status("job-lost") is None

@@ -23,10 +23,12 @@ import aiomqtt
 from pydantic import ValidationError
 
 from fleetroom.common import CliError, add_broker_arguments, broker_for, run_async, setup_logging, topics_from
+from fleetroom.compose.driver import DispatcherWatch
 from mqttlink import BrokerUrl, new_client_id, stay_connected
 from protocol import JobKind, JobState, JobStatus, JobSubmission, ProtocolError, Topics, decode_on, encode, utc_now
 
 RESUBMIT_EVERY_S = 5.0
+DISPATCHER_GRACE_S = 2.0  # how long to wait for a dispatcher's retained `online` status
 FIELDS = {
     "name": "name", "work": "total_work_tera_ops", "shards": "shards", "min_tops": "min_tops_per_car",
     "parallel": "max_parallel_shards", "priority": "priority", "price_cap": "price_cap_per_tops_hour",
@@ -138,6 +140,13 @@ async def _submit(url: BrokerUrl, topics: Topics, job: JobSubmission, wait: bool
 
     async def session(client: aiomqtt.Client) -> None:
         if not wait:
+            # Submissions are not retained: with no dispatcher subscribed the job reaches nobody.
+            if not await _dispatcher_online(client, topics):
+                raise CliError(
+                    f"no dispatcher is online under {topics.prefix}/ (its status says offline or was never "
+                    f"seen): the job would reach nobody; start one, or use --wait to submit as soon as one is",
+                    exit_code=1,
+                )
             await client.publish(topics.job_submit, encode(job), qos=1)
             return
         await client.subscribe(topics.job_state(job.job_id), qos=1)
@@ -145,6 +154,22 @@ async def _submit(url: BrokerUrl, topics: Topics, job: JobSubmission, wait: bool
 
     await stay_connected(url, new_client_id("submit"), session)
     return outcome[0]
+
+
+async def _dispatcher_online(client: aiomqtt.Client, topics: Topics) -> bool:
+    """Whether a dispatcher's retained status says online, within a short grace period."""
+    watch = DispatcherWatch()
+    await client.subscribe(topics.all_connections, qos=1)
+    try:
+        async with asyncio.timeout(DISPATCHER_GRACE_S):
+            async for message in client.messages:
+                if isinstance(message.payload, bytes | bytearray):
+                    watch.seen(bytes(message.payload))
+                if watch.online:
+                    break
+    except TimeoutError:
+        pass
+    return watch.online
 
 
 async def _follow(client: aiomqtt.Client, topics: Topics, job: JobSubmission) -> int:
