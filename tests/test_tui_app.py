@@ -116,8 +116,17 @@ async def test_a_car_appears_changes_state_is_filtered_and_drilled_into(amqtt_br
 async def test_a_job_submitted_from_the_form_reaches_the_dispatcher_topic(amqtt_broker: TestBroker,
                                                                          topics: Topics) -> None:
     app = control_room(amqtt_broker, topics)
-    async with listener(amqtt_broker, topics.job_submit) as submitted, app.run_test(size=SIZE) as pilot:
+    async with listener(amqtt_broker, topics.job_submit) as submitted, app.run_test(size=SIZE) as pilot, \
+            make_client(amqtt_broker.url(), new_client_id("dispatcher")) as dispatcher:
         await wait_until(lambda: app.client is not None, what="the control room to connect")
+        notices: list[str] = []
+        app.notify = lambda message, **_: notices.append(message)  # type: ignore[method-assign]
+        await pilot.press("ctrl+n")
+        await pilot.click("#form-submit")  # no dispatcher is online: refused, nothing is sent
+        await wait_until(lambda: any("no dispatcher is online" in n for n in notices), what="the refusal")
+        assert not app.published and not app.store.jobs.rows
+        await send(dispatcher, topics.connection_status("dispatcher"), cr.dispatcher_status(), retain=True)
+        await wait_until(lambda: app.store.dispatcher_online, what="the dispatcher's online status")
         await pilot.press("ctrl+n")
         assert isinstance(app.screen, SubmitJobScreen)
         app.screen.query_one("#form-name", Input).value = "pilot batch"
@@ -149,6 +158,7 @@ async def test_jobs_are_shown_drilled_into_and_cancelled(amqtt_broker: TestBroke
     async with listener(amqtt_broker, topics.dispatcher_control) as control, app.run_test(size=SIZE) as pilot, \
             make_client(amqtt_broker.url(), new_client_id("dispatcher")) as dispatcher:
         await wait_until(lambda: app.client is not None, what="the control room to connect")
+        await send(dispatcher, topics.connection_status("dispatcher"), cr.dispatcher_status(), retain=True)
         await send(dispatcher, topics.job_state("job-0"), cr.job_state("job-0", JobStatus.DONE, 1.0), retain=True)
         await send(dispatcher, topics.job_state("job-1"), cr.job_state("job-1", JobStatus.QUEUED, 0.0), retain=True)
         await send(dispatcher, topics.commands("car-a"), cr.assignment("car-a", "job-1"))

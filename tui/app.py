@@ -306,14 +306,18 @@ class FleetroomApp(App[None]):
         sim_time: datetime = summary.sim_time if summary is not None else utc_now()
         return {"sender": self.sender, "sent_at": utc_now(), "sim_time": sim_time}
 
-    async def publish(self, topic: str, message: AnyMessage) -> bool:
-        """Publish one operator command (QoS 1); refuse in read-only mode or when disconnected."""
+    async def publish(self, topic: str, message: AnyMessage, *, for_dispatcher: bool = False) -> bool:
+        """Publish one operator command (QoS 1); refuse in read-only mode or when disconnected, and a
+        command `for_dispatcher` when none is online: it is not retained and would reach nobody."""
         if self.read_only:
             self.notify("read-only mode: nothing is published", severity="warning")
             return False
         client = self.client
         if client is None:
             self.notify("not connected to the broker; try again when connected", severity="error")
+            return False
+        if for_dispatcher and not self.store.dispatcher_online:
+            self.notify(f"no dispatcher is online: {message.kind} not sent (it would reach nobody)", severity="error")
             return False
         try:
             await client.publish(topic, message.__pydantic_serializer__.to_json(message), qos=1)
@@ -344,13 +348,13 @@ class FleetroomApp(App[None]):
             self.notify(f"job not submitted: {first['loc'][0] if first['loc'] else ''} {first['msg']}",
                         severity="error")
             return
-        if await self.publish(self.topics.job_submit, message):
+        if await self.publish(self.topics.job_submit, message, for_dispatcher=True):
             self.store.jobs.apply(message)
             self.notify(f"submitted {job_id} ({form.name})")
 
     async def action_cancel_job(self, job_id: str) -> None:
         message = CancelJob(**self.envelope(), job_id=job_id, reason="cancelled from the control room")
-        if await self.publish(self.topics.dispatcher_control, message):
+        if await self.publish(self.topics.dispatcher_control, message, for_dispatcher=True):
             self.notify(f"asked the dispatcher to cancel {job_id}")
 
     async def action_cancel_selected_job(self) -> None:
@@ -360,7 +364,7 @@ class FleetroomApp(App[None]):
 
     async def action_set_policy(self, policy: str) -> None:
         message = SetPolicy(**self.envelope(), policy=MatchPolicy(policy))
-        if await self.publish(self.topics.dispatcher_control, message):
+        if await self.publish(self.topics.dispatcher_control, message, for_dispatcher=True):
             self.notify(f"asked the dispatcher to match by {policy}")
 
     async def action_drive_away(self, vehicle_id: str) -> None:

@@ -185,6 +185,11 @@ class FleetStore:
     def rejected_total(self) -> int:
         return sum(self.rejected.values())
 
+    @property
+    def dispatcher_online(self) -> bool:
+        """Whether a dispatcher's retained status (its Last Will included) says it is online."""
+        return any(s.role == "dispatcher" and s.state is Liveness.ONLINE for s in self.connections.values())
+
     def apply(self, info: TopicInfo, message: AnyMessage) -> None:
         """Apply one decoded message that `decode_on` has checked against its topic."""
         if isinstance(message, VehicleTelemetry):

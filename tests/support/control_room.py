@@ -8,6 +8,7 @@ from protocol import (
     ChargeState,
     ComputeOffer,
     ComputeState,
+    ConnectionStatus,
     FleetSummary,
     Gear,
     HardwareGeneration,
@@ -95,3 +96,7 @@ def result(vid: str, job_id: str, shard: int = 0, work: float = 1e6) -> ShardRes
     return ShardResult(**_env(vid), assignment_id=f"asg-{job_id}-{shard}", job_id=job_id,
                        shard_id=f"{job_id}.s{shard}", result_digest="cd" * 32, work_tera_ops=work,
                        energy_kwh=0.5, elapsed_s=400.0)
+
+
+def dispatcher_status(state: Liveness = Liveness.ONLINE) -> ConnectionStatus:
+    return ConnectionStatus(**_env("dispatcher"), role="dispatcher", state=state)
