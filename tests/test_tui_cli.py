@@ -12,7 +12,7 @@ from fleetroom.common import broker_for, topics_from
 from mqttlink import make_client, new_client_id
 from protocol import Topics, decode
 from tests.support.brokers import TestBroker, free_port
-from tests.support.control_room import job_state
+from tests.support.control_room import dispatcher_status, job_state
 from tests.support.waiting import wait_until
 from tests.test_tui_app import send
 from tui.app import FleetroomApp
@@ -65,9 +65,11 @@ async def test_operator_and_observer_log_in_with_fleet_credentials(secure_broker
         await dispatcher.subscribe(topics.job_submit, qos=1)
         await wait_until(lambda: operator.client is not None and observer.client is not None,
                          what="both control rooms to log in")
+        await send(dispatcher, topics.connection_status("dispatcher"), dispatcher_status(), retain=True)
         await send(dispatcher, topics.job_state("job-1"), job_state("job-1"))
         await wait_until(lambda: "job-1" in observer.store.jobs.rows and "job-1" in operator.store.jobs.rows,
                          what="both to read the dispatcher's job state")
+        await wait_until(lambda: operator.store.dispatcher_online, what="the dispatcher's online status")
         await operator.run_action("set_policy('cheapest')")  # allowed for operator on control/#
         await pilot.press("ctrl+n")
         await pilot.click("#form-submit")
