@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +17,30 @@ from tests.support.brokers import MOSQUITTO, TestBroker, embedded_broker, mosqui
 
 logging.getLogger("amqtt").setLevel(logging.WARNING)
 logging.getLogger("transitions").setLevel(logging.WARNING)
+
+TASK_DUMP_AFTER_S = 100.0  # pytest-timeout ends the run at 120 s with thread stacks only
+
+
+def _dump_tasks(loop: asyncio.AbstractEventLoop, name: str) -> None:
+    """What every task of a hung test's loop awaits: the thread dump shows only `select()`."""
+    out = sys.__stderr__
+    if out is None:
+        return
+    print(f"\n+++ {name} still running after {TASK_DUMP_AFTER_S:.0f} s; its asyncio tasks: +++", file=out)
+    for task in list(asyncio.all_tasks(loop)):
+        print(f"--- {task!r}", file=out)
+        task.print_stack(limit=12, file=out)
+    out.flush()
+
+
+@pytest.fixture(autouse=True)
+async def _tasks_dumped_if_hung(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Diagnostics only: a hang in CI should say where each coroutine was waiting."""
+    timer = threading.Timer(TASK_DUMP_AFTER_S, _dump_tasks, (asyncio.get_running_loop(), request.node.nodeid))
+    timer.daemon = True
+    timer.start()
+    yield
+    timer.cancel()
 
 
 @pytest.fixture
