@@ -1,10 +1,15 @@
-"""Retained messages reach only those who subscribed to them (a fix to amqtt 0.12.1)."""
+"""Fixes to amqtt 0.12.1: retained messages reach only their subscribers; a stubborn reader cannot hang it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
-from mqttlink import make_client, new_client_id
+import aiomqtt
+
+from broker.embedded import BrokerSettings, EmbeddedBroker
+from mqttlink import BrokerUrl, make_client, new_client_id
+from protocol.topics import Topics
 from tests.support.brokers import TestBroker
 from tests.support.waiting import wait_until
 
@@ -49,3 +54,29 @@ async def test_a_retained_message_arrives_once_per_subscription(any_broker: Test
             await wait_until(lambda: b"live" in got, what="the live summary")
             task.cancel()
     assert got == [b"retained", b"live"]
+
+
+async def _reads_on_after_one_cancel() -> None:
+    """A reader as Python 3.11's wait_for leaves it when a packet lands with the cancellation."""
+    with contextlib.suppress(asyncio.CancelledError):  # swallowed: the read "succeeded"
+        await asyncio.Event().wait()
+    await asyncio.Event().wait()  # ... and the loop reads on
+
+
+async def test_stopping_a_connection_whose_reader_swallowed_the_cancel_does_not_hang(topics: Topics) -> None:
+    """Fix 3: amqtt cancels a connection's reader once and waits for it; the broker must not hang."""
+    async with EmbeddedBroker(BrokerSettings(port=0, allow_anonymous=True, topic_prefix=topics.prefix)) as embedded:
+        amqtt = embedded._broker  # the amqtt Broker inside: the fix is in its private machinery
+        assert amqtt is not None
+        with contextlib.suppress(aiomqtt.MqttError):
+            async with make_client(BrokerUrl("127.0.0.1", embedded.port, None, None), "car-x"):
+                await wait_until(lambda: "car-x" in amqtt._sessions, what="the car's session")
+                _, handler = amqtt._sessions["car-x"]
+                real_reader = handler._reader_task
+                handler._reader_task = stubborn = asyncio.create_task(_reads_on_after_one_cancel())
+                await asyncio.sleep(0)  # the stand-in is now waiting
+                async with asyncio.timeout(10):
+                    await amqtt._stop_handler(handler)
+                assert stubborn.done()
+                assert real_reader is not None
+                await wait_until(real_reader.done, what="the real reader to see its connection closed")
