@@ -11,6 +11,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 import aiomqtt
 
@@ -24,6 +26,7 @@ from protocol.topics import Channel
 from protocol.vehicle_messages import ConnectionStatus, Liveness
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,18 +109,24 @@ class DispatcherService:
             await client.publish(out.topic, out.payload, qos=out.qos, retain=out.retain)
         await client.publish(self.status_topic, self._status(Liveness.OFFLINE), qos=1, retain=True)
 
+    def _contained(self, step: Callable[[], T], what: str, *args: object) -> T | None:
+        """Run one step of the control plane: a bug costs that step (logged with `what % args`,
+        counted as `internal_error`, None returned), never the process."""
+        try:
+            return step()
+        except Exception:
+            log.exception(what + " failed", *args)
+            self.engine.rejected["internal_error"] += 1
+            return None
+
     async def _read(self, client: aiomqtt.Client, outbox: asyncio.Queue[Out]) -> None:
         async for message in client.messages:
             payload = message.payload
             if not isinstance(payload, bytes | bytearray):
                 payload = str(payload).encode()
-            try:
-                outs = self.engine.handle(str(message.topic), bytes(payload))
-            except Exception:  # a bug must cost one message, not the control plane
-                log.exception("failed to handle a message on %s", message.topic)
-                self.engine.rejected["internal_error"] += 1
-                continue
-            for out in outs:
+            topic = str(message.topic)
+            handle = partial(self.engine.handle, topic, bytes(payload))
+            for out in self._contained(handle, "handling a message on %s", topic) or ():
                 outbox.put_nowait(out)
 
     async def _publish(self, client: aiomqtt.Client, outbox: asyncio.Queue[Out]) -> None:
@@ -142,23 +151,13 @@ class DispatcherService:
     async def _tick(self, outbox: asyncio.Queue[Out]) -> None:
         while True:
             await asyncio.sleep(self.settings.tick_s)
-            try:
-                outs = self.engine.tick()
-            except Exception:  # a bug must cost one tick, not the control plane
-                log.exception("a scheduling tick failed")
-                self.engine.rejected["internal_error"] += 1
-                continue
-            for out in outs:
+            for out in self._contained(self.engine.tick, "a scheduling tick") or ():
                 outbox.put_nowait(out)
 
     async def _summarise(self, outbox: asyncio.Queue[Out]) -> None:
         while True:
-            try:
-                summary = self.engine.summary()
-            except Exception:  # a bug must cost one summary, not the control plane
-                log.exception("building the fleet summary failed")
-                self.engine.rejected["internal_error"] += 1
-            else:
+            summary = self._contained(self.engine.summary, "building the fleet summary")
+            if summary is not None:
                 outbox.put_nowait(Out(self.engine.topics.summary, encode(summary), qos=0, retain=True))
                 self.on_summary(summary)
             await asyncio.sleep(self.settings.summary_interval_s)

@@ -143,18 +143,14 @@ def _active(db: sqlite3.Connection, ledger: Ledger, assignment_id: str) -> Attem
 def on_progress(ledger: Ledger, assignment_id: str, done: float, checkpoint_at: float, checkpoint: str) -> bool:
     """Keep the furthest progress and checkpoint of an active assignment; True if it moved."""
     with ledger.transaction() as db:
-        row = db.execute(
-            "SELECT s.work FROM assignments a JOIN shards s USING(job_id, shard_id) WHERE a.assignment_id = ?",
-            (assignment_id,),
-        ).fetchone()
-        if row is not None:  # a position past the shard's end is clamped to it
-            done, checkpoint_at = min(done, float(row[0])), min(checkpoint_at, float(row[0]))
+        # one statement: positions past the shard's end are clamped to it (s.work)
         cur = db.execute(
-            "UPDATE assignments SET done_tera_ops = MAX(done_tera_ops, ?),"
-            " checkpoint = CASE WHEN ? > checkpoint_tera_ops THEN ? ELSE checkpoint END,"
-            " checkpoint_tera_ops = MAX(checkpoint_tera_ops, ?)"
-            " WHERE assignment_id = ? AND status = 'active'",
-            (done, checkpoint_at, checkpoint, checkpoint_at, assignment_id),
+            "UPDATE assignments SET done_tera_ops = MAX(done_tera_ops, MIN(:done, s.work)),"
+            " checkpoint = CASE WHEN MIN(:at, s.work) > checkpoint_tera_ops THEN :ckpt ELSE checkpoint END,"
+            " checkpoint_tera_ops = MAX(checkpoint_tera_ops, MIN(:at, s.work))"
+            " FROM shards s WHERE s.job_id = assignments.job_id AND s.shard_id = assignments.shard_id"
+            " AND assignment_id = :aid AND assignments.status = 'active'",
+            {"done": done, "at": checkpoint_at, "ckpt": checkpoint, "aid": assignment_id},
         )
         return cur.rowcount > 0
 
@@ -183,8 +179,7 @@ def on_preempted(ledger: Ledger, message: ShardPreempted, energy_price: float) -
             return None
         shard_work = _shard_work(db, attempt)
         checkpoint_at = max(attempt.checkpoint_tera_ops, min(message.checkpoint_tera_ops, shard_work))
-        # a car is paid at most for what was left of the shard when it got it, whatever it claims
-        claimed = min(message.work_tera_ops, max(0.0, shard_work - attempt.resume_from))
+        claimed = _payable(message.work_tera_ops, shard_work, attempt)
         reached = max(attempt.done_tera_ops, attempt.resume_from + claimed)
         db.execute(
             "UPDATE assignments SET status = 'preempted', work_tera_ops = ?, energy_kwh = ?, paid = 1"
@@ -212,6 +207,11 @@ def on_lost(ledger: Ledger, assignment_id: str, status: str, *, preemption: bool
             pay(db, attempt.job_id, attempt.vehicle_id, useful, attempt.price)
             _count_preemption(db, attempt.job_id, max(0.0, attempt.done_tera_ops - attempt.checkpoint_tera_ops))
     return attempt
+
+
+def _payable(claimed: float, shard_work: float, attempt: Attempt) -> float:
+    """A car is paid at most for what was left of the shard when it got it, whatever it claims."""
+    return min(claimed, max(0.0, shard_work - attempt.resume_from))
 
 
 def _shard_work(db: sqlite3.Connection, attempt: Attempt) -> float:
@@ -247,7 +247,7 @@ def on_result(ledger: Ledger, message: ShardResult, energy_price: float) -> Outc
         db.execute(
             "UPDATE assignments SET status = 'done', work_tera_ops = ?, energy_kwh = ?, result_digest = ?,"
             " done_tera_ops = ? WHERE assignment_id = ?",
-            (min(message.work_tera_ops, max(0.0, work - attempt.resume_from)), message.energy_kwh,
+            (_payable(message.work_tera_ops, work, attempt), message.energy_kwh,
              message.result_digest, work, attempt.assignment_id),
         )
         db.execute("UPDATE slots SET status = 'done', result_digest = ? WHERE slot_id = ?",

@@ -25,6 +25,7 @@ from protocol import (
     SetPolicy,
     ShardAssignment,
     ShardCancel,
+    ShardProgress,
     ShardRefused,
     ShardResult,
     Topics,
@@ -249,3 +250,15 @@ def test_a_car_is_paid_for_no_more_work_than_its_shard_held(h: Harness) -> None:
         h.send(h.topics.shards(a.vehicle_id), ShardResult.model_validate(claim))
     totals = h.ledger.totals()
     assert totals["shards_completed"] == 1 and totals["work_done"] == 2000.0
+
+
+def test_progress_past_the_shards_end_is_clamped_to_it(h: Harness) -> None:
+    h.car("car-a")
+    h.send(h.topics.job_submit, h.job(shards=1, max_parallel_shards=1))
+    (a,) = assignments(h.engine.tick())
+    h.send(h.topics.shards("car-a"), ShardProgress(
+        **h.env("car-a"), assignment_id=a.assignment_id, job_id=a.job_id, shard_id=a.shard_id,  # type: ignore[arg-type]
+        done_tera_ops=1e17, checkpoint_tera_ops=1e17, checkpoint="far"))
+    attempt = h.ledger.attempt(a.assignment_id)
+    assert attempt is not None
+    assert (attempt.done_tera_ops, attempt.checkpoint_tera_ops, attempt.checkpoint) == (a.work_tera_ops,) * 2 + ("far",)

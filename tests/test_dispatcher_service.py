@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from dispatcher.jobs import UNRELIABLE_BELOW
+from dispatcher.views import Out
 from protocol import CancelJob, HardwareGeneration, encode, utc_now
 from tests.support.brokers import TestBroker
 from tests.support.scripted_cars import CarScript, Watcher, dispatcher_running, honest_digest, scripted_fleet
@@ -118,3 +121,30 @@ async def test_under_fleet_credentials_and_acl(secure_broker: TestBroker, tmp_pa
         job = await watch.submit(job_id="job-acl", shards=2, max_parallel_shards=4, redundancy=2, **JOB)
         await wait_until(lambda: watch.status(job) == "done", 20, "the job to finish")
         await wait_until(lambda: watch.summary is not None and watch.summary.shards_completed == 2, 5, "summary")
+
+
+async def test_a_bug_costs_one_message_and_one_tick_not_the_dispatcher(
+    amqtt_broker: TestBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, topics = amqtt_broker.url(), amqtt_broker.topics
+    async with dispatcher_running(amqtt_broker, tmp_path / "l.sqlite") as engine, Watcher(url, topics) as watch:
+        handle, tick, ticks_failing = engine.handle, engine.tick, [1]
+
+        def buggy_handle(topic: str, payload: bytes) -> list[Out]:
+            if payload == b"poison":
+                raise RuntimeError("a bug in handling")
+            return handle(topic, payload)
+
+        def buggy_tick() -> list[Out]:
+            if ticks_failing:
+                ticks_failing.pop()
+                raise RuntimeError("a bug in a tick")
+            return tick()
+
+        monkeypatch.setattr(engine, "handle", buggy_handle)
+        monkeypatch.setattr(engine, "tick", buggy_tick)
+        await watch.publish(topics.job_submit, b"poison")
+        await wait_until(lambda: engine.rejected["internal_error"] == 2, 10, "the message and the tick to fail")
+        async with scripted_fleet(url, topics, [CarScript("car-a"), CarScript("car-b")]):
+            job = await watch.submit(job_id="job-after", shards=1, max_parallel_shards=1, **JOB)
+            await wait_until(lambda: watch.status(job) == "done", 20, "a job after the failures")
