@@ -10,16 +10,24 @@ import secrets
 import sys
 import time
 from collections.abc import Coroutine
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mqttlink import BROKER_ENV, BrokerUnreachable, BrokerUrl, BrokerUrlError, broker_url_from
+from protocol import ConnectionStatus, Liveness, ProtocolError, decode
 from protocol.identity import SECRET_ENV, derive_password
 from protocol.topics import DEFAULT_PREFIX, TopicError, Topics
+
+if TYPE_CHECKING:
+    import aiomqtt
 
 T = TypeVar("T")
 DEFAULT_SECRET_FILE = Path(".fleetroom/secret")
 DEFAULT_LOCAL_BROKER = "mqtt://127.0.0.1:1883"
+MAX_SPEED = 1e6  # simulated seconds per wall second
+MAX_WALL_S = 10 * 365 * 86400.0  # the longest --duration or --grow-over
+log = logging.getLogger(__name__)
 
 
 class CliError(Exception):
@@ -45,6 +53,44 @@ def sim_epoch(text: str) -> float:
     if not 0 < value < 1e10:  # also refuses nan and inf
         raise argparse.ArgumentTypeError(f"{text!r} is not a Unix time in seconds, e.g. {time.time():.0f}")
     return value
+
+
+def clock_flags(speed: float, sim_start: datetime, epoch: float) -> list[str]:
+    """One simulation clock as flags for a child: a part started, or restarted, later is in step."""
+    return ["--speed", f"{speed:g}", "--sim-start", sim_start.isoformat(), "--sim-epoch", f"{epoch:.3f}"]
+
+
+class DispatcherWatch:
+    """Whether a dispatcher is online, from the retained process statuses (its Last Will included).
+
+    Job submissions and dispatcher commands are not retained: with no dispatcher subscribed they
+    reach nobody, so whoever sends them asks this first.
+    """
+
+    def __init__(self) -> None:
+        self._states: dict[str, Liveness] = {}
+
+    @property
+    def online(self) -> bool:
+        return Liveness.ONLINE in self._states.values()
+
+    def seen(self, payload: bytes) -> None:
+        try:
+            message = decode(payload)
+        except ProtocolError:
+            log.warning("ignored an undecodable process status")
+            return
+        if isinstance(message, ConnectionStatus) and message.role == "dispatcher":
+            self._states[message.sender] = message.state
+
+    async def follow(self, client: aiomqtt.Client, *, until_online: bool = False) -> None:
+        """Read the statuses `client` is subscribed to; return once one is online if asked to."""
+        self._states.clear()  # a new session: the retained statuses arrive again
+        async for message in client.messages:
+            if isinstance(message.payload, bytes | bytearray):
+                self.seen(bytes(message.payload))
+            if until_online and self.online:
+                return
 
 
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:

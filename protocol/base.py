@@ -35,6 +35,7 @@ CarTopsOrZero = Annotated[float, Field(ge=0.0, le=MAX_CAR_TOPS, allow_inf_nan=Fa
 TeraOps = Annotated[float, Field(gt=0.0, le=MAX_TERA_OPS, allow_inf_nan=False)]
 TeraOpsOrZero = Annotated[float, Field(ge=0.0, le=MAX_TERA_OPS, allow_inf_nan=False)]
 Kwh = Annotated[float, Field(ge=0.0, le=MAX_KWH, allow_inf_nan=False)]
+Kw = Kwh  # a power in kW, bounded like an energy in kWh
 Price = Annotated[float, Field(ge=0.0, le=MAX_PRICE, allow_inf_nan=False)]
 
 

@@ -17,6 +17,7 @@ from protocol.base import (
     Fraction,
     HardwareGeneration,
     Identifier,
+    Kw,
     Kwh,
     Message,
     NonNegative,
@@ -134,7 +135,7 @@ class VehicleTelemetry(Message):
     hardware: HardwareGeneration
     rated_tops: CarTops
     tops_in_use: CarTopsOrZero
-    compute_power_kw: Kwh
+    compute_power_kw: Kw
     owner_mode: OwnerMode
     compute_state: ComputeState
     suspend_reason: SuspendReason | None = None

@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from fleetroom.compose.driver import DispatcherWatch, drive, parse_args
+from fleetroom.common import DispatcherWatch
+from fleetroom.compose.driver import drive, parse_args
 from mqttlink import cancel_and_wait, make_client, new_client_id
 from protocol import ConnectionStatus, JobSubmission, Liveness, decode, encode, utc_now
 from tests.support.brokers import TestBroker

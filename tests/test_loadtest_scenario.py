@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from fleetroom.cli import main
-from fleetroom.common import sim_epoch
-from fleetroom.loadtest.runner import clock_flags, sim_start_for
+from fleetroom.common import clock_flags, sim_epoch
+from fleetroom.loadtest.runner import sim_start_for
 from fleetroom.loadtest.scenario import STAGE_KINDS, ScenarioError, load_scenario, parse_scenario
 from protocol.clock import ManualClock, SimClock
 

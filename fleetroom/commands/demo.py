@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from fleetroom.common import CliError, setup_logging
+from fleetroom.common import MAX_SPEED, MAX_WALL_S, CliError, clock_flags, setup_logging
 from fleetroom.compose.driver import EARLY_MIX
 from fleetroom.compose.stack import Stack
 from fleetroom.compose.summary import ESSAY_CARS, ESSAY_EMULATED, format_summary
@@ -38,9 +38,7 @@ from mqttlink import BrokerUrl, BrokerUrlError, cancel_and_wait, parse_broker_ur
 from protocol import TopicError, Topics
 
 log = logging.getLogger(__name__)
-MAX_SPEED = 1e6
 MAX_JOB_RATE = 1e4
-MAX_WALL_S = 10 * 365 * 86400.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,12 +86,6 @@ def _check(args: argparse.Namespace) -> tuple[Topics, BrokerUrl | None]:
     return topics, url
 
 
-def _clock_flags(args: argparse.Namespace) -> list[str]:
-    """One simulation clock for every part: origin, speed and epoch."""
-    sim_start = datetime.now(UTC).replace(hour=10, minute=0, second=0, microsecond=0).isoformat()
-    return ["--speed", f"{args.speed:g}", "--sim-start", sim_start, "--sim-epoch", f"{time.time():.3f}"]
-
-
 def _fleet_flags(args: argparse.Namespace, clock: list[str]) -> list[str]:
     common = ["--seed", str(args.seed), *clock, "--mode", "gateway"]
     if args.scenario == "essay":
@@ -121,7 +113,8 @@ def start_broker(stack: Stack, url: BrokerUrl | None) -> None:
 
 def start_parts(args: argparse.Namespace, stack: Stack) -> None:
     """Dispatcher, fleet and job driver, each its own process."""
-    clock = _clock_flags(args)
+    sim_start = datetime.now(UTC).replace(hour=10, minute=0, second=0, microsecond=0)  # cars parked at work
+    clock = clock_flags(args.speed, sim_start, time.time())  # one clock for every part
     scale = ["--cars-per-car", str(ESSAY_CARS // args.emulate)] if args.scenario == "essay" else []
     stack.start_dispatcher(stack.run_dir / "ledger.sqlite3", [*clock, "--summary-interval", "1", *scale])
     stack.start_fleet("fleet", _fleet_flags(args, clock))

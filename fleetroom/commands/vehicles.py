@@ -26,6 +26,8 @@ from fake_vehicles.ids import ShardSpecError, gateway_id, owned_indices, parse_s
 from fake_vehicles.messages import Encoder
 from fake_vehicles.runner import Runner, RunSettings, StartupError
 from fleetroom.common import (
+    MAX_SPEED,
+    MAX_WALL_S,
     SIM_EPOCH_HELP,
     CliError,
     add_broker_arguments,
@@ -43,9 +45,7 @@ from protocol.topics import Topics
 
 PER_CAR_MAX_DEFAULT = 200
 SIM_START_YEARS = (1970, 2999)
-MAX_SPEED = 1e6
 MAX_TELEMETRY_INTERVAL_S = 365 * 86400.0
-MAX_WALL_S = 10 * 365 * 86400.0
 
 
 def _one_line_error(parser: argparse.ArgumentParser) -> None:

@@ -18,10 +18,10 @@ from datetime import datetime
 
 import aiomqtt
 
-from fleetroom.common import SIM_EPOCH_HELP, sim_epoch
+from fleetroom.common import SIM_EPOCH_HELP, DispatcherWatch, sim_epoch
 from fleetroom.compose.jobstream import JobStream
 from mqttlink import BROKER_ENV, BrokerUrl, BrokerUrlError, broker_url_from, cancel_and_wait, stay_connected
-from protocol import AddCars, ConnectionStatus, Liveness, ProtocolError, Topics, decode, encode, utc_now
+from protocol import AddCars, Topics, encode, utc_now
 from protocol.clock import SimClock
 
 log = logging.getLogger(__name__)
@@ -73,14 +73,15 @@ async def drive(args: argparse.Namespace) -> None:
     async def _drive(client: aiomqtt.Client, watcher: asyncio.Task[None]) -> None:
         loop = asyncio.get_running_loop()
         next_step = loop.time() + STEP_S
-        holding = False
+        was_online: bool | None = None
         while not watcher.done():
-            if holding == dispatchers.online:
-                holding = not dispatchers.online
-                log.info("no dispatcher online: holding the job stream" if holding else "a dispatcher is online")
-            if dispatchers.online:
+            online = dispatchers.online
+            if online != was_online:
+                log.info("a dispatcher is online" if online else "no dispatcher online: holding the job stream")
+                was_online = online
+            if online:
                 state["job_credit"] += args.job_rate * 0.25
-            while dispatchers.online and state["job_credit"] >= 1.0:
+            while online and state["job_credit"] >= 1.0:
                 state["job_credit"] -= 1.0
                 job = stream.next(utc_now(), clock.now())
                 await client.publish(topics.job_submit, encode(job), qos=1)
@@ -96,32 +97,6 @@ async def drive(args: argparse.Namespace) -> None:
         watcher.result()  # the link was lost: raise its MqttError so that stay_connected reconnects
 
     await stay_connected(args.broker_url, f"demo-driver-{random.randrange(16**6):06x}", session)
-
-
-class DispatcherWatch:
-    """Whether a dispatcher is online, from the retained process statuses (its Last Will included)."""
-
-    def __init__(self) -> None:
-        self._states: dict[str, Liveness] = {}
-
-    @property
-    def online(self) -> bool:
-        return Liveness.ONLINE in self._states.values()
-
-    def seen(self, payload: bytes) -> None:
-        try:
-            message = decode(payload)
-        except ProtocolError:
-            log.warning("ignored an undecodable process status")
-            return
-        if isinstance(message, ConnectionStatus) and message.role == "dispatcher":
-            self._states[message.sender] = message.state
-
-    async def follow(self, client: aiomqtt.Client) -> None:
-        self._states.clear()  # a new session: the retained statuses arrive again
-        async for message in client.messages:
-            if isinstance(message.payload, bytes | bytearray):
-                self.seen(bytes(message.payload))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

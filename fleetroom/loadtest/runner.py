@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from fleetroom.common import clock_flags
 from fleetroom.compose.jobstream import JobStream
 from fleetroom.compose.stack import DISPATCHER, Stack
 from fleetroom.compose.supervisor import ChildDied, NotReady
@@ -46,11 +47,6 @@ def sim_start_for(scenario: Scenario, today: datetime) -> datetime:
     return today.replace(hour=9, minute=0, second=0, microsecond=0)
 
 
-def clock_flags(speed: float, sim_start: datetime, epoch: float) -> list[str]:
-    """The run's one simulation clock as flags: a part started, or restarted, later joins it in step."""
-    return ["--speed", f"{speed:g}", "--sim-start", sim_start.isoformat(), "--sim-epoch", f"{epoch:.3f}"]
-
-
 def hardware_mix_flag(mix: dict[str, float]) -> str:
     return ",".join(f"{name}={share:g}" for name, share in mix.items())
 
@@ -72,8 +68,9 @@ class LoadTest:
     def __post_init__(self) -> None:
         self.started = time.monotonic()
         self.sim_start = sim_start_for(self.scenario, datetime.now(UTC) + timedelta(days=1))
-        self.epoch = time.time()
-        self.clock = SimClock(self.scenario.speed, self.sim_start, epoch=self.epoch)
+        epoch = time.time()
+        self.clock = SimClock(self.scenario.speed, self.sim_start, epoch=epoch)
+        self.clock_flags = clock_flags(self.scenario.speed, self.sim_start, epoch)  # every part, restarts too
         self.jobs = JobStream(random.Random(self.scenario.jobs.seed), self.scenario.jobs.mix,
                               sender="loadtest", prefix=f"lt{random.randrange(16**6):06x}",
                               scale=self.scenario.jobs.scale)
@@ -88,9 +85,6 @@ class LoadTest:
     def now_s(self) -> float:
         return time.monotonic() - self.started
 
-    def clock_flags(self) -> list[str]:
-        return clock_flags(self.scenario.speed, self.sim_start, self.epoch)
-
     def restart(self, name: str) -> None:
         """Start child `name` again with its command line; the shared epoch puts its clock in step."""
         sup = self.stack.supervisor
@@ -101,7 +95,7 @@ class LoadTest:
         fleet = self.scenario.fleet
         return [
             "--count", str(count), "--seed", str(seed), "--hardware-mix", hardware_mix_flag(fleet.hardware_mix),
-            *self.clock_flags(), "--telemetry-interval", f"{fleet.telemetry_interval_s:g}", "--mode", fleet.mode,
+            *self.clock_flags, "--telemetry-interval", f"{fleet.telemetry_interval_s:g}", "--mode", fleet.mode,
             "--faulty-share", f"{faulty_share:g}", *extra,
         ]
 
@@ -116,7 +110,7 @@ class LoadTest:
     def start_dispatcher(self) -> None:
         self.stack.start_dispatcher(
             self.out_dir / "ledger.sqlite3",
-            ["--policy", self.scenario.policy, *self.clock_flags(),
+            ["--policy", self.scenario.policy, *self.clock_flags,
              "--heartbeat-timeout", f"{self.scenario.heartbeat_timeout_s:g}"],
         )
 

@@ -99,15 +99,14 @@ class Scenario:
 class _Table:
     """A TOML table read key by key with checked types; leftovers are unknown keys."""
 
-    def __init__(self, data: object, where: str, *, top: bool = False) -> None:
+    def __init__(self, data: object, where: str, *, sep: str = ".") -> None:
         if not isinstance(data, dict):
             raise ScenarioError(f"{where}: expected a table")
         self.data: dict[str, Any] = dict(data)
-        self.where = where
-        self.top = top  # the file itself: its keys read "FILE: key", a table's "FILE: table.key"
+        self.where, self.sep = where, sep  # the file's own keys read "FILE: key", a table's "FILE: table.key"
 
     def _at(self, key: str) -> str:
-        return f"{self.where}: {key}" if self.top else f"{self.where}.{key}"
+        return f"{self.where}{self.sep}{key}"
 
     def _take(self, key: str, default: Any, kinds: tuple[type, ...], what: str) -> Any:
         value = self.data.pop(key, default)
@@ -190,7 +189,7 @@ def _stage(raw: object, index: int) -> Stage:
 
 def parse_scenario(data: dict[str, Any], where: str) -> Scenario:
     """Build a `Scenario` from parsed TOML, or raise `ScenarioError` naming `where` and the key."""
-    top = _Table(data, where, top=True)
+    top = _Table(data, where, sep=": ")
     name = top.text("name", Path(where).stem)
     description = top.text("description", "")
     speed = top.number("speed", 60.0, 0.01, 100_000.0)
