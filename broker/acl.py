@@ -13,29 +13,43 @@ from protocol.topics import Topics
 
 @dataclass(frozen=True, slots=True)
 class RoleRules:
-    """The filters a role may publish to and read from."""
+    """The filters a role may publish to, publish retained messages to, and read from.
+
+    `retain` is a subset of `publish`: a retained message anywhere else is refused, so what a
+    broker keeps for late subscribers is bounded by the topic map (one status per car, one per
+    process, one state per job, one summary), never by what a client chooses to send.
+    """
 
     publish: tuple[str, ...]
     read: tuple[str, ...]
+    retain: tuple[str, ...] = ()
+
+
+VEHICLE_LEAVES = ("status", "telemetry", "offer", "shards")
 
 
 def rules_for(topics: Topics) -> dict[Role, RoleRules]:
     """Every role's rules under `topics`' root."""
     r = topics.root
     own_status = f"{r}/connections/%u/status"
+    own_car = tuple(f"{r}/vehicles/%u/{leaf}" for leaf in VEHICLE_LEAVES)
+    any_car = tuple(f"{r}/vehicles/+/{leaf}" for leaf in VEHICLE_LEAVES)
     return {
-        Role.VEHICLE: RoleRules(publish=(f"{r}/vehicles/%u/#",), read=(f"{r}/commands/%u",)),
+        Role.VEHICLE: RoleRules(publish=own_car, read=(f"{r}/commands/%u",), retain=(f"{r}/vehicles/%u/status",)),
         Role.GATEWAY: RoleRules(
-            publish=(f"{r}/vehicles/+/#", own_status),
+            publish=(*any_car, own_status),
             read=(f"{r}/commands/+", f"{r}/control/fleet", f"{r}/connections/+/status"),
+            retain=(f"{r}/vehicles/+/status", own_status),
         ),
         Role.DISPATCHER: RoleRules(
-            publish=(f"{r}/commands/+", f"{r}/jobs/+/state", f"{r}/dispatcher/#", own_status),
+            publish=(f"{r}/commands/+", f"{r}/jobs/+/state", f"{r}/dispatcher/summary", own_status),
             read=(f"{r}/#",),
+            retain=(f"{r}/jobs/+/state", f"{r}/dispatcher/summary", own_status),
         ),
         Role.OPERATOR: RoleRules(
-            publish=(f"{r}/jobs/submit", f"{r}/control/#", own_status),
+            publish=(f"{r}/jobs/submit", f"{r}/control/dispatcher", f"{r}/control/fleet", own_status),
             read=(f"{r}/#",),
+            retain=(own_status,),
         ),
         Role.OBSERVER: RoleRules(publish=(), read=(f"{r}/#",)),
     }
@@ -69,20 +83,19 @@ class FleetAcl:
     def __init__(self, topics: Topics) -> None:
         self._rules = rules_for(topics)
 
-    def _filters(self, username: str | None, publish: bool) -> tuple[str, ...]:
+    def _filters(self, username: str | None, kind: str) -> tuple[str, ...]:
         role = role_of(username)
         if role is None or username is None:
             return ()
-        rules = self._rules[role]
-        filters = rules.publish if publish else rules.read
+        filters: tuple[str, ...] = getattr(self._rules[role], kind)
         return tuple(f.replace("%u", username) for f in filters)
 
-    def may_publish(self, username: str | None, topic: str) -> bool:
-        """True if `username` may publish to the concrete `topic`."""
+    def may_publish(self, username: str | None, topic: str, *, retain: bool = False) -> bool:
+        """True if `username` may publish to the concrete `topic` (retained, if `retain`)."""
         if "+" in topic or "#" in topic:
             return False
-        return any(filter_covers(f, topic) for f in self._filters(username, publish=True))
+        return any(filter_covers(f, topic) for f in self._filters(username, "retain" if retain else "publish"))
 
     def may_read(self, username: str | None, topic_filter: str) -> bool:
         """True if `username` may subscribe to `topic_filter` (or receive on a concrete topic)."""
-        return any(filter_covers(f, topic_filter) for f in self._filters(username, publish=False))
+        return any(filter_covers(f, topic_filter) for f in self._filters(username, "read"))

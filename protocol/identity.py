@@ -11,11 +11,15 @@ import base64
 import hashlib
 import hmac
 import re
+import secrets
 from enum import StrEnum
 
 SECRET_ENV = "FLEETROOM_SECRET"
 
-_VEHICLE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+# user names are safe topic levels; fullmatch, so a trailing newline is not let through by `$`
+_USER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+CLIENT_ID_SEPARATOR = ":"  # never in a user name, so `name:` cannot be another user's prefix
+CLIENT_ID_RANDOM_BYTES = 6
 
 
 class Role(StrEnum):
@@ -42,7 +46,7 @@ def role_of(username: str | None) -> Role | None:
         return None
     if username in FIXED_USERS:
         return FIXED_USERS[username]
-    if not _VEHICLE_ID.match(username):
+    if not _USER_NAME.fullmatch(username):
         return None
     if username.startswith(GATEWAY_PREFIX):
         return Role.GATEWAY
@@ -60,3 +64,25 @@ def check_password(secret: bytes, username: str, password: str | None) -> bool:
     if password is None:
         return False
     return hmac.compare_digest(derive_password(secret, username), password)
+
+
+def client_id_for(name: str) -> str:
+    """A fresh client id owned by user `name`: the name, ':' and 48 random bits.
+
+    With fleet credentials both brokers accept a client id only from its owner (see
+    `owns_client_id`), and the random part means nobody can predict a running process's id
+    from its name or the fleet's seed.
+    """
+    return f"{name}{CLIENT_ID_SEPARATOR}{secrets.token_hex(CLIENT_ID_RANDOM_BYTES)}"
+
+
+def owns_client_id(username: str | None, client_id: str | None) -> bool:
+    """True if `username` may connect with `client_id`: the name itself, or `name:` and a suffix."""
+    if not username or not client_id:
+        return False
+    return client_id == username or client_id.startswith(username + CLIENT_ID_SEPARATOR)
+
+
+def client_owner(client_id: str) -> str:
+    """The user name a client id of the fleet's form belongs to (the part before ':')."""
+    return client_id.split(CLIENT_ID_SEPARATOR, 1)[0]
