@@ -8,6 +8,7 @@ by `mosquitto_pub` / `mosquitto_sub` (clients this project did not write).
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
 import socket
 import struct
@@ -20,7 +21,8 @@ import pytest
 
 from broker.acl import FleetAcl
 from broker.mosquitto_config import PluginBuildError, build_plugin, rules_file
-from protocol.identity import check_password, derive_password, owns_client_id, role_of
+from mqttlink import make_client
+from protocol.identity import check_password, client_id_for, derive_password, owns_client_id, role_of
 from protocol.topics import Topics
 from tests.support.brokers import MOSQUITTO, MosquittoProcess, TestBroker, mosquitto_broker
 from tests.support.waiting import wait_until
@@ -214,6 +216,35 @@ async def test_mosquitto_grants_exactly_the_table(mq: TestBroker) -> None:
     assert not wrong, "\n".join(wrong)
 
 
+def random_filter(rng: random.Random, t: Topics) -> str:
+    """A valid MQTT filter made from a real fleet topic: levels swapped for wildcards or others, cut, extended."""
+    topics = [t.commands("car-aa"), t.commands("car-bb"), t.telemetry("car-aa"), t.vehicle_status("car-bb"),
+              t.connection_status("gw-0"), t.fleet_control, t.summary, t.job_state("j1"), "$SYS/broker/uptime"]
+    levels = rng.choice(topics).split("/")
+    levels = [rng.choice(["+", "x", "car-aa", ""]) if rng.random() < 0.2 else level for level in levels]
+    if rng.random() < 0.3:
+        levels = levels[: rng.randint(1, len(levels))]
+    if rng.random() < 0.2:
+        levels.append(rng.choice(["x", "+"]))
+    if rng.random() < 0.25:
+        levels.append("#")
+    return "/".join(levels) or "+"
+
+
+@pytest.mark.parametrize("user", ["car-aa", "gw-0", "observer"])
+async def test_random_subscriptions_are_granted_exactly_as_fleet_acl_says(mq: TestBroker, user: str) -> None:
+    """The plugin's filter matching is `filter_covers`, wildcards on either side included."""
+    rng = random.Random(f"{user}-10")
+    filters = sorted({random_filter(rng, mq.topics) for _ in range(400)})
+    async with make_client(mq.url(user), client_id_for(user)) as client:
+        codes = await client.subscribe([(f, 1) for f in filters])
+    acl = FleetAcl(mq.topics)
+    wrong = [f"{f}: broker {code.value != 128}" for f, code in zip(filters, codes, strict=True)
+             if (code.value != 128) is not acl.may_read(user, f)]
+    assert any(acl.may_read(user, f) for f in filters) and not all(acl.may_read(user, f) for f in filters)
+    assert not wrong, "\n".join(wrong)
+
+
 @pytest.mark.parametrize(("user", "client_id", "password_of", "accepted"), LOGINS)
 def test_the_login_table_is_what_the_identity_rules_say(user: str, client_id: str, password_of: str,
                                                         accepted: bool) -> None:
@@ -299,13 +330,21 @@ async def test_a_message_larger_than_256_kib_is_not_delivered(mq: TestBroker) ->
     assert not any(line.endswith("b" * 100) for line in witness.lines)
 
 
-async def test_mosquitto_refuses_to_start_without_a_secret(topics: Topics, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("file", "content", "logged"), [
+    ("secret", "  \n", "plugin_opt_secret_file"),
+    ("rules", "publish vehicle\n", "line 1 is not understood"),
+    ("rules", "user_name [a-z]+\nfrobnicate all\n", "line 2 is not understood"),
+    ("rules", "# nothing\n", "needs user_name, client_id_separator and default"),
+])
+async def test_mosquitto_refuses_to_start_with_a_bad_secret_or_rules_file(
+    topics: Topics, tmp_path: Path, file: str, content: str, logged: str
+) -> None:
     async with mosquitto_broker(topics, tmp_path / "mq", SECRET) as broker:
         port = broker.port
-    (tmp_path / "mq" / "secret").write_text("  \n")
+    (tmp_path / "mq" / file).write_text(content)
     with pytest.raises(RuntimeError, match="mosquitto exited at once"):
         await MosquittoProcess(tmp_path / "mq", port).start()
-    assert "plugin_opt_secret_file" in (tmp_path / "mq" / "mosquitto.log").read_text()
+    assert logged in (tmp_path / "mq" / "mosquitto.log").read_text()
 
 
 def test_the_rules_file_lists_each_roles_filters() -> None:
