@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench schema clean
+.PHONY: demo test system-deps lint bench schema clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/fleetroom demo $(ARGS)
 
-test: $(STAMP)
+# Debian's mosquitto, its clients and what builds the fleetroom Mosquitto plugin: installed
+# when run as root with apt-get, else one line saying what to install (and no test runs).
+system-deps:
+	@.ci/system-deps
+
+test: system-deps $(STAMP)
 	$(BIN)/lint-imports --config pyproject.toml
 	$(BIN)/ruff check .
 	$(BIN)/mypy

@@ -74,15 +74,12 @@ SECRET = b"test-fleet-secret"
 
 @pytest.fixture(params=["amqtt", "mosquitto"])
 async def secure_broker(request: pytest.FixtureRequest, topics: Topics, tmp_path: Path) -> AsyncIterator[TestBroker]:
-    """A broker enforcing fleet auth and ACL: the amqtt plugins, or mosquitto with our files."""
+    """A broker enforcing fleet auth and ACL: the amqtt plugins, or mosquitto with our plugin."""
     if request.param == "amqtt":
         async with embedded_broker(topics, SECRET) as broker:
             yield broker
     else:
         if MOSQUITTO is None:
             pytest.fail("mosquitto is not installed; .ci/run installs Debian's mosquitto")
-        async with mosquitto_broker(
-            topics, tmp_path / "mosquitto", SECRET,
-            vehicles=("car-aa", "car-bb"), gateways=("gw-0",),
-        ) as broker:
+        async with mosquitto_broker(topics, tmp_path / "mosquitto", SECRET) as broker:
             yield broker

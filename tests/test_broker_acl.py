@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from broker.acl import FleetAcl, filter_covers
-from broker.mosquitto_config import acl_file, mosquitto_password_hash, password_file
+from broker.mosquitto_config import MAX_PACKET_BYTES, write_mosquitto_config
 from protocol import Topics
 from protocol.identity import Role, check_password, derive_password, role_of
 
@@ -60,19 +59,23 @@ def test_passwords_derive_from_the_secret() -> None:
     assert not check_password(b"s", "car-1", None)
 
 
-def test_mosquitto_hash_is_pbkdf2_sha512() -> None:
-    salt = b"0123456789ab"
-    text = mosquitto_password_hash("pw", salt)
-    kind, iterations, salt_b64, digest_b64 = text.split("$")[1:]
-    assert (kind, iterations, base64.b64decode(salt_b64)) == ("7", "101", salt)
-    assert base64.b64decode(digest_b64) == hashlib.pbkdf2_hmac("sha512", b"pw", salt, 101)
+def test_mosquitto_files(tmp_path: Path) -> None:
+    plugin = tmp_path / "built" / "fleetroom_auth.so"
+    paths = write_mosquitto_config(tmp_path / "mq", b"s3cret", T, port=18830, plugin=plugin,
+                                   extra_lines=["certfile /x/server.pem"])
+    conf, secret, rules = (tmp_path / "mq" / name for name in ("mosquitto.conf", "secret", "rules"))
+    assert paths == [conf, secret, rules, plugin]
+    assert secret.read_bytes() == b"s3cret" and oct(secret.stat().st_mode & 0o777) == "0o600"
+    assert "publish vehicle fleet/v1/vehicles/%u/telemetry" in rules.read_text()
+    lines = conf.read_text().splitlines()
+    for line in ("allow_anonymous false", f"plugin {plugin}", f"plugin_opt_secret_file {secret}",
+                 f"plugin_opt_rules_file {rules}", f"max_packet_size {MAX_PACKET_BYTES}", "persistence false"):
+        assert line in lines
+    assert lines.index("certfile /x/server.pem") == lines.index("listener 18830 127.0.0.1") + 1
+    assert not any(line.startswith(("password_file", "acl_file", "log_dest")) for line in lines)
 
 
-def test_mosquitto_files() -> None:
-    lines = password_file(b"s", ["dispatcher", "car-1"]).splitlines()
-    assert [line.split(":")[0] for line in lines] == ["dispatcher", "car-1"]
-    acl = acl_file(T, ["gw-0"])
-    assert "pattern write fleet/v1/vehicles/%u/#" in acl and "pattern read fleet/v1/commands/%u" in acl
-    assert "user observer\ntopic read fleet/v1/#\n" in acl
-    with pytest.raises(ValueError):
-        password_file(b"s", ["Not Valid"])
+@pytest.mark.parametrize("secret", [b"", b" padded", b"line\n"])
+def test_mosquitto_files_need_a_secret_without_surrounding_white_space(tmp_path: Path, secret: bytes) -> None:
+    with pytest.raises(ValueError, match="white space"):
+        write_mosquitto_config(tmp_path, secret, T, plugin=tmp_path / "p.so")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mqttlink import BrokerUrl, check_broker
-from protocol.identity import derive_password
+from mqttlink import BrokerUnreachable, BrokerUrl, check_broker
+from protocol.identity import client_id_for, derive_password
 from tests.support.brokers import MOSQUITTO, MosquittoProcess, free_port
 from tests.support.waiting import wait_until
 
@@ -32,7 +32,11 @@ def fleetroom(
         (["broker", "--secret-file", ".", "--port", "0"], "cannot read secret file"),
         (["broker", "--secret-file", "empty", "--port", "0"], "secret file empty is empty"),
         (["broker", "--secret-file", "/proc/no-such-dir/secret", "--port", "0"], "cannot create secret file"),
-        (["broker", "--write-mosquitto-config", "/tmp/x", "--user", "Bad Name"], "not a car or gateway user name"),
+        (["broker", "--write-mosquitto-config", "conf", "--user", "Bad Name"], "not a car or gateway user name"),
+        (["broker", "--write-mosquitto-config", "conf", "--user", "car-x\n"], r"user name: 'car-x\n'"),
+        (["broker", "--write-mosquitto-config", "conf", "--user", "car-x\r"], r"user name: 'car-x\r'"),
+        (["broker", "--write-mosquitto-config", "conf", "--user", "car\x1bx"], r"user name: 'car\x1bx'"),
+        (["broker", "--write-mosquitto-config", "conf", "--user", "car-x\t"], r"user name: 'car-x\t'"),
         (["schema", "--topic-prefix", "a//b"], "bad --topic-prefix"),
     ],
 )
@@ -41,7 +45,8 @@ def test_bad_flags_give_one_line_and_exit_2(tmp_path: Path, args: list[str], nee
     proc = fleetroom(*args, cwd=tmp_path)
     assert proc.returncode == 2
     assert needle in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "conf").exists()
 
 
 async def test_broker_process_serves_with_fleet_credentials(tmp_path: Path) -> None:
@@ -85,14 +90,29 @@ async def test_written_mosquitto_config_runs_and_enforces_logins(tmp_path: Path)
     proc = fleetroom("broker", "--write-mosquitto-config", str(out), "--port", str(port), "--user", "car-7",
                      "--user", "gw-1", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert (out / "fleetroom_auth.so").exists() and oct((out / "secret").stat().st_mode & 0o777) == "0o600"
     mosquitto = MosquittoProcess(out, port)
     await mosquitto.start()
     try:
-        await check_broker(BrokerUrl("127.0.0.1", port, "car-7", derive_password(b"sekrit", "car-7")))
-        await check_broker(BrokerUrl("127.0.0.1", port, "dispatcher", derive_password(b"sekrit", "dispatcher")))
-        from mqttlink import BrokerUnreachable
-
+        for user in ("car-7", "car-not-listed", "gw-1", "dispatcher"):
+            await check_broker(BrokerUrl("127.0.0.1", port, user, derive_password(b"sekrit", user)),
+                               client_id_for(user))
         with pytest.raises(BrokerUnreachable):
-            await check_broker(BrokerUrl("127.0.0.1", port, "car-7", "wrong"))
+            await check_broker(BrokerUrl("127.0.0.1", port, "car-7", "wrong"), client_id_for("car-7"))
+        with pytest.raises(BrokerUnreachable):  # a valid login, but another user's client id
+            await check_broker(BrokerUrl("127.0.0.1", port, "car-7", derive_password(b"sekrit", "car-7")),
+                               client_id_for("gw-1"))
     finally:
         await mosquitto.stop()
+
+
+def test_mosquitto_config_without_a_compiler_is_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "FLEETROOM_SECRET": "sekrit", "PATH": str(tmp_path / "empty-bin")}
+    proc = subprocess.run([sys.executable, "-m", "fleetroom", "broker", "--write-mosquitto-config", "mq"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "fleetroom broker: error: cannot build the Mosquitto plugin: no C compiler `cc`; install Debian's gcc "
+        "mosquitto-dev libmosquitto-dev libssl-dev (apt-get install -y gcc mosquitto-dev libmosquitto-dev libssl-dev)"
+    ]
+    assert not (tmp_path / "mq").exists()

@@ -29,20 +29,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--secret-file", type=Path, help="fleet secret file (created if missing)")
     parser.add_argument(
         "--write-mosquitto-config", type=Path, metavar="DIR",
-        help="write mosquitto.conf, passwd and acl for the same security into DIR, then exit",
+        help="build the fleetroom Mosquitto plugin and write mosquitto.conf, secret and rules for the same "
+             "security into DIR, then exit (needs cc and Debian's mosquitto-dev, libmosquitto-dev, libssl-dev)",
     )
     parser.add_argument("--user", action="append", default=[], metavar="NAME",
-                        help="with --write-mosquitto-config: a car or gateway (gw-*) user to add; repeatable")
-    parser.add_argument("--users-file", type=Path, help="with --write-mosquitto-config: user names, one per line")
+                        help="with --write-mosquitto-config: a car or gateway (gw-*) user name to check; every "
+                             "valid fleet user can log in with its derived password, no list is needed")
+    parser.add_argument("--users-file", type=Path,
+                        help="with --write-mosquitto-config: user names to check, one per line")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
 
 
-def _write_config(args: argparse.Namespace) -> int:
-    from broker.mosquitto_config import write_mosquitto_config
+def _checked_users(args: argparse.Namespace) -> list[str]:
+    """The --user and --users-file names; a CliError for the first that is not a car or gateway."""
     from protocol.identity import Role, role_of
 
-    secret = read_secret(args.secret_file, create=True)
-    assert secret is not None
     names = list(args.user)
     if args.users_file is not None:
         try:
@@ -52,16 +53,23 @@ def _write_config(args: argparse.Namespace) -> int:
     bad = [n for n in names if role_of(n) not in (Role.VEHICLE, Role.GATEWAY)]
     if bad:
         raise CliError(f"not a car or gateway user name: {bad[0]!r}")
-    gateways = [n for n in names if role_of(n) is Role.GATEWAY]
-    vehicles = [n for n in names if role_of(n) is Role.VEHICLE]
+    return names
+
+
+def _write_config(args: argparse.Namespace) -> int:
+    from broker.mosquitto_config import PluginBuildError, write_mosquitto_config
+
+    _checked_users(args)
     if args.port == 0:
         raise CliError("--port 0 cannot be used with --write-mosquitto-config: mosquitto needs a fixed port")
-    port = args.port
+    secret = read_secret(args.secret_file, create=True)
+    assert secret is not None
     try:
         paths = write_mosquitto_config(
-            args.write_mosquitto_config, secret, topics_from(args),
-            vehicles=vehicles, gateways=gateways, port=port, host=args.host,
+            args.write_mosquitto_config, secret, topics_from(args), port=args.port, host=args.host,
         )
+    except (PluginBuildError, ValueError) as exc:
+        raise CliError(str(exc)) from None
     except OSError as exc:
         raise CliError(f"cannot write the mosquitto config into {args.write_mosquitto_config}: "
                        f"{exc.strerror or exc}") from None

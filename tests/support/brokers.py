@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
 import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker.embedded import BrokerSettings, EmbeddedBroker
-from broker.mosquitto_config import write_mosquitto_config
+from broker.mosquitto_config import build_plugin, write_mosquitto_config
 from mqttlink import BrokerUrl
 from protocol.identity import derive_password
 from protocol.topics import Topics
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+
+
+@functools.cache
+def built_plugin() -> Path:
+    """The Mosquitto plugin, compiled once per test session (it takes about 0.3 s)."""
+    out = Path(tempfile.mkdtemp(prefix="fleetroom-plugin-"))
+    atexit.register(shutil.rmtree, out, True)
+    return build_plugin(out)
 
 
 def free_port() -> int:
@@ -27,18 +38,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+async def _accepts(port: int) -> bool:
+    """True if something accepts TCP connections on 127.0.0.1:port."""
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
+
+
 async def wait_listening(port: int, timeout: float = 10.0) -> None:
     """Wait until something accepts TCP connections on 127.0.0.1:port."""
     async with asyncio.timeout(timeout):
         while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.02)
-                continue
-            writer.close()
-            await writer.wait_closed()
-            return
+            if await _accepts(port):
+                return
+            await asyncio.sleep(0.02)
 
 
 @dataclass
@@ -92,9 +109,14 @@ class MosquittoProcess:
                 [MOSQUITTO, "-c", str(self.directory / "mosquitto.conf")], stdout=log, stderr=log
             )
         try:
-            await wait_listening(self.port)
-            if self.process.poll() is not None:  # something else answered on that port
-                raise RuntimeError(f"mosquitto exited at once; see {self.directory / 'mosquitto.log'}")
+            async with asyncio.timeout(10):
+                while not await _accepts(self.port):
+                    if self.process.poll() is not None:
+                        break
+                    await asyncio.sleep(0.02)
+            if self.process.poll() is not None:  # refused its config, or something else answered on that port
+                log_lines = (self.directory / "mosquitto.log").read_text(errors="replace").strip().splitlines()
+                raise RuntimeError(f"mosquitto exited at once: {log_lines[-1] if log_lines else '(no log)'}")
         except BaseException:
             await self.stop()
             raise
@@ -125,16 +147,11 @@ async def embedded_broker(topics: Topics, secret: bytes | None = None) -> AsyncI
 
 
 @asynccontextmanager
-async def mosquitto_broker(
-    topics: Topics, directory: Path, secret: bytes | None = None, vehicles: tuple[str, ...] = (),
-    gateways: tuple[str, ...] = (),
-) -> AsyncIterator[TestBroker]:
-    """A real mosquitto on a free 127.0.0.1 port, secured by our generated files (or anonymous)."""
+async def mosquitto_broker(topics: Topics, directory: Path, secret: bytes | None = None) -> AsyncIterator[TestBroker]:
+    """A real mosquitto on a free 127.0.0.1 port, secured by our plugin and generated files (or anonymous)."""
     port = free_port()
     if secret is not None:
-        write_mosquitto_config(
-            directory, secret, topics, vehicles=vehicles, gateways=gateways, port=port
-        )
+        write_mosquitto_config(directory, secret, topics, port=port, plugin=built_plugin())
     else:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "mosquitto.conf").write_text(
