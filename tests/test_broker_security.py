@@ -13,15 +13,21 @@ import aiomqtt
 import pytest
 
 from mqttlink import BrokerUnreachable, BrokerUrl, check_broker, make_client, new_client_id
+from protocol.identity import client_id_for
 from tests.support.brokers import TestBroker
 from tests.support.waiting import wait_until
+
+
+def own_id(url: BrokerUrl) -> str:
+    """A fresh client id that belongs to the URL's user (with fleet credentials nothing else is accepted)."""
+    return client_id_for(url.username) if url.username else new_client_id("anonymous")
 
 
 @asynccontextmanager
 async def listener(url: BrokerUrl, *filters: str) -> AsyncIterator[list[str]]:
     """A connected client that records the topics of everything it receives on `filters`."""
     got: list[str] = []
-    async with make_client(url, new_client_id("listen")) as client:
+    async with make_client(url, own_id(url)) as client:
         for topic_filter in filters:
             await client.subscribe(topic_filter, qos=1)
 
@@ -37,7 +43,7 @@ async def listener(url: BrokerUrl, *filters: str) -> AsyncIterator[list[str]]:
 
 
 async def publish(url: BrokerUrl, topic: str, payload: bytes = b"x") -> None:
-    async with make_client(url, new_client_id("pub")) as client:
+    async with make_client(url, own_id(url)) as client:
         await client.publish(topic, payload, qos=1)
 
 
@@ -53,7 +59,7 @@ async def test_a_car_cannot_publish_as_another_car(secure_broker: TestBroker) ->
 async def test_a_car_cannot_read_another_cars_assignments(secure_broker: TestBroker) -> None:
     t = secure_broker.topics
     got: list[str] = []
-    async with make_client(secure_broker.url("car-aa"), new_client_id("car-aa")) as car:
+    async with make_client(secure_broker.url("car-aa"), client_id_for("car-aa")) as car:
         # amqtt refuses these subscriptions; mosquitto accepts them and filters each message
         for topic_filter in (t.commands("car-bb"), t.all_commands, t.everything, t.commands("car-aa")):
             await car.subscribe(topic_filter, qos=1)
@@ -110,8 +116,8 @@ async def test_logins_without_fleet_credentials_are_refused(secure_broker: TestB
         "unknown-role": BrokerUrl(good.host, good.port, "Not A User!", "x"),
     }[who]
     with pytest.raises(BrokerUnreachable, match=r"refused the login|not authori|Not authori"):
-        await check_broker(url)
-    await check_broker(good)
+        await check_broker(url, own_id(url))
+    await check_broker(good, own_id(good))
 
 
 async def test_cars_cannot_use_wildcards_to_publish(secure_broker: TestBroker) -> None:
@@ -140,8 +146,8 @@ async def test_a_car_cannot_leave_a_last_will_for_another_car(secure_broker: Tes
                 return None
             return client
         async def main():
-            forged = await connect("forger", {t.vehicle_status("car-bb")!r})
-            honest = await connect("honest", {t.vehicle_status("car-aa")!r})
+            forged = await connect("car-aa:forger", {t.vehicle_status("car-bb")!r})
+            honest = await connect("car-aa:honest", {t.vehicle_status("car-aa")!r})
             print("ready", forged is not None, honest is not None, flush=True)
             await asyncio.sleep(3600)
         asyncio.run(main())
