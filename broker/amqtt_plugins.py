@@ -40,10 +40,15 @@ class FleetAuthPlugin(BaseAuthPlugin):
         if not ok:
             log.warning("refused login of %r", username)
             return False
-        # amqtt publishes a Last Will without asking the topic plugins, so check it here:
-        # a car must not leave a Will that speaks for another car.
-        if session.will_flag and not self._acl.may_publish(username, session.will_topic or ""):
-            log.warning("refused login of %r: Last Will on %r is not its to publish", username, session.will_topic)
+        # amqtt publishes a Last Will without asking the topic plugins, so check it here: a car
+        # must not leave a Will that speaks for another car, nor a retained one where it may not
+        # retain. `FleetBroker` calls this before the CONNECT touches any session.
+        retain = bool(session.will_retain)
+        if session.will_flag and not self._acl.may_publish(username, session.will_topic or "", retain=retain):
+            log.warning(
+                "refused login of %r: a%s Last Will on %r is not its to publish",
+                username, " retained" if retain else "", session.will_topic,
+            )
             return False
         return True
 

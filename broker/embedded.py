@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
 from amqtt.broker import Broker
 
-from broker.amqtt_fixes import FleetBroker
+from broker.acl import FleetAcl
+from broker.amqtt_fixes import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_MAX_PACKET_BYTES, FleetBroker, SessionRules
 from protocol.topics import DEFAULT_PREFIX, Topics
 
 QUIET_LOGGERS = ("amqtt", "transitions")
@@ -47,9 +48,13 @@ class BrokerSettings:
     secret: bytes = b""
     topic_prefix: str = DEFAULT_PREFIX
     max_connections: int = 0  # 0: no limit
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S  # a socket that sends no CONNECT is closed after this
+    max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES  # a larger packet closes its connection
 
     def __post_init__(self) -> None:
         Topics(self.topic_prefix)  # raises TopicError on a bad prefix
+        if self.connect_timeout_s <= 0 or self.max_packet_bytes <= 0:
+            raise ValueError("the connect timeout and the packet size cap must be positive")
         if not self.allow_anonymous and not self.secret:
             raise ValueError("the broker needs a fleet secret unless anonymous access is allowed")
 
@@ -111,7 +116,7 @@ class EmbeddedBroker:
         quiet_broker_logging()
         port = self.port or self.settings.port
         config = amqtt_config(_with_port(self.settings, port))
-        broker = FleetBroker(config, loop=asyncio.get_running_loop())
+        broker = FleetBroker(config, loop=asyncio.get_running_loop(), rules=session_rules(self.settings))
         try:
             await broker.start()
         except Exception as exc:  # amqtt wraps every start-up failure in its BrokerError
@@ -152,11 +157,10 @@ class EmbeddedBroker:
 
 
 def _with_port(settings: BrokerSettings, port: int) -> BrokerSettings:
-    return BrokerSettings(
-        host=settings.host,
-        port=port,
-        allow_anonymous=settings.allow_anonymous,
-        secret=settings.secret,
-        topic_prefix=settings.topic_prefix,
-        max_connections=settings.max_connections,
-    )
+    return replace(settings, port=port)
+
+
+def session_rules(settings: BrokerSettings) -> SessionRules:
+    """What `FleetBroker` enforces: identities and retain rules only with fleet credentials."""
+    acl = None if settings.allow_anonymous else FleetAcl(Topics(settings.topic_prefix))
+    return SessionRules(acl, settings.connect_timeout_s, settings.max_packet_bytes)

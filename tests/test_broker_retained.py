@@ -1,4 +1,4 @@
-"""Fixes to amqtt 0.12.1: retained messages reach only their subscribers; a stubborn reader cannot hang it."""
+"""Retained messages reach only their subscribers and are kept only where the ACL allows; amqtt cannot hang."""
 
 from __future__ import annotations
 
@@ -9,20 +9,22 @@ import aiomqtt
 
 from broker.embedded import BrokerSettings, EmbeddedBroker
 from mqttlink import BrokerUrl, make_client, new_client_id
+from protocol.identity import client_id_for
 from protocol.topics import Topics
 from tests.support.brokers import TestBroker
+from tests.support.outsiders import mosquitto_pub
 from tests.support.waiting import wait_until
 
 
 async def test_a_new_client_gets_no_retained_messages_for_other_clients_filters(secure_broker: TestBroker) -> None:
     t = secure_broker.topics
-    async with make_client(secure_broker.url("dispatcher"), new_client_id("dispatcher")) as dispatcher:
+    async with make_client(secure_broker.url("dispatcher"), client_id_for("dispatcher")) as dispatcher:
         await dispatcher.subscribe(t.everything, qos=1)  # a wide filter held by someone else
         await dispatcher.publish(t.summary, b"retained summary", qos=1, retain=True)
         await dispatcher.publish(t.job_state("job-1"), b"retained job", qos=1, retain=True)
         await dispatcher.publish(t.commands("car-aa"), b"not retained", qos=1)
         got: list[str] = []
-        async with make_client(secure_broker.url("car-aa"), new_client_id("car-aa")) as car:
+        async with make_client(secure_broker.url("car-aa"), client_id_for("car-aa")) as car:
             await car.subscribe(t.commands("car-aa"), qos=1)
 
             async def read() -> None:
@@ -80,3 +82,39 @@ async def test_stopping_a_connection_whose_reader_swallowed_the_cancel_does_not_
                 assert stubborn.done()
                 assert real_reader is not None
                 await wait_until(real_reader.done, what="the real reader to see its connection closed")
+
+
+async def test_only_the_acls_retain_topics_keep_a_retained_message(secure_broker: TestBroker) -> None:
+    """Fix 8: publishing is not retaining; a car cannot make the broker keep its telemetry or subtopics."""
+    t, port = secure_broker.topics, secure_broker.port
+
+    def login(user: str) -> list[str]:
+        return ["-u", user, "-P", secure_broker.url(user).password or "", "-i", client_id_for(user), "-r"]
+
+    attempts = [  # (user, topic, kept?)
+        ("car-aa", t.vehicle_status("car-aa"), True),
+        ("car-aa", t.telemetry("car-aa"), False),
+        ("car-aa", t.offer("car-aa"), False),
+        ("car-aa", f"{t.vehicle_status('car-aa')}/sub-1", False),
+        ("gw-0", t.vehicle_status("car-bb"), True),
+        ("gw-0", t.telemetry("car-bb"), False),
+        ("dispatcher", t.summary, True),
+        ("dispatcher", t.commands("car-aa"), False),
+    ]
+    for user, topic, _ in attempts:
+        await mosquitto_pub(port, *login(user), "-t", topic, "-m", f"retained by {user}")
+    kept = {topic for _, topic, keep in attempts if keep}
+    got: list[str] = []
+    async with make_client(secure_broker.url("observer"), client_id_for("observer")) as late:
+        await late.subscribe(t.everything, qos=1)
+
+        async def read() -> None:
+            async for message in late.messages:
+                got.append(str(message.topic))
+
+        task = asyncio.create_task(read())
+        await wait_until(lambda: kept <= set(got), what="the retained messages the ACL allows")
+        await mosquitto_pub(port, *login("car-aa")[:-1], "-t", t.telemetry("car-aa"), "-m", "live")
+        await wait_until(lambda: t.telemetry("car-aa") in got, what="a live message after the retained ones")
+        task.cancel()
+    assert sorted(got) == sorted([*kept, t.telemetry("car-aa")])

@@ -12,17 +12,22 @@ from contextlib import asynccontextmanager
 import aiomqtt
 import pytest
 
-from mqttlink import BrokerUnreachable, BrokerUrl, check_broker, make_client
+from mqttlink import BrokerUnreachable, BrokerUrl, check_broker, make_client, new_client_id
 from protocol.identity import client_id_for
 from tests.support.brokers import TestBroker
 from tests.support.waiting import wait_until
+
+
+def own_id(url: BrokerUrl) -> str:
+    """A fresh client id that belongs to the URL's user (with fleet credentials nothing else is accepted)."""
+    return client_id_for(url.username) if url.username else new_client_id("anonymous")
 
 
 @asynccontextmanager
 async def listener(url: BrokerUrl, *filters: str) -> AsyncIterator[list[str]]:
     """A connected client that records the topics of everything it receives on `filters`."""
     got: list[str] = []
-    async with make_client(url, client_id_for(url.username or "listen")) as client:
+    async with make_client(url, own_id(url)) as client:
         for topic_filter in filters:
             await client.subscribe(topic_filter, qos=1)
 
@@ -38,7 +43,7 @@ async def listener(url: BrokerUrl, *filters: str) -> AsyncIterator[list[str]]:
 
 
 async def publish(url: BrokerUrl, topic: str, payload: bytes = b"x") -> None:
-    async with make_client(url, client_id_for(url.username or "pub")) as client:
+    async with make_client(url, own_id(url)) as client:
         await client.publish(topic, payload, qos=1)
 
 
@@ -111,8 +116,8 @@ async def test_logins_without_fleet_credentials_are_refused(secure_broker: TestB
         "unknown-role": BrokerUrl(good.host, good.port, "Not A User!", "x"),
     }[who]
     with pytest.raises(BrokerUnreachable, match=r"refused the login|not authori|Not authori"):
-        await check_broker(url, client_id_for(url.username or "anonymous"))
-    await check_broker(good, client_id_for("car-aa"))
+        await check_broker(url, own_id(url))
+    await check_broker(good, own_id(good))
 
 
 async def test_cars_cannot_use_wildcards_to_publish(secure_broker: TestBroker) -> None:
