@@ -2,7 +2,8 @@
 
 No I/O framework here: the async shell (`dispatcher.service`) feeds `handle(topic, payload)`
 and calls `tick()` a few times a second; both return the messages to publish. The clock and
-the random generator are passed in.
+the random generator are passed in. Claims a car cannot back (TOPS beyond its hardware, other
+cars' assignments, work faster than its rate) are refused and counted by reason.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from dispatcher import work
+from dispatcher import results, work
+from dispatcher.claims import ShardMessage, offer_refusal, shard_refusal, telemetry_refusal
+from dispatcher.credit import CLOCK_SLACK_WALL_S, Moment
 from dispatcher.jobs import UNRELIABLE_BELOW
 from dispatcher.ledger import Attempt, Ledger
 from dispatcher.matchmaker import Offer, OfferBook
@@ -55,6 +59,7 @@ class Running:
 
     vehicle_id: str
     job_id: str
+    shard_id: str
     allocated_tops: float
     last_heard_wall: float
     silence_limit_s: float
@@ -67,17 +72,22 @@ class Engine:
         self, topics: Topics, ledger: Ledger, *, sim_now: Callable[[], datetime], wall: Callable[[], float],
         rng: random.Random, policy: MatchPolicy = MatchPolicy.FASTEST, speed: float = 1.0,
         heartbeat_timeout_s: float = 60.0, energy_price: float = 0.15, cars_per_car: int = 1,
+        spot_check_rate: float = 0.1, unix: Callable[[], float] = time.time,
     ) -> None:
-        self.topics, self.ledger, self.sim_now, self.wall = topics, ledger, sim_now, wall
+        self.topics, self.ledger, self.sim_now, self.wall, self.unix = topics, ledger, sim_now, wall, unix
         self.cars_per_car = cars_per_car  # > 1 only to show a fleet at scale: see views.fleet_summary
-        self.speed, self.energy_price = speed, energy_price
+        self.speed, self.energy_price, self.spot_check_rate, self.rng = speed, energy_price, spot_check_rate, rng
         self.registry = Registry(heartbeat_timeout_s)
         self.book = OfferBook(policy)
         self.held: dict[str, Offer] = {}  # offers of cars that run our work, restored when it ends
         self.running: dict[str, Running] = {}
         self.by_car: dict[str, set[str]] = {}  # vehicle -> its active assignment ids
         self.unreliable = ledger.unreliable_cars(UNRELIABLE_BELOW)
-        self.rejected: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()  # refusals not yet written to the ledger (once per tick)
+        self._logged: Counter[str] = Counter()  # refusals by reason since start, for sampling the log
+        self.heard_s: dict[str, float] = {}  # when each car last spoke itself (not its gateway), sim seconds
+        self.clock_offset_s = self._clock_offset()
+        self._clock_saved_wall = -1e18
         self.received = 0
         self.dirty: set[str] = set()
         self.offer_changes: dict[str, str | None] = {}  # written to the ledger once per tick
@@ -87,14 +97,45 @@ class Engine:
 
     @property
     def now_s(self) -> float:
-        return self.sim_now().timestamp()
+        """The ledger's simulation seconds: the clock, continued across a restart that did not share
+        `--sim-epoch` (see `_clock_offset`)."""
+        return self.sim_now().timestamp() + self.clock_offset_s
+
+    def moment(self) -> Moment:
+        return Moment(self.now_s, CLOCK_SLACK_WALL_S * self.speed)
+
+    def _clock_offset(self) -> float:
+        """How far behind the ledger's last recorded time (plus the wall time since) the clock starts.
+
+        Processes sharing `--sim-epoch` agree and this is 0; a dispatcher restarted without one
+        would start its clock again from `--sim-start`, so it continues the ledger's instead, and
+        assignments made before the restart keep the time their cars really had.
+        """
+        last = self.ledger.last_clock()
+        if last is None:
+            return 0.0
+        sim_s, unix_s = last
+        behind = sim_s + max(0.0, self.unix() - unix_s) * self.speed - self.sim_now().timestamp()
+        return behind if behind > CLOCK_SLACK_WALL_S * self.speed else 0.0
+
+    def refuse(self, reason: str, what: str, *args: object) -> None:
+        """Count a refused message under `reason`; log the first few of each reason, then a sample."""
+        self.rejected[reason] += 1
+        self._logged[reason] += 1
+        if _worth_logging(self._logged[reason]):
+            log.warning("refused (%s, %d so far) " + what, reason, self._logged[reason], *args)
+
+    def rejections(self) -> Counter[str]:
+        """Every refusal by reason: the ledger's, and those of this tick not yet written."""
+        return Counter(self.ledger.rejections()) + self.rejected
 
     # start-up ------------------------------------------------------------------------------
     def startup(self) -> list[Out]:
         """Resume from the ledger: watch active assignments again and republish every job's state."""
         now = self.wall()
         for attempt in self.ledger.active_attempts():
-            self._watch(attempt.assignment_id, attempt.vehicle_id, attempt.job_id, attempt.allocated_tops, now)
+            self._watch(attempt.assignment_id, attempt.vehicle_id, (attempt.job_id, attempt.shard_id),
+                        attempt.allocated_tops, now)
         for offer_json in self.ledger.standing_offers():
             offer = ComputeOffer.model_validate_json(offer_json)  # a stale one is refused by its car
             self.registry.heard(offer.sender, now)
@@ -103,11 +144,12 @@ class Engine:
             self.dirty.add(str(job_id))
         return self.flush_states()
 
-    def _watch(self, aid: str, vehicle_id: str, job_id: str, tops: float, now: float) -> None:
+    def _watch(self, aid: str, vehicle_id: str, shard: tuple[str, str], tops: float, now: float) -> None:
+        job_id, shard_id = shard
         job = self.scheduler.submission(job_id)
         interval = job.checkpoint_interval_s if job else 60.0
         limit = max(self.registry.heartbeat_timeout_s, 3.0 * interval / self.speed)
-        self.running[aid] = Running(vehicle_id, job_id, tops, now, limit)
+        self.running[aid] = Running(vehicle_id, job_id, shard_id, tops, now, limit)
         self.by_car.setdefault(vehicle_id, set()).add(aid)
         car = self.registry.car(vehicle_id)
         self.registry.update(car, running=car.running + 1)
@@ -144,6 +186,7 @@ class Engine:
             if isinstance(message, VehicleStatus):
                 return self._on_status(vid, message)
             car = self.registry.heard(vid, self.wall())
+            self.heard_s[vid] = self.now_s
             if isinstance(message, VehicleTelemetry):
                 self._on_telemetry(vid, message)
             elif isinstance(message, ComputeOffer):
@@ -176,6 +219,7 @@ class Engine:
             car.owner_id = message.owner_id
         if message.state is Liveness.ONLINE:
             self.registry.heard(vid, self.wall())
+            self.heard_s[vid] = self.now_s
             self.registry.update(car, liveness=Liveness.ONLINE)
             return []
         return self._car_gone(vid, message.state, f"car {message.state.value}")
@@ -206,6 +250,11 @@ class Engine:
         return outs
 
     def _on_telemetry(self, vid: str, message: VehicleTelemetry) -> None:
+        refusal = telemetry_refusal(message)
+        if refusal is not None:
+            self.refuse(refusal, "telemetry of %s: %g TOPS rated on %s", vid, message.rated_tops,
+                        message.hardware.value)
+            return
         car = self.registry.car(vid)
         self.registry.update(
             car, gear=message.gear, compute_state=message.compute_state, hardware=message.hardware.value,
@@ -218,9 +267,13 @@ class Engine:
     def _on_offer(self, vid: str, message: ComputeOffer, *, save: bool = True) -> None:
         if vid in self.unreliable:
             return
+        car = self.registry.car(vid)
+        refusal = offer_refusal(message, car.hardware)
+        if refusal is not None:
+            self.refuse(refusal, "offer of %s: %g TOPS on %s", vid, message.free_tops, message.hardware.value)
+            return
         if save:
             self.offer_changes[vid] = message.model_dump_json()
-        car = self.registry.car(vid)
         now_s = self.now_s  # times are rebased on our clock: the car's may be set differently
         offer = Offer(
             vehicle_id=vid, offer_id=message.offer_id, hardware=message.hardware, free_tops=message.free_tops,
@@ -249,34 +302,40 @@ class Engine:
             self.book.put(offer)
 
     # shards --------------------------------------------------------------------------------
-    def _on_shard(self, vid: str, message: ShardProgress | ShardResult | ShardPreempted | ShardRefused) -> list[Out]:
+    def _on_shard(self, vid: str, message: ShardMessage) -> list[Out]:
         watched = self.running.get(message.assignment_id)
-        if watched is None:
-            return []  # a duplicate or a late message about an assignment already settled
-        if watched.vehicle_id != vid:
-            self.rejected["not_your_assignment"] += 1
+        if watched is None or not _names(watched, vid, message):
+            refusal = shard_refusal(self.ledger.attempt(message.assignment_id), vid, message)
+            if refusal:  # claims.SETTLED (a duplicate or late message about the car's own settled assignment) is not
+                self.refuse(refusal, "%s from %s for %s", message.kind, vid, message.assignment_id)
             return []
         watched.last_heard_wall = self.wall()
         self.dirty.add(watched.job_id)
         if isinstance(message, ShardProgress):
             work.on_progress(self.ledger, message.assignment_id, message.done_tera_ops,
-                             message.checkpoint_tera_ops, message.checkpoint)
+                             message.checkpoint_tera_ops, message.checkpoint, self.moment())
             return []
         if isinstance(message, ShardRefused):
             return self._lose(message.assignment_id, "refused", message.reason, preemption=False)
         if isinstance(message, ShardPreempted):
-            if work.on_preempted(self.ledger, message, self.energy_price) is not None:
+            if work.on_preempted(self.ledger, message, self.energy_price, self.moment()) is not None:
                 self._unwatch(message.assignment_id)
                 self.held.pop(vid, None)
             return []
         return self._on_result(vid, message)
 
     def _on_result(self, vid: str, message: ShardResult) -> list[Out]:
-        outcome = work.on_result(self.ledger, message, self.energy_price)
+        spot_check = self.rng.random() < self.spot_check_rate
+        outcome = results.on_result(self.ledger, message, self.energy_price, self.moment(), spot_check=spot_check)
         if outcome.attempt is None:
             return []
         self._unwatch(message.assignment_id)
-        self.throughput.add(self.now_s, message.work_tera_ops)
+        if outcome.refused is not None:  # counted in the ledger with the refusal
+            self._logged[outcome.refused] += 1
+            if _worth_logging(self._logged[outcome.refused]):
+                log.warning("refused (%s) the result of %s for %s", outcome.refused, vid, message.assignment_id)
+        else:
+            self.throughput.add(self.now_s, message.work_tera_ops)
         outs = self.cancel_attempts(outcome.to_cancel, "shard settled")
         for bad in outcome.wrong_cars:
             if self.ledger.car_record(bad)[2] < UNRELIABLE_BELOW:
@@ -287,7 +346,10 @@ class Engine:
         return outs
 
     def _lose(self, aid: str, status: str, why: str, *, preemption: bool) -> list[Out]:
-        attempt = work.on_lost(self.ledger, aid, status, preemption=preemption)
+        info = self.running.get(aid)
+        heard = self.heard_s.get(info.vehicle_id) if info is not None else None
+        attempt = work.on_lost(self.ledger, aid, status, preemption=preemption,
+                               last_heard_s=None if heard is None else min(heard, self.now_s))
         info = self._unwatch(aid)
         if info is not None:
             self.dirty.add(info.job_id)
@@ -377,6 +439,12 @@ class Engine:
         if self.offer_changes:
             self.ledger.save_offers(self.offer_changes)
             self.offer_changes = {}
+        if self.rejected:
+            self.ledger.add_rejections(dict(self.rejected))
+            self.rejected.clear()
+        if now - self._clock_saved_wall >= 1.0:
+            self._clock_saved_wall = now
+            self.ledger.save_clock(self.now_s, self.unix())
         return outs + self.flush_states()
 
     def summary(self) -> FleetSummary:
@@ -387,5 +455,17 @@ class Engine:
         return fleet_summary(
             self.registry, self.book, self.ledger, sim_time=self.sim_now(), tops_allocated=self.tops_allocated,
             throughput=self.throughput.rate(self.now_s), messages_per_s=rate,
-            rejected=sum(self.rejected.values()), policy=self.book.policy, cars_per_car=self.cars_per_car,
+            rejected=self.rejections(), policy=self.book.policy, cars_per_car=self.cars_per_car,
         )
+
+
+def _worth_logging(count: int) -> bool:
+    """Log the first ten refusals of a reason, then every thousandth: a flood must not flood the log."""
+    return count <= 10 or count % 1000 == 0
+
+
+def _names(watched: Running, vehicle_id: str, message: ShardMessage) -> bool:
+    """Whether a message about a watched assignment comes from its car and names its shard."""
+    if watched.vehicle_id != vehicle_id:
+        return False
+    return isinstance(message, ShardRefused) or (message.job_id, message.shard_id) == (watched.job_id, watched.shard_id)
