@@ -4,12 +4,46 @@ assignments. Each check returns the reason a message is refused (counted under i
 
 from __future__ import annotations
 
-from dispatcher.ledger import Attempt
+import logging
+from collections import Counter
+
+from dispatcher.ledger import Attempt, Ledger
 from protocol.job_messages import ShardPreempted, ShardProgress, ShardRefused, ShardResult
 from protocol.vehicle_messages import HARDWARE_TOPS, ComputeOffer, VehicleTelemetry
 
 ShardMessage = ShardProgress | ShardResult | ShardPreempted | ShardRefused
 SETTLED = ""  # not a refusal: a duplicate or late message about one of the car's own settled assignments
+log = logging.getLogger(__name__)
+
+
+class Refusals:
+    """Refused messages and claims by reason: kept in the ledger, those of the current tick pending."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.pending: Counter[str] = Counter()  # written to the ledger once per tick
+        self._seen: Counter[str] = Counter()  # since start, to sample the log
+
+    def count(self, reason: str, what: str, *args: object) -> None:
+        """Count a refusal the engine decided (a ledger event counts its own), and log it."""
+        self.pending[reason] += 1
+        self.log(reason, what, *args)
+
+    def log(self, reason: str, what: str, *args: object) -> None:
+        """Log the first ten refusals of a reason, then every thousandth: a flood must not flood the log."""
+        self._seen[reason] += 1
+        n = self._seen[reason]
+        if n <= 10 or n % 1000 == 0:
+            log.warning("refused (%s, %d so far) " + what, reason, n, *args)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.ledger.add_rejections(dict(self.pending))
+            self.pending.clear()
+
+    def totals(self) -> Counter[str]:
+        """Every refusal by reason: the ledger's, and those not yet written."""
+        return Counter(self.ledger.rejections()) + self.pending
 
 
 def offer_refusal(offer: ComputeOffer, known_hardware: str) -> str | None:

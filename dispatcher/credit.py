@@ -47,3 +47,18 @@ def reached_estimate(attempt: Attempt, last_heard_s: float) -> float:
     when it was last heard, whichever is further, at most the shard's end."""
     by_rate = attempt.resume_from + attempt.allocated_tops * max(0.0, last_heard_s - attempt.assigned_at)
     return min(attempt.shard_work, max(attempt.done_tera_ops, by_rate))
+
+
+def clock_offset(last: tuple[float, float] | None, sim_now_s: float, unix_now_s: float, speed: float) -> float:
+    """How far behind the ledger's last recorded time (plus the wall time since) a clock starts.
+
+    `last` is (simulation seconds, Unix seconds) the ledger recorded. Processes sharing
+    `--sim-epoch` agree and this is 0; a dispatcher restarted without one would start its clock
+    again from `--sim-start`, so it continues the ledger's instead, and assignments made before
+    the restart keep the time their cars really had.
+    """
+    if last is None:
+        return 0.0
+    sim_s, unix_s = last
+    behind = sim_s + max(0.0, unix_now_s - unix_s) * speed - sim_now_s
+    return behind if behind > CLOCK_SLACK_WALL_S * speed else 0.0

@@ -8,24 +8,22 @@ cars' assignments, work faster than its rate) are refused and counted by reason.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 
-from dispatcher import results, work
-from dispatcher.claims import ShardMessage, offer_refusal, shard_refusal, telemetry_refusal
-from dispatcher.credit import CLOCK_SLACK_WALL_S, Moment
-from dispatcher.jobs import UNRELIABLE_BELOW
+from dispatcher import jobs, results, work
+from dispatcher.claims import Refusals, ShardMessage, offer_refusal, shard_refusal, telemetry_refusal
+from dispatcher.credit import CLOCK_SLACK_WALL_S, Moment, clock_offset
 from dispatcher.ledger import Attempt, Ledger
 from dispatcher.matchmaker import Offer, OfferBook
 from dispatcher.registry import Registry
 from dispatcher.scheduling import Scheduler
 from dispatcher.views import SENDER, Out, Throughput, fleet_summary, job_state
+from dispatcher.watching import Running, Watchlist
 from protocol.base import utc_now
 from protocol.codec import AnyMessage, ProtocolError, decode_on, encode
 from protocol.fleet_messages import CancelJob, FleetSummary, MatchPolicy, SetPolicy
@@ -39,7 +37,7 @@ from protocol.job_messages import (
     ShardRefused,
     ShardResult,
 )
-from protocol.topics import Channel, TopicInfo, Topics, check_level
+from protocol.topics import Channel, TopicInfo, Topics
 from protocol.vehicle_messages import (
     ComputeOffer,
     ConnectionStatus,
@@ -51,18 +49,6 @@ from protocol.vehicle_messages import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Running:
-    """An active assignment as the engine watches it."""
-
-    vehicle_id: str
-    job_id: str
-    shard_id: str
-    allocated_tops: float
-    last_heard_wall: float
-    silence_limit_s: float
 
 
 class Engine:
@@ -80,13 +66,13 @@ class Engine:
         self.registry = Registry(heartbeat_timeout_s)
         self.book = OfferBook(policy)
         self.held: dict[str, Offer] = {}  # offers of cars that run our work, restored when it ends
-        self.running: dict[str, Running] = {}
-        self.by_car: dict[str, set[str]] = {}  # vehicle -> its active assignment ids
-        self.unreliable = ledger.unreliable_cars(UNRELIABLE_BELOW)
-        self.rejected: Counter[str] = Counter()  # refusals not yet written to the ledger (once per tick)
-        self._logged: Counter[str] = Counter()  # refusals by reason since start, for sampling the log
+        self.watching = Watchlist(self.registry)
+        self.running = self.watching.running
+        self.unreliable = ledger.unreliable_cars(jobs.UNRELIABLE_BELOW)
+        self.refusals = Refusals(ledger)
+        self.rejected = self.refusals.pending  # refusals not yet written to the ledger (once per tick)
         self.heard_s: dict[str, float] = {}  # when each car last spoke itself (not its gateway), sim seconds
-        self.clock_offset_s = self._clock_offset()
+        self.clock_offset_s = clock_offset(ledger.last_clock(), sim_now().timestamp(), unix(), speed)
         self._clock_saved_wall = -1e18
         self.received = 0
         self.dirty: set[str] = set()
@@ -98,36 +84,17 @@ class Engine:
     @property
     def now_s(self) -> float:
         """The ledger's simulation seconds: the clock, continued across a restart that did not share
-        `--sim-epoch` (see `_clock_offset`)."""
+        `--sim-epoch` (see `credit.clock_offset`)."""
         return self.sim_now().timestamp() + self.clock_offset_s
 
     def moment(self) -> Moment:
         return Moment(self.now_s, CLOCK_SLACK_WALL_S * self.speed)
 
-    def _clock_offset(self) -> float:
-        """How far behind the ledger's last recorded time (plus the wall time since) the clock starts.
-
-        Processes sharing `--sim-epoch` agree and this is 0; a dispatcher restarted without one
-        would start its clock again from `--sim-start`, so it continues the ledger's instead, and
-        assignments made before the restart keep the time their cars really had.
-        """
-        last = self.ledger.last_clock()
-        if last is None:
-            return 0.0
-        sim_s, unix_s = last
-        behind = sim_s + max(0.0, self.unix() - unix_s) * self.speed - self.sim_now().timestamp()
-        return behind if behind > CLOCK_SLACK_WALL_S * self.speed else 0.0
-
     def refuse(self, reason: str, what: str, *args: object) -> None:
-        """Count a refused message under `reason`; log the first few of each reason, then a sample."""
-        self.rejected[reason] += 1
-        self._logged[reason] += 1
-        if _worth_logging(self._logged[reason]):
-            log.warning("refused (%s, %d so far) " + what, reason, self._logged[reason], *args)
+        self.refusals.count(reason, what, *args)
 
     def rejections(self) -> Counter[str]:
-        """Every refusal by reason: the ledger's, and those of this tick not yet written."""
-        return Counter(self.ledger.rejections()) + self.rejected
+        return self.refusals.totals()
 
     # start-up ------------------------------------------------------------------------------
     def startup(self) -> list[Out]:
@@ -149,22 +116,10 @@ class Engine:
         job = self.scheduler.submission(job_id)
         interval = job.checkpoint_interval_s if job else 60.0
         limit = max(self.registry.heartbeat_timeout_s, 3.0 * interval / self.speed)
-        self.running[aid] = Running(vehicle_id, job_id, shard_id, tops, now, limit)
-        self.by_car.setdefault(vehicle_id, set()).add(aid)
-        car = self.registry.car(vehicle_id)
-        self.registry.update(car, running=car.running + 1)
+        self.watching.watch(aid, Running(vehicle_id, job_id, shard_id, tops, now, limit))
 
     def _unwatch(self, aid: str) -> Running | None:
-        info = self.running.pop(aid, None)
-        if info is not None:
-            self.by_car.get(info.vehicle_id, set()).discard(aid)
-            car = self.registry.car(info.vehicle_id)
-            self.registry.update(car, running=max(0, car.running - 1))
-        return info
-
-    @property
-    def tops_allocated(self) -> float:
-        return sum(r.allocated_tops for r in self.running.values())
+        return self.watching.unwatch(aid)
 
     # messages in ---------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes) -> list[Out]:
@@ -230,7 +185,7 @@ class Engine:
         self._drop_offer(vid)
         self.registry.update(car, liveness=liveness, offering=False)
         outs: list[Out] = []
-        for aid in sorted(self.by_car.pop(vid, ())):
+        for aid in self.watching.take_car(vid):
             outs += self._lose(aid, "lost", why, preemption=True)
         return outs
 
@@ -304,7 +259,7 @@ class Engine:
     # shards --------------------------------------------------------------------------------
     def _on_shard(self, vid: str, message: ShardMessage) -> list[Out]:
         watched = self.running.get(message.assignment_id)
-        if watched is None or not _names(watched, vid, message):
+        if watched is None or not watched.speaks_for(vid, message):
             refusal = shard_refusal(self.ledger.attempt(message.assignment_id), vid, message)
             if refusal:  # claims.SETTLED (a duplicate or late message about the car's own settled assignment) is not
                 self.refuse(refusal, "%s from %s for %s", message.kind, vid, message.assignment_id)
@@ -331,14 +286,12 @@ class Engine:
             return []
         self._unwatch(message.assignment_id)
         if outcome.refused is not None:  # counted in the ledger with the refusal
-            self._logged[outcome.refused] += 1
-            if _worth_logging(self._logged[outcome.refused]):
-                log.warning("refused (%s) the result of %s for %s", outcome.refused, vid, message.assignment_id)
+            self.refusals.log(outcome.refused, "result of %s for %s", vid, message.assignment_id)
         else:
             self.throughput.add(self.now_s, message.work_tera_ops)
         outs = self.cancel_attempts(outcome.to_cancel, "shard settled")
         for bad in outcome.wrong_cars:
-            if self.ledger.car_record(bad)[2] < UNRELIABLE_BELOW:
+            if self.ledger.car_record(bad)[2] < jobs.UNRELIABLE_BELOW:
                 log.warning("car %s returned a wrong result and gets no more work", bad)
                 self.unreliable.add(bad)
                 self._drop_offer(bad)
@@ -390,13 +343,8 @@ class Engine:
         return self.flush_states()
 
     def _reject_raw(self, payload: bytes, reason: str) -> list[Out]:
-        try:
-            raw = json.loads(payload)
-            job_id = check_level(str(raw["job_id"]), "job id")
-            name = str(raw.get("name", ""))[:120]
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return []  # no job id to answer on
-        return self._reject(job_id, name, reason, counted=True)
+        named = jobs.named_in(payload)
+        return [] if named is None else self._reject(*named, reason, counted=True)  # else no job id to answer on
 
     def _reject(self, job_id: str, name: str, reason: str, *, counted: bool = False) -> list[Out]:
         log.warning("job %s rejected: %s", job_id, reason)
@@ -432,16 +380,13 @@ class Engine:
         outs: list[Out] = []
         for vid in self.registry.expire(now):
             outs += self._car_gone(vid, Liveness.OFFLINE, "heartbeat timeout")
-        for aid, info in list(self.running.items()):
-            if now - info.last_heard_wall > info.silence_limit_s:
-                outs += self._lose(aid, "lost", "no word from the car", preemption=True)
+        for aid in self.watching.silent(now):
+            outs += self._lose(aid, "lost", "no word from the car", preemption=True)
         outs += self.scheduler.run_round()
         if self.offer_changes:
             self.ledger.save_offers(self.offer_changes)
             self.offer_changes = {}
-        if self.rejected:
-            self.ledger.add_rejections(dict(self.rejected))
-            self.rejected.clear()
+        self.refusals.flush()
         if now - self._clock_saved_wall >= 1.0:
             self._clock_saved_wall = now
             self.ledger.save_clock(self.now_s, self.unix())
@@ -453,19 +398,8 @@ class Engine:
         rate = (self.received - last_count) / max(1e-6, now - last_wall)
         self._last_summary = (now, self.received)
         return fleet_summary(
-            self.registry, self.book, self.ledger, sim_time=self.sim_now(), tops_allocated=self.tops_allocated,
+            self.registry, self.book, self.ledger, sim_time=self.sim_now(), tops_allocated=self.watching.tops_allocated,
             throughput=self.throughput.rate(self.now_s), messages_per_s=rate,
             rejected=self.rejections(), policy=self.book.policy, cars_per_car=self.cars_per_car,
         )
 
-
-def _worth_logging(count: int) -> bool:
-    """Log the first ten refusals of a reason, then every thousandth: a flood must not flood the log."""
-    return count <= 10 or count % 1000 == 0
-
-
-def _names(watched: Running, vehicle_id: str, message: ShardMessage) -> bool:
-    """Whether a message about a watched assignment comes from its car and names its shard."""
-    if watched.vehicle_id != vehicle_id:
-        return False
-    return isinstance(message, ShardRefused) or (message.job_id, message.shard_id) == (watched.job_id, watched.shard_id)

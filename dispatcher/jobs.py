@@ -9,11 +9,13 @@ car must agree first.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from protocol.job_messages import JobSubmission
+from protocol.topics import check_level
 from protocol.vehicle_messages import HARDWARE_TOPS
 
 MAX_TOPS_PER_CAR = max(HARDWARE_TOPS.values())  # the catalogue's largest generation; no car offers more
@@ -49,6 +51,15 @@ def shard_ids(job: JobSubmission) -> list[str]:
 
 def shard_work(job: JobSubmission) -> float:
     return job.total_work_tera_ops / job.shards
+
+
+def named_in(payload: bytes) -> tuple[str, str] | None:
+    """The job id and name of a submission that failed validation, if they can be read safely."""
+    try:
+        raw = json.loads(payload)
+        return check_level(str(raw["job_id"]), "job id"), str(raw.get("name", ""))[:120]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def new_input_digest() -> str:
