@@ -167,8 +167,11 @@ async def seen_in_summary(watch: Watcher, reason: str, count: int) -> None:
                      10, f"{count} x {reason} in the summary")
 
 
+Scene = tuple[Engine, Watcher, list[Attacker]]
+
+
 @contextlib.asynccontextmanager
-async def scene(broker: TestBroker, tmp_path: Path, *cars: str) -> AsyncIterator[tuple[Engine, Watcher, list[Attacker]]]:
+async def scene(broker: TestBroker, tmp_path: Path, *cars: str) -> AsyncIterator[Scene]:
     async with dispatcher(broker, tmp_path / "ledger.sqlite") as engine, \
             Watcher(broker.url("operator"), broker.topics) as watch, contextlib.AsyncExitStack() as stack:
         attackers = [await stack.enter_async_context(Attacker(broker, vid)) for vid in cars]
@@ -183,7 +186,7 @@ async def test_five_forged_preemptions_of_one_slot_pay_nothing(secure_broker: Te
             a = await car.next_assignment(n)
             assert a.resume_from_tera_ops == 0.0  # the same slot, from the start, each time
             await car.shards(car.preemption(a, work=SHARD, checkpoint=0.0))  # "did it all, kept nothing"
-            await wait_until(lambda: engine.ledger.totals()["preemptions"] == n, 10, f"preemption {n}")
+            await wait_until(lambda n=n: engine.ledger.totals()["preemptions"] == n, 10, f"preemption {n}")
         # before the fix each message paid the rest of the shard: 5 x 3,000,000 tera-ops
         assert paid(engine, "car-aa") == 0.0 and engine.ledger.totals()["work_done"] == 0.0
         assert engine.ledger.scalar("SELECT paid_work FROM shards") == 0.0
@@ -230,6 +233,8 @@ async def test_an_offer_of_a_million_tops_is_refused(secure_broker: TestBroker, 
         await car.offer(tops=1_000_000.0, hardware=HardwareGeneration.HW6)
         await seen_in_summary(watch, "offer_beyond_catalogue", 1)
         assert watch.summary is not None and watch.summary.tops_offered == 0.0
+        assert "car-aa" not in engine.book
+        await wait_until(lambda: engine.ledger.rejections() == {"offer_beyond_catalogue": 1}, 5, "the ledger's count")
         await watch.submit(job_id="job-big", max_parallel_shards=1, **JOB)
         await wait_until(lambda: watch.status("job-big") == "queued", 10, "the job's state")
         await car.offer()  # an honest offer is still taken
