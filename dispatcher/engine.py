@@ -292,7 +292,7 @@ class Engine:
         outs = self.cancel_attempts(outcome.to_cancel, "shard settled")
         for bad in outcome.wrong_cars:
             if self.ledger.car_record(bad)[2] < jobs.UNRELIABLE_BELOW:
-                log.warning("car %s returned a wrong result and gets no more work", bad)
+                log.warning("car %s had a result refused or judged wrong and gets no more work", bad)
                 self.unreliable.add(bad)
                 self._drop_offer(bad)
         self.restore_offer(vid)
