@@ -2,26 +2,28 @@
 
 No I/O framework here: the async shell (`dispatcher.service`) feeds `handle(topic, payload)`
 and calls `tick()` a few times a second; both return the messages to publish. The clock and
-the random generator are passed in.
+the random generator are passed in. Claims a car cannot back (TOPS beyond its hardware, other
+cars' assignments, work faster than its rate) are refused and counted by reason.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 
-from dispatcher import work
-from dispatcher.jobs import UNRELIABLE_BELOW
+from dispatcher import jobs, results, work
+from dispatcher.claims import Refusals, ShardMessage, offer_refusal, shard_refusal, telemetry_refusal
+from dispatcher.credit import CLOCK_SLACK_WALL_S, Moment, clock_offset
 from dispatcher.ledger import Attempt, Ledger
 from dispatcher.matchmaker import Offer, OfferBook
 from dispatcher.registry import Registry
 from dispatcher.scheduling import Scheduler
 from dispatcher.views import SENDER, Out, Throughput, fleet_summary, job_state
+from dispatcher.watching import Running, Watchlist
 from protocol.base import utc_now
 from protocol.codec import AnyMessage, ProtocolError, decode_on, encode
 from protocol.fleet_messages import CancelJob, FleetSummary, MatchPolicy, SetPolicy
@@ -35,7 +37,7 @@ from protocol.job_messages import (
     ShardRefused,
     ShardResult,
 )
-from protocol.topics import Channel, TopicInfo, Topics, check_level
+from protocol.topics import Channel, TopicInfo, Topics
 from protocol.vehicle_messages import (
     ComputeOffer,
     ConnectionStatus,
@@ -49,17 +51,6 @@ from protocol.vehicle_messages import (
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class Running:
-    """An active assignment as the engine watches it."""
-
-    vehicle_id: str
-    job_id: str
-    allocated_tops: float
-    last_heard_wall: float
-    silence_limit_s: float
-
-
 class Engine:
     """Registry, offer book and ledger behind one message-in, messages-out interface."""
 
@@ -67,17 +58,22 @@ class Engine:
         self, topics: Topics, ledger: Ledger, *, sim_now: Callable[[], datetime], wall: Callable[[], float],
         rng: random.Random, policy: MatchPolicy = MatchPolicy.FASTEST, speed: float = 1.0,
         heartbeat_timeout_s: float = 60.0, energy_price: float = 0.15, cars_per_car: int = 1,
+        spot_check_rate: float = 0.1, unix: Callable[[], float] = time.time,
     ) -> None:
-        self.topics, self.ledger, self.sim_now, self.wall = topics, ledger, sim_now, wall
+        self.topics, self.ledger, self.sim_now, self.wall, self.unix = topics, ledger, sim_now, wall, unix
         self.cars_per_car = cars_per_car  # > 1 only to show a fleet at scale: see views.fleet_summary
-        self.speed, self.energy_price = speed, energy_price
+        self.speed, self.energy_price, self.spot_check_rate, self.rng = speed, energy_price, spot_check_rate, rng
         self.registry = Registry(heartbeat_timeout_s)
         self.book = OfferBook(policy)
         self.held: dict[str, Offer] = {}  # offers of cars that run our work, restored when it ends
-        self.running: dict[str, Running] = {}
-        self.by_car: dict[str, set[str]] = {}  # vehicle -> its active assignment ids
-        self.unreliable = ledger.unreliable_cars(UNRELIABLE_BELOW)
-        self.rejected: Counter[str] = Counter()
+        self.watching = Watchlist(self.registry)
+        self.running = self.watching.running
+        self.unreliable = ledger.unreliable_cars(jobs.UNRELIABLE_BELOW)
+        self.refusals = Refusals(ledger)
+        self.rejected = self.refusals.pending  # refusals not yet written to the ledger (once per tick)
+        self.heard_s: dict[str, float] = {}  # when each car last spoke itself (not its gateway), sim seconds
+        self.clock_offset_s = clock_offset(ledger.last_clock(), sim_now().timestamp(), unix(), speed)
+        self._clock_saved_wall = -1e18
         self.received = 0
         self.dirty: set[str] = set()
         self.offer_changes: dict[str, str | None] = {}  # written to the ledger once per tick
@@ -87,14 +83,26 @@ class Engine:
 
     @property
     def now_s(self) -> float:
-        return self.sim_now().timestamp()
+        """The ledger's simulation seconds: the clock, continued across a restart that did not share
+        `--sim-epoch` (see `credit.clock_offset`)."""
+        return self.sim_now().timestamp() + self.clock_offset_s
+
+    def moment(self) -> Moment:
+        return Moment(self.now_s, CLOCK_SLACK_WALL_S * self.speed)
+
+    def refuse(self, reason: str, what: str, *args: object) -> None:
+        self.refusals.count(reason, what, *args)
+
+    def rejections(self) -> Counter[str]:
+        return self.refusals.totals()
 
     # start-up ------------------------------------------------------------------------------
     def startup(self) -> list[Out]:
         """Resume from the ledger: watch active assignments again and republish every job's state."""
         now = self.wall()
         for attempt in self.ledger.active_attempts():
-            self._watch(attempt.assignment_id, attempt.vehicle_id, attempt.job_id, attempt.allocated_tops, now)
+            self._watch(attempt.assignment_id, attempt.vehicle_id, (attempt.job_id, attempt.shard_id),
+                        attempt.allocated_tops, now)
         for offer_json in self.ledger.standing_offers():
             offer = ComputeOffer.model_validate_json(offer_json)  # a stale one is refused by its car
             self.registry.heard(offer.sender, now)
@@ -103,26 +111,15 @@ class Engine:
             self.dirty.add(str(job_id))
         return self.flush_states()
 
-    def _watch(self, aid: str, vehicle_id: str, job_id: str, tops: float, now: float) -> None:
+    def _watch(self, aid: str, vehicle_id: str, shard: tuple[str, str], tops: float, now: float) -> None:
+        job_id, shard_id = shard
         job = self.scheduler.submission(job_id)
         interval = job.checkpoint_interval_s if job else 60.0
         limit = max(self.registry.heartbeat_timeout_s, 3.0 * interval / self.speed)
-        self.running[aid] = Running(vehicle_id, job_id, tops, now, limit)
-        self.by_car.setdefault(vehicle_id, set()).add(aid)
-        car = self.registry.car(vehicle_id)
-        self.registry.update(car, running=car.running + 1)
+        self.watching.watch(aid, Running(vehicle_id, job_id, shard_id, tops, now, limit))
 
     def _unwatch(self, aid: str) -> Running | None:
-        info = self.running.pop(aid, None)
-        if info is not None:
-            self.by_car.get(info.vehicle_id, set()).discard(aid)
-            car = self.registry.car(info.vehicle_id)
-            self.registry.update(car, running=max(0, car.running - 1))
-        return info
-
-    @property
-    def tops_allocated(self) -> float:
-        return sum(r.allocated_tops for r in self.running.values())
+        return self.watching.unwatch(aid)
 
     # messages in ---------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes) -> list[Out]:
@@ -144,6 +141,7 @@ class Engine:
             if isinstance(message, VehicleStatus):
                 return self._on_status(vid, message)
             car = self.registry.heard(vid, self.wall())
+            self.heard_s[vid] = self.now_s
             if isinstance(message, VehicleTelemetry):
                 self._on_telemetry(vid, message)
             elif isinstance(message, ComputeOffer):
@@ -176,6 +174,7 @@ class Engine:
             car.owner_id = message.owner_id
         if message.state is Liveness.ONLINE:
             self.registry.heard(vid, self.wall())
+            self.heard_s[vid] = self.now_s
             self.registry.update(car, liveness=Liveness.ONLINE)
             return []
         return self._car_gone(vid, message.state, f"car {message.state.value}")
@@ -186,7 +185,7 @@ class Engine:
         self._drop_offer(vid)
         self.registry.update(car, liveness=liveness, offering=False)
         outs: list[Out] = []
-        for aid in sorted(self.by_car.pop(vid, ())):
+        for aid in self.watching.take_car(vid):
             outs += self._lose(aid, "lost", why, preemption=True)
         return outs
 
@@ -206,6 +205,11 @@ class Engine:
         return outs
 
     def _on_telemetry(self, vid: str, message: VehicleTelemetry) -> None:
+        refusal = telemetry_refusal(message)
+        if refusal is not None:
+            self.refuse(refusal, "telemetry of %s: %g TOPS rated on %s", vid, message.rated_tops,
+                        message.hardware.value)
+            return
         car = self.registry.car(vid)
         self.registry.update(
             car, gear=message.gear, compute_state=message.compute_state, hardware=message.hardware.value,
@@ -218,9 +222,13 @@ class Engine:
     def _on_offer(self, vid: str, message: ComputeOffer, *, save: bool = True) -> None:
         if vid in self.unreliable:
             return
+        car = self.registry.car(vid)
+        refusal = offer_refusal(message, car.hardware)
+        if refusal is not None:
+            self.refuse(refusal, "offer of %s: %g TOPS on %s", vid, message.free_tops, message.hardware.value)
+            return
         if save:
             self.offer_changes[vid] = message.model_dump_json()
-        car = self.registry.car(vid)
         now_s = self.now_s  # times are rebased on our clock: the car's may be set differently
         offer = Offer(
             vehicle_id=vid, offer_id=message.offer_id, hardware=message.hardware, free_tops=message.free_tops,
@@ -249,45 +257,52 @@ class Engine:
             self.book.put(offer)
 
     # shards --------------------------------------------------------------------------------
-    def _on_shard(self, vid: str, message: ShardProgress | ShardResult | ShardPreempted | ShardRefused) -> list[Out]:
+    def _on_shard(self, vid: str, message: ShardMessage) -> list[Out]:
         watched = self.running.get(message.assignment_id)
-        if watched is None:
-            return []  # a duplicate or a late message about an assignment already settled
-        if watched.vehicle_id != vid:
-            self.rejected["not_your_assignment"] += 1
+        if watched is None or not watched.speaks_for(vid, message):
+            refusal = shard_refusal(self.ledger.attempt(message.assignment_id), vid, message)
+            if refusal:  # claims.SETTLED (a duplicate or late message about the car's own settled assignment) is not
+                self.refuse(refusal, "%s from %s for %s", message.kind, vid, message.assignment_id)
             return []
         watched.last_heard_wall = self.wall()
         self.dirty.add(watched.job_id)
         if isinstance(message, ShardProgress):
             work.on_progress(self.ledger, message.assignment_id, message.done_tera_ops,
-                             message.checkpoint_tera_ops, message.checkpoint)
+                             message.checkpoint_tera_ops, message.checkpoint, self.moment())
             return []
         if isinstance(message, ShardRefused):
             return self._lose(message.assignment_id, "refused", message.reason, preemption=False)
         if isinstance(message, ShardPreempted):
-            if work.on_preempted(self.ledger, message, self.energy_price) is not None:
+            if work.on_preempted(self.ledger, message, self.energy_price, self.moment()) is not None:
                 self._unwatch(message.assignment_id)
                 self.held.pop(vid, None)
             return []
         return self._on_result(vid, message)
 
     def _on_result(self, vid: str, message: ShardResult) -> list[Out]:
-        outcome = work.on_result(self.ledger, message, self.energy_price)
+        spot_check = self.rng.random() < self.spot_check_rate
+        outcome = results.on_result(self.ledger, message, self.energy_price, self.moment(), spot_check=spot_check)
         if outcome.attempt is None:
             return []
         self._unwatch(message.assignment_id)
-        self.throughput.add(self.now_s, message.work_tera_ops)
+        if outcome.refused is not None:  # counted in the ledger with the refusal
+            self.refusals.log(outcome.refused, "result of %s for %s", vid, message.assignment_id)
+        else:
+            self.throughput.add(self.now_s, message.work_tera_ops)
         outs = self.cancel_attempts(outcome.to_cancel, "shard settled")
         for bad in outcome.wrong_cars:
-            if self.ledger.car_record(bad)[2] < UNRELIABLE_BELOW:
-                log.warning("car %s returned a wrong result and gets no more work", bad)
+            if self.ledger.car_record(bad)[2] < jobs.UNRELIABLE_BELOW:
+                log.warning("car %s had a result refused or judged wrong and gets no more work", bad)
                 self.unreliable.add(bad)
                 self._drop_offer(bad)
         self.restore_offer(vid)
         return outs
 
     def _lose(self, aid: str, status: str, why: str, *, preemption: bool) -> list[Out]:
-        attempt = work.on_lost(self.ledger, aid, status, preemption=preemption)
+        info = self.running.get(aid)
+        heard = self.heard_s.get(info.vehicle_id) if info is not None else None
+        attempt = work.on_lost(self.ledger, aid, status, preemption=preemption,
+                               last_heard_s=None if heard is None else min(heard, self.now_s))
         info = self._unwatch(aid)
         if info is not None:
             self.dirty.add(info.job_id)
@@ -328,13 +343,8 @@ class Engine:
         return self.flush_states()
 
     def _reject_raw(self, payload: bytes, reason: str) -> list[Out]:
-        try:
-            raw = json.loads(payload)
-            job_id = check_level(str(raw["job_id"]), "job id")
-            name = str(raw.get("name", ""))[:120]
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return []  # no job id to answer on
-        return self._reject(job_id, name, reason, counted=True)
+        named = jobs.named_in(payload)
+        return [] if named is None else self._reject(*named, reason, counted=True)  # else no job id to answer on
 
     def _reject(self, job_id: str, name: str, reason: str, *, counted: bool = False) -> list[Out]:
         log.warning("job %s rejected: %s", job_id, reason)
@@ -370,13 +380,16 @@ class Engine:
         outs: list[Out] = []
         for vid in self.registry.expire(now):
             outs += self._car_gone(vid, Liveness.OFFLINE, "heartbeat timeout")
-        for aid, info in list(self.running.items()):
-            if now - info.last_heard_wall > info.silence_limit_s:
-                outs += self._lose(aid, "lost", "no word from the car", preemption=True)
+        for aid in self.watching.silent(now):
+            outs += self._lose(aid, "lost", "no word from the car", preemption=True)
         outs += self.scheduler.run_round()
         if self.offer_changes:
             self.ledger.save_offers(self.offer_changes)
             self.offer_changes = {}
+        self.refusals.flush()
+        if now - self._clock_saved_wall >= 1.0:
+            self._clock_saved_wall = now
+            self.ledger.save_clock(self.now_s, self.unix())
         return outs + self.flush_states()
 
     def summary(self) -> FleetSummary:
@@ -385,7 +398,8 @@ class Engine:
         rate = (self.received - last_count) / max(1e-6, now - last_wall)
         self._last_summary = (now, self.received)
         return fleet_summary(
-            self.registry, self.book, self.ledger, sim_time=self.sim_now(), tops_allocated=self.tops_allocated,
+            self.registry, self.book, self.ledger, sim_time=self.sim_now(), tops_allocated=self.watching.tops_allocated,
             throughput=self.throughput.rate(self.now_s), messages_per_s=rate,
-            rejected=sum(self.rejected.values()), policy=self.book.policy, cars_per_car=self.cars_per_car,
+            rejected=self.rejections(), policy=self.book.policy, cars_per_car=self.cars_per_car,
         )
+

@@ -1,20 +1,24 @@
 """Pure job rules: checking a submission, cutting it into shards, and deciding on results.
 
-Results are a deterministic function of the assignment, so honest cars agree: the dispatcher
-compares digests and never recomputes them. A shard's result is accepted when `redundancy`
-distinct cars agree on it; a job of redundancy 1 trusts a lone result only from a proven car
-(BOINC's adaptive replication), otherwise a second car must agree first.
+Results are a deterministic function of the shard's secret input, which a car gets only with
+its assignment, so honest cars agree and the dispatcher can spot-check them (`dispatcher.results`).
+A shard's result is accepted when `redundancy` distinct cars agree on it; a job of redundancy 1
+trusts a lone result only from a proven car (BOINC's adaptive replication), otherwise a second
+car must agree first.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from protocol.job_messages import JobSubmission
+from protocol.topics import check_level
+from protocol.vehicle_messages import HARDWARE_TOPS
 
-MAX_TOPS_PER_CAR = 20_000.0  # HW6 as the essay assumes it; no car offers more
+MAX_TOPS_PER_CAR = max(HARDWARE_TOPS.values())  # the catalogue's largest generation; no car offers more
 MIN_SHARD_TERA_OPS = 1.0
 EXTRA_REPLICAS = 3  # replicas beyond the redundancy a shard may use to reach agreement
 TRUSTED_AFTER_VALID = 3
@@ -49,14 +53,18 @@ def shard_work(job: JobSubmission) -> float:
     return job.total_work_tera_ops / job.shards
 
 
-def input_digest(job_id: str, input_seed: int, shard_id: str) -> str:
-    """What a shard's result is a deterministic function of."""
-    return hashlib.sha256(f"{job_id}:{input_seed}:{shard_id}".encode()).hexdigest()[:32]
+def named_in(payload: bytes) -> tuple[str, str] | None:
+    """The job id and name of a submission that failed validation, if they can be read safely."""
+    try:
+        raw = json.loads(payload)
+        return check_level(str(raw["job_id"]), "job id"), str(raw.get("name", ""))[:120]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
-def honest_result(input_digest_hex: str, shard_id: str) -> str:
-    """The digest an honest car returns for a shard."""
-    return hashlib.sha256(f"{input_digest_hex}:{shard_id}".encode()).hexdigest()
+def new_input_digest() -> str:
+    """A shard's secret input: random, kept in the ledger, sent only in its assignments."""
+    return secrets.token_hex(16)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@ Every incoming event is applied in one transaction, and only if the assignment i
 still active, so a duplicate QoS 1 delivery, or a message replayed after a kill -9 and restart,
 changes nothing the second time. A replica *slot* is one line of execution of a shard; an
 assignment is one attempt of a slot on one car. A preempted attempt puts its slot back to
-waiting with the checkpoint it handed back.
+waiting with the checkpoint it handed back. Times (`assigned_at`, `heard_at`) are the
+dispatcher's simulation seconds, and rejected claims are counted by reason in `rejections`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ CREATE TABLE IF NOT EXISTS jobs(
   redone REAL NOT NULL DEFAULT 0, wrong_results INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS shards(
   job_id TEXT NOT NULL, shard_id TEXT NOT NULL, work REAL NOT NULL, input_digest TEXT NOT NULL,
-  status TEXT NOT NULL DEFAULT 'open', accepted_digest TEXT, PRIMARY KEY(job_id, shard_id));
+  status TEXT NOT NULL DEFAULT 'open', accepted_digest TEXT, paid_work REAL NOT NULL DEFAULT 0,
+  PRIMARY KEY(job_id, shard_id));
 CREATE TABLE IF NOT EXISTS slots(
   slot_id INTEGER PRIMARY KEY, job_id TEXT NOT NULL, shard_id TEXT NOT NULL,
   status TEXT NOT NULL DEFAULT 'waiting', resume_from REAL NOT NULL DEFAULT 0,
@@ -36,7 +38,8 @@ CREATE TABLE IF NOT EXISTS assignments(
   price REAL NOT NULL, resume_from REAL NOT NULL, status TEXT NOT NULL DEFAULT 'active',
   done_tera_ops REAL NOT NULL DEFAULT 0, checkpoint_tera_ops REAL NOT NULL DEFAULT 0,
   checkpoint TEXT NOT NULL DEFAULT '', work_tera_ops REAL NOT NULL DEFAULT 0,
-  energy_kwh REAL NOT NULL DEFAULT 0, result_digest TEXT, paid INTEGER NOT NULL DEFAULT 0);
+  energy_kwh REAL NOT NULL DEFAULT 0, result_digest TEXT, paid INTEGER NOT NULL DEFAULT 0,
+  assigned_at REAL NOT NULL DEFAULT 0, heard_at REAL NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS assignments_by_status ON assignments(status);
 CREATE INDEX IF NOT EXISTS assignments_by_shard ON assignments(job_id, shard_id);
 CREATE TABLE IF NOT EXISTS cars(
@@ -46,7 +49,19 @@ CREATE TABLE IF NOT EXISTS cars(
   wrong INTEGER NOT NULL DEFAULT 0, reliability REAL NOT NULL DEFAULT 1.0);
 CREATE TABLE IF NOT EXISTS totals(name TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS offers(vehicle_id TEXT PRIMARY KEY, offer TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rejections(reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS clock(id INTEGER PRIMARY KEY CHECK (id = 1), sim_s REAL NOT NULL, unix_s REAL NOT NULL);
 """
+ADDED_COLUMNS = (  # columns a ledger written by an older version lacks: added on open
+    ("shards", "paid_work REAL NOT NULL DEFAULT 0"),
+    ("assignments", "assigned_at REAL NOT NULL DEFAULT 0"),
+    ("assignments", "heard_at REAL NOT NULL DEFAULT 0"),
+)
+ATTEMPT_COLUMNS = (
+    "a.assignment_id, a.slot_id, a.job_id, a.shard_id, a.vehicle_id, a.allocated_tops, a.price, a.resume_from,"
+    " a.status, a.done_tera_ops, a.checkpoint_tera_ops, a.checkpoint, a.assigned_at, a.heard_at, s.work"
+    " FROM assignments a JOIN shards s USING(job_id, shard_id)"
+)
 TOTALS = (
     "shards_completed", "work_done", "preemptions", "redone", "wrong_results",
     "earnings_gross", "energy_kwh", "energy_cost",
@@ -69,6 +84,9 @@ class Attempt:
     done_tera_ops: float
     checkpoint_tera_ops: float
     checkpoint: str
+    assigned_at: float  # the dispatcher's simulation seconds
+    heard_at: float  # when the car last spoke of this assignment
+    shard_work: float  # the whole shard's tera-ops
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +114,17 @@ class Ledger:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self._add_missing_columns()
         self.db.executemany("INSERT OR IGNORE INTO totals VALUES (?, 0)", [(n,) for n in TOTALS])
 
     def close(self) -> None:
         self.db.close()
+
+    def _add_missing_columns(self) -> None:
+        for table, column in ADDED_COLUMNS:
+            present = {str(row[1]) for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if column.split()[0] not in present:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -126,21 +151,30 @@ class Ledger:
         return {str(n): float(v) for n, v in self.db.execute("SELECT name, value FROM totals")}
 
     def attempt(self, assignment_id: str) -> Attempt | None:
-        row = self.one(
-            "SELECT assignment_id, slot_id, job_id, shard_id, vehicle_id, allocated_tops, price,"
-            " resume_from, status, done_tera_ops, checkpoint_tera_ops, checkpoint"
-            " FROM assignments WHERE assignment_id = ?",
-            assignment_id,
-        )
+        row = self.one(f"SELECT {ATTEMPT_COLUMNS} WHERE a.assignment_id = ?", assignment_id)
         return Attempt(*row) if row else None
 
     def active_attempts(self) -> list[Attempt]:
-        rows = self.db.execute(
-            "SELECT assignment_id, slot_id, job_id, shard_id, vehicle_id, allocated_tops, price,"
-            " resume_from, status, done_tera_ops, checkpoint_tera_ops, checkpoint"
-            " FROM assignments WHERE status = 'active'"
-        )
+        rows = self.db.execute(f"SELECT {ATTEMPT_COLUMNS} WHERE a.status = 'active'")
         return [Attempt(*row) for row in rows]
+
+    def rejections(self) -> dict[str, int]:
+        """Messages and claims refused, by reason, since the ledger began."""
+        return {str(r): int(n) for r, n in self.db.execute("SELECT reason, count FROM rejections")}
+
+    def add_rejections(self, counts: dict[str, int]) -> None:
+        """Count refusals the engine decided outside a ledger event (written once per tick)."""
+        with self.transaction() as db:
+            for reason, n in counts.items():
+                count_rejection(db, reason, n)
+
+    def last_clock(self) -> tuple[float, float] | None:
+        """(simulation seconds, Unix seconds) when the dispatcher last recorded its clock."""
+        row = self.one("SELECT sim_s, unix_s FROM clock WHERE id = 1")
+        return (float(row[0]), float(row[1])) if row else None
+
+    def save_clock(self, sim_s: float, unix_s: float) -> None:
+        self.db.execute("INSERT OR REPLACE INTO clock VALUES (1, ?, ?)", (sim_s, unix_s))
 
     def statement(self, vehicle_id: str) -> Statement:
         row = self.one("SELECT tera_ops, gross, energy_kwh, energy_cost FROM cars WHERE vehicle_id = ?", vehicle_id)
@@ -180,6 +214,12 @@ class Ledger:
         return {str(r[0]) for r in self.db.execute("SELECT vehicle_id FROM cars WHERE reliability < ?", (below,))}
 
 
+def count_rejection(db: sqlite3.Connection, reason: str, n: int = 1) -> None:
+    """Count a refused message or claim under `reason`."""
+    db.execute("INSERT INTO rejections VALUES (?, ?) ON CONFLICT(reason) DO UPDATE SET count = count + ?",
+               (reason, n, n))
+
+
 def add_total(db: sqlite3.Connection, name: str, amount: float) -> None:
     db.execute("UPDATE totals SET value = value + ? WHERE name = ?", (amount, name))
 
@@ -209,3 +249,19 @@ def pay(db: sqlite3.Connection, job_id: str, vehicle_id: str, tera_ops: float, p
     db.execute("UPDATE jobs SET cost = cost + ? WHERE job_id = ?", (gross, job_id))
     add_total(db, "earnings_gross", gross)
     add_total(db, "work_done", tera_ops)
+
+
+def pay_for_shard(
+    db: sqlite3.Connection, job_id: str, shard_id: str, vehicle_id: str, tera_ops: float, price: float
+) -> float:
+    """Pay for work on one shard, never beyond its work x its replica slots in all; returns what was paid."""
+    work, paid, slots = db.execute(
+        "SELECT work, paid_work, (SELECT COUNT(*) FROM slots sl WHERE sl.job_id = s.job_id"
+        " AND sl.shard_id = s.shard_id) FROM shards s WHERE job_id = ? AND shard_id = ?", (job_id, shard_id)).fetchone()
+    amount = max(0.0, min(tera_ops, float(work) * int(slots) - float(paid)))
+    if amount < tera_ops * (1 - 1e-9):
+        count_rejection(db, "shard_pay_cap")
+    db.execute("UPDATE shards SET paid_work = paid_work + ? WHERE job_id = ? AND shard_id = ?",
+               (amount, job_id, shard_id))
+    pay(db, job_id, vehicle_id, amount, price)
+    return amount

@@ -105,8 +105,8 @@ class Scheduler:
         price = offer.asking_price
         deadline_s = engine.ledger.one("SELECT deadline_s FROM jobs WHERE job_id = ?", job.job_id)
         deadline = None
-        if deadline_s is not None and isinstance(deadline_s[0], float):
-            deadline = datetime.fromtimestamp(deadline_s[0], UTC)
+        if deadline_s is not None and isinstance(deadline_s[0], float):  # on the cars' clock, not the ledger's
+            deadline = datetime.fromtimestamp(deadline_s[0] - engine.clock_offset_s, UTC)
         # the message is built before the ledger records the attempt, so a value it cannot carry
         # fails here, with nothing recorded, rather than after the commit
         message = ShardAssignment(
@@ -116,9 +116,10 @@ class Scheduler:
             input_digest=slot.input_digest, allocated_tops=offer.free_tops,
             checkpoint_interval_s=job.checkpoint_interval_s, price_per_tops_hour=price, deadline=deadline,
         )
-        work.start_attempt(engine.ledger, aid, slot, offer.vehicle_id, car.owner, offer.free_tops, price)
+        work.start_attempt(engine.ledger, aid, slot, (offer.vehicle_id, car.owner), offer.free_tops, price,
+                           engine.now_s)
         engine.held[offer.vehicle_id] = offer
-        engine._watch(aid, offer.vehicle_id, job.job_id, offer.free_tops, engine.wall())
+        engine._watch(aid, offer.vehicle_id, (job.job_id, slot.shard_id), offer.free_tops, engine.wall())
         engine.dirty.add(job.job_id)
         return Out(engine.topics.commands(offer.vehicle_id), encode(message))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -90,12 +91,14 @@ def scale_label(cars_per_car: int) -> str:
 
 def fleet_summary(
     registry: Registry, book: OfferBook, ledger: Ledger, *, sim_time: datetime, tops_allocated: float,
-    throughput: float, messages_per_s: float, rejected: int, policy: MatchPolicy, cars_per_car: int = 1,
+    throughput: float, messages_per_s: float, rejected: Mapping[str, int], policy: MatchPolicy,
+    cars_per_car: int = 1,
 ) -> FleetSummary:
     """The aggregates the control room shows, all from the registry, the offer book and the ledger.
 
     With `cars_per_car` > 1 (the essay demo), car counts and TOPS are multiplied by it and the
-    summary's `scenario_scale` says so; jobs, work and money are never scaled.
+    summary's `scenario_scale` says so; jobs, work and money are never scaled. `rejected` counts
+    refused messages and claims by reason.
     """
     k = cars_per_car
     totals = ledger.totals()
@@ -112,5 +115,6 @@ def fleet_summary(
         throughput_tops=throughput, preemptions=int(totals["preemptions"]), redone_tera_ops=totals["redone"],
         wrong_results_caught=int(totals["wrong_results"]), earnings_gross=totals["earnings_gross"],
         energy_kwh=totals["energy_kwh"], energy_cost=totals["energy_cost"],
-        messages_per_s=messages_per_s, messages_rejected=rejected, policy=policy,
+        messages_per_s=messages_per_s, messages_rejected=sum(rejected.values()),
+        rejections={reason: n for reason, n in sorted(rejected.items()) if n > 0}, policy=policy,
     )

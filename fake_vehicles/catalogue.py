@@ -1,5 +1,8 @@
 """The hardware and battery catalogue of the emulated fleet, each figure with its source.
 
+The TOPS of each generation come from the wire contract (`protocol.vehicle_messages.HARDWARE_TOPS`),
+the one table the dispatcher also checks offers against.
+
 Figures marked "essay" come from ../shared/SEED.md (claims, not facts); "derived" figures are
 computed from them as stated; "assumption" figures are ours, chosen to be plausible.
 """
@@ -10,6 +13,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from protocol.base import HardwareGeneration
+from protocol.vehicle_messages import HARDWARE_TOPS
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,13 +28,15 @@ class Hardware:
 
 
 # HW4's efficiency (TOPS per kW) anchors the HW5 and HW6 power figures below.
-_HW4_TOPS = 5_000.0 / 40.0
+_HW4_TOPS = HARDWARE_TOPS[HardwareGeneration.HW4]
 _HW4_POWER_KW = 0.16
-_HW5_POWER_KW = 5_000.0 / (2.5 * _HW4_TOPS / _HW4_POWER_KW)
+_HW5_TOPS = HARDWARE_TOPS[HardwareGeneration.HW5]
+_HW6_TOPS = HARDWARE_TOPS[HardwareGeneration.HW6]
+_HW5_POWER_KW = _HW5_TOPS / (2.5 * _HW4_TOPS / _HW4_POWER_KW)
 
 HARDWARE: dict[HardwareGeneration, Hardware] = {
     HardwareGeneration.HW3: Hardware(
-        HardwareGeneration.HW3, 144.0, 0.072,
+        HardwareGeneration.HW3, HARDWARE_TOPS[HardwareGeneration.HW3], 0.072,
         "public figure quoted in SEED.md: about 144 TOPS (two chips)",
         "assumption: about 72 W, the figure Tesla gave for the HW3 board in 2019",
     ),
@@ -41,12 +47,12 @@ HARDWARE: dict[HardwareGeneration, Hardware] = {
         "assumption: 160 W at full load",
     ),
     HardwareGeneration.HW5: Hardware(
-        HardwareGeneration.HW5, 5_000.0, round(_HW5_POWER_KW, 3),
+        HardwareGeneration.HW5, _HW5_TOPS, round(_HW5_POWER_KW, 3),
         "essay: about 5,000 TOPS, expected end of 2026",
         "derived: the essay's 2-3x power efficiency over HW4, taken as 2.5x",
     ),
     HardwareGeneration.HW6: Hardware(
-        HardwareGeneration.HW6, 20_000.0, round(20_000.0 / (2.0 * 5_000.0 / _HW5_POWER_KW), 3),
+        HardwareGeneration.HW6, _HW6_TOPS, round(_HW6_TOPS / (2.0 * _HW5_TOPS / _HW5_POWER_KW), 3),
         "essay: 'tens of thousands of TOPS?', assumed 20,000 TOPS",
         "assumption: twice HW5's efficiency",
     ),

@@ -5,13 +5,9 @@ from __future__ import annotations
 import hashlib
 
 from protocol.job_messages import ShardAssignment
+from protocol.job_messages import result_digest as result_digest  # the one definition, shared with the dispatcher
 
 CHECKPOINT_PREFIX = "ckpt"
-
-
-def result_digest(input_digest: str, shard_id: str) -> str:
-    """The honest result of a shard: sha256 of its input digest and its id, as hex."""
-    return hashlib.sha256(f"{input_digest}:{shard_id}".encode()).hexdigest()
 
 
 def wrong_digest(input_digest: str, shard_id: str, vehicle_id: str) -> str:

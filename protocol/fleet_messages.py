@@ -43,6 +43,7 @@ class FleetSummary(Message):
     currency: str = "USD"
     messages_per_s: NonNegative
     messages_rejected: int = Field(ge=0)
+    rejections: dict[str, int] = Field(default_factory=dict)  # messages_rejected by reason, e.g. result_too_fast
     policy: MatchPolicy
     scenario_scale: Text = ""  # e.g. "essay: 1,000,000 HW5 cars", empty for a live fleet
 

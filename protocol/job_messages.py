@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -25,6 +26,15 @@ from protocol.base import (
 
 Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{16,64}$")]
 Checkpoint = Annotated[str, Field(max_length=4096)]
+
+
+def result_digest(input_digest: str, shard_id: str) -> str:
+    """The honest result of an (emulated) shard: sha256 of its secret input digest and its id, as hex.
+
+    The input digest is a random value the dispatcher draws per shard and sends only in the
+    assignment, so a car that was not given the shard cannot compute its result.
+    """
+    return hashlib.sha256(f"{input_digest}:{shard_id}".encode()).hexdigest()
 
 
 class JobKind(StrEnum):
@@ -53,7 +63,7 @@ class JobSubmission(Message):
     redundancy: int = Field(default=1, ge=1, le=5)
     checkpoint_interval_s: Positive = 60.0  # simulation seconds
     min_hardware: HardwareGeneration | None = None
-    input_seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    input_seed: int = Field(default=0, ge=0, le=2**63 - 1)  # unused: each shard's input is drawn at random
 
     @model_validator(mode="after")
     def _parallel_not_above_shards_times_redundancy(self) -> JobSubmission:
@@ -74,7 +84,7 @@ class ShardAssignment(Message):
     work_tera_ops: TeraOps  # the shard's whole work
     resume_from_tera_ops: TeraOpsOrZero = 0.0
     checkpoint: Checkpoint = ""
-    input_digest: Digest  # what the result is a deterministic function of
+    input_digest: Digest  # the shard's secret input: the result is a deterministic function of it
     allocated_tops: CarTops
     checkpoint_interval_s: Positive
     price_per_tops_hour: Price

@@ -27,6 +27,18 @@ from protocol.base import (
     WireModel,
 )
 
+HARDWARE_TOPS: dict[HardwareGeneration, float] = {
+    HardwareGeneration.HW3: 144.0,  # public figure: about 144 TOPS (two chips)
+    HardwareGeneration.HW4: 125.0,  # the essay's "HW5 is 40x HW4": 5,000 / 40
+    HardwareGeneration.HW5: 5_000.0,  # the essay: about 5,000 TOPS
+    HardwareGeneration.HW6: 20_000.0,  # the essay's "tens of thousands of TOPS?", taken as 20,000
+}
+"""The peak TOPS of each hardware generation: no car of that generation can offer more.
+
+The emulated fleet's catalogue takes its figures from here (with their sources), and the
+dispatcher refuses offers and telemetry that claim more.
+"""
+
 
 class Liveness(StrEnum):
     """Whether a car (or a fleet connection) is reachable."""

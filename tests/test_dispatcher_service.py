@@ -45,7 +45,7 @@ async def test_preempted_shard_resumes_from_its_checkpoint(amqtt_broker: TestBro
     url, topics = amqtt_broker.url(), amqtt_broker.topics
     # Checkpoints every 2 of 4 steps, handed back after step 3: one step (1000 tera-ops) is redone.
     leaver = CarScript("car-leaver", behaviour="preempt", steps=4, steps_before_trouble=3, checkpoint_every=2,
-                       free_tops=9000.0)
+                       free_tops=9000.0, hardware=HardwareGeneration.HW6)
     async with dispatcher_running(amqtt_broker, tmp_path / "l.sqlite"), Watcher(url, topics) as watch:
         async with scripted_fleet(url, topics, [leaver]) as (car,):
             job = await watch.submit(job_id="job-pre", shards=1, max_parallel_shards=1, redundancy=1, **JOB)
@@ -87,7 +87,7 @@ async def test_a_wrong_result_is_never_accepted(amqtt_broker: TestBroker, tmp_pa
 
 async def test_a_vanished_car_is_replaced(amqtt_broker: TestBroker, tmp_path: Path) -> None:
     url, topics = amqtt_broker.url(), amqtt_broker.topics
-    ghost = CarScript("car-ghost", behaviour="vanish", free_tops=9000.0)
+    ghost = CarScript("car-ghost", behaviour="vanish", free_tops=9000.0, hardware=HardwareGeneration.HW6)
     async with dispatcher_running(amqtt_broker, tmp_path / "l.sqlite") as engine, Watcher(url, topics) as watch:
         async with scripted_fleet(url, topics, [ghost]) as (car,):
             job = await watch.submit(job_id="job-ghost", shards=1, max_parallel_shards=1, redundancy=1, **JOB)
@@ -144,7 +144,7 @@ async def test_a_bug_costs_one_message_and_one_tick_not_the_dispatcher(
         monkeypatch.setattr(engine, "handle", buggy_handle)
         monkeypatch.setattr(engine, "tick", buggy_tick)
         await watch.publish(topics.job_submit, b"poison")
-        await wait_until(lambda: engine.rejected["internal_error"] == 2, 10, "the message and the tick to fail")
+        await wait_until(lambda: engine.rejections()["internal_error"] == 2, 10, "the message and the tick to fail")
         async with scripted_fleet(url, topics, [CarScript("car-a"), CarScript("car-b")]):
             job = await watch.submit(job_id="job-after", shards=1, max_parallel_shards=1, **JOB)
             await wait_until(lambda: watch.status(job) == "done", 20, "a job after the failures")

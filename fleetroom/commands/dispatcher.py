@@ -69,6 +69,16 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
+    return value
+
+
 def _instant(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
@@ -95,6 +105,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a car not heard from for this long is offline (default: %(default)s)")
     parser.add_argument("--energy-price", type=_non_negative, default=0.15, metavar="PER_KWH",
                         help="electricity price per kWh, for the cars' net earnings (default: %(default)s)")
+    parser.add_argument("--spot-check-rate", type=_fraction, default=0.1, metavar="FRACTION",
+                        help="share of results the dispatcher recomputes and refuses at once if wrong "
+                        "(default: %(default)s)")
     parser.add_argument("--duration", type=_positive, metavar="WALL_SECONDS", help="stop after this long")
     parser.add_argument("--cars-per-car", type=_at_least_one, default=1, metavar="K",
                         help="show a fleet at scale: each car heard stands for K cars in the summary's car counts "
@@ -129,7 +142,7 @@ async def _serve(args: argparse.Namespace) -> int:
     engine = Engine(
         topics, ledger, sim_now=clock.now, wall=time.monotonic, rng=random.Random(), policy=MatchPolicy(args.policy),
         speed=args.speed, heartbeat_timeout_s=args.heartbeat_timeout, energy_price=args.energy_price,
-        cars_per_car=args.cars_per_car,
+        cars_per_car=args.cars_per_car, spot_check_rate=args.spot_check_rate,
     )
     last_line = [-STATUS_EVERY_S]
 

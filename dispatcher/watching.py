@@ -1,0 +1,61 @@
+"""The active assignments the engine watches: whose they are, and how long each may stay silent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dispatcher.claims import ShardMessage
+from dispatcher.registry import Registry
+from protocol.job_messages import ShardRefused
+
+
+@dataclass(slots=True)
+class Running:
+    """An active assignment as the engine watches it."""
+
+    vehicle_id: str
+    job_id: str
+    shard_id: str
+    allocated_tops: float
+    last_heard_wall: float
+    silence_limit_s: float
+
+    def speaks_for(self, vehicle_id: str, message: ShardMessage) -> bool:
+        """Whether a message about this assignment comes from its car and names its shard."""
+        named = None if isinstance(message, ShardRefused) else (message.job_id, message.shard_id)
+        return self.vehicle_id == vehicle_id and named in (None, (self.job_id, self.shard_id))
+
+
+class Watchlist:
+    """Active assignments by id and by car; each car's count of them is kept in the registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.running: dict[str, Running] = {}
+        self.by_car: dict[str, set[str]] = {}  # vehicle -> its active assignment ids
+
+    def watch(self, aid: str, info: Running) -> None:
+        self.running[aid] = info
+        self.by_car.setdefault(info.vehicle_id, set()).add(aid)
+        car = self.registry.car(info.vehicle_id)
+        self.registry.update(car, running=car.running + 1)
+
+    def unwatch(self, aid: str) -> Running | None:
+        info = self.running.pop(aid, None)
+        if info is not None:
+            self.by_car.get(info.vehicle_id, set()).discard(aid)
+            car = self.registry.car(info.vehicle_id)
+            self.registry.update(car, running=max(0, car.running - 1))
+        return info
+
+    def take_car(self, vehicle_id: str) -> list[str]:
+        """The active assignments of a car that is gone, in order; it has none afterwards."""
+        return sorted(self.by_car.pop(vehicle_id, ()))
+
+    def silent(self, now_wall: float) -> list[str]:
+        """Assignments nobody spoke of for longer than their silence limit."""
+        return [aid for aid, info in self.running.items() if now_wall - info.last_heard_wall > info.silence_limit_s]
+
+    @property
+    def tops_allocated(self) -> float:
+        return sum(r.allocated_tops for r in self.running.values())
