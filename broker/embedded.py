@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import ssl
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
 from amqtt.broker import Broker
 
 from broker.amqtt_fixes import FleetBroker
+from broker.tls import TlsFiles, server_ssl_context
 from protocol.topics import DEFAULT_PREFIX, Topics
 
 QUIET_LOGGERS = ("amqtt", "transitions")
@@ -47,11 +49,15 @@ class BrokerSettings:
     secret: bytes = b""
     topic_prefix: str = DEFAULT_PREFIX
     max_connections: int = 0  # 0: no limit
+    tls: TlsFiles | None = None  # serve TLS only (no plain-text listener), with these files
+    require_client_cert: bool = False  # with `tls`: mutual TLS, the certificate's CN must be the user name
 
     def __post_init__(self) -> None:
         Topics(self.topic_prefix)  # raises TopicError on a bad prefix
         if not self.allow_anonymous and not self.secret:
             raise ValueError("the broker needs a fleet secret unless anonymous access is allowed")
+        if self.require_client_cert and self.tls is None:
+            raise ValueError("client certificates need TLS")
 
 
 def amqtt_config(settings: BrokerSettings) -> dict[str, Any]:
@@ -61,20 +67,36 @@ def amqtt_config(settings: BrokerSettings) -> dict[str, Any]:
             "secret": settings.secret.decode(),
             "allow_anonymous": settings.allow_anonymous,
             "topic_prefix": settings.topic_prefix,
+            "require_client_cert": settings.require_client_cert,
         }
     }
     if not settings.allow_anonymous:
         plugins["broker.amqtt_plugins.FleetAclPlugin"] = {"topic_prefix": settings.topic_prefix}
-    return {
-        "listeners": {
-            "default": {
-                "type": "tcp",
-                "bind": f"{settings.host}:{settings.port}",
-                "max_connections": settings.max_connections,
-            }
-        },
-        "plugins": plugins,
+    listener: dict[str, Any] = {
+        "type": "tcp",
+        "bind": f"{settings.host}:{settings.port}",
+        "max_connections": settings.max_connections,
     }
+    if settings.tls is not None:  # the context itself comes from `TlsFleetBroker`
+        files = settings.tls
+        listener |= {"ssl": True, "cafile": str(files.ca_cert), "certfile": str(files.server_cert),
+                     "keyfile": str(files.server_key)}
+    return {"listeners": {"default": listener}, "plugins": plugins}
+
+
+class TlsFleetBroker(FleetBroker):
+    """`FleetBroker` whose TLS listener uses our context: TLS 1.2+, and client certificates required if asked.
+
+    amqtt 0.12.1 builds its own context in `Broker._create_ssl_context` (a static method) with
+    client certificates optional and no floor on the TLS version; this is the one override.
+    """
+
+    def __init__(self, *args: Any, ssl_context: ssl.SSLContext, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fleet_ssl_context = ssl_context
+
+    def _create_ssl_context(self, listener: Any) -> ssl.SSLContext:
+        return self._fleet_ssl_context
 
 
 def bound_port(broker: Broker) -> int:
@@ -110,9 +132,9 @@ class EmbeddedBroker:
         """Start listening (on the remembered port after a restart)."""
         quiet_broker_logging()
         port = self.port or self.settings.port
-        config = amqtt_config(_with_port(self.settings, port))
-        broker = FleetBroker(config, loop=asyncio.get_running_loop())
+        settings = _with_port(self.settings, port)
         try:
+            broker = _new_broker(settings)
             await broker.start()
         except Exception as exc:  # amqtt wraps every start-up failure in its BrokerError
             cause = exc.__cause__
@@ -152,11 +174,14 @@ class EmbeddedBroker:
 
 
 def _with_port(settings: BrokerSettings, port: int) -> BrokerSettings:
-    return BrokerSettings(
-        host=settings.host,
-        port=port,
-        allow_anonymous=settings.allow_anonymous,
-        secret=settings.secret,
-        topic_prefix=settings.topic_prefix,
-        max_connections=settings.max_connections,
-    )
+    return replace(settings, port=port)  # every other field as it is, whoever adds one
+
+
+def _new_broker(settings: BrokerSettings) -> Broker:
+    """amqtt configured by `settings` (built inside the running loop, as amqtt requires)."""
+    config = amqtt_config(settings)
+    loop = asyncio.get_running_loop()
+    if settings.tls is None:
+        return FleetBroker(config, loop=loop)
+    context = server_ssl_context(settings.tls, require_client_cert=settings.require_client_cert)
+    return TlsFleetBroker(config, loop=loop, ssl_context=context)

@@ -88,6 +88,8 @@ class Runner:
             raise StartupError(f"cannot reach the MQTT broker at {self.s.url}: {exc.strerror or exc}") from None
         deadline = time.monotonic() + timeout
         while not self.gateway.connected:
+            if self.gateway.tls_refusal is not None:
+                raise StartupError(f"TLS with the MQTT broker at {self.s.url} failed: {self.gateway.tls_refusal}")
             if self.gateway.refusal is not None:
                 raise StartupError(f"the MQTT broker at {self.s.url} refused the login of "
                                    f"{self.s.url.username or 'anonymous'!r}: {self.gateway.refusal}")

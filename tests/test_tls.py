@@ -1,0 +1,498 @@
+"""TLS on both brokers: mqtts:// URLs, TLS-only listeners, mutual TLS (CN = user name), the fleet over TLS.
+
+Clients the project did not write (mosquitto_sub, mosquitto_pub, raw sockets) check what the
+brokers serve. The Mosquitto brokers here run our TLS lines with `allow_anonymous true`
+(and, for the CN test, a three-line ACL), because the secured config is being rewritten in
+parallel; `test_write_mosquitto_config_with_tls` runs the generated secured config itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from broker.embedded import BrokerSettings, EmbeddedBroker
+from broker.tls import TlsFiles, TlsSetupError, ensure_server_files, issue_client_cert, mosquitto_tls_lines
+from broker.tls import server_ssl_context as make_server_context
+from fake_vehicles import network
+from fake_vehicles.network import Link, Net
+from mqttlink import BrokerUnreachable, BrokerUrl, BrokerUrlError, check_broker, make_client, new_client_id
+from mqttlink.url import broker_url_from, parse_broker_url
+from protocol.identity import derive_password
+from protocol.topics import Topics
+from tests.support.brokers import MOSQUITTO, MosquittoProcess, free_port
+from tests.support.waiting import wait_until
+
+SUB, PUB, STDBUF = shutil.which("mosquitto_sub"), shutil.which("mosquitto_pub"), shutil.which("stdbuf")
+SECRET = b"tls-test-secret"
+KINDS = ["amqtt", "mosquitto"]
+pytestmark = pytest.mark.skipif(MOSQUITTO is None or SUB is None or PUB is None or STDBUF is None,
+                                reason="mosquitto, mosquitto_sub and mosquitto_pub are needed (.ci/run installs them)")
+
+
+@dataclass
+class TlsBroker:
+    """A broker serving TLS only, as the tests see it."""
+
+    kind: str
+    port: int
+    files: TlsFiles
+    secret: bytes | None
+
+    def url(self, user: str | None = None, *, cert: Path | None = None, ca: Path | None = None) -> BrokerUrl:
+        password = derive_password(self.secret, user) if user and self.secret else None
+        return BrokerUrl("127.0.0.1", self.port, user, password, tls=True, ca_file=str(ca or self.files.ca_cert),
+                         client_cert=str(cert) if cert else None)
+
+    def client_flags(self, user: str | None = None, cert_for: str | None = None) -> list[str]:
+        """mosquitto_pub/sub flags: this broker, its CA, a login and a client certificate."""
+        flags = ["-h", "127.0.0.1", "-p", str(self.port), "--cafile", str(self.files.ca_cert), "-V", "mqttv311"]
+        if user:
+            flags += ["-u", user, "-P", derive_password(self.secret, user) if self.secret else "x"]
+        if cert_for:
+            clients = self.files.clients
+            flags += ["--cert", str(clients / f"{cert_for}.crt"), "--key", str(clients / f"{cert_for}.key")]
+        return flags
+
+
+@asynccontextmanager
+async def tls_broker(kind: str, topics: Topics, directory: Path, *, secret: bytes | None = None,
+                     require_client_cert: bool = False, acl: str | None = None) -> AsyncIterator[TlsBroker]:
+    """Embedded amqtt with TLS, or mosquitto with `mosquitto_tls_lines` (anonymous unless certificates say who)."""
+    files, _ = ensure_server_files(directory / "tls")
+    if kind == "amqtt":
+        settings = BrokerSettings(port=0, allow_anonymous=secret is None, secret=secret or b"",
+                                  topic_prefix=topics.prefix, tls=files, require_client_cert=require_client_cert)
+        async with EmbeddedBroker(settings) as embedded:
+            yield TlsBroker(kind, embedded.port, files, secret)
+        return
+    port = free_port()
+    lines = [f"listener {port} 127.0.0.1", *mosquitto_tls_lines(files, require_client_cert=require_client_cert),
+             f"user {getpass.getuser()}", "allow_anonymous true", "persistence false"]
+    if acl is not None:
+        (directory / "acl").write_text(acl)
+        lines.append(f"acl_file {directory / 'acl'}")
+    (directory / "mosquitto.conf").write_text("\n".join(lines) + "\n")
+    proc = MosquittoProcess(directory, port)
+    await proc.start()
+    try:
+        yield TlsBroker(kind, port, files, None)
+    finally:
+        await proc.stop()
+
+
+async def run_tool(tool: str | None, *args: str, timeout: float = 15.0) -> tuple[int, str]:
+    """Run mosquitto_pub (or another client) to its end: exit code and output."""
+    assert tool is not None
+    proc = await asyncio.create_subprocess_exec(tool, *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode()
+
+
+class Subscriber:
+    """mosquitto_sub over TLS, printing `topic payload` lines; `start` returns once the broker acknowledged."""
+
+    def __init__(self, flags: list[str], *filters: str) -> None:
+        self.args = [*flags, "-v", "-d", "-q", "1", *(a for f in filters for a in ("-t", f))]
+        self.proc: asyncio.subprocess.Process | None = None
+        self.lines: list[str] = []
+
+    async def start(self) -> Subscriber:
+        assert SUB is not None and STDBUF is not None
+        # line-buffered, or mosquitto_sub's debug lines (the SUBACK) would wait in its stdio buffer
+        self.proc = await asyncio.create_subprocess_exec(STDBUF, "-oL", SUB, *self.args, stdout=subprocess.PIPE,
+                                                         stderr=subprocess.STDOUT)
+        await self.until(lambda line: "SUBACK" in line, "mosquitto_sub's SUBACK")
+        return self
+
+    async def until(self, match: Callable[[str], bool], what: str, timeout: float = 15.0) -> str:
+        """The first line that matches, reading on until one does; fail with all lines read if none does in time."""
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.lines:
+            if match(line):
+                return line
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    raw = await self.proc.stdout.readline()
+                    if not raw:
+                        raise AssertionError(f"mosquitto_sub ended before {what}: {self.lines}")
+                    line = raw.decode().rstrip()
+                    self.lines.append(line)
+                    if match(line):
+                        return line
+        except TimeoutError:
+            raise AssertionError(f"timed out waiting for {what}: {self.lines}") from None
+
+    def received(self) -> list[str]:
+        return [line for line in self.lines if not line.startswith("Client ")]
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+
+
+@asynccontextmanager
+async def subscribed(flags: list[str], *filters: str) -> AsyncIterator[Subscriber]:
+    sub = await Subscriber(flags, *filters).start()
+    try:
+        yield sub
+    finally:
+        await sub.stop()
+
+
+# URLs --------------------------------------------------------------------------------------------
+def test_an_mqtts_url_defaults_to_port_8883_and_hands_its_tls_files_to_a_child(tmp_path: Path) -> None:
+    url = parse_broker_url(f"mqtts://car-aa:s3cret@127.0.0.1?ca={tmp_path}/ca.crt")
+    assert (url.tls, url.port, url.ca_file, url.username) == (True, 8883, f"{tmp_path}/ca.crt", "car-aa")
+    assert parse_broker_url(url.full()) == url
+    assert "s3cret" not in str(url) and parse_broker_url(str(url)).ca_file == url.ca_file
+    assert parse_broker_url("mqtt://127.0.0.1").port == 1883
+
+
+def test_tls_files_need_an_mqtts_url_and_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(BrokerUrlError, match=r"needs an mqtts:// broker URL"):
+        parse_broker_url("mqtt://127.0.0.1").with_tls_files(ca_file="ca.crt")
+    with pytest.raises(BrokerUrlError, match=r"ca=, cert= and key="):
+        parse_broker_url("mqtts://127.0.0.1?insecure=1")
+    monkeypatch.setenv("FLEETROOM_CA", "relative/ca.crt")
+    url = broker_url_from("mqtts://127.0.0.1:8884")
+    assert url is not None and url.ca_file == os.path.abspath("relative/ca.crt")
+    assert broker_url_from("mqtt://127.0.0.1") == BrokerUrl("127.0.0.1")  # the variable is for TLS URLs only
+
+
+# certificates ------------------------------------------------------------------------------------
+def test_the_broker_makes_a_local_ca_and_a_server_certificate(tmp_path: Path) -> None:
+    files, created = ensure_server_files(tmp_path / "tls", ["10.1.2.3", "0.0.0.0"])
+    assert created == [files.ca_cert, files.server_cert]
+    ca = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    server = x509.load_pem_x509_certificate(files.server_cert.read_bytes())
+    now = dt.datetime.now(dt.UTC)
+    assert 3640 <= (ca.not_valid_after_utc - now).days <= 3650
+    assert 360 <= (server.not_valid_after_utc - now).days <= 365
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    server.verify_directly_issued_by(ca)
+    sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "10.1.2.3"}
+    assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
+    for key in (files.ca_key, files.server_key):
+        assert key.stat().st_mode & 0o777 == 0o600
+
+
+def test_valid_files_are_reused_and_a_server_certificate_for_other_hosts_is_issued_again(tmp_path: Path) -> None:
+    files, _ = ensure_server_files(tmp_path)
+    ca, server = files.ca_cert.read_bytes(), files.server_cert.read_bytes()
+    assert ensure_server_files(tmp_path)[1] == []
+    assert (files.ca_cert.read_bytes(), files.server_cert.read_bytes()) == (ca, server)
+    assert ensure_server_files(tmp_path, ["192.168.7.7"])[1] == [files.server_cert]
+    assert files.ca_cert.read_bytes() == ca and files.server_cert.read_bytes() != server
+
+
+def test_a_ca_that_cannot_be_used_is_one_line_and_never_overwritten(tmp_path: Path) -> None:
+    files, _ = ensure_server_files(tmp_path)
+    files.ca_cert.write_text("not a certificate\n")
+    with pytest.raises(TlsSetupError, match="cannot use the CA") as caught:
+        ensure_server_files(tmp_path)
+    assert "\n" not in str(caught.value) and files.ca_cert.read_text() == "not a certificate\n"
+    files.ca_cert.unlink()
+    with pytest.raises(TlsSetupError, match=r"ca\.crt is missing"):
+        issue_client_cert(tmp_path, "car-aa")
+    with pytest.raises(TlsSetupError, match="not a fleet user name"):
+        issue_client_cert(tmp_path, "../car")
+
+
+# TLS on both brokers ------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", KINDS)
+async def test_mosquitto_sub_receives_over_tls_what_a_fleetroom_client_publishes(
+    kind: str, topics: Topics, tmp_path: Path
+) -> None:
+    async with tls_broker(kind, topics, tmp_path) as broker:
+        topic = topics.telemetry("car-aa")
+        async with subscribed(broker.client_flags(), topic) as sub:
+            async with make_client(broker.url(), new_client_id("tls-pub")) as client:
+                await client.publish(topic, b"over-tls", qos=1)
+            await sub.until(lambda line: line == f"{topic} over-tls", "the message")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_plain_text_connection_to_the_tls_port_is_refused(kind: str, topics: Topics, tmp_path: Path) -> None:
+    async with tls_broker(kind, topics, tmp_path) as broker:
+        code, out = await run_tool(PUB, "-h", "127.0.0.1", "-p", str(broker.port), "-t", topics.telemetry("car-aa"),
+                                   "-m", "plain", "-V", "mqttv311", "-q", "1")
+        assert code != 0, out
+        code, out = await run_tool(PUB, *broker.client_flags(), "-t", topics.telemetry("car-aa"), "-m", "tls")
+        assert code == 0, out  # the same port, over TLS
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_wrong_ca_fails_with_one_line_naming_the_certificate_problem(
+    kind: str, topics: Topics, tmp_path: Path
+) -> None:
+    other, _ = ensure_server_files(tmp_path / "other-ca")
+    async with tls_broker(kind, topics, tmp_path) as broker:
+        with pytest.raises(BrokerUnreachable) as caught:
+            await check_broker(broker.url(ca=other.ca_cert))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "TLS with the MQTT broker at mqtts://127.0.0.1" in message
+    assert "not signed by the CA" in message and "certificate verify failed" in message
+
+
+# mutual TLS -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", KINDS)
+async def test_mutual_tls_refuses_a_client_without_a_certificate(kind: str, topics: Topics, tmp_path: Path) -> None:
+    secret = SECRET if kind == "amqtt" else None
+    async with tls_broker(kind, topics, tmp_path, secret=secret, require_client_cert=True) as broker:
+        issue_client_cert(tmp_path / "tls", "car-aa")
+        topic = topics.telemetry("car-aa")
+        code, out = await run_tool(PUB, *broker.client_flags("car-aa"), "-t", topic, "-m", "no-cert", "-q", "1")
+        assert code != 0, out
+        code, out = await run_tool(PUB, *broker.client_flags("car-aa", "car-aa"), "-t", topic, "-m", "cert", "-q", "1")
+        assert code == 0, out
+        async with make_client(broker.url("car-aa", cert=tmp_path / "tls" / "clients"), "car-aa"):
+            pass  # fleetroom's own client, with the certificate of its user from a directory
+
+
+async def test_on_amqtt_a_certificate_for_another_user_is_refused(topics: Topics, tmp_path: Path) -> None:
+    async with tls_broker("amqtt", topics, tmp_path, secret=SECRET, require_client_cert=True) as broker:
+        issue_client_cert(tmp_path / "tls", "car-bb")
+        code, out = await run_tool(PUB, *broker.client_flags("car-aa", "car-bb"), "-t", topics.telemetry("car-aa"),
+                                   "-m", "forged", "-q", "1")
+        assert code != 0 and "not authori" in out.lower(), out
+
+
+async def test_on_mosquitto_the_certificate_says_who_the_user_is(topics: Topics, tmp_path: Path) -> None:
+    acl = f"pattern write {topics.root}/vehicles/%u/status\n\nuser observer\ntopic read {topics.root}/#\n"
+    async with tls_broker("mosquitto", topics, tmp_path, require_client_cert=True, acl=acl) as broker:
+        for name in ("car-bb", "observer"):
+            issue_client_cert(tmp_path / "tls", name)
+        async with subscribed(broker.client_flags(None, "observer"), topics.all_vehicles()) as sub:
+            forged = ["-t", topics.vehicle_status("car-aa"), "-m", "forged", "-q", "1"]
+            code, out = await run_tool(PUB, *broker.client_flags("car-aa", "car-bb"), *forged)
+            assert code == 0, out  # Mosquitto drops a denied publish silently
+            own = ["-t", topics.vehicle_status("car-bb"), "-m", "own", "-q", "1"]
+            code, out = await run_tool(PUB, *broker.client_flags("car-aa", "car-bb"), *own)
+            await sub.until(lambda line: line.endswith(" own"), "car-bb's own status")
+        assert f"{topics.vehicle_status('car-aa')} forged" not in sub.received()
+
+
+# the fleet's paho connections ------------------------------------------------------------------
+def drive(net: Net, until: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Run the fleet's selector loop until `until()` (the fleet's thread does this)."""
+    end = time.monotonic() + timeout
+    while not until():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        net.poll(0.02)
+
+
+def publish_with_links(urls: dict[str, BrokerUrl], topics: Topics) -> None:
+    """Connect one Link per car, publish each car's retained status (QoS 1), wait for the acknowledgements."""
+    net = Net()
+    links = {name: net.add(Link(net, url, name)) for name, url in urls.items()}
+    for link in links.values():
+        link.start()
+    drive(net, lambda: all(link.connected or link.refusal for link in links.values()), "the connections")
+    refused = {name: link.refusal for name, link in links.items() if link.refusal}
+    assert not refused, refused
+    for name, link in links.items():
+        link.publish(topics.vehicle_status(name), b"online-over-tls", qos=1, retain=True)
+    net.flush()
+    drive(net, lambda: all(link.prune_acked() == 0 for link in links.values()), "the acknowledgements")
+    for link in links.values():
+        link.close()
+    net.flush()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_the_fleet_connects_and_publishes_over_tls(kind: str, topics: Topics, tmp_path: Path) -> None:
+    async with tls_broker(kind, topics, tmp_path) as broker, subscribed(broker.client_flags(),
+                                                                        topics.all_vehicles()) as sub:
+        await asyncio.to_thread(publish_with_links, {"car-aa": broker.url()}, topics)
+        await sub.until(lambda line: line == f"{topics.vehicle_status('car-aa')} online-over-tls", "the status")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_each_car_of_the_fleet_logs_in_with_its_own_certificate(
+    kind: str, topics: Topics, tmp_path: Path
+) -> None:
+    secret = SECRET if kind == "amqtt" else None
+    async with tls_broker(kind, topics, tmp_path, secret=secret, require_client_cert=True) as broker:
+        for name in ("car-aa", "car-bb", "observer"):
+            issue_client_cert(tmp_path / "tls", name)
+        clients = tmp_path / "tls" / "clients"
+        async with subscribed(broker.client_flags("observer", "observer"), topics.all_vehicles()) as sub:
+            urls = {name: broker.url(name, cert=clients) for name in ("car-aa", "car-bb")}
+            await asyncio.to_thread(publish_with_links, urls, topics)
+            for name in urls:
+                await sub.until(lambda line, n=name: line.startswith(topics.vehicle_status(n)), f"{name}'s status")
+
+
+async def test_the_fleet_says_in_one_line_that_a_certificate_is_wrong(topics: Topics, tmp_path: Path) -> None:
+    other, _ = ensure_server_files(tmp_path / "other-ca")
+    async with tls_broker("amqtt", topics, tmp_path) as broker:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fleetroom", "vehicles", "--count", "1", "--duration", "5",
+            "--broker", f"mqtts://127.0.0.1:{broker.port}", "--ca-file", str(other.ca_cert),
+            "--topic-prefix", topics.prefix, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("fleetroom vehicles: error: TLS with the MQTT broker at mqtts://")
+    assert "failed: the broker's certificate is not signed by the CA" in lines[0]
+    assert "certificate verify failed" in lines[0]
+
+
+class FakeTlsBroker(threading.Thread):
+    """Just enough of an MQTT broker over TLS: answers CONNECT with a CONNACK and `count` PUBLISHes in one TLS record.
+
+    With `silent`, it accepts TCP connections and never answers the TLS handshake.
+    """
+
+    def __init__(self, files: TlsFiles, count: int = 0, *, silent: bool = False) -> None:
+        super().__init__(daemon=True)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
+        self.files, self.count, self.silent = files, count, silent
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        if self.silent:
+            self.done.wait()
+            return
+        conn, _ = self.server.accept()
+        with make_server_context(self.files).wrap_socket(conn, server_side=True) as tls:
+            tls.recv(1024)  # the CONNECT
+            publish = b"\x30" + bytes([2 + 5 + 7]) + b"\x00\x05t/abc" + b"payload"
+            tls.sendall(b"\x20\x02\x00\x00" + publish * self.count)  # one write: one TLS record
+            self.done.wait(15)
+
+    def close(self) -> None:
+        self.done.set()
+        self.server.close()
+
+
+def test_bytes_decrypted_ahead_are_read_without_waiting_for_the_socket(tmp_path: Path) -> None:
+    files, _ = ensure_server_files(tmp_path)
+    fake = FakeTlsBroker(files, count=50)
+    fake.start()
+    got: list[str] = []
+    net = Net()
+    url = BrokerUrl("127.0.0.1", fake.port, tls=True, ca_file=str(files.ca_cert))
+    link = net.add(Link(net, url, "car-aa", on_message=lambda topic, _payload: got.append(topic)))
+    try:
+        link.start()
+        # once the CONNACK is read, the 50 PUBLISHes are already decrypted inside the SSL object:
+        # select() sees nothing more on the socket, so only `pending()` tells that they are there
+        drive(net, lambda: len(got) == 50, "the 50 messages of the one TLS record", timeout=5)
+    finally:
+        fake.close()
+        link.close()
+
+
+def test_a_tls_handshake_does_not_hold_up_the_fleets_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files, _ = ensure_server_files(tmp_path)
+    fake = FakeTlsBroker(files, silent=True)
+    fake.start()
+    monkeypatch.setattr(network, "HANDSHAKE_TIMEOUT_S", 0.3)
+    net = Net()
+    url = BrokerUrl("127.0.0.1", fake.port, tls=True, ca_file=str(files.ca_cert))
+    link = net.add(Link(net, url, "car-aa"))
+    try:
+        started = time.monotonic()
+        link.start()
+        assert time.monotonic() - started < 1.0  # paho alone would wait here up to its 5 s connect timeout
+        drive(net, lambda: link in net.lost, "the handshake to be given up and retried later", timeout=5)
+        assert link.refusal is None and not link.connected
+    finally:
+        fake.close()
+
+
+# the command line -------------------------------------------------------------------------------
+async def test_fleetroom_broker_tls_serves_only_tls_and_says_where_the_ca_is(topics: Topics, tmp_path: Path) -> None:
+    port_file, tls_dir = tmp_path / "port", tmp_path / "tls"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleetroom", "broker", "--tls", "--tls-dir", str(tls_dir), "--port", "0",
+        "--port-file", str(port_file), "--anonymous", "--topic-prefix", topics.prefix,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None
+        await wait_until(lambda: port_file.exists() and port_file.read_text().strip() != "", timeout=30,
+                         what="the broker's port file")
+        first = (await asyncio.wait_for(proc.stdout.readline(), 5)).decode()
+        hint = (await asyncio.wait_for(proc.stdout.readline(), 5)).decode()
+        port = int(port_file.read_text())
+        assert f"listening on mqtts://127.0.0.1:{port}" in first and "TLS only" in first
+        assert f"--broker mqtts://127.0.0.1:{port} --ca-file {tls_dir / 'ca.crt'}" in hint
+        assert (tls_dir / "ca.key").stat().st_mode & 0o777 == 0o600
+        topic = topics.telemetry("car-aa")
+        code, out = await run_tool(PUB, "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-m", "x", "-q", "1")
+        assert code != 0, out
+        code, out = await run_tool(PUB, "-h", "127.0.0.1", "-p", str(port), "--cafile", str(tls_dir / "ca.crt"),
+                                   "-t", topic, "-m", "x", "-q", "1")
+        assert code == 0, out
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def test_write_mosquitto_config_with_tls(topics: Topics, tmp_path: Path) -> None:
+    """The generated, secured config (passwords, ACL) with TLS: an observer reads what a car sends over mqtts."""
+    port, out_dir, secret_file = free_port(), tmp_path / "mosq", tmp_path / "secret"
+    secret_file.write_text("fleet-secret\n")
+    code, out = await run_tool(
+        sys.executable, "-m", "fleetroom", "broker", "--write-mosquitto-config", str(out_dir), "--tls",
+        "--tls-dir", str(tmp_path / "tls"), "--port", str(port), "--user", "car-aa", "--secret-file",
+        str(secret_file), "--topic-prefix", topics.prefix,
+    )
+    assert code == 0, out
+    conf = (out_dir / "mosquitto.conf").read_text()
+    assert f"cafile {tmp_path / 'tls' / 'ca.crt'}" in conf and "tls_version tlsv1.2" in conf
+    assert f"--broker mqtts://127.0.0.1:{port}" in out
+    proc = MosquittoProcess(out_dir, port)
+    await proc.start()
+    try:
+        broker = TlsBroker("mosquitto", port, TlsFiles(tmp_path / "tls"), b"fleet-secret")
+        async with subscribed(broker.client_flags("observer"), topics.all_vehicles()) as sub:
+            async with make_client(broker.url("car-aa"), "car-aa") as car:
+                await car.publish(topics.telemetry("car-aa"), b"sealed", qos=1)
+            await sub.until(lambda line: line.endswith(" sealed"), "the car's telemetry")
+    finally:
+        await proc.stop()
+
+
+async def test_fleetroom_certs_issue_and_its_bad_input(tmp_path: Path) -> None:
+    code, out = await run_tool(sys.executable, "-m", "fleetroom", "certs", "issue", "car-aa", "--tls-dir",
+                               str(tmp_path / "tls"))
+    assert code == 0, out
+    cert = x509.load_pem_x509_certificate((tmp_path / "tls" / "clients" / "car-aa.crt").read_bytes())
+    assert cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "car-aa"
+    assert (tmp_path / "tls" / "clients" / "car-aa.key").stat().st_mode & 0o777 == 0o600
+    code, out = await run_tool(sys.executable, "-m", "fleetroom", "certs", "issue", "Car AA", "--tls-dir",
+                               str(tmp_path / "tls"))
+    assert code == 2 and len(out.strip().splitlines()) == 1 and "not a fleet user name" in out, out
+    code, out = await run_tool(sys.executable, "-m", "fleetroom", "submit", "--broker", "mqtt://127.0.0.1:1",
+                               "--ca-file", "ca.crt", "--name", "j", "--work", "1", "--shards", "1", "--min-tops", "1")
+    assert code == 2 and "needs an mqtts:// broker URL" in out, out
+    code, out = await run_tool(sys.executable, "-m", "fleetroom", "submit", "--broker", "mqtts://127.0.0.1:1",
+                               "--ca-file", str(tmp_path / "nope.crt"), "--name", "j", "--work", "1", "--shards", "1",
+                               "--min-tops", "1")
+    assert code == 2 and "cannot use CA file" in out and "No such file" in out, out
