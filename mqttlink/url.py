@@ -109,7 +109,7 @@ def parse_broker_url(text: str) -> BrokerUrl:
     if not parts.hostname:
         raise BrokerUrlError(f"bad broker URL {text!r}: no host")
     if parts.path not in ("", "/") or parts.fragment or (parts.query and not tls):
-        raise BrokerUrlError(f"bad broker URL {text!r}: only mqtt[s]://user:pass@host:port is understood")
+        raise BrokerUrlError(f"bad broker URL {text!r}: only mqtt://user:pass@host:port (or mqtts://) is understood")
     if port == 0:
         raise BrokerUrlError(f"bad broker URL {text!r}: port 0 is not a broker's port")
     try:

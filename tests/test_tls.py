@@ -41,8 +41,13 @@ from tests.support.waiting import wait_until
 SUB, PUB, STDBUF = shutil.which("mosquitto_sub"), shutil.which("mosquitto_pub"), shutil.which("stdbuf")
 SECRET = b"tls-test-secret"
 KINDS = ["amqtt", "mosquitto"]
-pytestmark = pytest.mark.skipif(MOSQUITTO is None or SUB is None or PUB is None or STDBUF is None,
-                                reason="mosquitto, mosquitto_sub and mosquitto_pub are needed (.ci/run installs them)")
+
+
+@pytest.fixture(autouse=True)
+def _clients_the_project_did_not_write() -> None:
+    """These tests check the brokers with Mosquitto's own tools: fail loud if they are missing."""
+    if MOSQUITTO is None or SUB is None or PUB is None or STDBUF is None:
+        pytest.fail("mosquitto, mosquitto_pub and mosquitto_sub are needed (apt-get install mosquitto mosquitto-clients)")
 
 
 @dataclass
