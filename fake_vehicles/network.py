@@ -78,6 +78,7 @@ class Link:
         self.tls_error: str | None = None  # a CA or certificate file that cannot be used
         self.tls_failure: str | None = None  # why the last TLS connection failed, if it did
         self.tls_refusal: str | None = None  # a certificate problem that stopped this link for good
+        self.tls_closed = False  # the broker ended a TLS connection before its CONNACK
         self.handshake_until = 0.0  # while a TLS handshake runs: when to give up on it
         if url.tls:
             try:
@@ -173,6 +174,7 @@ class Link:
         self.connected = False
         problem = permanent_failure(self.tls_failure)
         self.tls_failure = None
+        self.tls_closed = self.url.tls and not was
         if problem is not None and self.wanted:  # a certificate problem: as final as a refused login
             self.tls_refusal, self.refusal, self.wanted = problem, f"TLS failed: {problem}", False
             # news if it worked before; at start-up whoever started the link reports it (one line)

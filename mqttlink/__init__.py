@@ -14,7 +14,7 @@ from mqttlink.client import (
     stay_connected,
 )
 from mqttlink.tasks import cancel_and_wait
-from mqttlink.tls import client_ssl_context, per_user_certs, tls_problem
+from mqttlink.tls import client_ssl_context, per_user_certs, silent_close_hint, tls_problem
 from mqttlink.url import (
     BROKER_ENV,
     CA_ENV,
@@ -47,6 +47,7 @@ __all__ = [
     "new_client_id",
     "parse_broker_url",
     "per_user_certs",
+    "silent_close_hint",
     "stay_connected",
     "tls_files_from_env",
     "tls_problem",

@@ -20,7 +20,7 @@ from enum import StrEnum
 import aiomqtt
 
 from mqttlink.backoff import Backoff
-from mqttlink.tls import shared_client_ssl_context, tls_problem
+from mqttlink.tls import shared_client_ssl_context, silent_close_hint, tls_problem
 from mqttlink.url import BrokerUrl
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def describe_error(url: BrokerUrl, exc: BaseException) -> str:
         return f"cannot reach the MQTT broker at {url}: unknown host {url.host!r}"
     if "refused" in lowered:
         return f"cannot reach the MQTT broker at {url}: connection refused (is it running?)"
-    return f"cannot use the MQTT broker at {url}: {text}"
+    return f"cannot use the MQTT broker at {url}: {text}{silent_close_hint(url)}"
 
 
 async def check_broker(url: BrokerUrl, client_id: str | None = None, timeout: float = 5.0) -> None:

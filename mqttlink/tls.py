@@ -80,6 +80,17 @@ def _os_reason(exc: BaseException) -> str:
     return str(exc)
 
 
+def silent_close_hint(url: BrokerUrl) -> str:
+    """What to suspect when a TLS broker ends a connection without a word (amqtt sends no alert).
+
+    A broker that requires client certificates may close the connection of a client without
+    one right after the handshake, and the client then only sees silence or an end of stream.
+    """
+    if url.tls and not url.client_cert:
+        return " (over TLS without a client certificate: if the broker requires one, give --client-cert)"
+    return ""
+
+
 def tls_problem(text: str) -> str | None:
     """What a TLS failure's message means for the user, or None if it is not a TLS failure."""
     lowered = text.lower()
