@@ -1,165 +1,35 @@
-"""TLS on both brokers: mqtts:// URLs, TLS-only listeners, mutual TLS (CN = user name), the fleet over TLS.
+"""TLS on both brokers: mqtts:// URLs, the local CA, TLS-only listeners, mutual TLS (CN = user name), the CLI.
 
-Clients the project did not write (mosquitto_sub, mosquitto_pub, raw sockets) check what the
-brokers serve. The Mosquitto brokers here run our TLS lines with `allow_anonymous true`
-(and, for the CN test, a three-line ACL), because the secured config is being rewritten in
-parallel; `test_write_mosquitto_config_with_tls` runs the generated secured config itself.
+Clients the project did not write (mosquitto_sub, mosquitto_pub) check what the brokers serve;
+see `tests/support/tls.py` for the brokers (Mosquitto runs anonymous with our TLS lines).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import getpass
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
-from broker.embedded import BrokerSettings, EmbeddedBroker
-from broker.tls import TlsFiles, TlsSetupError, ensure_server_files, issue_client_cert, mosquitto_tls_lines
-from broker.tls import server_ssl_context as make_server_context
-from fake_vehicles import network
-from fake_vehicles.network import Link, Net
+from broker.tls import TlsFiles, TlsSetupError, ensure_server_files, issue_client_cert
 from mqttlink import BrokerUnreachable, BrokerUrl, BrokerUrlError, check_broker, make_client, new_client_id
 from mqttlink.url import broker_url_from, parse_broker_url
-from protocol.identity import derive_password
 from protocol.topics import Topics
-from tests.support.brokers import MOSQUITTO, MosquittoProcess, free_port
+from tests.support.brokers import MosquittoProcess, free_port
+from tests.support.tls import KINDS, PUB, SECRET, TOOLS_MISSING, TlsBroker, run_tool, subscribed, tls_broker
 from tests.support.waiting import wait_until
-
-SUB, PUB, STDBUF = shutil.which("mosquitto_sub"), shutil.which("mosquitto_pub"), shutil.which("stdbuf")
-SECRET = b"tls-test-secret"
-KINDS = ["amqtt", "mosquitto"]
 
 
 @pytest.fixture(autouse=True)
 def _clients_the_project_did_not_write() -> None:
     """These tests check the brokers with Mosquitto's own tools: fail loud if they are missing."""
-    if MOSQUITTO is None or SUB is None or PUB is None or STDBUF is None:
+    if TOOLS_MISSING:
         pytest.fail("mosquitto, mosquitto_pub and mosquitto_sub are needed: apt-get install mosquitto-clients")
-
-
-@dataclass
-class TlsBroker:
-    """A broker serving TLS only, as the tests see it."""
-
-    kind: str
-    port: int
-    files: TlsFiles
-    secret: bytes | None
-
-    def url(self, user: str | None = None, *, cert: Path | None = None, ca: Path | None = None) -> BrokerUrl:
-        password = derive_password(self.secret, user) if user and self.secret else None
-        return BrokerUrl("127.0.0.1", self.port, user, password, tls=True, ca_file=str(ca or self.files.ca_cert),
-                         client_cert=str(cert) if cert else None)
-
-    def client_flags(self, user: str | None = None, cert_for: str | None = None) -> list[str]:
-        """mosquitto_pub/sub flags: this broker, its CA, a login and a client certificate."""
-        flags = ["-h", "127.0.0.1", "-p", str(self.port), "--cafile", str(self.files.ca_cert), "-V", "mqttv311"]
-        if user:
-            flags += ["-u", user, "-P", derive_password(self.secret, user) if self.secret else "x"]
-        if cert_for:
-            clients = self.files.clients
-            flags += ["--cert", str(clients / f"{cert_for}.crt"), "--key", str(clients / f"{cert_for}.key")]
-        return flags
-
-
-@asynccontextmanager
-async def tls_broker(kind: str, topics: Topics, directory: Path, *, secret: bytes | None = None,
-                     require_client_cert: bool = False, acl: str | None = None) -> AsyncIterator[TlsBroker]:
-    """Embedded amqtt with TLS, or mosquitto with `mosquitto_tls_lines` (anonymous unless certificates say who)."""
-    files, _ = ensure_server_files(directory / "tls")
-    if kind == "amqtt":
-        settings = BrokerSettings(port=0, allow_anonymous=secret is None, secret=secret or b"",
-                                  topic_prefix=topics.prefix, tls=files, require_client_cert=require_client_cert)
-        async with EmbeddedBroker(settings) as embedded:
-            yield TlsBroker(kind, embedded.port, files, secret)
-        return
-    port = free_port()
-    lines = [f"listener {port} 127.0.0.1", *mosquitto_tls_lines(files, require_client_cert=require_client_cert),
-             f"user {getpass.getuser()}", "allow_anonymous true", "persistence false"]
-    if acl is not None:
-        (directory / "acl").write_text(acl)
-        lines.append(f"acl_file {directory / 'acl'}")
-    (directory / "mosquitto.conf").write_text("\n".join(lines) + "\n")
-    proc = MosquittoProcess(directory, port)
-    await proc.start()
-    try:
-        yield TlsBroker(kind, port, files, None)
-    finally:
-        await proc.stop()
-
-
-async def run_tool(tool: str | None, *args: str, timeout: float = 15.0) -> tuple[int, str]:
-    """Run mosquitto_pub (or another client) to its end: exit code and output."""
-    assert tool is not None
-    proc = await asyncio.create_subprocess_exec(tool, *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    return proc.returncode or 0, out.decode()
-
-
-class Subscriber:
-    """mosquitto_sub over TLS, printing `topic payload` lines; `start` returns once the broker acknowledged."""
-
-    def __init__(self, flags: list[str], *filters: str) -> None:
-        self.args = [*flags, "-v", "-d", "-q", "1", *(a for f in filters for a in ("-t", f))]
-        self.proc: asyncio.subprocess.Process | None = None
-        self.lines: list[str] = []
-
-    async def start(self) -> Subscriber:
-        assert SUB is not None and STDBUF is not None
-        # line-buffered, or mosquitto_sub's debug lines (the SUBACK) would wait in its stdio buffer
-        self.proc = await asyncio.create_subprocess_exec(STDBUF, "-oL", SUB, *self.args, stdout=subprocess.PIPE,
-                                                         stderr=subprocess.STDOUT)
-        await self.until(lambda line: "SUBACK" in line, "mosquitto_sub's SUBACK")
-        return self
-
-    async def until(self, match: Callable[[str], bool], what: str, timeout: float = 15.0) -> str:
-        """The first line that matches, reading on until one does; fail with all lines read if none does in time."""
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.lines:
-            if match(line):
-                return line
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    raw = await self.proc.stdout.readline()
-                    if not raw:
-                        raise AssertionError(f"mosquitto_sub ended before {what}: {self.lines}")
-                    line = raw.decode().rstrip()
-                    self.lines.append(line)
-                    if match(line):
-                        return line
-        except TimeoutError:
-            raise AssertionError(f"timed out waiting for {what}: {self.lines}") from None
-
-    def received(self) -> list[str]:
-        return [line for line in self.lines if not line.startswith("Client ")]
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
-            await self.proc.wait()
-
-
-@asynccontextmanager
-async def subscribed(flags: list[str], *filters: str) -> AsyncIterator[Subscriber]:
-    sub = await Subscriber(flags, *filters).start()
-    try:
-        yield sub
-    finally:
-        await sub.stop()
 
 
 # URLs --------------------------------------------------------------------------------------------
@@ -299,139 +169,6 @@ async def test_on_mosquitto_the_certificate_says_who_the_user_is(topics: Topics,
             code, out = await run_tool(PUB, *broker.client_flags("car-aa", "car-bb"), *own)
             await sub.until(lambda line: line.endswith(" own"), "car-bb's own status")
         assert f"{topics.vehicle_status('car-aa')} forged" not in sub.received()
-
-
-# the fleet's paho connections ------------------------------------------------------------------
-def drive(net: Net, until: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    """Run the fleet's selector loop until `until()` (the fleet's thread does this)."""
-    end = time.monotonic() + timeout
-    while not until():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        net.poll(0.02)
-
-
-def publish_with_links(urls: dict[str, BrokerUrl], topics: Topics) -> None:
-    """Connect one Link per car, publish each car's retained status (QoS 1), wait for the acknowledgements."""
-    net = Net()
-    links = {name: net.add(Link(net, url, name)) for name, url in urls.items()}
-    for link in links.values():
-        link.start()
-    drive(net, lambda: all(link.connected or link.refusal for link in links.values()), "the connections")
-    refused = {name: link.refusal for name, link in links.items() if link.refusal}
-    assert not refused, refused
-    for name, link in links.items():
-        link.publish(topics.vehicle_status(name), b"online-over-tls", qos=1, retain=True)
-    net.flush()
-    drive(net, lambda: all(link.prune_acked() == 0 for link in links.values()), "the acknowledgements")
-    for link in links.values():
-        link.close()
-    net.flush()
-
-
-@pytest.mark.parametrize("kind", KINDS)
-async def test_the_fleet_connects_and_publishes_over_tls(kind: str, topics: Topics, tmp_path: Path) -> None:
-    async with tls_broker(kind, topics, tmp_path) as broker, subscribed(broker.client_flags(),
-                                                                        topics.all_vehicles()) as sub:
-        await asyncio.to_thread(publish_with_links, {"car-aa": broker.url()}, topics)
-        await sub.until(lambda line: line == f"{topics.vehicle_status('car-aa')} online-over-tls", "the status")
-
-
-@pytest.mark.parametrize("kind", KINDS)
-async def test_each_car_of_the_fleet_logs_in_with_its_own_certificate(
-    kind: str, topics: Topics, tmp_path: Path
-) -> None:
-    secret = SECRET if kind == "amqtt" else None
-    async with tls_broker(kind, topics, tmp_path, secret=secret, require_client_cert=True) as broker:
-        for name in ("car-aa", "car-bb", "observer"):
-            issue_client_cert(tmp_path / "tls", name)
-        clients = tmp_path / "tls" / "clients"
-        async with subscribed(broker.client_flags("observer", "observer"), topics.all_vehicles()) as sub:
-            urls = {name: broker.url(name, cert=clients) for name in ("car-aa", "car-bb")}
-            await asyncio.to_thread(publish_with_links, urls, topics)
-            for name in urls:
-                await sub.until(lambda line, n=name: line.startswith(topics.vehicle_status(n)), f"{name}'s status")
-
-
-async def test_the_fleet_says_in_one_line_that_a_certificate_is_wrong(topics: Topics, tmp_path: Path) -> None:
-    other, _ = ensure_server_files(tmp_path / "other-ca")
-    async with tls_broker("amqtt", topics, tmp_path) as broker:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "fleetroom", "vehicles", "--count", "1", "--duration", "5",
-            "--broker", f"mqtts://127.0.0.1:{broker.port}", "--ca-file", str(other.ca_cert),
-            "--topic-prefix", topics.prefix, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
-        )
-        _, err = await asyncio.wait_for(proc.communicate(), 60)
-    lines = err.decode().strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1, lines
-    assert lines[0].startswith("fleetroom vehicles: error: TLS with the MQTT broker at mqtts://")
-    assert "failed: the broker's certificate is not signed by the CA" in lines[0]
-    assert "certificate verify failed" in lines[0]
-
-
-class FakeTlsBroker(threading.Thread):
-    """Just enough of an MQTT broker over TLS: answers CONNECT with a CONNACK and `count` PUBLISHes in one TLS record.
-
-    With `silent`, it accepts TCP connections and never answers the TLS handshake.
-    """
-
-    def __init__(self, files: TlsFiles, count: int = 0, *, silent: bool = False) -> None:
-        super().__init__(daemon=True)
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.server.getsockname()[1])
-        self.files, self.count, self.silent = files, count, silent
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        if self.silent:
-            self.done.wait()
-            return
-        conn, _ = self.server.accept()
-        with make_server_context(self.files).wrap_socket(conn, server_side=True) as tls:
-            tls.recv(1024)  # the CONNECT
-            publish = b"\x30" + bytes([2 + 5 + 7]) + b"\x00\x05t/abc" + b"payload"
-            tls.sendall(b"\x20\x02\x00\x00" + publish * self.count)  # one write: one TLS record
-            self.done.wait(15)
-
-    def close(self) -> None:
-        self.done.set()
-        self.server.close()
-
-
-def test_bytes_decrypted_ahead_are_read_without_waiting_for_the_socket(tmp_path: Path) -> None:
-    files, _ = ensure_server_files(tmp_path)
-    fake = FakeTlsBroker(files, count=50)
-    fake.start()
-    got: list[str] = []
-    net = Net()
-    url = BrokerUrl("127.0.0.1", fake.port, tls=True, ca_file=str(files.ca_cert))
-    link = net.add(Link(net, url, "car-aa", on_message=lambda topic, _payload: got.append(topic)))
-    try:
-        link.start()
-        # once the CONNACK is read, the 50 PUBLISHes are already decrypted inside the SSL object:
-        # select() sees nothing more on the socket, so only `pending()` tells that they are there
-        drive(net, lambda: len(got) == 50, "the 50 messages of the one TLS record", timeout=5)
-    finally:
-        fake.close()
-        link.close()
-
-
-def test_a_tls_handshake_does_not_hold_up_the_fleets_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    files, _ = ensure_server_files(tmp_path)
-    fake = FakeTlsBroker(files, silent=True)
-    fake.start()
-    monkeypatch.setattr(network, "HANDSHAKE_TIMEOUT_S", 0.3)
-    net = Net()
-    url = BrokerUrl("127.0.0.1", fake.port, tls=True, ca_file=str(files.ca_cert))
-    link = net.add(Link(net, url, "car-aa"))
-    try:
-        started = time.monotonic()
-        link.start()
-        assert time.monotonic() - started < 1.0  # paho alone would wait here up to its 5 s connect timeout
-        drive(net, lambda: link in net.lost, "the handshake to be given up and retried later", timeout=5)
-        assert link.refusal is None and not link.connected
-    finally:
-        fake.close()
 
 
 # the command line -------------------------------------------------------------------------------
