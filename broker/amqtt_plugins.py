@@ -10,6 +10,7 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
 from broker.acl import FleetAcl
+from broker.tls import peer_common_name
 from protocol.identity import check_password, role_of
 from protocol.topics import Topics
 
@@ -24,6 +25,7 @@ class FleetAuthPlugin(BaseAuthPlugin):
         secret: str = ""
         allow_anonymous: bool = False
         topic_prefix: str = "fleetroom"
+        require_client_cert: bool = False
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
@@ -31,7 +33,24 @@ class FleetAuthPlugin(BaseAuthPlugin):
         self._anonymous = self.config.allow_anonymous
         self._acl = FleetAcl(Topics(self.config.topic_prefix))
 
+    def _certificate_fits(self, session: Session) -> bool:
+        """A client certificate (required with mutual TLS) must be for the user name the client logs in with."""
+        ssl_object = session.ssl_object  # set by amqtt from the TLS stream; None on a plain-text listener
+        peercert = ssl_object.getpeercert() if ssl_object is not None else None
+        if not peercert:
+            if self.config.require_client_cert:
+                log.warning("refused login of %r: no client certificate", session.username)
+                return False
+            return True
+        common_name = peer_common_name(peercert)
+        if common_name != session.username:
+            log.warning("refused login of %r: its client certificate is for %r", session.username, common_name)
+            return False
+        return True
+
     async def authenticate(self, *, session: Session) -> bool:
+        if not self._certificate_fits(session):
+            return False
         if self._anonymous:
             return True
         username = session.username

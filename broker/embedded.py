@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
@@ -12,6 +13,7 @@ from amqtt.broker import Broker
 
 from broker.acl import FleetAcl
 from broker.amqtt_fixes import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_MAX_PACKET_BYTES, FleetBroker, SessionRules
+from broker.tls import TlsFiles, server_ssl_context
 from protocol.topics import DEFAULT_PREFIX, Topics
 
 QUIET_LOGGERS = ("amqtt", "transitions")
@@ -50,6 +52,8 @@ class BrokerSettings:
     max_connections: int = 0  # 0: no limit
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S  # a socket that sends no CONNECT is closed after this
     max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES  # a larger packet closes its connection
+    tls: TlsFiles | None = None  # serve TLS only (no plain-text listener), with these files
+    require_client_cert: bool = False  # with `tls`: mutual TLS, the certificate's CN must be the user name
 
     def __post_init__(self) -> None:
         Topics(self.topic_prefix)  # raises TopicError on a bad prefix
@@ -57,6 +61,8 @@ class BrokerSettings:
             raise ValueError("the connect timeout and the packet size cap must be positive")
         if not self.allow_anonymous and not self.secret:
             raise ValueError("the broker needs a fleet secret unless anonymous access is allowed")
+        if self.require_client_cert and self.tls is None:
+            raise ValueError("client certificates need TLS")
 
 
 def amqtt_config(settings: BrokerSettings) -> dict[str, Any]:
@@ -66,20 +72,36 @@ def amqtt_config(settings: BrokerSettings) -> dict[str, Any]:
             "secret": settings.secret.decode(),
             "allow_anonymous": settings.allow_anonymous,
             "topic_prefix": settings.topic_prefix,
+            "require_client_cert": settings.require_client_cert,
         }
     }
     if not settings.allow_anonymous:
         plugins["broker.amqtt_plugins.FleetAclPlugin"] = {"topic_prefix": settings.topic_prefix}
-    return {
-        "listeners": {
-            "default": {
-                "type": "tcp",
-                "bind": f"{settings.host}:{settings.port}",
-                "max_connections": settings.max_connections,
-            }
-        },
-        "plugins": plugins,
+    listener: dict[str, Any] = {
+        "type": "tcp",
+        "bind": f"{settings.host}:{settings.port}",
+        "max_connections": settings.max_connections,
     }
+    if settings.tls is not None:  # the context itself comes from `TlsFleetBroker`
+        files = settings.tls
+        listener |= {"ssl": True, "cafile": str(files.ca_cert), "certfile": str(files.server_cert),
+                     "keyfile": str(files.server_key)}
+    return {"listeners": {"default": listener}, "plugins": plugins}
+
+
+class TlsFleetBroker(FleetBroker):
+    """`FleetBroker` whose TLS listener uses our context: TLS 1.2+, and client certificates required if asked.
+
+    amqtt 0.12.1 builds its own context in `Broker._create_ssl_context` (a static method) with
+    client certificates optional and no floor on the TLS version; this is the one override.
+    """
+
+    def __init__(self, *args: Any, ssl_context: ssl.SSLContext, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fleet_ssl_context = ssl_context
+
+    def _create_ssl_context(self, listener: Any) -> ssl.SSLContext:
+        return self._fleet_ssl_context
 
 
 def bound_port(broker: Broker) -> int:
@@ -115,9 +137,9 @@ class EmbeddedBroker:
         """Start listening (on the remembered port after a restart)."""
         quiet_broker_logging()
         port = self.port or self.settings.port
-        config = amqtt_config(_with_port(self.settings, port))
-        broker = FleetBroker(config, loop=asyncio.get_running_loop(), rules=session_rules(self.settings))
+        settings = _with_port(self.settings, port)
         try:
+            broker = _new_broker(settings)
             await broker.start()
         except Exception as exc:  # amqtt wraps every start-up failure in its BrokerError
             cause = exc.__cause__
@@ -164,3 +186,14 @@ def session_rules(settings: BrokerSettings) -> SessionRules:
     """What `FleetBroker` enforces: identities and retain rules only with fleet credentials."""
     acl = None if settings.allow_anonymous else FleetAcl(Topics(settings.topic_prefix))
     return SessionRules(acl, settings.connect_timeout_s, settings.max_packet_bytes)
+
+
+def _new_broker(settings: BrokerSettings) -> Broker:
+    """amqtt configured by `settings` (built inside the running loop, as amqtt requires)."""
+    config = amqtt_config(settings)
+    loop = asyncio.get_running_loop()
+    rules = session_rules(settings)
+    if settings.tls is None:
+        return FleetBroker(config, loop=loop, rules=rules)
+    context = server_ssl_context(settings.tls, require_client_cert=settings.require_client_cert)
+    return TlsFleetBroker(config, loop=loop, rules=rules, ssl_context=context)

@@ -5,6 +5,10 @@ paho's "external loop" API is used as documented: `loop_read` when a socket is r
 packet (a `on_socket_register_write` callback is set, so paho never writes inline); `flush`
 writes each connection's queue in one go. That is the fleet's batching, and why one process
 can publish nearly as fast as a bare paho loop while running thousands of cars.
+
+Over TLS (mqtts:// URLs) the handshake runs in the same selector (see `fake_vehicles.tls`),
+and after each read the SSL socket's `pending()` bytes are read too: decrypted data waiting
+inside the SSL object makes no file descriptor readable, so select() alone would leave it there.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import logging
 import selectors
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -21,12 +26,14 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from mqttlink import Backoff, BrokerUrl
+from fake_vehicles.tls import HANDSHAKE_TIMEOUT_S, LoopTlsSocket, TlsContexts, permanent_failure
+from mqttlink import Backoff, BrokerUrl, BrokerUrlError
 
 log = logging.getLogger(__name__)
 
 MessageCallback = Callable[[str, bytes], None]
 MAX_UNACKED = 5_000
+MAX_PENDING_READS = 10_000  # packets read from one SSL socket's buffer per wake-up
 
 
 class Link:
@@ -68,9 +75,22 @@ class Link:
             c.on_message = lambda _c, _u, msg: on_message(msg.topic, bytes(msg.payload))
         self.client = c
         self.keepalive = keepalive
+        self.tls_error: str | None = None  # a CA or certificate file that cannot be used
+        self.tls_failure: str | None = None  # why the last TLS connection failed, if it did
+        self.tls_refusal: str | None = None  # a certificate problem that stopped this link for good
+        self.tls_closed = False  # the broker ended a TLS connection before its CONNACK
+        self.handshake_until = 0.0  # while a TLS handshake runs: when to give up on it
+        if url.tls:
+            try:
+                c.tls_set_context(net.tls.for_url(url))
+            except BrokerUrlError as exc:
+                self.tls_error = str(exc)
 
     def start(self) -> None:
         """Open the TCP connection and send CONNECT; raises OSError if the broker cannot be reached."""
+        if self.tls_error is not None:
+            self.refusal, self.wanted = self.tls_error, False
+            raise OSError(self.tls_error)
         self.wanted = True
         self.client.connect(self.url.host, self.url.port, self.keepalive)
 
@@ -122,9 +142,43 @@ class Link:
         """The connection is down (or could not be opened): try again after a backoff delay."""
         self._on_disconnect(self.client, None, None, reason, None)
 
+    def step_handshake(self) -> None:
+        """Carry a TLS handshake on when its socket is ready; once done, send the CONNECT that waits."""
+        sock = self.client.socket()
+        if not isinstance(sock, LoopTlsSocket):
+            self.net.handshaking.discard(self)
+            return
+        try:
+            done = sock.step_handshake()
+        except OSError:
+            self.fail_handshake(sock)
+            return
+        events = selectors.EVENT_READ if done is not None else selectors.EVENT_READ | selectors.EVENT_WRITE
+        if self.net.selector.get_key(sock).events != events:
+            self.net.selector.modify(sock, events, self)
+        if done:
+            self.net.handshaking.discard(self)
+            self.client.loop_write()
+
+    def fail_handshake(self, sock: LoopTlsSocket, reason: str | None = None) -> None:
+        """End a TLS connection whose handshake failed (or took too long): paho sees it lost and closes it."""
+        if reason is not None:
+            sock.failure = reason
+        self.net.handshaking.discard(self)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        self.client.loop_read()  # reads the end of the stream: paho closes the socket, calls on_disconnect
+
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         was = self.connected
         self.connected = False
+        problem = permanent_failure(self.tls_failure)
+        self.tls_failure = None
+        self.tls_closed = self.url.tls and not was
+        if problem is not None and self.wanted:  # a certificate problem: as final as a refused login
+            self.tls_refusal, self.refusal, self.wanted = problem, f"TLS failed: {problem}", False
+            # news if it worked before; at start-up whoever started the link reports it (one line)
+            log.log(logging.WARNING if self.connects else logging.INFO, "%s: %s", self.client_id, self.refusal)
         if self.wanted:
             delay = self.backoff.next_delay()
             self.retry_at = time.monotonic() + delay
@@ -133,12 +187,19 @@ class Link:
                 log.info("%s: connection lost (%s); retrying in %.1fs", self.client_id, reason, delay)
 
     def _on_socket_open(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
-        self.net.selector.register(sock, selectors.EVENT_READ, self)
+        if isinstance(sock, LoopTlsSocket):  # writable at once: the next poll sends the ClientHello
+            self.net.handshaking.add(self)
+            self.handshake_until = time.monotonic() + HANDSHAKE_TIMEOUT_S
+            self.net.selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, self)
+        else:
+            self.net.selector.register(sock, selectors.EVENT_READ, self)
 
     def _on_socket_close(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
         with contextlib.suppress(KeyError, ValueError):
             self.net.selector.unregister(sock)
         self.net.dirty.discard(self)
+        self.net.handshaking.discard(self)
+        self.tls_failure = getattr(sock, "failure", None)
 
     def _on_register_write(self, _c: mqtt.Client, _u: Any, _sock: Any) -> None:
         self.net.dirty.add(self)
@@ -156,6 +217,8 @@ class Net:
         self.lost: set[Link] = set()
         self.links: list[Link] = []
         self.awaiting: set[Link] = set()  # connections with unacknowledged QoS 1 messages
+        self.handshaking: set[Link] = set()  # TLS connections still shaking hands: nothing to write yet
+        self.tls = TlsContexts()
         self._misc_at = 0.0
 
     def add(self, link: Link) -> Link:
@@ -168,6 +231,8 @@ class Net:
             return True
         pending = False
         for link in list(self.dirty):
+            if link in self.handshaking:
+                continue  # its CONNECT goes out when the handshake is done
             client = link.client
             client.loop_write()
             if client.want_write():
@@ -178,22 +243,45 @@ class Net:
 
     def poll(self, timeout: float) -> None:
         """Wait up to `timeout` for incoming data (and writability when backlogged), then serve it."""
-        writers = {link.client.socket() for link in self.dirty if link.client.want_write()}
+        writers = {link.client.socket() for link in self.dirty
+                   if link.client.want_write() and link not in self.handshaking}
         if writers:
             for key, _ in self.selector.select(0):
-                key.data.client.loop_read()
+                self._serve(key.data)
             self._wait_writable(writers, timeout)
             self.flush()
         else:
             for key, _ in self.selector.select(timeout):
-                key.data.client.loop_read()
+                self._serve(key.data)
         now = time.monotonic()
         if now >= self._misc_at:
             self._misc_at = now + 1.0
             for link in self.links:
                 if link.connected:
                     link.client.loop_misc()
+            self._expire_handshakes(now)
             self._reconnect(now)
+
+    def _serve(self, link: Link) -> None:
+        """Read what a ready socket has, including what an SSL socket already decrypted."""
+        if link in self.handshaking:
+            link.step_handshake()
+            return
+        client = link.client
+        client.loop_read()
+        for _ in range(MAX_PENDING_READS):
+            sock = client.socket()
+            if not isinstance(sock, ssl.SSLSocket) or not sock.pending():
+                break
+            client.loop_read()
+
+    def _expire_handshakes(self, now: float) -> None:
+        for link in list(self.handshaking):
+            sock = link.client.socket()
+            if not isinstance(sock, LoopTlsSocket):
+                self.handshaking.discard(link)
+            elif now >= link.handshake_until:
+                link.fail_handshake(sock, f"TLS handshake not done within {HANDSHAKE_TIMEOUT_S:.0f}s")
 
     def _wait_writable(self, socks: set[Any], timeout: float) -> None:
         with selectors.DefaultSelector() as sel:

@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 
 from fake_vehicles.fleet import Fleet
 from fake_vehicles.network import Link, Net, settled
-from mqttlink import BrokerUrl
+from mqttlink import BrokerUrl, silent_close_hint
 from protocol.base import utc_now
 from protocol.clock import SimClock
 from protocol.vehicle_messages import Liveness
@@ -88,11 +88,14 @@ class Runner:
             raise StartupError(f"cannot reach the MQTT broker at {self.s.url}: {exc.strerror or exc}") from None
         deadline = time.monotonic() + timeout
         while not self.gateway.connected:
+            if self.gateway.tls_refusal is not None:
+                raise StartupError(f"TLS with the MQTT broker at {self.s.url} failed: {self.gateway.tls_refusal}")
             if self.gateway.refusal is not None:
                 raise StartupError(f"the MQTT broker at {self.s.url} refused the login of "
                                    f"{self.s.url.username or 'anonymous'!r}: {self.gateway.refusal}")
             if time.monotonic() > deadline:
-                raise StartupError(f"no answer from the MQTT broker at {self.s.url} within {timeout:.0f}s")
+                hint = silent_close_hint(self.s.url) if self.gateway.tls_closed else ""
+                raise StartupError(f"no answer from the MQTT broker at {self.s.url} within {timeout:.0f}s{hint}")
             self.net.poll(0.05)
 
     def heartbeat(self) -> None:

@@ -14,7 +14,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mqttlink import BROKER_ENV, BrokerUnreachable, BrokerUrl, BrokerUrlError, broker_url_from
+from mqttlink import (
+    BROKER_ENV,
+    CA_ENV,
+    CLIENT_CERT_ENV,
+    CLIENT_KEY_ENV,
+    BrokerUnreachable,
+    BrokerUrl,
+    BrokerUrlError,
+    broker_url_from,
+    client_ssl_context,
+    parse_broker_url,
+    per_user_certs,
+    tls_files_from_env,
+)
 from protocol import ConnectionStatus, Liveness, ProtocolError, decode
 from protocol.identity import SECRET_ENV, derive_password
 from protocol.topics import DEFAULT_PREFIX, TopicError, Topics
@@ -24,6 +37,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 DEFAULT_SECRET_FILE = Path(".fleetroom/secret")
+DEFAULT_TLS_DIR = Path(".fleetroom/tls")  # the local CA and the broker's certificate (`fleetroom broker --tls`)
 DEFAULT_LOCAL_BROKER = "mqtt://127.0.0.1:1883"
 MAX_SPEED = 1e6  # simulated seconds per wall second
 MAX_WALL_S = 10 * 365 * 86400.0  # the longest --duration or --grow-over
@@ -93,15 +107,65 @@ class DispatcherWatch:
                 return
 
 
+def add_tls_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--ca-file`, `--client-cert` and `--client-key`, for mqtts:// broker URLs."""
+    parser.add_argument(
+        "--ca-file", type=Path, metavar="FILE",
+        help=f"with an mqtts:// broker: the CA that signed its certificate, e.g. .fleetroom/tls/ca.crt "
+        f"(default: ${CA_ENV}, else the system's CAs)",
+    )
+    parser.add_argument(
+        "--client-cert", type=Path, metavar="FILE|DIR",
+        help=f"with an mqtts:// broker: a client certificate (mutual TLS), or a directory of NAME.crt/NAME.key "
+        f"per user as `fleetroom certs issue` writes them (default: ${CLIENT_CERT_ENV})",
+    )
+    parser.add_argument(
+        "--client-key", type=Path, metavar="FILE",
+        help=f"the client certificate's key (default: ${CLIENT_KEY_ENV}, else in the certificate file)",
+    )
+
+
+def with_tls_flags(url: BrokerUrl, args: argparse.Namespace) -> BrokerUrl:
+    """`url` with the TLS files of the flags (then of the environment); a bad or missing file is a `CliError`."""
+    files = [getattr(args, name, None) for name in ("ca_file", "client_cert", "client_key")]
+    try:
+        url = tls_files_from_env(url.with_tls_files(*(str(f) if f else None for f in files)))
+    except BrokerUrlError as exc:
+        raise CliError(str(exc)) from None
+    return check_tls_files(url)
+
+
+def check_tls_files(url: BrokerUrl) -> BrokerUrl:
+    """`url`, once its CA and client certificate load: fail now, in one line, not at the first connection."""
+    if url.tls:
+        try:
+            client_ssl_context(url)
+        except BrokerUrlError as exc:
+            raise CliError(str(exc)) from None
+    return url
+
+
+def url_from_flag(text: str | None, args: argparse.Namespace) -> BrokerUrl | None:
+    """The URL of a command's own `--broker` flag with its TLS flags applied, or None without one."""
+    if not text:
+        return None
+    try:
+        url = parse_broker_url(text)
+    except BrokerUrlError as exc:
+        raise CliError(str(exc)) from None
+    return with_tls_flags(url, args)
+
+
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--broker`, `--topic-prefix`, `--secret-file` and `-v`, the same on every command."""
+    """`--broker`, the TLS files, `--topic-prefix`, `--secret-file` and `-v`, the same on every command."""
     group = parser.add_argument_group("broker")
     group.add_argument(
         "--broker",
         metavar="URL",
-        help=f"MQTT 3.1.1 broker as mqtt://[user:pass@]host:port (default: ${BROKER_ENV}, "
-        f"else {DEFAULT_LOCAL_BROKER})",
+        help=f"MQTT 3.1.1 broker as mqtt://[user:pass@]host:port, or mqtts://... for TLS (default port 8883) "
+        f"(default: ${BROKER_ENV}, else {DEFAULT_LOCAL_BROKER})",
     )
+    add_tls_arguments(group)
     group.add_argument(
         "--topic-prefix",
         default=os.environ.get("FLEETROOM_TOPIC_PREFIX", DEFAULT_PREFIX),
@@ -156,19 +220,26 @@ def broker_for(args: argparse.Namespace, username: str | None) -> BrokerUrl:
     """The broker URL from the flags, logged in as `username` when the URL names nobody.
 
     A password is derived from the fleet secret if there is one; otherwise the connection is
-    anonymous (which the embedded demo broker allows).
+    anonymous (which the embedded demo broker allows), unless each user has its own client
+    certificate (then the user name says which one).
     """
     try:
         url = broker_url_from(args.broker) or broker_url_from(DEFAULT_LOCAL_BROKER)
     except BrokerUrlError as exc:
         raise CliError(str(exc)) from None
     assert url is not None
+    url = with_tls_flags(url, args)
+    url = login_as(url, username, read_secret(args.secret_file) if username and not url.username else None)
+    return check_tls_files(url) if per_user_certs(url) else url
+
+
+def login_as(url: BrokerUrl, username: str | None, secret: bytes | None) -> BrokerUrl:
+    """`url` logged in as `username` (password derived from `secret`), unless the URL names its own user."""
     if url.username or username is None:
         return url
-    secret = read_secret(args.secret_file)
-    if secret is None:
-        return url
-    return url.with_credentials(username, derive_password(secret, username))
+    if secret is not None:
+        return url.with_credentials(username, derive_password(secret, username))
+    return url.with_credentials(username, None) if per_user_certs(url) else url
 
 
 def setup_logging(verbose: int, log_file: Path | None = None) -> None:

@@ -14,10 +14,24 @@ from mqttlink.client import (
     stay_connected,
 )
 from mqttlink.tasks import cancel_and_wait
-from mqttlink.url import BROKER_ENV, BrokerUrl, BrokerUrlError, broker_url_from, parse_broker_url
+from mqttlink.tls import client_ssl_context, per_user_certs, silent_close_hint, tls_problem
+from mqttlink.url import (
+    BROKER_ENV,
+    CA_ENV,
+    CLIENT_CERT_ENV,
+    CLIENT_KEY_ENV,
+    BrokerUrl,
+    BrokerUrlError,
+    broker_url_from,
+    parse_broker_url,
+    tls_files_from_env,
+)
 
 __all__ = [
     "BROKER_ENV",
+    "CA_ENV",
+    "CLIENT_CERT_ENV",
+    "CLIENT_KEY_ENV",
     "Backoff",
     "BrokerUnreachable",
     "BrokerUrl",
@@ -27,9 +41,14 @@ __all__ = [
     "broker_url_from",
     "cancel_and_wait",
     "check_broker",
+    "client_ssl_context",
     "describe_error",
     "make_client",
     "new_client_id",
     "parse_broker_url",
+    "per_user_certs",
+    "silent_close_hint",
     "stay_connected",
+    "tls_files_from_env",
+    "tls_problem",
 ]

@@ -20,6 +20,7 @@ from enum import StrEnum
 import aiomqtt
 
 from mqttlink.backoff import Backoff
+from mqttlink.tls import shared_client_ssl_context, silent_close_hint, tls_problem
 from mqttlink.url import BrokerUrl
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,8 @@ def make_client(
     """An MQTT 3.1.1 aiomqtt client for `url`; must be created inside the running loop.
 
     With `max_queued_incoming`, messages arriving while that many wait unread are dropped;
-    `on_drop` is called once for each.
+    `on_drop` is called once for each. An mqtts:// URL gets a verifying TLS context (see
+    `mqttlink.tls`); a bad CA or certificate file raises `BrokerUrlError`.
     """
     return aiomqtt.Client(
         hostname=url.host,
@@ -103,6 +105,7 @@ def make_client(
         timeout=timeout,
         max_queued_incoming_messages=max_queued_incoming,
         queue_type=None if on_drop is None else _counting_queue(on_drop),
+        tls_context=shared_client_ssl_context(url) if url.tls else None,
     )
 
 
@@ -110,6 +113,9 @@ def describe_error(url: BrokerUrl, exc: BaseException) -> str:
     """One line that says why `url` could not be used."""
     text = str(exc) or type(exc).__name__
     lowered = text.lower()
+    problem = tls_problem(text)
+    if problem is not None:
+        return f"TLS with the MQTT broker at {url} failed: {problem}"
     if "not authori" in lowered or "bad user name" in lowered or "code:5" in lowered or "code:4" in lowered:
         who = url.username or "anonymous"
         return f"the MQTT broker at {url} refused the login of {who!r}: {text}"
@@ -120,7 +126,7 @@ def describe_error(url: BrokerUrl, exc: BaseException) -> str:
         return f"cannot reach the MQTT broker at {url}: unknown host {url.host!r}"
     if "refused" in lowered:
         return f"cannot reach the MQTT broker at {url}: connection refused (is it running?)"
-    return f"cannot use the MQTT broker at {url}: {text}"
+    return f"cannot use the MQTT broker at {url}: {text}{silent_close_hint(url)}"
 
 
 async def check_broker(url: BrokerUrl, client_id: str | None = None, timeout: float = 5.0) -> None:

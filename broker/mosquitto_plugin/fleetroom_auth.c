@@ -10,6 +10,7 @@
  * a subscription is allowed only if a read filter covers it (broker.acl.filter_covers); a
  * retained publish only on a retain filter. Anything else is denied.
  *
+ * With mutual TLS, a client certificate's CN must also be the user name.
  * Options: plugin_opt_secret_file (the fleet secret; surrounding white space is ignored, as
  * `fleetroom --secret-file` does) and plugin_opt_rules_file.
  * Build: cc -shared -fPIC -O2 -o fleetroom_auth.so fleetroom_auth.c -lcrypto
@@ -24,6 +25,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/x509.h>
 
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
@@ -188,6 +190,19 @@ static bool password_matches(const struct plugin *p, const char *user, const cha
 	return CRYPTO_memcmp(encoded, password, PASSWORD_CHARS) == 0;
 }
 
+/* With mutual TLS (`require_certificate true`), the certificate's CN must be the login's user
+ * name, as on the embedded broker; without a certificate there is nothing to compare. */
+static bool certificate_matches(struct mosquitto *client, const char *user)
+{
+	X509 *cert = mosquitto_client_certificate(client);
+	char cn[128];
+	int len;
+	if(cert == NULL) return true;
+	len = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn));
+	X509_free(cert);
+	return len > 0 && (size_t)len == strlen(user) && strcmp(cn, user) == 0;
+}
+
 static int on_basic_auth(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_basic_auth *ed = event_data;
@@ -200,6 +215,7 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	if(!valid_user(&p->rules, ed->username)) why = "not a fleet user name";
 	else if(!owns_client_id(&p->rules, ed->username, client_id)) why = "client id belongs to another user";
 	else if(!password_matches(p, ed->username, ed->password)) why = "wrong password";
+	else if(!certificate_matches(ed->client, ed->username)) why = "client certificate names another user";
 	if(!why) return MOSQ_ERR_SUCCESS;
 	printable(user_text, sizeof(user_text), ed->username);
 	printable(id_text, sizeof(id_text), client_id);

@@ -27,14 +27,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from fleetroom.common import MAX_SPEED, MAX_WALL_S, CliError, clock_flags, setup_logging
+from fleetroom.common import (
+    MAX_SPEED,
+    MAX_WALL_S,
+    CliError,
+    add_tls_arguments,
+    clock_flags,
+    setup_logging,
+    url_from_flag,
+)
 from fleetroom.compose.driver import EARLY_MIX
 from fleetroom.compose.stack import Stack
 from fleetroom.compose.summary import ESSAY_CARS, ESSAY_EMULATED, format_summary
 from fleetroom.compose.supervisor import ChildDied, NotReady, Supervisor
 from fleetroom.loadtest.ledger import RunLedger
 from fleetroom.loadtest.observer import Observer
-from mqttlink import BrokerUrl, BrokerUrlError, cancel_and_wait, parse_broker_url
+from mqttlink import BrokerUrl, cancel_and_wait
 from protocol import TopicError, Topics
 
 log = logging.getLogger(__name__)
@@ -43,6 +51,7 @@ MAX_JOB_RATE = 1e4
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", metavar="URL", help="use this running broker instead of starting one")
+    add_tls_arguments(parser)
     parser.add_argument("--topic-prefix", default="fleetroom", help="topic prefix (default: %(default)s)")
     parser.add_argument("--headless", action="store_true", help="no control room; print a summary at the end")
     parser.add_argument("--duration", type=float, default=0.0, metavar="S",
@@ -67,9 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check(args: argparse.Namespace) -> tuple[Topics, BrokerUrl | None]:
     try:
         topics = Topics(args.topic_prefix)
-        url = parse_broker_url(args.broker) if args.broker else None
-    except (TopicError, BrokerUrlError) as exc:
+    except TopicError as exc:
         raise CliError(str(exc)) from None
+    url = url_from_flag(args.broker, args)
     if args.headless and args.duration <= 0:
         raise CliError("--headless needs --duration S")
     if args.scenario == "essay" and not (1 <= args.emulate <= ESSAY_CARS and ESSAY_CARS % args.emulate == 0):

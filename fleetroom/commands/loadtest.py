@@ -22,20 +22,20 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from fleetroom.common import CliError, setup_logging
+from fleetroom.common import CliError, add_tls_arguments, setup_logging, url_from_flag
 from fleetroom.compose.stack import MOSQUITTO, Stack
 from fleetroom.compose.supervisor import ChildDied, NotReady, Supervisor
 from fleetroom.loadtest.progress import ProgressPrinter
 from fleetroom.loadtest.runner import LoadTest
 from fleetroom.loadtest.scenario import Scenario, ScenarioError, load_scenario
 from fleetroom.loadtest.slo import Verdict
-from mqttlink import BrokerUrlError, parse_broker_url
 from protocol import TopicError, Topics
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario", type=Path, help="scenario file, e.g. scenarios/small.toml")
     parser.add_argument("--broker", metavar="URL", help="use this running broker (no broker_restart stage)")
+    add_tls_arguments(parser)
     parser.add_argument("--broker-kind", choices=("embedded", "mosquitto"),
                         help="start this broker instead of the scenario's choice")
     parser.add_argument("--fleet-processes", type=int, metavar="N",
@@ -69,11 +69,9 @@ def _with_processes(scenario: Scenario, processes: int) -> Scenario:
 
 
 def _start_broker(stack: Stack, args: argparse.Namespace, scenario: Scenario) -> None:
-    if args.broker:
-        try:
-            stack.use_external(parse_broker_url(args.broker))
-        except BrokerUrlError as exc:
-            raise CliError(str(exc)) from None
+    url = url_from_flag(args.broker, args)
+    if url is not None:
+        stack.use_external(url)
         return
     kind = args.broker_kind or scenario.broker
     if kind == "mosquitto":

@@ -32,6 +32,7 @@ from fleetroom.common import (
     CliError,
     add_broker_arguments,
     broker_for,
+    login_as,
     read_secret,
     setup_logging,
     sim_epoch,
@@ -40,7 +41,6 @@ from fleetroom.common import (
 from mqttlink import BrokerUrl
 from protocol.base import HardwareGeneration
 from protocol.clock import SimClock
-from protocol.identity import derive_password
 from protocol.topics import Topics
 
 PER_CAR_MAX_DEFAULT = 200
@@ -159,9 +159,7 @@ def _run_fleet(args: argparse.Namespace, topics: Topics, mix: dict[HardwareGener
     base = broker_for(args, None)
 
     def car_url(vid: str) -> BrokerUrl:
-        if base.username or secret is None:
-            return base
-        return base.with_credentials(vid, derive_password(secret, vid))
+        return login_as(base, vid, secret)
 
     config = FleetConfig(seed=args.seed, count=args.count, shard_index=shard[0], shard_count=shard[1], mix=mix,
                          faulty_share=args.faulty_share, telemetry_interval_s=args.telemetry_interval,
