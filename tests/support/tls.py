@@ -1,8 +1,8 @@
 """Brokers serving TLS only, and Mosquitto's own clients to talk to them, for the TLS tests.
 
-The Mosquitto brokers here run `broker.tls.mosquitto_tls_lines` with `allow_anonymous true`
-(and, for the CN test, a small ACL), because the secured config is being rewritten in
-parallel; `test_write_mosquitto_config_with_tls` runs the generated secured config itself.
+With a fleet secret, Mosquitto runs the config `fleetroom broker --write-mosquitto-config --tls`
+writes (the fleetroom plugin, and `broker.tls.mosquitto_tls_lines` on the listener); without one,
+those TLS lines with `allow_anonymous true`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker.embedded import BrokerSettings, EmbeddedBroker
+from broker.mosquitto_config import write_mosquitto_config
 from broker.tls import TlsFiles, ensure_server_files, mosquitto_tls_lines
 from mqttlink import BrokerUrl
-from protocol.identity import derive_password
+from protocol.identity import client_id_for, derive_password
 from protocol.topics import Topics
-from tests.support.brokers import MOSQUITTO, MosquittoProcess, free_port
+from tests.support.brokers import MOSQUITTO, MosquittoProcess, built_plugin, free_port
 
 SUB, PUB, STDBUF = shutil.which("mosquitto_sub"), shutil.which("mosquitto_pub"), shutil.which("stdbuf")
 TOOLS_MISSING = MOSQUITTO is None or SUB is None or PUB is None or STDBUF is None
@@ -46,8 +47,8 @@ class TlsBroker:
     def client_flags(self, user: str | None = None, cert_for: str | None = None) -> list[str]:
         """mosquitto_pub/sub flags: this broker, its CA, a login and a client certificate."""
         flags = ["-h", "127.0.0.1", "-p", str(self.port), "--cafile", str(self.files.ca_cert), "-V", "mqttv311"]
-        if user:
-            flags += ["-u", user, "-P", derive_password(self.secret, user) if self.secret else "x"]
+        if user:  # a client id of the user's own (the secured brokers accept no other)
+            flags += ["-i", client_id_for(user), "-u", user, "-P", derive_password(self.secret, user) if self.secret else "x"]
         if cert_for:
             clients = self.files.clients
             flags += ["--cert", str(clients / f"{cert_for}.crt"), "--key", str(clients / f"{cert_for}.key")]
@@ -56,8 +57,8 @@ class TlsBroker:
 
 @asynccontextmanager
 async def tls_broker(kind: str, topics: Topics, directory: Path, *, secret: bytes | None = None,
-                     require_client_cert: bool = False, acl: str | None = None) -> AsyncIterator[TlsBroker]:
-    """Embedded amqtt with TLS, or mosquitto with `mosquitto_tls_lines` (anonymous unless certificates say who)."""
+                     require_client_cert: bool = False) -> AsyncIterator[TlsBroker]:
+    """Embedded amqtt with TLS, or mosquitto with `mosquitto_tls_lines`; secured by the fleet secret if given."""
     files, _ = ensure_server_files(directory / "tls")
     if kind == "amqtt":
         settings = BrokerSettings(port=0, allow_anonymous=secret is None, secret=secret or b"",
@@ -66,16 +67,17 @@ async def tls_broker(kind: str, topics: Topics, directory: Path, *, secret: byte
             yield TlsBroker(kind, embedded.port, files, secret)
         return
     port = free_port()
-    lines = [f"listener {port} 127.0.0.1", *mosquitto_tls_lines(files, require_client_cert=require_client_cert),
-             f"user {getpass.getuser()}", "allow_anonymous true", "persistence false"]
-    if acl is not None:
-        (directory / "acl").write_text(acl)
-        lines.append(f"acl_file {directory / 'acl'}")
-    (directory / "mosquitto.conf").write_text("\n".join(lines) + "\n")
+    tls_lines = mosquitto_tls_lines(files, require_client_cert=require_client_cert)
+    if secret is not None:
+        write_mosquitto_config(directory, secret, topics, port=port, extra_lines=tls_lines, plugin=built_plugin())
+    else:
+        lines = [f"listener {port} 127.0.0.1", *tls_lines, f"user {getpass.getuser()}", "allow_anonymous true",
+                 "persistence false"]
+        (directory / "mosquitto.conf").write_text("\n".join(lines) + "\n")
     proc = MosquittoProcess(directory, port)
     await proc.start()
     try:
-        yield TlsBroker(kind, port, files, None)
+        yield TlsBroker(kind, port, files, secret)
     finally:
         await proc.stop()
 
