@@ -38,8 +38,9 @@ class CommandHandler:
         self.fleet = fleet
         self.on_dispatcher_online: Callable[[datetime], None] = lambda sent_at: None
         """Called with the `sent_at` of each `online` status the dispatcher publishes."""
-        self.on_gateway_status: Callable[[ConnectionStatus], None] = lambda status: None
-        """Called with each fleet process's status (this one's included), checked against its topic."""
+        self.on_gateway_status: Callable[[ConnectionStatus, bool], None] = lambda status, retained: None
+        """Called with each fleet process's status (this one's included), checked against its topic,
+        and whether the broker sent it as retained (on subscribing) rather than as it was published."""
 
     def bad(self, reason: str, detail: str) -> None:
         """Count and log one rejected input."""
@@ -50,7 +51,7 @@ class CommandHandler:
         if n <= LOG_FIRST or n % 1000 == 0:
             log.warning("dropped bad input (%s, #%d): %s", reason, n, detail)
 
-    def handle(self, topic: str, payload: bytes, t: float) -> None:
+    def handle(self, topic: str, payload: bytes, t: float, *, retained: bool = False) -> None:
         """Act on one received message at simulation time `t`."""
         try:
             info = self.fleet.enc.topics.parse(topic)
@@ -66,11 +67,11 @@ class CommandHandler:
         elif info.channel is Channel.FLEET_CONTROL:
             self._control(payload, t)
         elif info.channel is Channel.CONNECTION_STATUS:
-            self._connection(info, topic, payload)
+            self._connection(info, topic, payload, retained)
         else:
             self.bad("wrong_channel", f"not subscribed to {topic}")
 
-    def _connection(self, info: TopicInfo, topic: str, payload: bytes) -> None:
+    def _connection(self, info: TopicInfo, topic: str, payload: bytes, retained: bool) -> None:
         """A process's status: a dispatcher (back) online, or another fleet process (see `rivals`)."""
         try:
             message = decode(payload)
@@ -84,7 +85,7 @@ class CommandHandler:
         if message.role == "dispatcher" and message.state is Liveness.ONLINE:
             self.on_dispatcher_online(message.sent_at)
         elif message.role == "gateway":
-            self.on_gateway_status(message)
+            self.on_gateway_status(message, retained)
 
     def _command(self, car: Car, payload: bytes, t: float) -> None:
         try:

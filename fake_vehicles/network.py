@@ -25,7 +25,7 @@ from mqttlink import Backoff, BrokerUrl, client_id_of
 
 log = logging.getLogger(__name__)
 
-MessageCallback = Callable[[str, bytes], None]
+MessageCallback = Callable[[str, bytes, bool], None]  # topic, payload, retained (sent on subscribing)
 MAX_UNACKED = 5_000
 
 
@@ -76,7 +76,7 @@ class Link:
         c.on_socket_register_write = self._on_register_write
         c.on_socket_unregister_write = self._on_unregister_write
         if on_message is not None:
-            c.on_message = lambda _c, _u, msg: on_message(msg.topic, bytes(msg.payload))
+            c.on_message = lambda _c, _u, msg: on_message(msg.topic, bytes(msg.payload), bool(msg.retain))
         self.client = c
         self.keepalive = keepalive
 

@@ -1,23 +1,23 @@
-"""Whether another fleet process runs this one's cars: read from the retained process statuses.
+"""Whether another fleet process runs this one's cars: read from the process statuses.
 
 Two fleet processes started with the same seed (and meeting shards) would speak for the same
 cars under the same names. Each one names its retained process status after its gateway name
 and stamps it with its `instance` (start time and random bits). On every connection, once the
 retained statuses have arrived and before saying anything, a process looks for another instance
-online under a name that shares its cars. A status can outlive its process (a broker restarted
-with persistence), so a suspect counts only once it proves it is alive: a newer heartbeat, or a
-status that was not there before. A suspect that says nothing within `confirm_s`, or goes
-offline, was stale and the name is claimed. If two instances claim at once (a race, or both
-reconnecting after a broker restart), the later-started one gives way.
+online under a name that shares its cars. A retained status can outlive its process (a broker
+restarted with persistence, a Will not yet published), so it only makes a suspect: the process
+waits up to `confirm_s` for the suspect to speak (a status published now, not sent as retained),
+and claims the name if it does not, or goes offline. Once the name is claimed, a rival that
+speaks means two claimed it at once (a race, or both reconnecting after a broker restart): the
+later-started instance gives way, whatever order the broker delivered things in.
 
-Pure: statuses, sessions and the monotonic clock come in as arguments.
+Pure: statuses, connection numbers and the monotonic clock come in as arguments.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from datetime import datetime
 from enum import StrEnum
 
 from fake_vehicles.ids import shares_cars
@@ -45,40 +45,32 @@ class NameGuard:
         self.claimed = False  # on connection number `session`
         self.session: int | None = None  # the connection whose check began last
         self.conflict: str | None = None  # the one line for the user, once a live rival is proven
-        self._online: dict[str, tuple[int, datetime]] = {}  # rival name -> (session, sent_at) of its online status
-        self._suspects: dict[str, datetime] = {}  # rivals online when this session's check began
+        self._online: dict[str, int] = {}  # rival name -> connection on which it was last seen online
+        self._suspects: set[str] = set()  # rivals online when this connection's check began
         self._deadline = 0.0
 
     def _message(self, rival: str) -> str:
         same = "" if rival == self.name else ", which runs some of the same cars"
         return f"another fleet process is running as {rival}{same}: start this one with another --seed or --shard"
 
-    def seen(self, status: ConnectionStatus, session: int) -> Verdict:
-        """Take in one process status read on connection number `session`."""
+    def seen(self, status: ConnectionStatus, session: int, *, retained: bool) -> Verdict:
+        """Take in one process status read on connection number `session`; `retained` if sent on subscribing."""
         if status.role != "gateway" or not shares_cars(self.name, status.sender):
             return Verdict.NOTHING
         if status.sender == self.name and status.instance == self.instance:
             return Verdict.NOTHING  # our own status (retained, or our heartbeat coming back)
         if status.state is not Liveness.ONLINE:
             self._online.pop(status.sender, None)
-            self._suspects.pop(status.sender, None)
+            self._suspects.discard(status.sender)
             return Verdict.NOTHING
-        self._online[status.sender] = (session, status.sent_at)
+        self._online[status.sender] = session
         if self.conflict is not None:
             return Verdict.CONFLICT
-        if session != self.session:
-            return Verdict.NOTHING  # still reading the retained statuses of this connection
-        if self.claimed:
-            if status.instance > self.instance:
-                return Verdict.REASSERT  # the later one gives way; it sees ours and stops
-            return self._conflict(status.sender)
-        before = self._suspects.get(status.sender)
-        if before is None or status.sent_at > before:
-            return self._conflict(status.sender)  # alive: it published since we looked
-        return Verdict.NOTHING
-
-    def _conflict(self, rival: str) -> Verdict:
-        self.conflict = self._message(rival)
+        if retained or session != self.session:
+            return Verdict.NOTHING  # what the broker kept: a suspect until it speaks
+        if self.claimed and status.instance > self.instance:
+            return Verdict.REASSERT  # the later one gives way; it hears our heartbeat and stops
+        self.conflict = self._message(status.sender)
         self.claimed = False
         return Verdict.CONFLICT
 
@@ -89,8 +81,8 @@ class NameGuard:
         gone offline or said nothing for `confirm_s`.
         """
         self.claimed, self.session = False, session
-        self._online = {name: seen for name, seen in self._online.items() if seen[0] == session}
-        self._suspects = {name: sent_at for name, (_, sent_at) in self._online.items()}
+        self._online = {name: seen for name, seen in self._online.items() if seen == session}
+        self._suspects = set(self._online)
         self._deadline = now + self.confirm_s
         return self.poll(now)
 

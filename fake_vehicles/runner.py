@@ -152,9 +152,9 @@ class Runner:
             self.announced_at = utc_now()
             self.fleet.reannounce_all()
 
-    def _gateway_status(self, status: ConnectionStatus) -> None:
+    def _gateway_status(self, status: ConnectionStatus, retained: bool) -> None:
         """Another fleet process's status: stop if it proves a live rival, speak again if it gave way."""
-        verdict = self.guard.seen(status, self.gateway.connects)
+        verdict = self.guard.seen(status, self.gateway.connects, retained=retained)
         if verdict is Verdict.CONFLICT and not self.stop.is_set():
             self.stop.set()
             if self.running:  # at start-up, `connect` says it in one line
@@ -187,8 +187,8 @@ class Runner:
             self.announced_at = utc_now()
             self.fleet.reannounce_all()
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
-        self.fleet.commands.handle(topic, payload, self.fleet.t)
+    def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        self.fleet.commands.handle(topic, payload, self.fleet.t, retained=retained)
 
     # per-car connections ---------------------------------------------------------------------
     def _link_events(self) -> None:

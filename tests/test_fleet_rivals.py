@@ -38,19 +38,19 @@ def test_shares_cars_is_exactly_whether_the_shards_have_a_car_in_common(i: int, 
 
 def test_nobody_holds_the_name_so_it_is_claimed_at_once() -> None:
     guard = NameGuard("gw-1-0-1", OURS, confirm_s=10)
-    assert guard.seen(status("gw-1-0-1", OURS, 0), session=1) is Verdict.NOTHING  # our own retained status
-    assert guard.seen(status("gw-1-0-1", OLDER, 0, Liveness.OFFLINE), session=1) is Verdict.NOTHING  # a Will
-    assert guard.seen(status("gw-2-0-1", OLDER, 0), session=1) is Verdict.NOTHING  # another seed
+    assert guard.seen(status("gw-1-0-1", OURS, 0), 1, retained=True) is Verdict.NOTHING  # our own status
+    assert guard.seen(status("gw-1-0-1", OLDER, 0, Liveness.OFFLINE), 1, retained=True) is Verdict.NOTHING  # a Will
+    assert guard.seen(status("gw-2-0-1", OLDER, 0), 1, retained=True) is Verdict.NOTHING  # another seed
     assert guard.begin_check(1, now=0.0) and guard.may_speak(1) and not guard.may_speak(2)
 
 
-def test_a_live_rival_proves_itself_with_a_newer_heartbeat() -> None:
+def test_a_live_rival_proves_itself_by_speaking() -> None:
     guard = NameGuard("gw-1-0-1", OURS, confirm_s=10)
-    guard.seen(status("gw-1-0-1", OLDER, 0), session=1)  # retained, before the check
+    guard.seen(status("gw-1-0-1", OLDER, 0), 1, retained=True)  # what the broker kept
     assert not guard.begin_check(1, now=0.0) and guard.waiting_for == ["gw-1-0-1"]
-    assert guard.seen(status("gw-1-0-1", OLDER, 0), session=1) is Verdict.NOTHING  # the same one again
+    assert guard.seen(status("gw-1-0-1", OLDER, 0), 1, retained=True) is Verdict.NOTHING  # kept, sent again
     assert not guard.poll(5.0)
-    assert guard.seen(status("gw-1-0-1", OLDER, 5), session=1) is Verdict.CONFLICT
+    assert guard.seen(status("gw-1-0-1", OLDER, 5), 1, retained=False) is Verdict.CONFLICT  # its heartbeat
     assert guard.conflict == ("another fleet process is running as gw-1-0-1: start this one with another "
                               "--seed or --shard")
     assert not guard.poll(100.0) and not guard.may_speak(1)
@@ -58,37 +58,45 @@ def test_a_live_rival_proves_itself_with_a_newer_heartbeat() -> None:
 
 def test_a_stale_status_or_one_that_goes_offline_is_not_a_rival() -> None:
     guard = NameGuard("gw-1-0-1", OURS, confirm_s=10)
-    guard.seen(status("gw-1-0-1", OLDER, 0), session=1)
+    guard.seen(status("gw-1-0-1", OLDER, 0), 1, retained=True)
     assert not guard.begin_check(1, now=0.0)
     assert not guard.poll(9.9) and guard.poll(10.0) and guard.conflict is None  # silent: stale
-    guard.seen(status("gw-1-0-1", OLDER, 0), session=2)
+    guard.seen(status("gw-1-0-1", OLDER, 0), 2, retained=True)
     assert not guard.begin_check(2, now=20.0)
-    guard.seen(status("gw-1-0-1", OLDER, 1, Liveness.OFFLINE), session=2)  # its Last Will, a moment late
+    guard.seen(status("gw-1-0-1", OLDER, 1, Liveness.OFFLINE), 2, retained=False)  # its Last Will, a moment late
     assert guard.poll(20.1) and guard.conflict is None
 
 
-def test_a_rival_of_an_overlapping_shard_is_named_as_such() -> None:
-    guard = NameGuard("gw-1-0-2", OURS, confirm_s=10)
+def test_a_kept_status_that_arrives_after_the_claim_is_only_a_suspect() -> None:
+    guard = NameGuard("gw-1-0-1", NEWER, confirm_s=10)
     assert guard.begin_check(1, now=0.0)
-    assert guard.seen(status("gw-1-0-1", OLDER, 3), session=1) is Verdict.CONFLICT
+    assert guard.seen(status("gw-1-0-1", OLDER, 0), 1, retained=True) is Verdict.NOTHING  # late, maybe stale
+    assert guard.may_speak(1)
+    assert guard.seen(status("gw-1-0-1", OLDER, 5), 1, retained=False) is Verdict.CONFLICT  # alive, and older
+
+
+def test_a_rival_of_an_overlapping_shard_is_named_as_such() -> None:
+    guard = NameGuard("gw-1-0-2", NEWER, confirm_s=10)
+    assert guard.begin_check(1, now=0.0)
+    assert guard.seen(status("gw-1-0-1", OLDER, 3), 1, retained=False) is Verdict.CONFLICT
     assert guard.conflict is not None and "gw-1-0-1, which runs some of the same cars" in guard.conflict
 
 
 def test_two_claimants_at_once_the_later_started_gives_way() -> None:
     older, newer = NameGuard("gw-1-0-1", OLDER, 10), NameGuard("gw-1-0-1", NEWER, 10)
     assert older.begin_check(1, 0.0) and newer.begin_check(1, 0.0)  # neither saw the other: a race
-    assert older.seen(status("gw-1-0-1", NEWER, 1), session=1) is Verdict.REASSERT
-    assert newer.seen(status("gw-1-0-1", OLDER, 1), session=1) is Verdict.CONFLICT
+    assert older.seen(status("gw-1-0-1", NEWER, 1), 1, retained=False) is Verdict.REASSERT
+    assert newer.seen(status("gw-1-0-1", OLDER, 1), 1, retained=False) is Verdict.CONFLICT
     assert older.may_speak(1) and older.conflict is None
 
 
 def test_statuses_of_an_earlier_connection_do_not_count_in_the_next_check() -> None:
     guard = NameGuard("gw-1-0-1", NEWER, confirm_s=10)
     assert guard.begin_check(1, 0.0)
-    assert guard.seen(status("gw-1-0-1", OLDER, 0), session=2) is Verdict.NOTHING  # retained, on reconnecting
+    assert guard.seen(status("gw-1-0-1", OLDER, 0), 2, retained=True) is Verdict.NOTHING  # on reconnecting
     assert not guard.begin_check(2, 5.0)  # its check waits for the rival, whatever it did before
     guard2 = NameGuard("gw-1-0-1", NEWER, confirm_s=10)
-    guard2.seen(status("gw-1-0-1", OLDER, 0), session=1)
+    guard2.seen(status("gw-1-0-1", OLDER, 0), 1, retained=True)
     assert guard2.begin_check(2, 5.0)  # seen on the lost connection only: nothing to wait for
 
 
