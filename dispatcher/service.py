@@ -18,7 +18,7 @@ import aiomqtt
 
 from dispatcher.engine import Engine
 from dispatcher.views import SENDER, Out
-from mqttlink import BrokerUnreachable, BrokerUrl, new_client_id, stay_connected
+from mqttlink import BrokerUnreachable, BrokerUrl, client_id_of, stay_connected
 from protocol.base import utc_now
 from protocol.codec import encode
 from protocol.fleet_messages import FleetSummary
@@ -66,7 +66,7 @@ class DispatcherService:
         will = aiomqtt.Will(self.status_topic, self._status(Liveness.OFFLINE), qos=1, retain=True)
         try:
             await stay_connected(
-                self.url, new_client_id("dispatcher"), self._session, will=will,
+                self.url, client_id_of(self.url, "dispatcher"), self._session, will=will,
                 max_queued_incoming=self.settings.max_queued_incoming, on_drop=self._dropped,
             )
         except* BrokerUnreachable as group:

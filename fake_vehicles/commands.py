@@ -17,10 +17,10 @@ from fake_vehicles.car import FAULT_VANISH, Car
 from fake_vehicles.catalogue import normalise_mix
 from fake_vehicles.work import CHECKPOINT_PREFIX, RunningShard
 from protocol.base import HardwareGeneration
-from protocol.codec import CHANNEL_KINDS, ProtocolError, decode
+from protocol.codec import CHANNEL_KINDS, ProtocolError, check_on_topic, decode
 from protocol.fleet_messages import AddCars, DriveAway
 from protocol.job_messages import ShardAssignment, ShardCancel
-from protocol.topics import Channel, TopicError
+from protocol.topics import Channel, TopicError, TopicInfo
 from protocol.vehicle_messages import ConnectionStatus, Liveness
 
 if TYPE_CHECKING:
@@ -38,6 +38,9 @@ class CommandHandler:
         self.fleet = fleet
         self.on_dispatcher_online: Callable[[datetime], None] = lambda sent_at: None
         """Called with the `sent_at` of each `online` status the dispatcher publishes."""
+        self.on_gateway_status: Callable[[ConnectionStatus, bool], None] = lambda status, retained: None
+        """Called with each fleet process's status (this one's included), checked against its topic,
+        and whether the broker sent it as retained (on subscribing) rather than as it was published."""
 
     def bad(self, reason: str, detail: str) -> None:
         """Count and log one rejected input."""
@@ -48,7 +51,7 @@ class CommandHandler:
         if n <= LOG_FIRST or n % 1000 == 0:
             log.warning("dropped bad input (%s, #%d): %s", reason, n, detail)
 
-    def handle(self, topic: str, payload: bytes, t: float) -> None:
+    def handle(self, topic: str, payload: bytes, t: float, *, retained: bool = False) -> None:
         """Act on one received message at simulation time `t`."""
         try:
             info = self.fleet.enc.topics.parse(topic)
@@ -64,14 +67,15 @@ class CommandHandler:
         elif info.channel is Channel.FLEET_CONTROL:
             self._control(payload, t)
         elif info.channel is Channel.CONNECTION_STATUS:
-            self._connection(topic, payload)
+            self._connection(info, topic, payload, retained)
         else:
             self.bad("wrong_channel", f"not subscribed to {topic}")
 
-    def _connection(self, topic: str, payload: bytes) -> None:
-        """A process's status: when the dispatcher comes (back) online, the fleet may announce again."""
+    def _connection(self, info: TopicInfo, topic: str, payload: bytes, retained: bool) -> None:
+        """A process's status: a dispatcher (back) online, or another fleet process (see `rivals`)."""
         try:
             message = decode(payload)
+            check_on_topic(info, message)  # the sender is the name on the topic, which the ACL guards
         except ProtocolError as exc:
             self.bad(exc.reason, f"status on {topic}: {exc.detail}")
             return
@@ -80,6 +84,8 @@ class CommandHandler:
             return
         if message.role == "dispatcher" and message.state is Liveness.ONLINE:
             self.on_dispatcher_online(message.sent_at)
+        elif message.role == "gateway":
+            self.on_gateway_status(message, retained)
 
     def _command(self, car: Car, payload: bytes, t: float) -> None:
         try:

@@ -8,6 +8,8 @@ back into the index without the seed.
 from __future__ import annotations
 
 import hashlib
+import math
+import re
 
 ID_BITS = 40
 _HALF = ID_BITS // 2
@@ -41,8 +43,34 @@ def car_seed(seed: int, index: int) -> int:
 
 
 def gateway_id(seed: int, shard_index: int, shard_count: int) -> str:
-    """The user name a many-cars-per-connection fleet process logs in as."""
+    """The user name a fleet process logs in as (and names its process status after)."""
     return f"gw-{seed}-{shard_index}-{shard_count}"
+
+
+_GATEWAY_ID = re.compile(r"gw-(-?\d+)-(\d+)-(\d+)")
+
+
+def parse_gateway_id(name: str) -> tuple[int, int, int] | None:
+    """(seed, shard index, shard count) of a name `gateway_id` gives, or None for any other name."""
+    match = _GATEWAY_ID.fullmatch(name)
+    if match is None:
+        return None
+    seed, index, count = (int(part) for part in match.groups())
+    return (seed, index, count) if 0 <= index < count else None
+
+
+def shares_cars(a: str, b: str) -> bool:
+    """True if the fleet processes named `a` and `b` run some of the same cars (same seed, shards meeting).
+
+    Shard i of n runs the global indices congruent to i mod n; two such classes meet exactly when
+    i and j are congruent modulo gcd(n, m) (the Chinese remainder theorem).
+    """
+    if a == b:
+        return True
+    pa, pb = parse_gateway_id(a), parse_gateway_id(b)
+    if pa is None or pb is None or pa[0] != pb[0]:
+        return False
+    return (pa[1] - pb[1]) % math.gcd(pa[2], pb[2]) == 0
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -98,10 +98,10 @@ class Encoder:
             hardware=car.hardware.generation, gateway=self.gateway, reason=reason, owner_id=owner_of(car),
         ))
 
-    def connection_status(self, client_id: str, state: Liveness, vehicle_count: int) -> bytes:
+    def connection_status(self, name: str, state: Liveness, vehicle_count: int, instance: str = "") -> bytes:
         return encode(ConnectionStatus(
-            sender=client_id, sent_at=self.sent_at, sim_time=self.sim_time, role="gateway",
-            state=state, vehicle_count=vehicle_count,
+            sender=name, sent_at=self.sent_at, sim_time=self.sim_time, role="gateway",
+            state=state, vehicle_count=vehicle_count, instance=instance,
         ))
 
     def offer(self, car: Car, offer_id: str) -> bytes:

@@ -27,26 +27,36 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fake_vehicles.tls import HANDSHAKE_TIMEOUT_S, LoopTlsSocket, TlsContexts, permanent_failure
-from mqttlink import Backoff, BrokerUrl, BrokerUrlError
+from mqttlink import Backoff, BrokerUrl, BrokerUrlError, client_id_of
 
 log = logging.getLogger(__name__)
 
-MessageCallback = Callable[[str, bytes], None]
+MessageCallback = Callable[[str, bytes, bool], None]  # topic, payload, retained (sent on subscribing)
 MAX_UNACKED = 5_000
 MAX_PENDING_READS = 10_000  # packets read from one SSL socket's buffer per wake-up
 
 
 class Link:
-    """One MQTT 3.1.1 connection: a Last Will, subscriptions renewed on every connect, reconnection."""
+    """One MQTT 3.1.1 connection: a Last Will, subscriptions renewed on every connect, reconnection.
+
+    `name` says whom the connection speaks for (a car id, the gateway name); its client id is
+    `name:` and random bits, owned by the URL's user (or by `name` when anonymous), so that no
+    other process can guess it, and a second fleet with the same seed does not kick this one off.
+    `on_connected` is called once the broker has acknowledged every subscription, in order: any
+    retained message on an earlier subscription has been delivered by then.
+    """
 
     def __init__(
-        self, net: Net, url: BrokerUrl, client_id: str, *, will: tuple[str, bytes] | None = None,
+        self, net: Net, url: BrokerUrl, name: str, *, will: tuple[str, bytes] | None = None,
         subscriptions: tuple[str, ...] = (), on_message: MessageCallback | None = None,
         on_connected: Callable[[Link], None] | None = None, keepalive: int = 30,
     ) -> None:
-        self.net, self.url, self.client_id = net, url, client_id
+        self.net, self.url, self.name = net, url, name
+        self.client_id = client_id_of(url, name)
         self.subscriptions, self.on_connected = subscriptions, on_connected
         self.connected = False
+        self.ready = False  # connected, and every subscription acknowledged
+        self._unacked_subscriptions: set[int] = set()
         self.unacked: deque[mqtt.MQTTMessageInfo] = deque()
         self.connects = 0  # successful connections so far; above one means a reconnect
         self.hello = ""  # the reason a car gives when its connection comes up
@@ -54,7 +64,7 @@ class Link:
         self.wanted = True  # False after `drop` or `close`: do not reconnect
         self.backoff = Backoff(initial_s=0.5, max_s=15.0)
         self.retry_at = 0.0
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv311,
                         clean_session=True)
         if url.username:
             c.username_pw_set(url.username, url.password)
@@ -67,12 +77,13 @@ class Link:
         c.max_queued_messages_set(MAX_UNACKED * 2)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
+        c.on_subscribe = self._on_subscribe
         c.on_socket_open = self._on_socket_open
         c.on_socket_close = self._on_socket_close
         c.on_socket_register_write = self._on_register_write
         c.on_socket_unregister_write = self._on_unregister_write
         if on_message is not None:
-            c.on_message = lambda _c, _u, msg: on_message(msg.topic, bytes(msg.payload))
+            c.on_message = lambda _c, _u, msg: on_message(msg.topic, bytes(msg.payload), bool(msg.retain))
         self.client = c
         self.keepalive = keepalive
         self.tls_error: str | None = None  # a CA or certificate file that cannot be used
@@ -118,9 +129,9 @@ class Link:
                 sock.shutdown(socket.SHUT_RDWR)  # paho sees the loss on its next read
 
     def close(self) -> None:
-        """Leave cleanly (DISCONNECT: no Last Will)."""
+        """Leave cleanly (DISCONNECT: no Last Will), also from a connection still waiting for its CONNACK."""
         self.wanted = False
-        if self.connected:
+        if self.client.socket() is not None:
             self.client.disconnect()
 
     # paho callbacks ------------------------------------------------------------------------
@@ -128,13 +139,26 @@ class Link:
         if reason.is_failure:
             self.refusal = str(reason)
             self.wanted = False
-            log.warning("%s: broker refused the connection: %s", self.client_id, reason)
+            log.warning("%s: the broker refused the login of %r: %s", self.name, self.url.username or "anonymous",
+                        reason)
             return
         self.connected, self.refusal = True, None
         self.connects += 1
         self.backoff.reset()
-        for topic in self.subscriptions:
-            client.subscribe(topic, qos=1)
+        mids = (client.subscribe(topic, qos=1)[1] for topic in self.subscriptions)
+        self._unacked_subscriptions = {mid for mid in mids if mid is not None}
+        if not self._unacked_subscriptions:
+            self._ready()
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int, _codes: Any, _p: Any) -> None:
+        pending = self._unacked_subscriptions
+        if mid in pending:
+            pending.discard(mid)
+            if not pending and self.connected:
+                self._ready()
+
+    def _ready(self) -> None:
+        self.ready = True
         if self.on_connected is not None:
             self.on_connected(self)
 
@@ -171,20 +195,20 @@ class Link:
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         was = self.connected
-        self.connected = False
+        self.connected = self.ready = False
         problem = permanent_failure(self.tls_failure)
         self.tls_failure = None
         self.tls_closed = self.url.tls and not was
         if problem is not None and self.wanted:  # a certificate problem: as final as a refused login
             self.tls_refusal, self.refusal, self.wanted = problem, f"TLS failed: {problem}", False
             # news if it worked before; at start-up whoever started the link reports it (one line)
-            log.log(logging.WARNING if self.connects else logging.INFO, "%s: %s", self.client_id, self.refusal)
+            log.log(logging.WARNING if self.connects else logging.INFO, "%s: %s", self.name, self.refusal)
         if self.wanted:
             delay = self.backoff.next_delay()
             self.retry_at = time.monotonic() + delay
             self.net.lost.add(self)
             if was:
-                log.info("%s: connection lost (%s); retrying in %.1fs", self.client_id, reason, delay)
+                log.info("%s: connection lost (%s); retrying in %.1fs", self.name, reason, delay)
 
     def _on_socket_open(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
         if isinstance(sock, LoopTlsSocket):  # writable at once: the next poll sends the ClientHello

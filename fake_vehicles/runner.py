@@ -21,10 +21,11 @@ import paho.mqtt.client as mqtt
 
 from fake_vehicles.fleet import Fleet
 from fake_vehicles.network import Link, Net, settled
+from fake_vehicles.rivals import NameGuard, Verdict, new_instance
 from mqttlink import BrokerUrl, silent_close_hint
 from protocol.base import utc_now
 from protocol.clock import SimClock
-from protocol.vehicle_messages import Liveness
+from protocol.vehicle_messages import ConnectionStatus, Liveness
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,11 @@ TICK_S = 0.05
 SWEEP_BATCH = 256
 JOIN_BATCH = 500
 GOODBYE_TIMEOUT_S = 30.0
+CONFIRM_HEARTBEATS = 2.5  # how long a suspected rival has to prove it is alive, in heartbeat periods
 
 
 class StartupError(RuntimeError):
-    """The fleet cannot start (broker unreachable or login refused); one line for the user."""
+    """The fleet cannot start (broker unreachable, login refused, its cars run elsewhere); one line."""
 
 
 @dataclass
@@ -43,7 +45,7 @@ class RunSettings:
     """How the loop runs: growth, duration, progress lines, and who connects how."""
 
     url: BrokerUrl
-    gateway_id: str
+    gateway_id: str  # the process's name: its gateway user and the level of its process status
     per_car: bool
     local_start: float  # simulation time (local seconds) at wall start
     car_url: Callable[[str], BrokerUrl] | None = None  # per-car mode: the URL a car logs in with
@@ -62,32 +64,42 @@ class Runner:
         self.net = Net()
         self.car_links: dict[int, Link] = {}
         self.published = 0
+        self.running = False  # True once `run` has begun
         self.started = time.monotonic()
         self._last_report = (self.started, 0)
         topics = fleet.enc.topics
         enc = fleet.enc
-        subs: tuple[str, ...] = (topics.fleet_control, topics.all_connections) if settings.per_car else (
-            topics.all_commands, topics.fleet_control, topics.all_connections)
+        # the process statuses first: their retained messages have all arrived when the last
+        # subscription is acknowledged, which is when the name guard looks at them
+        subs: tuple[str, ...] = (topics.all_connections, topics.fleet_control) if settings.per_car else (
+            topics.all_connections, topics.all_commands, topics.fleet_control)
         self.announced_at = utc_now()  # wall time of the fleet's latest announcement of its cars
         self._dispatcher_seen: datetime | None = None
+        self.instance = new_instance()
+        confirm_s = CONFIRM_HEARTBEATS * settings.progress_every_s
+        self.guard = NameGuard(settings.gateway_id, self.instance, confirm_s)
         fleet.commands.on_dispatcher_online = self._dispatcher_online
+        fleet.commands.on_gateway_status = self._gateway_status
         enc.stamp(utc_now(), settings.local_start)
         self.gateway = self.net.add(Link(
             self.net, settings.url, settings.gateway_id,
-            will=(topics.connection_status(settings.gateway_id),
-                  enc.connection_status(settings.gateway_id, Liveness.OFFLINE, 0)),
+            will=(topics.connection_status(settings.gateway_id), self._status(Liveness.OFFLINE, 0)),
             subscriptions=subs, on_message=self._on_message, on_connected=self._gateway_connected,
         ))
 
     # start-up ---------------------------------------------------------------------------------
     def connect(self, timeout: float = 10.0) -> None:
-        """Connect the process's own connection, failing loud if the broker cannot be used."""
+        """Connect the process's own connection and claim its name, failing loud if it cannot.
+
+        Raises `StartupError` if the broker cannot be used or another live fleet process runs
+        this one's cars (then it leaves without a trace: no Last Will, nothing published).
+        """
         try:
             self.gateway.start()
         except OSError as exc:
             raise StartupError(f"cannot reach the MQTT broker at {self.s.url}: {exc.strerror or exc}") from None
         deadline = time.monotonic() + timeout
-        while not self.gateway.connected:
+        while not self.gateway.ready:
             if self.gateway.tls_refusal is not None:
                 raise StartupError(f"TLS with the MQTT broker at {self.s.url} failed: {self.gateway.tls_refusal}")
             if self.gateway.refusal is not None:
@@ -97,26 +109,69 @@ class Runner:
                 hint = silent_close_hint(self.s.url) if self.gateway.tls_closed else ""
                 raise StartupError(f"no answer from the MQTT broker at {self.s.url} within {timeout:.0f}s{hint}")
             self.net.poll(0.05)
+        deadline = time.monotonic() + timeout + self.guard.confirm_s
+        while not self.guard.claimed and self.guard.conflict is None and time.monotonic() < deadline:
+            self.net.poll(0.05)
+            self._settle_name()
+        if not self.guard.claimed:
+            self.leave_quietly()
+            raise StartupError(self.guard.conflict or f"could not claim the name {self.s.gateway_id} on "
+                               f"{self.s.url}: the connection kept dropping")
+
+    def speaking(self) -> bool:
+        """True while the process's own connection is up and its name is claimed on it."""
+        link = self.gateway
+        return link.ready and self.guard.may_speak(link.connects)
+
+    def _status(self, state: Liveness, cars: int) -> bytes:
+        return self.fleet.enc.connection_status(self.s.gateway_id, state, cars, self.instance)
 
     def heartbeat(self) -> None:
         """The connection's retained status again, with the cars it speaks for: liveness in gateway mode."""
-        link = self.gateway
-        if link.connected:
-            enc = self.fleet.enc
+        if self.speaking():
             cars = len(self.fleet.cars) - self.fleet.silent
-            payload = enc.connection_status(self.s.gateway_id, Liveness.ONLINE, cars)
-            link.publish(enc.topics.connection_status(self.s.gateway_id), payload, 1, True)
+            topic = self.fleet.enc.topics.connection_status(self.s.gateway_id)
+            self.gateway.publish(topic, self._status(Liveness.ONLINE, cars), 1, True)
 
     def _gateway_connected(self, link: Link) -> None:
+        """Subscribed, the retained process statuses read: claim the name, or wait for a suspect to speak."""
+        if self.guard.begin_check(link.connects, time.monotonic()):
+            self._claimed(link)
+        else:
+            log.info("%s: %s held the name a moment ago; waiting up to %.0fs to see whether it is alive",
+                     self.s.gateway_id, ", ".join(self.guard.waiting_for), self.guard.confirm_s)
+
+    def _settle_name(self) -> None:
+        """Claim the name once its suspects proved stale (the check ends by itself, or by a message)."""
+        link = self.gateway
+        if link.ready and not self.guard.claimed and self.guard.poll(time.monotonic()):
+            log.warning("%s: no sign of life from the fleet process that held the name; taking it", self.s.gateway_id)
+            self._claimed(link)
+
+    def _claimed(self, link: Link) -> None:
         self.heartbeat()
         if link.connects > 1 and not self.s.per_car:
             log.info("%s: reconnected; announcing %d cars again", self.s.gateway_id, len(self.fleet.cars))
             self.announced_at = utc_now()
             self.fleet.reannounce_all()
 
+    def _gateway_status(self, status: ConnectionStatus, retained: bool) -> None:
+        """Another fleet process's status: stop if it proves a live rival, speak again if it gave way."""
+        verdict = self.guard.seen(status, self.gateway.connects, retained=retained)
+        if verdict is Verdict.CONFLICT and not self.stop.is_set():
+            self.stop.set()
+            if self.running:  # at start-up, `connect` says it in one line
+                log.error("%s", self.guard.conflict)
+        elif verdict is Verdict.REASSERT:
+            log.warning("%s: %s (a later instance) spoke for our cars; announcing them again",
+                        self.s.gateway_id, status.sender)
+            self.heartbeat()
+            self.announced_at = utc_now()
+            self.fleet.reannounce_all()
+
     def _car_connected(self, link: Link) -> None:
         """A car's connection is up: it announces itself (anything sent before was not published)."""
-        car = self.fleet.by_id.get(link.client_id)
+        car = self.fleet.by_id.get(link.name)
         if car is not None:
             self.announced_at = utc_now()
             self.fleet.reannounce(car, "reconnected" if link.connects > 1 else link.hello)
@@ -135,8 +190,8 @@ class Runner:
             self.announced_at = utc_now()
             self.fleet.reannounce_all()
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
-        self.fleet.commands.handle(topic, payload, self.fleet.t)
+    def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        self.fleet.commands.handle(topic, payload, self.fleet.t, retained=retained)
 
     # per-car connections ---------------------------------------------------------------------
     def _link_events(self) -> None:
@@ -182,6 +237,7 @@ class Runner:
         if not outbox:
             return
         gateway = None if self.s.per_car else self.gateway
+        gateway_up = self.speaking()
         links = self.car_links
         n = 0
         while outbox:
@@ -189,7 +245,8 @@ class Runner:
             link = gateway or links.get(index)
             if link is None or not link.wanted:
                 continue
-            if not link.connected and not topic.endswith("/shards"):
+            up = gateway_up if gateway is not None else link.connected
+            if not up and not topic.endswith("/shards"):
                 self.fleet.counts["unsent_while_disconnected"] += 1  # announced again on reconnect
                 continue
             link.publish(topic, payload, qos, retain)
@@ -201,6 +258,7 @@ class Runner:
         """One round: join, events, publish, then sweep until the tick's time is used."""
         start = time.monotonic()
         deadline = start + TICK_S
+        self._settle_name()
         t = self.sim_now()
         self.fleet.enc.stamp(utc_now(), t)
         self._grow(start)
@@ -216,7 +274,7 @@ class Runner:
         self._link_events()
         self.pump()
         while self.fleet.sweep_due and time.monotonic() < deadline:
-            if self.net.backlogged or not (self.s.per_car or self.gateway.connected):
+            if self.net.backlogged or not (self.s.per_car or self.speaking()):
                 self.net.poll(max(0.0, deadline - time.monotonic()))
                 continue
             self.fleet.sweep(t, SWEEP_BATCH)
@@ -233,9 +291,10 @@ class Runner:
         self.fleet.grow_to(base + int((s.grow_to - base) * share))
 
     def run(self) -> int:
-        """Run until stopped; return the exit code (0)."""
+        """Run until stopped; return the exit code: 0, or 2 if another fleet process runs our cars."""
         self.started = time.monotonic()
         self._last_report = (self.started, 0)
+        self.running = True
         end = None if self.s.duration_s is None else self.started + self.s.duration_s
         while not self.stop.is_set():
             self.tick()
@@ -246,6 +305,9 @@ class Runner:
                 self.net.flush()
             if end is not None and now >= end:
                 break
+        if self.guard.conflict is not None:
+            self.leave_quietly()  # the cars are the other process's now: no goodbye, no Last Will
+            return 2
         self.goodbye()
         return 0
 
@@ -287,7 +349,15 @@ class Runner:
         while time.monotonic() < deadline and not all(settled(i) for i in last.values()):
             self.net.flush()
             self.net.poll(0.02)
+        self.leave_quietly()
+
+    def leave_quietly(self, timeout: float = 5.0) -> None:
+        """Disconnect every connection cleanly, so that the broker discards their Last Wills."""
         for link in self.net.links:
             link.close()
-        self.net.flush()
-        self.net.poll(0.05)
+        deadline = time.monotonic() + timeout
+        while True:
+            self.net.flush()
+            self.net.poll(0.02)
+            if all(link.client.socket() is None for link in self.net.links) or time.monotonic() > deadline:
+                return

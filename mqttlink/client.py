@@ -1,4 +1,4 @@
-"""The one MQTT client helper: unique ids, a Last Will, reconnection with backoff and jitter.
+"""The one MQTT client helper: client ids owned by their user, a Last Will, reconnection with backoff.
 
 Every long-lived connection in fleetroom is `stay_connected(url, client_id, session)`: a loop
 around a fresh aiomqtt client, as aiomqtt recommends. `session(client)` subscribes and serves;
@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import os
-import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ import aiomqtt
 from mqttlink.backoff import Backoff
 from mqttlink.tls import shared_client_ssl_context, silent_close_hint, tls_problem
 from mqttlink.url import BrokerUrl
+from protocol.identity import client_id_for
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +70,19 @@ def _counting_queue(on_drop: DropCallback) -> type[asyncio.Queue[aiomqtt.Message
     return CountingQueue
 
 
-def new_client_id(role: str) -> str:
-    """A client id that is unique across processes and machines and safe as a topic level."""
-    return f"{role}-{os.getpid() % 100000}-{secrets.token_hex(4)}"
+def new_client_id(name: str) -> str:
+    """A fresh client id owned by user `name`: `name:` and 48 random bits (see `client_id_for`).
+
+    Brokers with fleet credentials accept a client id only from the user it names, so `name`
+    must be the user the client logs in as; an anonymous client passes a word for its role.
+    A client id is not a topic level (':' is not allowed in one): name topics by user name.
+    """
+    return client_id_for(name)
+
+
+def client_id_of(url: BrokerUrl, role: str) -> str:
+    """A fresh client id for a client logging in with `url`: its user's, or `role`'s if anonymous."""
+    return new_client_id(url.username or role)
 
 
 def make_client(
@@ -131,7 +140,7 @@ def describe_error(url: BrokerUrl, exc: BaseException) -> str:
 
 async def check_broker(url: BrokerUrl, client_id: str | None = None, timeout: float = 5.0) -> None:
     """Connect once and leave; raise `BrokerUnreachable` with one clear line if that fails."""
-    client = make_client(url, client_id or new_client_id("probe"), timeout=timeout)
+    client = make_client(url, client_id or client_id_of(url, "probe"), timeout=timeout)
     try:
         async with asyncio.timeout(timeout + 1):
             async with client:

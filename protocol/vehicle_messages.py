@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, StringConstraints
 
 from protocol.base import (
     CarTops,
@@ -125,6 +125,9 @@ class ConnectionStatus(Message):
     role: Literal["gateway", "dispatcher", "operator", "observer"]
     state: Liveness
     vehicle_count: int = Field(default=0, ge=0)
+    # which run of the process holds the name (its start time and random bits): two fleet
+    # processes started with the same seed tell each other apart by it; empty if unknown
+    instance: Annotated[str, StringConstraints(pattern=r"^([a-z0-9][a-z0-9_.-]{0,63})?$", strict=True)] = ""
 
 
 class VehicleTelemetry(Message):

@@ -17,11 +17,14 @@ from mqttlink import (
     broker_url_from,
     cancel_and_wait,
     check_broker,
+    client_id_of,
     new_client_id,
     parse_broker_url,
     stay_connected,
 )
 from protocol import check_level
+from protocol.identity import owns_client_id
+from protocol.topics import TopicError
 from tests.support.brokers import free_port
 
 
@@ -65,11 +68,18 @@ def test_backoff_grows_with_jitter_and_stays_capped(seed: int) -> None:
     assert backoff.next_delay() <= 0.1
 
 
-def test_client_ids_are_unique_topic_levels() -> None:
+def test_client_ids_are_unique_and_owned_by_their_user() -> None:
     ids = {new_client_id("dispatcher") for _ in range(1000)}
     assert len(ids) == 1000
-    for cid in list(ids)[:10]:
-        assert check_level(cid) == cid
+    for cid in ids:
+        name, _, suffix = cid.partition(":")
+        assert name == "dispatcher" and len(suffix) == 12 and owns_client_id("dispatcher", cid)
+        assert not owns_client_id("dispatcher2", cid) and not owns_client_id("dispatch", cid)
+    cid = next(iter(ids))
+    with pytest.raises(TopicError):
+        check_level(cid)  # a client id is not a topic level: topics are named by user name
+    assert client_id_of(BrokerUrl("h", 1, "car-aa", "pw"), "probe").startswith("car-aa:")
+    assert client_id_of(BrokerUrl("h", 1), "probe").startswith("probe:")  # anonymous: the role word
 
 
 async def test_unreachable_broker_is_one_clear_line() -> None:

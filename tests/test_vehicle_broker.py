@@ -16,7 +16,7 @@ from typing import TypeVar
 import aiomqtt
 import pytest
 
-from mqttlink import make_client, new_client_id
+from mqttlink import client_id_of, make_client
 from protocol import (
     AnyMessage,
     ComputeOffer,
@@ -75,7 +75,7 @@ class Dispatcher:
 
 @asynccontextmanager
 async def dispatcher(broker: TestBroker) -> AsyncIterator[Dispatcher]:
-    async with make_client(broker.url("dispatcher"), new_client_id("test-dispatcher")) as client:
+    async with make_client(broker.url("dispatcher"), client_id_of(broker.url("dispatcher"), "dispatcher")) as client:
         await client.subscribe(broker.topics.everything, qos=1)
         d = Dispatcher(client, broker)
         reader = asyncio.create_task(d.read())
@@ -251,3 +251,82 @@ async def test_cars_announce_again_when_a_dispatcher_comes_online_after_them(
         await d.client.publish(b.topics.connection_status("dispatcher"), encode(fresh), qos=1, retain=True)
         await wait_until(lambda: len({s.sender for s in d.of(VehicleStatus)}) >= 8, 20, "8 statuses again")
         await wait_until(lambda: offering <= {o.sender for o in d.of(ComputeOffer)}, 20, "the offers again")
+
+
+def gateway_statuses(d: Dispatcher) -> list[ConnectionStatus]:
+    return d.of(ConnectionStatus, lambda c: c.role == "gateway")
+
+
+@pytest.mark.parametrize("mode", ["gateway", "per-car"])
+async def test_a_second_fleet_with_the_same_seed_says_so_and_leaves_the_first_alone(
+    any_broker: TestBroker, tmp_path: Path, mode: str
+) -> None:
+    """Client ids are no longer the seed's: the second fleet must find the first by its status, say so in
+    one line and exit 2, without kicking it off or leaving a Last Will that marks its cars offline."""
+    b = any_broker
+    flags = ("--count", "6", "--mode", mode, "--seed", "9", "--speed", "120")
+    (tmp_path / "first").mkdir()
+    async with dispatcher(b) as d, fleet_process(b, tmp_path / "first", *flags, "-v") as first:
+        await wait_until(lambda: len({s.sender for s in d.of(VehicleStatus)}) >= 6, 20, "6 cars online")
+        await wait_until(lambda: bool(gateway_statuses(d)), 20, "the first fleet's process status")
+        (ours,) = {c.instance for c in gateway_statuses(d)}
+        assert {c.sender for c in gateway_statuses(d)} == {"gw-9-0-1"}
+        second = await asyncio.to_thread(
+            subprocess.run, fleet_command(b, *flags, "--duration", "20"), cwd=tmp_path, capture_output=True,
+            text=True, timeout=60,
+        )
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.strip().splitlines() == [
+            "fleetroom vehicles: error: another fleet process is running as gw-9-0-1: start this one with "
+            "another --seed or --shard"]
+        seen = len(gateway_statuses(d))
+        await wait_until(lambda: len(gateway_statuses(d)) > seen, 20, "the first fleet's next heartbeat")
+        assert first.poll() is None
+        assert {(c.instance, c.state) for c in gateway_statuses(d)} == {(ours, Liveness.ONLINE)}
+        assert not d.of(VehicleStatus, lambda s: s.state != Liveness.ONLINE)  # no car was said to be gone
+    log = (tmp_path / "first" / "fleet.log").read_text()
+    assert "connection lost" not in log and "reconnected" not in log, log[-2000:]
+
+
+async def test_a_fleet_that_finds_a_live_rival_later_stops_without_a_trace(
+    amqtt_broker: TestBroker, tmp_path: Path
+) -> None:
+    """Two fleets that claimed the same name at once (a race): the later-started one gives way."""
+    b = amqtt_broker
+    async with dispatcher(b) as d, fleet_process(b, tmp_path, "--count", "4", "--mode", "gateway",
+                                                   "--seed", "4") as proc:
+        await wait_until(lambda: len({s.sender for s in d.of(VehicleStatus)}) >= 4, 20, "4 cars online")
+        await wait_until(lambda: bool(gateway_statuses(d)), 20, "the fleet's process status")
+        (ours,) = {c.instance for c in gateway_statuses(d)}
+        now = utc_now()
+        younger = ConnectionStatus(sender="gw-4-0-1", sent_at=now, sim_time=now, role="gateway",
+                                   state=Liveness.ONLINE, instance="ffffffffffff.00000000")
+        await d.client.publish(b.topics.connection_status("gw-4-0-1"), encode(younger), qos=1)
+        await wait_until(lambda: any(c.instance == ours and c.sent_at > now for c in gateway_statuses(d)), 20,
+                         "the older fleet to say again that it holds the name")
+        assert proc.poll() is None
+        older = younger.model_copy(update={"instance": "000000000001.00000000", "sent_at": utc_now()})
+        d.seen.clear()
+        await d.client.publish(b.topics.connection_status("gw-4-0-1"), encode(older), qos=1)
+        assert await asyncio.to_thread(proc.wait, 20) == 2
+    assert not d.of(VehicleStatus, lambda s: s.state != Liveness.ONLINE), "it said goodbye for cars not its own"
+    assert not [c for c in gateway_statuses(d) if c.instance == ours], "it left its Will or a status behind"
+    log = (tmp_path / "fleet.log").read_text()
+    assert "another fleet process is running as gw-4-0-1" in log and "Traceback" not in log
+
+
+async def test_a_fleet_restarted_at_once_after_a_kill_is_not_taken_for_a_rival(
+    any_broker: TestBroker, tmp_path: Path
+) -> None:
+    b = any_broker
+    flags = ("--count", "3", "--mode", "gateway", "--seed", "8")
+    async with dispatcher(b) as d:
+        async with fleet_process(b, tmp_path, *flags) as proc:
+            await wait_until(lambda: bool(gateway_statuses(d)), 20, "the fleet's process status")
+            proc.kill()
+        await wait_until(lambda: any(c.state == Liveness.OFFLINE for c in gateway_statuses(d)), 20, "its Will")
+        d.seen.clear()
+        async with fleet_process(b, tmp_path, *flags) as proc:
+            await wait_until(lambda: any(c.state == Liveness.ONLINE for c in gateway_statuses(d)), 20,
+                             "the restarted fleet online")
+            assert proc.poll() is None

@@ -26,7 +26,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Sparkline, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
-from mqttlink import Backoff, BrokerUrl, LinkEvent, new_client_id, stay_connected
+from mqttlink import Backoff, BrokerUrl, LinkEvent, client_id_of, stay_connected
 from protocol import (
     AddCars,
     AnyMessage,
@@ -155,7 +155,7 @@ class FleetroomApp(App[None]):
     @work(exclusive=True, group="mqtt", exit_on_error=False)
     async def run_link(self) -> None:
         """Stay subscribed to everything under the root, through broker restarts."""
-        await stay_connected(self.broker_url, new_client_id(self.sender), self._session,
+        await stay_connected(self.broker_url, client_id_of(self.broker_url, self.sender), self._session,
                              on_state=self._on_link, backoff=self.backoff, must_connect_first=False,
                              max_queued_incoming=100_000, on_drop=self._dropped)
 

@@ -7,7 +7,10 @@ batches, training shards, rendering). The control room runs in the foreground; q
 stops every process. Logs go to the run directory (.fleetroom/runs/demo-TIME).
 
 --headless --duration S runs without the control room and prints the dispatcher's summary
-(for scripts and CI). --scenario essay runs the essay's fleet: a million HW5 cars in
+(for scripts and CI). With --broker URL of a broker that checks fleet credentials, give the
+fleet secret (--secret-file or $FLEETROOM_SECRET): every part logs in under its own role with a
+password derived from it (dispatcher, gw-SEED-0-1, operator for the driver and the control room,
+observer for the headless summary). --scenario essay runs the essay's fleet: a million HW5 cars in
 many-cars-per-connection mode, announced as fast as the broker and dispatcher take them
 (about 600 cars a second on a 2-core machine), shown through the dispatcher's summary; the
 headless summary adds the essay's arithmetic for the whole million.
@@ -33,6 +36,7 @@ from fleetroom.common import (
     CliError,
     add_tls_arguments,
     clock_flags,
+    read_secret,
     setup_logging,
     url_from_flag,
 )
@@ -42,16 +46,21 @@ from fleetroom.compose.summary import ESSAY_CARS, ESSAY_EMULATED, format_summary
 from fleetroom.compose.supervisor import ChildDied, NotReady, Supervisor
 from fleetroom.loadtest.ledger import RunLedger
 from fleetroom.loadtest.observer import Observer
-from mqttlink import BrokerUrl, cancel_and_wait
+from mqttlink import BrokerUnreachable, BrokerUrl, cancel_and_wait, check_broker
 from protocol import TopicError, Topics
+from protocol.identity import SECRET_ENV
 
 log = logging.getLogger(__name__)
 MAX_JOB_RATE = 1e4
+OBSERVER_CONNECT_S = 30.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", metavar="URL", help="use this running broker instead of starting one")
     add_tls_arguments(parser)
+    parser.add_argument("--secret-file", type=Path,
+                        help=f"fleet secret every part derives its password from (default: ${SECRET_ENV}, "
+                        "else .fleetroom/secret if it exists; none means anonymous)")
     parser.add_argument("--topic-prefix", default="fleetroom", help="topic prefix (default: %(default)s)")
     parser.add_argument("--headless", action="store_true", help="no control room; print a summary at the end")
     parser.add_argument("--duration", type=float, default=0.0, metavar="S",
@@ -134,10 +143,10 @@ async def _headless(args: argparse.Namespace, stack: Stack, topics: Topics) -> t
     """Start the parts with an observer already listening; watch for --duration; return what it saw."""
     ledger = RunLedger()
     started = time.monotonic()
-    observer = Observer(stack.url_or_fail(), topics, ledger, started)
+    observer = Observer(stack.login("observer"), topics, ledger, started)
     task = asyncio.create_task(observer.run())
     try:
-        await asyncio.wait_for(observer.connected.wait(), 30)
+        await _connected(observer, task)
         await asyncio.to_thread(start_parts, args, stack)
         while time.monotonic() - started < args.duration:
             stack.supervisor.check()
@@ -149,13 +158,26 @@ async def _headless(args: argparse.Namespace, stack: Stack, topics: Topics) -> t
     return ledger, time.monotonic() - started
 
 
+async def _connected(observer: Observer, task: asyncio.Task[None]) -> None:
+    """Wait for the observer's first connection; its failure (a refused login) is raised as it is."""
+    connected = asyncio.create_task(observer.connected.wait())
+    try:
+        await asyncio.wait({task, connected}, timeout=OBSERVER_CONNECT_S, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait(connected)
+    if task.done():
+        task.result()
+    if not observer.connected.is_set():
+        raise NotReady(f"the demo's observer did not connect to {observer.url} within {OBSERVER_CONNECT_S:.0f}s")
+
+
 def _control_room(args: argparse.Namespace, stack: Stack, topics: Topics) -> None:
     """The control room in the foreground; a watchdog thread reports a child that dies."""
     from tui.app import FleetroomApp
 
     start_parts(args, stack)
     title = "fleetroom demo: the essay's scale" if args.scenario == "essay" else "fleetroom demo"
-    app = FleetroomApp(stack.url_or_fail(), topics, title=title)
+    app = FleetroomApp(stack.login("operator"), topics, title=title)
     done = threading.Event()
 
     def watchdog() -> None:
@@ -179,6 +201,14 @@ def _control_room(args: argparse.Namespace, stack: Stack, topics: Topics) -> Non
         done.set()
 
 
+def _check_login(stack: Stack, username: str) -> None:
+    """Log in once as the demo's own reader would, before starting anything: a refusal is one line."""
+    try:
+        asyncio.run(check_broker(stack.login(username)))
+    except BrokerUnreachable as exc:
+        raise CliError(str(exc)) from None
+
+
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds through the supervisor, which stops every child
 
@@ -196,10 +226,15 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, _stop_on_sigterm)
     with supervisor:
         stack = Stack(supervisor, topics.prefix)
+        stack.use_secret(read_secret(args.secret_file))
         try:
             start_broker(stack, url)
+            _check_login(stack, "observer" if args.headless else "operator")
             if args.headless:
-                ledger, elapsed = asyncio.run(_headless(args, stack, topics))
+                try:
+                    ledger, elapsed = asyncio.run(_headless(args, stack, topics))
+                except BrokerUnreachable as exc:
+                    raise CliError(str(exc)) from None
                 print(format_summary(ledger.last_summary, ledger.counters.by_kind, elapsed,
                                      essay=args.emulate if args.scenario == "essay" else 0))
             else:

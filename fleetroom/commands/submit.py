@@ -33,7 +33,7 @@ from fleetroom.common import (
     setup_logging,
     topics_from,
 )
-from mqttlink import BrokerUrl, new_client_id, stay_connected
+from mqttlink import BrokerUrl, client_id_of, stay_connected
 from protocol import JobKind, JobState, JobStatus, JobSubmission, ProtocolError, Topics, decode_on, encode, utc_now
 
 RESUBMIT_EVERY_S = 5.0
@@ -156,7 +156,7 @@ async def _submit(url: BrokerUrl, topics: Topics, job: JobSubmission, wait: bool
         await client.subscribe(topics.job_state(job.job_id), qos=1)
         outcome[0] = await _follow(client, topics, job)
 
-    await stay_connected(url, new_client_id("submit"), session)
+    await stay_connected(url, client_id_of(url, "submit"), session)
     return outcome[0]
 
 

@@ -176,7 +176,10 @@ def _run_fleet(args: argparse.Namespace, topics: Topics, mix: dict[HardwareGener
         runner.connect()
     except StartupError as exc:
         raise CliError(str(exc)) from None
-    mode = "per-car connections" if per_car else f"gateway {gw}"
+    mode = f"per-car connections, process {gw}" if per_car else f"gateway {gw}"
     print(f"fleetroom vehicles: {fleet.pending_cars} of {args.count} cars ({mode}) on {url}, "
           f"sim start {start.isoformat()}, speed {args.speed:g}x", file=sys.stderr, flush=True)
-    return runner.run()
+    code = runner.run()
+    if runner.guard.conflict is not None:
+        raise CliError(f"stopped: {runner.guard.conflict}")
+    return code

@@ -1,7 +1,9 @@
 """The demo's driver process: a stream of realistic jobs, and a fleet that grows in steps whose
 hardware mix moves from HW3/HW4 towards HW5/HW6 (AddCars on the fleet control topic).
 
-Run as `python -m fleetroom.compose.driver --broker URL ...`; `fleetroom demo` starts it.
+Run as `python -m fleetroom.compose.driver --broker URL ...`; `fleetroom demo` starts it. It
+submits jobs and commands the fleet, so it logs in as `operator` (password derived from
+$FLEETROOM_SECRET) unless the URL names a user.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import random
 import signal
 import sys
@@ -20,12 +23,23 @@ import aiomqtt
 
 from fleetroom.common import SIM_EPOCH_HELP, DispatcherWatch, sim_epoch
 from fleetroom.compose.jobstream import JobStream
-from mqttlink import BROKER_ENV, BrokerUrl, BrokerUrlError, broker_url_from, cancel_and_wait, stay_connected
+from mqttlink import (
+    BROKER_ENV,
+    BrokerUnreachable,
+    BrokerUrl,
+    BrokerUrlError,
+    broker_url_from,
+    cancel_and_wait,
+    client_id_of,
+    stay_connected,
+)
 from protocol import AddCars, Topics, encode, utc_now
 from protocol.clock import SimClock
+from protocol.identity import SECRET_ENV, derive_password
 
 log = logging.getLogger(__name__)
 
+ROLE = "operator"  # submits jobs and sends AddCars
 EARLY_MIX = {"HW3": 0.3, "HW4": 0.6, "HW5": 0.1}
 LATE_MIX = {"HW4": 0.1, "HW5": 0.6, "HW6": 0.3}
 STEP_S = 5.0
@@ -96,7 +110,7 @@ async def drive(args: argparse.Namespace) -> None:
             await asyncio.sleep(0.25)
         watcher.result()  # the link was lost: raise its MqttError so that stay_connected reconnects
 
-    await stay_connected(args.broker_url, f"demo-driver-{random.randrange(16**6):06x}", session)
+    await stay_connected(args.broker_url, client_id_of(args.broker_url, ROLE), session)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -119,6 +133,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(str(exc))
     if url is None:
         parser.error(f"no --broker and no ${BROKER_ENV}")
+    secret = os.environ.get(SECRET_ENV)
+    if secret and not url.username:
+        url = url.with_credentials(ROLE, derive_password(secret.encode(), ROLE))
     args.broker_url = url
     return args
 
@@ -127,8 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(drive(args))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(drive(args))
+    except BrokerUnreachable as exc:
+        print(f"demo driver: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

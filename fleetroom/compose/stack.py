@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fleetroom.compose.supervisor import Supervisor, fleetroom_command, read_port_file, wait_for
 from mqttlink import BROKER_ENV, BrokerUrl
+from protocol.identity import SECRET_ENV, derive_password
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 BROKER = "broker"
@@ -45,6 +46,7 @@ class Stack:
     broker_kind: str = "external"  # embedded | mosquitto | external
     url: BrokerUrl | None = None
     fleets: list[str] = field(default_factory=list)
+    secret: bytes | None = None  # the fleet secret every part derives its password from, if any
 
     @property
     def run_dir(self) -> Path:
@@ -67,10 +69,27 @@ class Stack:
     def _use(self, kind: str, url: BrokerUrl) -> BrokerUrl:
         """Make `url` this run's broker, and hand it to every child started from now on."""
         self.broker_kind, self.url = kind, url
-        env = dict(os.environ if self.supervisor.env is None else self.supervisor.env)
-        env[BROKER_ENV] = url.full()
-        self.supervisor.env = env
+        self._child_env(BROKER_ENV, url.full())
         return url
+
+    def _child_env(self, name: str, value: str) -> None:
+        env = dict(os.environ if self.supervisor.env is None else self.supervisor.env)
+        env[name] = value
+        self.supervisor.env = env
+
+    def use_secret(self, secret: bytes | None) -> None:
+        """Log every part in under its own role with `secret`: children get it through $FLEETROOM_SECRET
+        (not their command line, which `ps` shows) and derive their own passwords from it."""
+        self.secret = secret
+        if secret is not None:
+            self._child_env(SECRET_ENV, secret.decode())
+
+    def login(self, username: str) -> BrokerUrl:
+        """The run's broker logged in as `username`, when there is a secret and the URL names nobody."""
+        url = self.url_or_fail()
+        if url.username or self.secret is None:
+            return url
+        return url.with_credentials(username, derive_password(self.secret, username))
 
     # broker -------------------------------------------------------------------------------
     def use_external(self, url: BrokerUrl) -> None:

@@ -4,7 +4,9 @@ jobs and fleet commands, folding every message it sees into a `RunLedger`.
 Latency is measured here as wall time now minus the message's `sent_at` (every process runs on
 this machine, so their clocks agree); retained messages and Last Wills are old by design and
 are not timed. Once a second the observer also sends itself a probe: its latency is the floor
-that the broker and the observer's own backlog add, so a slow observer shows up as itself.
+that the broker and the observer's own backlog add, so a slow observer shows up as itself. The
+probe is a non-retained status on the observer's own process topic (`connections/<its user>/status`,
+the only one the ACL lets it write), marked with its instance; a read-only login sends none.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections import deque
 
 import aiomqtt
 
+from broker.acl import FleetAcl
 from fleetroom.loadtest.ledger import RunLedger
-from mqttlink import BrokerUrl, LinkEvent, LinkState, new_client_id, stay_connected
+from mqttlink import BrokerUrl, LinkEvent, LinkState, client_id_of, stay_connected
 from protocol import (
     Channel,
     ConnectionStatus,
@@ -59,7 +63,13 @@ class Observer:
         self.topics = topics
         self.ledger = ledger
         self.started_at = started_at  # time.monotonic() at the start of the run
-        self.client_id = new_client_id("observer")
+        self.client_id = client_id_of(url, "observer")
+        self.instance = secrets.token_hex(6)
+        # an anonymous observer names its probe's topic itself; a logged-in one uses its user name
+        self.probe_name = url.username or f"observer-{self.instance}"
+        probe_topic = topics.connection_status(self.probe_name)
+        may_probe = url.username is None or FleetAcl(topics).may_publish(url.username, probe_topic)
+        self.probe_topic = probe_topic if may_probe else None
         self.connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._outbox: deque[tuple[str, AnyMessage]] = deque()
@@ -98,9 +108,9 @@ class Observer:
             while self._new_samples:
                 await client.subscribe(self.topics.telemetry(self._new_samples[0]), qos=0, timeout=10)
                 self._new_samples.popleft()
-            if loop.time() >= next_probe:
+            if self.probe_topic is not None and loop.time() >= next_probe:
                 next_probe = loop.time() + PROBE_EVERY_S
-                await client.publish(self.topics.connection_status(self.client_id), self._probe(), qos=0)
+                await client.publish(self.probe_topic, self._probe(), qos=0)
             while self._outbox:
                 topic, message = self._outbox[0]
                 await client.publish(topic, encode(message), qos=1, timeout=10)
@@ -113,8 +123,8 @@ class Observer:
     def _probe(self) -> bytes:
         """A message to ourselves: its latency is the floor the broker and the observer add."""
         now = utc_now()
-        return encode(ConnectionStatus(sender=self.client_id, sent_at=now, sim_time=now, role="observer",
-                                       state=Liveness.ONLINE))
+        return encode(ConnectionStatus(sender=self.probe_name, sent_at=now, sim_time=now, role="observer",
+                                       state=Liveness.ONLINE, instance=self.instance))
 
     # receiving ----------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, retained: bool) -> None:
@@ -128,7 +138,7 @@ class Observer:
         latency = None if retained or _is_will(message) else time.time() - message.sent_at.timestamp()
         if self.telemetry_sample and isinstance(message, VehicleStatus):
             self._sample(message.sender)
-        if info.client_id == self.client_id:
+        if isinstance(message, ConnectionStatus) and message.instance == self.instance:
             if latency is not None:
                 self.ledger.probe_latency.record(latency, self.now_s())
             return

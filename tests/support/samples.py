@@ -63,7 +63,8 @@ def all_samples() -> list[AnyMessage]:
     car = "car-0a1b2c3d4e"
     return [
         VehicleStatus(**env(car), state=Liveness.ONLINE, hardware=HardwareGeneration.HW4, gateway="gw-0"),
-        ConnectionStatus(**env("gw-0"), role="gateway", state=Liveness.ONLINE, vehicle_count=12),
+        ConnectionStatus(**env("gw-0"), role="gateway", state=Liveness.ONLINE, vehicle_count=12,
+                         instance="0192a3b4c5d6.1f2e3d4c"),
         telemetry(car),
         VehicleTelemetry(**{**telemetry(car).model_dump(), "suspend_reason": SuspendReason.PACK_TOO_HOT,
                             "compute_state": ComputeState.SUSPENDED, "shard": None}),

@@ -29,7 +29,7 @@ import aiomqtt
 from dispatcher.engine import Engine
 from dispatcher.ledger import Ledger
 from dispatcher.service import DispatcherService, ServiceSettings
-from mqttlink import BrokerUrl, cancel_and_wait, make_client
+from mqttlink import BrokerUrl, cancel_and_wait, client_id_of, make_client
 from protocol import (
     ComputeOffer,
     ConnectionStatus,
@@ -51,7 +51,6 @@ from protocol import (
     encode,
 )
 from protocol.clock import SimClock
-from protocol.identity import client_id_for
 from tests.support.brokers import TestBroker
 
 
@@ -113,7 +112,7 @@ class ScriptedCar:
 
     async def __aenter__(self) -> ScriptedCar:
         will = aiomqtt.Will(self.topics.vehicle_status(self.vid), self._status(Liveness.OFFLINE), qos=1, retain=True)
-        self._client = make_client(self.url, client_id_for(self.url.username or self.vid), will=will, keepalive=5)
+        self._client = make_client(self.url, client_id_of(self.url, self.vid), will=will, keepalive=5)
         await self._client.__aenter__()
         await self._client.subscribe(self.topics.commands(self.vid), qos=1)
         await self._publish(self.topics.vehicle_status(self.vid), self._status(Liveness.ONLINE), retain=True)
@@ -245,7 +244,7 @@ class Watcher:
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Watcher:
-        self._client = make_client(self.url, client_id_for(self.url.username or "watcher"))
+        self._client = make_client(self.url, client_id_of(self.url, "watcher"))
         await self._client.__aenter__()
         await self._client.subscribe(self.topics.all_job_states, qos=1)
         await self._client.subscribe(self.topics.summary, qos=1)

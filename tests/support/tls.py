@@ -48,7 +48,8 @@ class TlsBroker:
         """mosquitto_pub/sub flags: this broker, its CA, a login and a client certificate."""
         flags = ["-h", "127.0.0.1", "-p", str(self.port), "--cafile", str(self.files.ca_cert), "-V", "mqttv311"]
         if user:  # a client id of the user's own (the secured brokers accept no other)
-            flags += ["-i", client_id_for(user), "-u", user, "-P", derive_password(self.secret, user) if self.secret else "x"]
+            password = derive_password(self.secret, user) if self.secret else "x"
+            flags += ["-i", client_id_for(user), "-u", user, "-P", password]
         if cert_for:
             clients = self.files.clients
             flags += ["--cert", str(clients / f"{cert_for}.crt"), "--key", str(clients / f"{cert_for}.key")]
