@@ -60,6 +60,31 @@ _VEHICLE_LEAF = {channel: leaf for leaf, channel in _VEHICLE_LEAVES.items()}
 
 
 @dataclass(frozen=True, slots=True)
+class Delivery:
+    """How a channel's messages travel: their MQTT QoS, and whether the broker keeps the last one."""
+
+    qos: int
+    retain: bool
+
+
+# The one table publishers, the broker ACL's retain rules and the schema export read.
+# QoS 0 for what is periodic and superseded by the next message; QoS 1 for what must arrive.
+DELIVERY: dict[Channel, Delivery] = {
+    Channel.VEHICLE_STATUS: Delivery(qos=1, retain=True),
+    Channel.TELEMETRY: Delivery(qos=0, retain=False),
+    Channel.OFFER: Delivery(qos=1, retain=False),
+    Channel.SHARDS: Delivery(qos=1, retain=False),
+    Channel.COMMANDS: Delivery(qos=1, retain=False),
+    Channel.CONNECTION_STATUS: Delivery(qos=1, retain=True),
+    Channel.JOB_SUBMIT: Delivery(qos=1, retain=False),
+    Channel.JOB_STATE: Delivery(qos=1, retain=True),
+    Channel.SUMMARY: Delivery(qos=0, retain=True),  # once a second; the next one supersedes a lost one
+    Channel.DISPATCHER_CONTROL: Delivery(qos=1, retain=False),
+    Channel.FLEET_CONTROL: Delivery(qos=1, retain=False),
+}
+
+
+@dataclass(frozen=True, slots=True)
 class TopicInfo:
     """A parsed topic: its channel and the id it names, if any."""
 

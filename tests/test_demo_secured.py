@@ -108,8 +108,7 @@ async def test_the_headless_demo_runs_on_a_secured_mosquitto(tmp_path: Path) -> 
         pytest.fail("mosquitto is not installed; .ci/run installs Debian's mosquitto")
     topics = Topics("tdemomq")
     (tmp_path / "secret").write_text(SECRET + "\n")
-    async with mosquitto_broker(topics, tmp_path / "mosquitto", SECRET.encode(),
-                                gateways=(f"gw-{SEED}-0-1",)) as broker:
+    async with mosquitto_broker(topics, tmp_path / "mosquitto", SECRET.encode()) as broker:
         result = await asyncio.to_thread(demo, broker.port, tmp_path / "secret", tmp_path / "run", topics.prefix,
                                          *HEADLESS)
     assert_worked(result, tmp_path / "run")
