@@ -133,7 +133,7 @@ def test_bytes_decrypted_ahead_are_read_without_waiting_for_the_socket(tmp_path:
     got: list[str] = []
     net = Net()
     url = BrokerUrl("127.0.0.1", fake.port, tls=True, ca_file=str(files.ca_cert))
-    link = net.add(Link(net, url, "car-aa", on_message=lambda topic, _payload: got.append(topic)))
+    link = net.add(Link(net, url, "car-aa", on_message=lambda topic, _payload, _retained: got.append(topic)))
     try:
         link.start()
         # once the CONNACK is read, the 50 PUBLISHes are already decrypted inside the SSL object:
