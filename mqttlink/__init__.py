@@ -1,4 +1,4 @@
-"""The MQTT client helper every fleetroom part uses: URLs, client ids, Last Will, reconnection."""
+"""The MQTT client helper every fleetroom part uses: URLs, client ids, Last Will, reconnection, operator commands."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from mqttlink.client import (
     new_client_id,
     stay_connected,
 )
+from mqttlink.operator import NoDispatcher, OperatorCommand, OperatorLink, new_job_id
 from mqttlink.tasks import cancel_and_wait
 from mqttlink.tls import client_ssl_context, per_user_certs, silent_close_hint, tls_problem
 from mqttlink.url import (
@@ -39,6 +40,9 @@ __all__ = [
     "BrokerUrlError",
     "LinkEvent",
     "LinkState",
+    "NoDispatcher",
+    "OperatorCommand",
+    "OperatorLink",
     "broker_url_from",
     "cancel_and_wait",
     "check_broker",
@@ -47,6 +51,7 @@ __all__ = [
     "describe_error",
     "make_client",
     "new_client_id",
+    "new_job_id",
     "parse_broker_url",
     "per_user_certs",
     "silent_close_hint",

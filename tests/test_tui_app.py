@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import aiomqtt
 from textual.command import CommandPalette
+from textual.message import Message
 from textual.widgets import Input, OptionList, Static
 
 from mqttlink import Backoff, make_client, new_client_id
@@ -155,7 +156,9 @@ async def test_a_bad_form_is_refused_in_place(amqtt_broker: TestBroker, topics: 
 
 async def test_jobs_are_shown_drilled_into_and_cancelled(amqtt_broker: TestBroker, topics: Topics) -> None:
     app = control_room(amqtt_broker, topics)
-    async with listener(amqtt_broker, topics.dispatcher_control) as control, app.run_test(size=SIZE) as pilot, \
+    posted: list[Message] = []
+    async with listener(amqtt_broker, topics.dispatcher_control) as control, \
+            app.run_test(size=SIZE, message_hook=posted.append) as pilot, \
             make_client(amqtt_broker.url(), new_client_id("dispatcher")) as dispatcher:
         await wait_until(lambda: app.client is not None, what="the control room to connect")
         await send(dispatcher, topics.connection_status("dispatcher"), cr.dispatcher_status(), retain=True)
@@ -175,8 +178,10 @@ async def test_jobs_are_shown_drilled_into_and_cancelled(amqtt_broker: TestBroke
         assert "3 cars fail free_tops >= 8000" in body and "car-a" in body and "50%" in body
         await pilot.press("c")
         await wait_until(lambda: len(control) == 1, what="CancelJob on control/dispatcher")
+        asked = {id(m): m.job_id for m in posted if isinstance(m, JobScreen.CancelRequested)}  # seen as it bubbles
+        assert list(asked.values()) == ["job-1"]
         await pilot.press("escape")
-        await app.run_action("set_policy('cheapest')")
+        await app.set_policy(MatchPolicy.CHEAPEST)
         await wait_until(lambda: len(control) == 2, what="SetPolicy on control/dispatcher")
     assert isinstance(control[0], CancelJob) and control[0].job_id == "job-1"
     assert isinstance(control[1], SetPolicy) and control[1].policy is MatchPolicy.CHEAPEST
@@ -204,9 +209,9 @@ async def test_read_only_publishes_nothing(amqtt_broker: TestBroker, topics: Top
         await wait_until(lambda: app.client is not None, what="the control room to connect")
         await pilot.press("ctrl+n")
         assert not isinstance(app.screen, SubmitJobScreen)
-        await app.run_action("set_policy('cheapest')")
-        await app.run_action("add_cars(100)")
-        await app.run_action("drive_away('car-a')")
+        await app.set_policy(MatchPolicy.CHEAPEST)
+        await app.add_cars(100)
+        await app.drive_away("car-a")
         await send(marker, topics.vehicle_status("car-m"), cr.status("car-m"))
         await wait_until(lambda: len(everything) >= 1, what="the marker message")
         assert "READ-ONLY" in text_of(app, "#health")
@@ -233,7 +238,9 @@ async def test_bad_messages_and_a_broker_restart_are_survived(amqtt_broker: Test
 
 async def test_help_palette_pause_and_drive_away(amqtt_broker: TestBroker, topics: Topics) -> None:
     app = control_room(amqtt_broker, topics)
-    async with listener(amqtt_broker, topics.fleet_control) as fleet, app.run_test(size=SIZE) as pilot, \
+    posted: list[Message] = []
+    async with listener(amqtt_broker, topics.fleet_control) as fleet, \
+            app.run_test(size=SIZE, message_hook=posted.append) as pilot, \
             make_client(amqtt_broker.url(), new_client_id("cars")) as cars:
         await wait_until(lambda: app.client is not None, what="the control room to connect")
         await pilot.press("question_mark")
@@ -245,13 +252,20 @@ async def test_help_palette_pause_and_drive_away(amqtt_broker: TestBroker, topic
         await wait_until(lambda: app.order.ids == ["car-a"], what="car-a in the node view")
         await pilot.press("d")
         await wait_until(lambda: len(fleet) == 1, what="DriveAway on control/fleet")
+        await pilot.press("enter")
+        assert isinstance(app.screen, CarScreen)
+        await pilot.press("d")  # the car's screen posts a message up; the app sends the command
+        await wait_until(lambda: len(fleet) == 2, what="DriveAway from the car's screen")
+        asked = {id(m): m.vehicle_id for m in posted if isinstance(m, CarScreen.DriveAwayRequested)}
+        assert list(asked.values()) == ["car-a"]
+        await pilot.press("escape")
 
         await pilot.press("ctrl+p")
         await pilot.press(*"add 100 cars")
         await wait_until(lambda: isinstance(app.screen, CommandPalette) and "Add 100 cars" in str(
             app.screen.query_one(OptionList).get_option_at_index(0).prompt), what="the palette to offer it")
         await pilot.press("enter")
-        await wait_until(lambda: len(fleet) == 2, what="AddCars on control/fleet")
+        await wait_until(lambda: len(fleet) == 3, what="AddCars on control/fleet")
 
         await pilot.press("p")
         await wait_until(lambda: "UPDATES PAUSED" in text_of(app, "#health"), what="the pause to show")
@@ -259,8 +273,8 @@ async def test_help_palette_pause_and_drive_away(amqtt_broker: TestBroker, topic
         await wait_until(lambda: "car-b" in app.store.cars, what="car-b in the store while paused")
         await pilot.press("p")
         await wait_until(lambda: "car-b" in app.order.ids, what="car-b shown after resuming")
-    assert isinstance(fleet[0], DriveAway) and fleet[0].vehicle_id == "car-a"
-    assert isinstance(fleet[1], AddCars) and fleet[1].count == 100
+    assert [(m.kind, m.vehicle_id) for m in fleet[:2] if isinstance(m, DriveAway)] == [("drive_away", "car-a")] * 2
+    assert isinstance(fleet[2], AddCars) and fleet[2].count == 100
 
 
 async def test_paint_rate_is_not_message_rate(amqtt_broker: TestBroker, topics: Topics) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from fleetroom.cli import build_parser
 from fleetroom.common import broker_for, topics_from
 from mqttlink import make_client, new_client_id
-from protocol import Topics, decode
+from protocol import MatchPolicy, Topics, decode
 from tests.support.brokers import TestBroker, free_port
 from tests.support.control_room import dispatcher_status, job_state
 from tests.support.waiting import wait_until
@@ -70,7 +70,7 @@ async def test_operator_and_observer_log_in_with_fleet_credentials(secure_broker
         await wait_until(lambda: "job-1" in observer.store.jobs.rows and "job-1" in operator.store.jobs.rows,
                          what="both to read the dispatcher's job state")
         await wait_until(lambda: operator.store.dispatcher_online, what="the dispatcher's online status")
-        await operator.run_action("set_policy('cheapest')")  # allowed for operator on control/#
+        await operator.set_policy(MatchPolicy.CHEAPEST)  # allowed for operator on control/#
         await pilot.press("ctrl+n")
         await pilot.click("#form-submit")
         async with asyncio.timeout(10):

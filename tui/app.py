@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
-from typing import Any, ClassVar, TypedDict
+from functools import partial
+from typing import Any, ClassVar, TypeVar
 
 import aiomqtt
 from pydantic import ValidationError
@@ -26,18 +26,18 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Sparkline, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
-from mqttlink import Backoff, BrokerUrl, LinkEvent, client_id_of, stay_connected
-from protocol import (
-    AddCars,
-    AnyMessage,
-    CancelJob,
-    DriveAway,
-    JobSubmission,
-    MatchPolicy,
-    SetPolicy,
-    Topics,
-    utc_now,
+from mqttlink import (
+    Backoff,
+    BrokerUrl,
+    LinkEvent,
+    NoDispatcher,
+    OperatorCommand,
+    OperatorLink,
+    client_id_of,
+    new_job_id,
+    stay_connected,
 )
+from protocol import JobSubmission, MatchPolicy, Topics, utc_now
 from tui import panels
 from tui.jobview import JobTable
 from tui.nodeview import NodeOrder, state_strip
@@ -57,14 +57,7 @@ SPARK_TITLES = {
 }
 
 
-class Envelope(TypedDict):
-    """The fields every message this control room publishes carries."""
-
-    sender: str
-    sent_at: datetime
-    sim_time: datetime
-
-
+CommandT = TypeVar("CommandT", bound=OperatorCommand)
 PUBLISHING_ACTIONS = frozenset({"submit_job", "cancel_selected_job", "drive_away_selected"})
 INGEST_YIELD_EVERY = 200  # let the UI paint between bursts of incoming messages
 
@@ -108,7 +101,9 @@ class FleetroomApp(App[None]):
         self.paused = False
         self.sender = "observer" if read_only else "operator"
         self.client: aiomqtt.Client | None = None
-        self.published: deque[tuple[str, AnyMessage]] = deque(maxlen=1_000)  # what this session sent
+        self.operator = OperatorLink(self._publish_on_link, topics, sender=self.sender, sim_time=self._sim_time,
+                                     dispatcher_online=lambda: self.store.dispatcher_online)
+        self.published: deque[OperatorCommand] = deque(maxlen=1_000)  # what this session sent
         self._painted_version = -1
         self._shown: dict[str, str] = {}
 
@@ -300,33 +295,36 @@ class FleetroomApp(App[None]):
         self.push_screen(JobScreen(self.store, event.job_id))
 
     # commands -------------------------------------------------------------------------------
-    def envelope(self) -> Envelope:
-        """Sender and times for a message this control room publishes."""
+    def _sim_time(self) -> datetime:
+        """The simulation time of the dispatcher's last summary, else wall time."""
         summary = self.store.summary
-        sim_time: datetime = summary.sim_time if summary is not None else utc_now()
-        return {"sender": self.sender, "sent_at": utc_now(), "sim_time": sim_time}
+        return summary.sim_time if summary is not None else utc_now()
 
-    async def publish(self, topic: str, message: AnyMessage, *, for_dispatcher: bool = False) -> bool:
-        """Publish one operator command (QoS 1); refuse in read-only mode or when disconnected, and a
-        command `for_dispatcher` when none is online: it is not retained and would reach nobody."""
-        if self.read_only:
-            self.notify("read-only mode: nothing is published", severity="warning")
-            return False
+    async def _publish_on_link(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         client = self.client
         if client is None:
+            raise aiomqtt.MqttError("not connected to the broker")
+        await client.publish(topic, payload, qos=qos, retain=retain)
+
+    async def command(self, send: Callable[[OperatorLink], Awaitable[CommandT]]) -> CommandT | None:
+        """Send one operator command through the link, or say why not: read-only, disconnected,
+        no dispatcher online for a command only a dispatcher reads, or the publish failed."""
+        if self.read_only:
+            self.notify("read-only mode: nothing is published", severity="warning")
+            return None
+        if self.client is None:
             self.notify("not connected to the broker; try again when connected", severity="error")
-            return False
-        if for_dispatcher and not self.store.dispatcher_online:
-            self.notify(f"no dispatcher is online: {message.kind} not sent (it would reach nobody)", severity="error")
-            return False
+            return None
         try:
-            await client.publish(topic, message.__pydantic_serializer__.to_json(message), qos=1)
+            command = await send(self.operator)
+        except NoDispatcher as exc:
+            self.notify(str(exc), severity="error")
+            return None
         except aiomqtt.MqttError as exc:
             self.notify(f"publish failed: {exc}", severity="error")
-            return False
-        self.published.append((topic, message))
-        log.info("published %s on %s", message.kind, topic)
-        return True
+            return None
+        self.published.append(command)
+        return command
 
     def action_submit_job(self) -> None:
         if self.read_only:
@@ -337,47 +335,52 @@ class FleetroomApp(App[None]):
     async def _submit_form(self, form: JobForm | None) -> None:
         if form is None:
             return
-        job_id = f"job-{secrets.token_hex(4)}"
         try:
-            message = JobSubmission(**self.envelope(), job_id=job_id, name=form.name,
-                                    total_work_tera_ops=form.total_work_tera_ops, shards=form.shards,
-                                    min_tops_per_car=form.min_tops_per_car,
-                                    max_parallel_shards=form.max_parallel_shards, priority=form.priority)
+            job = JobSubmission(**self.operator.envelope(), job_id=new_job_id(), name=form.name,
+                                total_work_tera_ops=form.total_work_tera_ops, shards=form.shards,
+                                min_tops_per_car=form.min_tops_per_car,
+                                max_parallel_shards=form.max_parallel_shards, priority=form.priority)
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             self.notify(f"job not submitted: {first['loc'][0] if first['loc'] else ''} {first['msg']}",
                         severity="error")
             return
-        if await self.publish(self.topics.job_submit, message, for_dispatcher=True):
-            self.store.jobs.apply(message)
-            self.notify(f"submitted {job_id} ({form.name})")
+        if await self.command(lambda link: link.submit(job)):
+            self.store.jobs.apply(job)
+            self.notify(f"submitted {job.job_id} ({form.name})")
 
-    async def action_cancel_job(self, job_id: str) -> None:
-        message = CancelJob(**self.envelope(), job_id=job_id, reason="cancelled from the control room")
-        if await self.publish(self.topics.dispatcher_control, message, for_dispatcher=True):
+    async def cancel_job(self, job_id: str) -> None:
+        if await self.command(lambda link: link.cancel_job(job_id, reason="cancelled from the control room")):
             self.notify(f"asked the dispatcher to cancel {job_id}")
 
     async def action_cancel_selected_job(self) -> None:
         job_id = self.query_one(JobTable).selected
         if self.query_one(TabbedContent).active == "jobs" and job_id is not None:
-            await self.action_cancel_job(job_id)
+            await self.cancel_job(job_id)
 
-    async def action_set_policy(self, policy: str) -> None:
-        message = SetPolicy(**self.envelope(), policy=MatchPolicy(policy))
-        if await self.publish(self.topics.dispatcher_control, message, for_dispatcher=True):
-            self.notify(f"asked the dispatcher to match by {policy}")
+    @on(JobScreen.CancelRequested)
+    async def _cancel_from_screen(self, event: JobScreen.CancelRequested) -> None:
+        await self.cancel_job(event.job_id)
 
-    async def action_drive_away(self, vehicle_id: str) -> None:
-        if await self.publish(self.topics.fleet_control, DriveAway(**self.envelope(), vehicle_id=vehicle_id)):
+    async def set_policy(self, policy: MatchPolicy) -> None:
+        if await self.command(lambda link: link.set_policy(policy)):
+            self.notify(f"asked the dispatcher to match by {policy.value}")
+
+    async def drive_away(self, vehicle_id: str) -> None:
+        if await self.command(lambda link: link.drive_away(vehicle_id)):
             self.notify(f"told the fleet that {vehicle_id}'s owner returns now")
 
     async def action_drive_away_selected(self) -> None:
         vehicle_id = self.query_one(NodeTable).selected
         if self.query_one(TabbedContent).active == "nodes" and vehicle_id is not None:
-            await self.action_drive_away(vehicle_id)
+            await self.drive_away(vehicle_id)
 
-    async def action_add_cars(self, count: int) -> None:
-        if await self.publish(self.topics.fleet_control, AddCars(**self.envelope(), count=count)):
+    @on(CarScreen.DriveAwayRequested)
+    async def _drive_away_from_screen(self, event: CarScreen.DriveAwayRequested) -> None:
+        await self.drive_away(event.vehicle_id)
+
+    async def add_cars(self, count: int) -> None:
+        if await self.command(lambda link: link.add_cars(count)):
             self.notify(f"asked the fleet process to add {count:,} cars")
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
@@ -385,11 +388,11 @@ class FleetroomApp(App[None]):
         yield SystemCommand("Submit a job", "Open the job submission form", self.action_submit_job)
         for policy in MatchPolicy:
             yield SystemCommand(f"Matchmaking policy: {policy.value}", "Tell the dispatcher how to rank offers",
-                                lambda p=policy.value: self.run_action(f"set_policy('{p}')"))
+                                partial(self.set_policy, policy))
         yield SystemCommand("Pause / resume updates", "Freeze the display (data keeps arriving)",
                             self.action_toggle_pause)
         yield SystemCommand("Drive the selected car away", "The owner of the car under the cursor returns",
-                            lambda: self.run_action("drive_away_selected"))
+                            self.action_drive_away_selected)
         for count in (10, 100, 1_000, 10_000):
             yield SystemCommand(f"Add {count:,} cars", "Ask a fleet process that accepts it to add cars",
-                                lambda n=count: self.run_action(f"add_cars({n})"))
+                                partial(self.add_cars, count))

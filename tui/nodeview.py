@@ -154,10 +154,6 @@ class NodeOrder:
         self.ids.extend(vid for vid in new if self._keep(store.cars[vid]))
         return True
 
-    def visible(self, store: FleetStore, start: int, count: int) -> list[CarRow]:
-        """The car rows from position `start`, at most `count` of them."""
-        return [store.cars[vid] for vid in self.ids[start : start + count]]
-
 
 def state_strip(store: FleetStore) -> list[tuple[str, int]]:
     """Totals by state code, in a fixed order, as `condor_status -compact` ends its listing."""

@@ -8,6 +8,7 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Input, Label, Sparkline, Static
 
@@ -55,6 +56,13 @@ class CarScreen(Screen[None]):
         Binding("d", "drive_away", "Drive away"),
     ]
 
+    class DriveAwayRequested(Message):
+        """The operator asked for this car's owner to return now."""
+
+        def __init__(self, vehicle_id: str) -> None:
+            super().__init__()
+            self.vehicle_id = vehicle_id
+
     def __init__(self, store: FleetStore, vehicle_id: str) -> None:
         super().__init__()
         self.store = store
@@ -79,8 +87,8 @@ class CarScreen(Screen[None]):
         self.query_one("#car-soc", Sparkline).data = [p.soc for p in points]
         self.query_one("#car-tops", Sparkline).data = [p.tops_in_use for p in points]
 
-    async def action_drive_away(self) -> None:
-        await self.app.run_action(f"drive_away('{self.vehicle_id}')")
+    def action_drive_away(self) -> None:
+        self.post_message(self.DriveAwayRequested(self.vehicle_id))
 
 
 class JobScreen(Screen[None]):
@@ -90,6 +98,13 @@ class JobScreen(Screen[None]):
         Binding("escape", "app.pop_screen", "Back"),
         Binding("c", "cancel_job", "Cancel job"),
     ]
+
+    class CancelRequested(Message):
+        """The operator asked to cancel this job."""
+
+        def __init__(self, job_id: str) -> None:
+            super().__init__()
+            self.job_id = job_id
 
     def __init__(self, store: FleetStore, job_id: str) -> None:
         super().__init__()
@@ -110,8 +125,8 @@ class JobScreen(Screen[None]):
         text = "\n".join(job_lines(job)) if job is not None else f"{self.job_id}: not heard of (yet)"
         self.query_one("#job-body", Static).update(text)
 
-    async def action_cancel_job(self) -> None:
-        await self.app.run_action(f"cancel_job('{self.job_id}')")
+    def action_cancel_job(self) -> None:
+        self.post_message(self.CancelRequested(self.job_id))
 
 
 @dataclass(frozen=True, slots=True)

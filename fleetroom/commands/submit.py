@@ -33,8 +33,8 @@ from fleetroom.common import (
     setup_logging,
     topics_from,
 )
-from mqttlink import BrokerUrl, client_id_of, stay_connected
-from protocol import JobKind, JobState, JobStatus, JobSubmission, ProtocolError, Topics, decode_on, encode, utc_now
+from mqttlink import BrokerUrl, NoDispatcher, OperatorLink, client_id_of, stay_connected
+from protocol import JobKind, JobState, JobStatus, JobSubmission, ProtocolError, Topics, decode_on, utc_now
 
 RESUBMIT_EVERY_S = 5.0
 DISPATCHER_GRACE_S = 2.0  # how long to wait for a dispatcher's retained `online` status
@@ -145,16 +145,19 @@ async def _submit(url: BrokerUrl, topics: Topics, job: JobSubmission, wait: bool
     async def session(client: aiomqtt.Client) -> None:
         if not wait:
             # Submissions are not retained: with no dispatcher subscribed the job reaches nobody.
-            if not await _dispatcher_online(client, topics):
+            online = await _dispatcher_online(client, topics)
+            try:
+                await OperatorLink(client, topics, sender=job.sender, dispatcher_online=lambda: online).submit(job)
+            except NoDispatcher:
                 raise CliError(
                     f"no dispatcher is online under {topics.prefix}/ (its status says offline or was never "
                     f"seen): the job would reach nobody; start one, or use --wait to submit as soon as one is",
                     exit_code=1,
-                )
-            await client.publish(topics.job_submit, encode(job), qos=1)
+                ) from None
             return
         await client.subscribe(topics.job_state(job.job_id), qos=1)
-        outcome[0] = await _follow(client, topics, job)
+        # --wait resubmits until the dispatcher answers, so a submission nobody heard is harmless.
+        outcome[0] = await _follow(client, OperatorLink(client, topics, sender=job.sender, dispatcher_online=None), job)
 
     await stay_connected(url, client_id_of(url, "submit"), session)
     return outcome[0]
@@ -170,17 +173,17 @@ async def _dispatcher_online(client: aiomqtt.Client, topics: Topics) -> bool:
     return watch.online
 
 
-async def _follow(client: aiomqtt.Client, topics: Topics, job: JobSubmission) -> int:
+async def _follow(client: aiomqtt.Client, link: OperatorLink, job: JobSubmission) -> int:
     last = ""
     seen = False
     while True:
         if not seen:
-            await client.publish(topics.job_submit, encode(job), qos=1)  # idempotent: the id decides
+            await link.submit(job)  # idempotent: the id decides
         try:
             async with asyncio.timeout(RESUBMIT_EVERY_S):
                 async for message in client.messages:
                     try:
-                        _, state = decode_on(topics, str(message.topic), bytes(message.payload))
+                        _, state = decode_on(link.topics, str(message.topic), bytes(message.payload))
                     except ProtocolError:
                         continue
                     if not isinstance(state, JobState) or state.job_id != job.job_id:

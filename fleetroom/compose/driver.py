@@ -28,18 +28,21 @@ from mqttlink import (
     BrokerUnreachable,
     BrokerUrl,
     BrokerUrlError,
+    NoDispatcher,
+    OperatorLink,
     broker_url_from,
     cancel_and_wait,
     client_id_of,
     stay_connected,
 )
-from protocol import AddCars, Topics, encode, utc_now
+from protocol import Topics, utc_now
 from protocol.clock import SimClock
 from protocol.identity import SECRET_ENV, derive_password
 
 log = logging.getLogger(__name__)
 
 ROLE = "operator"  # submits jobs and sends AddCars
+SENDER = "demo-driver"
 EARLY_MIX = {"HW3": 0.3, "HW4": 0.6, "HW5": 0.1}
 LATE_MIX = {"HW4": 0.1, "HW5": 0.6, "HW6": 0.3}
 STEP_S = 5.0
@@ -68,7 +71,7 @@ async def drive(args: argparse.Namespace) -> None:
     topics = Topics(args.topic_prefix)
     clock = SimClock(args.speed, datetime.fromisoformat(args.sim_start), epoch=args.sim_epoch)
     stream = JobStream(random.Random(args.seed), {"inference": 0.5, "training": 0.2, "rendering": 0.3},
-                       sender="demo-driver", prefix=f"demo{random.randrange(16**4):04x}", scale=args.job_scale)
+                       sender=SENDER, prefix=f"demo{random.randrange(16**4):04x}", scale=args.job_scale)
     steps = max(1, round(args.grow_over / STEP_S))
     plan = growth_plan(args.start_cars, args.grow_to, steps) if args.grow_to else []
     state = {"step": 0, "job_credit": 1.0}
@@ -79,12 +82,14 @@ async def drive(args: argparse.Namespace) -> None:
         # nobody and would show as "submitted" for ever. Jobs flow only while one is online.
         await client.subscribe(topics.all_connections, qos=1)
         watcher = asyncio.create_task(dispatchers.follow(client))
+        link = OperatorLink(client, topics, sender=SENDER, sim_time=clock.now,
+                            dispatcher_online=lambda: dispatchers.online)
         try:
-            await _drive(client, watcher)
+            await _drive(link, watcher)
         finally:
             await cancel_and_wait(watcher)
 
-    async def _drive(client: aiomqtt.Client, watcher: asyncio.Task[None]) -> None:
+    async def _drive(link: OperatorLink, watcher: asyncio.Task[None]) -> None:
         loop = asyncio.get_running_loop()
         next_step = loop.time() + STEP_S
         was_online: bool | None = None
@@ -95,16 +100,14 @@ async def drive(args: argparse.Namespace) -> None:
                 was_online = online
             if online:
                 state["job_credit"] += args.job_rate * 0.25
-            while online and state["job_credit"] >= 1.0:
-                state["job_credit"] -= 1.0
-                job = stream.next(utc_now(), clock.now())
-                await client.publish(topics.job_submit, encode(job), qos=1)
+            with contextlib.suppress(NoDispatcher):  # it went offline mid-burst: hold the rest
+                while online and state["job_credit"] >= 1.0:
+                    state["job_credit"] -= 1.0
+                    await link.submit(stream.next(utc_now(), clock.now()))
             step = int(state["step"])
             if step < len(plan) and loop.time() >= next_step:
                 if plan[step]:
-                    add = AddCars(sender="demo-driver", sent_at=utc_now(), sim_time=clock.now(), count=plan[step],
-                                  hardware_mix=mix_at((step + 1) / len(plan)))
-                    await client.publish(topics.fleet_control, encode(add), qos=1)
+                    await link.add_cars(plan[step], hardware_mix=mix_at((step + 1) / len(plan)))
                 state["step"] = step + 1
                 next_step += STEP_S
             await asyncio.sleep(0.25)
