@@ -44,7 +44,7 @@ def gateway_child(cars: int) -> None:
     t = datetime.fromisoformat(SIM_START).timestamp()
     fleet = Fleet(FleetConfig(seed=1, count=cars, gateway="gw-bench"), Encoder(Topics("bench"), 0.0, "gw-bench"),
                   random.Random(1))
-    fleet.enc.stamp(datetime.now(UTC), t)
+    fleet.encoder.stamp(datetime.now(UTC), t)
     before = rss_bytes()
     while fleet.pending:
         fleet.join(t, 10_000)

@@ -32,7 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from fake_vehicles.fleet import Fleet, FleetConfig
 from fake_vehicles.messages import Encoder
-from protocol.topics import Topics
+from protocol.topics import Channel, Topics
 
 SIM_START = "2026-11-30T10:00:00Z"
 PREFIX = "bench"
@@ -97,13 +97,13 @@ def sample_payloads(cars: int, seed: int) -> list[tuple[str, bytes]]:
     fleet = Fleet(FleetConfig(seed=seed, count=cars, gateway="gw-bench"), Encoder(Topics(PREFIX), 0.0, "gw-bench"),
                   random.Random(seed))
     t = start.timestamp()
-    fleet.enc.stamp(datetime.now(UTC), t)
+    fleet.encoder.stamp(datetime.now(UTC), t)
     fleet.join(t, cars)
     out = []
     for car in fleet.cars:
         reason = car.suspend_reason(t)
-        out.append((fleet.enc.topic(car.vehicle_id, "telemetry"), fleet.enc.telemetry(car, reason,
-                                                                                     car.compute_state(reason))))
+        out.append((fleet.encoder.topic(car.vehicle_id, Channel.TELEMETRY),
+                    fleet.encoder.telemetry(car, reason, car.compute_state(reason))))
     return out
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import random
+from datetime import datetime
+from enum import StrEnum
 
 from fake_vehicles import day as days
 from fake_vehicles.catalogue import (
@@ -23,8 +25,9 @@ from fake_vehicles.catalogue import (
     Hardware,
     pick_by_share,
 )
-from fake_vehicles.work import RunningShard
+from fake_vehicles.work import CHECKPOINT_PREFIX, RunningShard
 from protocol.base import HardwareGeneration
+from protocol.job_messages import ShardAssignment
 from protocol.vehicle_messages import ChargeState, ComputeState, OwnerMode, SuspendReason
 
 DRIVE_SPEED_KMH = 40.0  # assumption: average urban trip speed
@@ -38,10 +41,26 @@ HOT_RESUME_C = 40.0  # ... and resume only below this one (hysteresis)
 HEAT_C_PER_KW = 6.0  # assumption: steady-state pack heating per kW of compute
 PACK_TAU_S = 1800.0  # thermal time constant of the pack
 LOW_MARGIN = 0.02  # stop offering this close to the reserve
-FAULT_WRONG, FAULT_VANISH = 1, 2
 OWNER_MODE_SHARES = ((0.8, 0), (0.1, 1), (0.1, 2))  # assumption: compute, robotaxi, none
 OWNER_MODES = (OwnerMode.COMPUTE, OwnerMode.ROBOTAXI, OwnerMode.NONE)
 MODEL_SHARES = [(m.share, i) for i, m in enumerate(CAR_MODELS)]
+
+
+class Defect(StrEnum):
+    """A defect built into a car on purpose (`--faulty-share`), for the dispatcher to catch."""
+
+    NONE = "none"
+    WRONG_RESULTS = "wrong_results"  # returns a digest that differs from the honest one
+    VANISHES = "vanishes"  # goes silent part-way through a shard, the shard lost with it
+
+
+class CarEvent(StrEnum):
+    """A change of phase in the owner's day, as `Car.on_event` reports it."""
+
+    SETTLED = "settled"  # the driver has left the parked car: it may offer now
+    OWNER_BACK = "owner_back"  # the owner unlocks the car shortly before driving off
+    DEPART = "depart"
+    ARRIVE = "arrive"
 
 
 def ambient_c(t: float) -> float:
@@ -53,23 +72,26 @@ class Car:
     """One car: fixed traits, position in its owner's day, battery, pack and running shard."""
 
     __slots__ = (
-        "arrived_at", "charger_kw", "confident", "day", "detour", "drive_s", "driving", "earned", "fault",
-        "hardware", "home_charger", "hot", "index", "leg_idx", "model", "next_at", "next_dest", "night_only",
-        "odometer_km", "offer_id", "offer_seq", "owner_back", "owner_mode", "pack_temp_c", "place", "price",
-        "profile", "region", "reserve_soc", "seed", "shard", "silent", "soc", "t", "vehicle_id", "work_charger",
+        "arrived_at", "charger_kw", "confident", "day", "defect", "drive_s", "driving", "earned", "hardware",
+        "home_charger", "index", "leg_idx", "model", "next_at", "next_dest", "night_only", "odometer_km",
+        "offer_id", "offer_seq", "owner_back", "owner_mode", "pack_temp_c", "pack_too_hot", "place", "price",
+        "profile", "region", "reserve_soc", "seed", "shard", "silent", "soc", "t", "unplanned_trip", "vehicle_id",
+        "work_charger",
     )
 
     def __init__(self, index: int, vehicle_id: str, seed: int, hardware: Hardware, model: CarModel) -> None:
         self.index, self.vehicle_id, self.seed = index, vehicle_id, seed
         self.hardware, self.model = hardware, model
-        self.profile, self.owner_mode, self.fault, self.region = days.COMMUTER, OwnerMode.COMPUTE, 0, 0
+        self.profile, self.owner_mode, self.defect, self.region = days.COMMUTER, OwnerMode.COMPUTE, Defect.NONE, 0
         self.home_charger, self.work_charger, self.night_only = True, False, False
         self.reserve_soc, self.price = 0.2, 0.0
-        self.t, self.soc, self.pack_temp_c, self.hot = 0.0, 0.7, 15.0, False
+        self.t, self.soc, self.pack_temp_c = 0.0, 0.7, 15.0
+        self.pack_too_hot = False  # latched at HOT_STOP_C, cleared at HOT_RESUME_C
         self.odometer_km, self.earned = 0.0, 0.0
         self.place, self.driving, self.day, self.leg_idx = days.HOME, False, 0, 0
         self.next_at, self.drive_s, self.next_dest, self.confident = 0.0, 0.0, days.HOME, False
-        self.arrived_at, self.owner_back, self.detour, self.charger_kw = -math.inf, False, False, 0.0
+        self.arrived_at, self.owner_back, self.charger_kw = -math.inf, False, 0.0
+        self.unplanned_trip = False  # a drive-away round trip: the car comes back to where it was
         self.shard: RunningShard | None = None
         self.offer_id: str | None = None
         self.offer_seq, self.silent = 0, False
@@ -90,7 +112,7 @@ class Car:
         car.home_charger = rng.random() < 0.85
         car.work_charger = rng.random() < 0.3
         if rng.random() < faulty_share:
-            car.fault = FAULT_WRONG if rng.random() < 0.5 else FAULT_VANISH
+            car.defect = Defect.WRONG_RESULTS if rng.random() < 0.5 else Defect.VANISHES
         car.soc = rng.uniform(0.45, 0.9)
         daily_kwh = 2 * 25.0 * car.model.kwh_per_km  # assumption: a 25 km trip there and back
         car.reserve_soc = min(0.5, max(0.2, 1.5 * daily_kwh / car.model.battery_kwh))
@@ -139,36 +161,35 @@ class Car:
         back = self.next_at - OWNER_RETURN_LEAD_S
         return min(self.arrived_at + SETTLE_S, back) if self.arrived_at > -math.inf else back
 
-    def on_event(self, t: float, rng: random.Random) -> str:
-        """Move to the next phase at `t`; return "settled", "owner_back", "depart" or "arrive"."""
+    def on_event(self, t: float, rng: random.Random) -> CarEvent:
+        """Move to the next phase at `t` and say which it is."""
         self.advance(t)
         if not self.driving and not self.owner_back and self.arrived_at > -math.inf \
                 and t < self.next_at - OWNER_RETURN_LEAD_S:
             self.arrived_at = -math.inf  # the driver has left the car: it may offer now
-            return "settled"
+            return CarEvent.SETTLED
         if self.driving:
             self.driving, self.arrived_at, self.owner_back = False, t, False
             self.charger_kw = self.charger_at(self.place)
-            if self.detour:
-                self.detour = False
+            self.unplanned_trip = False
             self.schedule_next(t, rng)
-            return "arrive"
+            return CarEvent.ARRIVE
         if not self.owner_back:
             self.owner_back = True
-            return "owner_back"
+            return CarEvent.OWNER_BACK
         self.driving, self.owner_back, self.charger_kw = True, False, 0.0
         self.next_at = t + self.drive_s
-        if not self.detour:
+        if not self.unplanned_trip:
             self.place = self.next_dest
             self.leg_idx += 1
-        return "depart"
+        return CarEvent.DEPART
 
     def drive_away_now(self, t: float) -> bool:
         """The owner returns now for an unplanned round trip; False if the car is already driving."""
         if self.driving:
             return False
         self.advance(t)
-        self.detour, self.owner_back = True, False
+        self.unplanned_trip, self.owner_back = True, False
         self.next_at, self.drive_s = t + OWNER_RETURN_LEAD_S, DETOUR_DRIVE_S
         return True
 
@@ -210,9 +231,9 @@ class Car:
         target = ambient_c(t) + heat
         self.pack_temp_c = target + (self.pack_temp_c - target) * math.exp(-dt / PACK_TAU_S)
         if self.pack_temp_c >= HOT_STOP_C:
-            self.hot = True
+            self.pack_too_hot = True
         elif self.pack_temp_c <= HOT_RESUME_C:
-            self.hot = False
+            self.pack_too_hot = False
         self.t = t
 
     def _run_shard(self, dt: float, charge_kw: float, compute_kw: float) -> float:
@@ -250,10 +271,27 @@ class Car:
             return SuspendReason.SOFTWARE_UPDATE
         if self.soc < self.reserve_soc + LOW_MARGIN:
             return SuspendReason.LOW_CHARGE
-        if self.hot:
+        if self.pack_too_hot:
             return SuspendReason.PACK_TOO_HOT
         if self.night_only and 6 * days.HOUR <= t % days.DAY < 22 * days.HOUR:
             return SuspendReason.OWNER_SCHEDULE
+        return None
+
+    def why_not_run(self, a: ShardAssignment, t: float, sim_now: datetime) -> str | None:
+        """Why this car must not run assignment `a` at `t` (`sim_now` as a datetime), or None if it may."""
+        if self.shard is not None:
+            return f"busy with assignment {self.shard.assignment.assignment_id}"
+        reason = self.suspend_reason(t)
+        if reason is not None:
+            return f"not eligible: {reason.value}"
+        if a.allocated_tops > self.hardware.tops * 1.000001:
+            return f"allocated_tops {a.allocated_tops:g} exceeds the car's {self.hardware.tops:g} TOPS"
+        if a.deadline is not None and a.deadline < sim_now:
+            return "deadline already passed"
+        if a.price_per_tops_hour < self.price * 0.999:
+            return f"price {a.price_per_tops_hour:.3g} below the car's ask {self.price:.3g}"
+        if a.checkpoint and not a.checkpoint.startswith(f"{CHECKPOINT_PREFIX}:{a.shard_id}:"):
+            return f"unknown checkpoint for shard {a.shard_id}"
         return None
 
     def compute_state(self, reason: SuspendReason | None) -> ComputeState:

@@ -1,7 +1,11 @@
-"""What a fleet process does with what it receives: assignments, cancellations, drive-away and add-cars.
+"""What a fleet process receives, decoded: assignments, cancellations, drive-away, add-cars and process statuses.
 
-Bad input never stops a car: it is counted, logged (the first few of each kind, then every
-thousandth), and, when it names an assignment, refused with a reason the dispatcher can read.
+The handler only decodes, with the codec every part uses (`protocol.decode_on`: the kind must
+belong on the channel, a command must be addressed to the car whose topic carries it), and
+hands each message to the fleet, which starts, refuses and cancels shards, or to the callbacks
+its owner passed in. Bad input never stops a car: it is counted, logged (the first few of each
+kind, then every thousandth), and, when it names an assignment, refused with a reason the
+dispatcher can read.
 """
 
 from __future__ import annotations
@@ -11,36 +15,37 @@ import logging
 import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-from fake_vehicles.car import FAULT_VANISH, Car
+from fake_vehicles.car import Car
 from fake_vehicles.catalogue import normalise_mix
-from fake_vehicles.work import CHECKPOINT_PREFIX, RunningShard
+from fake_vehicles.fleet import LOG_FIRST, Fleet
 from protocol.base import HardwareGeneration
-from protocol.codec import CHANNEL_KINDS, ProtocolError, check_on_topic, decode
+from protocol.codec import AnyMessage, ProtocolError, decode, decode_on
 from protocol.fleet_messages import AddCars, DriveAway
 from protocol.job_messages import ShardAssignment, ShardCancel
-from protocol.topics import Channel, TopicError, TopicInfo
-from protocol.vehicle_messages import ConnectionStatus, Liveness
-
-if TYPE_CHECKING:
-    from fake_vehicles.fleet import Fleet
+from protocol.topics import Channel, TopicError
+from protocol.vehicle_messages import ConnectionStatus
+from protocol.vocabulary import is_online_dispatcher
 
 log = logging.getLogger(__name__)
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-LOG_FIRST = 20
+
+DispatcherOnline = Callable[[datetime], None]
+"""Called with the `sent_at` of each `online` status a dispatcher publishes."""
+GatewayStatus = Callable[[ConnectionStatus, bool], None]
+"""Called with each fleet process's status (this one's included), checked against its topic, and
+whether the broker sent it as retained (on subscribing) rather than as it was published."""
 
 
 class CommandHandler:
-    """Turns raw (topic, payload) pairs into actions on one fleet's cars."""
+    """Decodes raw (topic, payload) pairs and hands them to one fleet or to its owner's callbacks."""
 
-    def __init__(self, fleet: Fleet) -> None:
+    def __init__(self, fleet: Fleet, *, on_dispatcher_online: DispatcherOnline,
+                 on_gateway_status: GatewayStatus) -> None:
         self.fleet = fleet
-        self.on_dispatcher_online: Callable[[datetime], None] = lambda sent_at: None
-        """Called with the `sent_at` of each `online` status the dispatcher publishes."""
-        self.on_gateway_status: Callable[[ConnectionStatus, bool], None] = lambda status, retained: None
-        """Called with each fleet process's status (this one's included), checked against its topic,
-        and whether the broker sent it as retained (on subscribing) rather than as it was published."""
+        self.topics = fleet.encoder.topics
+        self.on_dispatcher_online = on_dispatcher_online
+        self.on_gateway_status = on_gateway_status
 
     def bad(self, reason: str, detail: str) -> None:
         """Count and log one rejected input."""
@@ -54,135 +59,76 @@ class CommandHandler:
     def handle(self, topic: str, payload: bytes, t: float, *, retained: bool = False) -> None:
         """Act on one received message at simulation time `t`."""
         try:
-            info = self.fleet.enc.topics.parse(topic)
+            info = self.topics.parse(topic)
         except TopicError as exc:
             self.bad("unknown_topic", str(exc))
             return
         if info.channel is Channel.COMMANDS:
             car = self.fleet.by_id.get(info.vehicle_id or "")
             if car is None:
-                self.fleet.counts["foreign_commands"] += 1  # another fleet process's car
+                self.fleet.counts["foreign_commands"] += 1  # another fleet process's car: not even decoded
                 return
-            self._command(car, payload, t)
+            self._command(car, topic, payload, t)
         elif info.channel is Channel.FLEET_CONTROL:
-            self._control(payload, t)
+            self._control(topic, payload, t)
         elif info.channel is Channel.CONNECTION_STATUS:
-            self._connection(info, topic, payload, retained)
+            self._connection(topic, payload, retained)
         else:
             self.bad("wrong_channel", f"not subscribed to {topic}")
 
-    def _connection(self, info: TopicInfo, topic: str, payload: bytes, retained: bool) -> None:
-        """A process's status: a dispatcher (back) online, or another fleet process (see `rivals`)."""
+    def _decode(self, topic: str, payload: bytes, what: str) -> AnyMessage | None:
+        """The message, checked against its topic; None (counted, logged) if it is rejected."""
         try:
-            message = decode(payload)
-            check_on_topic(info, message)  # the sender is the name on the topic, which the ACL guards
+            return decode_on(self.topics, topic, payload)[1]
         except ProtocolError as exc:
-            self.bad(exc.reason, f"status on {topic}: {exc.detail}")
-            return
+            self.bad(exc.reason, f"{what}: {exc.detail}")
+            return None
+
+    def _connection(self, topic: str, payload: bytes, retained: bool) -> None:
+        """A process's status: a dispatcher (back) online, or another fleet process (see `rivals`)."""
+        message = self._decode(topic, payload, f"status on {topic}")  # the sender is the topic's, ACL-guarded
         if not isinstance(message, ConnectionStatus):
-            self.bad("wrong_channel", f"{message.kind} on {topic}")
             return
-        if message.role == "dispatcher" and message.state is Liveness.ONLINE:
+        if is_online_dispatcher(message):
             self.on_dispatcher_online(message.sent_at)
         elif message.role == "gateway":
             self.on_gateway_status(message, retained)
 
-    def _command(self, car: Car, payload: bytes, t: float) -> None:
+    def _command(self, car: Car, topic: str, payload: bytes, t: float) -> None:
         try:
-            message = decode(payload)
+            _, message = decode_on(self.topics, topic, payload)
         except ProtocolError as exc:
             self.bad(exc.reason, f"command for {car.vehicle_id}: {exc.detail}")
-            assignment_id = _assignment_id_of(payload)
-            if assignment_id is not None and not car.silent:
-                self.refuse(car, assignment_id, f"malformed assignment: {exc.detail}")
+            if not car.silent:
+                self._refuse_rejected(car, payload, exc)
             return
-        if type(message) not in CHANNEL_KINDS[Channel.COMMANDS]:
-            self.bad("wrong_channel", f"{message.kind} on the commands topic of {car.vehicle_id}")
-            return
-        assert isinstance(message, ShardAssignment | ShardCancel)
         if car.silent:
             self.fleet.counts["ignored_while_silent"] += 1
-            return
-        if message.vehicle_id != car.vehicle_id:
-            self.bad("topic_mismatch", f"command for {message.vehicle_id} on the topic of {car.vehicle_id}")
+        elif isinstance(message, ShardAssignment):
+            self.fleet.assign(car, message, t)
+        elif isinstance(message, ShardCancel):
+            self.fleet.cancel(car, message.assignment_id)
+
+    def _refuse_rejected(self, car: Car, payload: bytes, exc: ProtocolError) -> None:
+        """Refuse a rejected command that names an assignment, so the dispatcher need not wait for it."""
+        if exc.reason == "topic_mismatch":  # valid, but addressed to another car
+            message = decode(payload)
             if isinstance(message, ShardAssignment):
                 why = f"not addressed to this car (addressed to {message.vehicle_id})"
-                self.refuse(car, message.assignment_id, why)
-            return
-        if isinstance(message, ShardAssignment):
-            self.assign(car, message, t)
-        else:
-            self.cancel(car, message)
+                self.fleet.refuse(car, message.assignment_id, why)
+        elif exc.reason in ("invalid", "oversized"):
+            assignment_id = _assignment_id_of(payload)
+            if assignment_id is not None:
+                self.fleet.refuse(car, assignment_id, f"malformed assignment: {exc.detail}")
 
-    def refuse(self, car: Car, assignment_id: str, reason: str) -> None:
-        self.fleet.counts["refused"] += 1
-        n = self.fleet.counts["refused"]
-        if n <= LOG_FIRST or n % 1000 == 0:
-            log.info("%s refused %s: %s", car.vehicle_id, assignment_id, reason)
-        self.fleet.send(car, "shards", self.fleet.enc.refused(car.vehicle_id, assignment_id, reason))
-
-    def why_not(self, car: Car, a: ShardAssignment, t: float) -> str | None:
-        """Why `car` must not run `a` now, or None if it may."""
-        if car.shard is not None:
-            return f"busy with assignment {car.shard.assignment.assignment_id}"
-        reason = car.suspend_reason(t)
-        if reason is not None:
-            return f"not eligible: {reason.value}"
-        if a.allocated_tops > car.hardware.tops * 1.000001:
-            return f"allocated_tops {a.allocated_tops:g} exceeds the car's {car.hardware.tops:g} TOPS"
-        if a.deadline is not None and a.deadline < self.fleet.enc.to_datetime(t):
-            return "deadline already passed"
-        if a.price_per_tops_hour < car.price * 0.999:
-            return f"price {a.price_per_tops_hour:.3g} below the car's ask {car.price:.3g}"
-        if a.checkpoint and not a.checkpoint.startswith(f"{CHECKPOINT_PREFIX}:{a.shard_id}:"):
-            return f"unknown checkpoint for shard {a.shard_id}"
-        return None
-
-    def assign(self, car: Car, a: ShardAssignment, t: float) -> None:
-        fleet = self.fleet
-        if car.shard is not None and car.shard.assignment.assignment_id == a.assignment_id:
-            fleet.counts["duplicate_assignments"] += 1  # QoS 1 redelivery
-            return
-        car.advance(t)
-        reason = self.why_not(car, a, t)
-        if reason is not None:
-            self.refuse(car, a.assignment_id, reason)
-            return
-        vanish_at = None
-        if car.fault == FAULT_VANISH:
-            span = a.work_tera_ops - a.resume_from_tera_ops
-            vanish_at = a.resume_from_tera_ops + span * fleet.fault_rng.uniform(0.3, 0.7)
-        car.shard = RunningShard(a, min(a.allocated_tops, car.hardware.tops), t, vanish_at)
-        fleet.busy[car.index] = car
-        fleet.counts["accepted"] += 1
-        fleet.withdraw(car, f"busy: running {a.assignment_id}")
-        fleet.send(car, "shards", fleet.enc.progress(car))  # the acknowledgement: work starts here
-
-    def cancel(self, car: Car, c: ShardCancel) -> None:
-        shard = car.shard
-        if shard is None or shard.assignment.assignment_id != c.assignment_id:
-            # Usually a race (the shard just ended here, or the cancel was redelivered): harmless.
-            self.fleet.counts["stale_cancels"] += 1
-            log.debug("%s has no assignment %s to cancel", car.vehicle_id, c.assignment_id)
-            return
-        self.fleet.counts["cancelled"] += 1
-        self.fleet.release(car)
-
-    def _control(self, payload: bytes, t: float) -> None:
-        try:
-            message = decode(payload)
-        except ProtocolError as exc:
-            self.bad(exc.reason, f"fleet control: {exc.detail}")
-            return
+    def _control(self, topic: str, payload: bytes, t: float) -> None:
+        message = self._decode(topic, payload, "fleet control")
         if isinstance(message, DriveAway):
             car = self.fleet.by_id.get(message.vehicle_id)
             if car is not None:
-                self.fleet.counts["drive_away"] += 1
                 self.fleet.drive_away(car, t)
         elif isinstance(message, AddCars):
             self._add_cars(message)
-        else:
-            self.bad("wrong_channel", f"{message.kind} on the fleet control topic")
 
     def _add_cars(self, message: AddCars) -> None:
         mix: dict[HardwareGeneration, float] | None = None
@@ -192,8 +138,7 @@ class CommandHandler:
             except ValueError as exc:
                 self.bad("invalid", f"add_cars hardware_mix: {exc}")
                 return
-        self.fleet.counts["added_cars"] += message.count
-        self.fleet.grow_to(self.fleet.total + message.count, mix)
+        self.fleet.add_cars(message.count, mix)
 
 
 def _assignment_id_of(payload: bytes) -> str | None:

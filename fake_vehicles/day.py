@@ -17,7 +17,6 @@ MINUTE = 60.0
 DAY = 86400.0
 
 HOME, WORK, ERRAND = 0, 1, 2
-PLACE_NAMES = ("home", "work", "errand")
 
 COMMUTER, HOMEBODY = 0, 1
 COMMUTER_SHARE = 0.7  # assumption: most owners drive to work on weekdays

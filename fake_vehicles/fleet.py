@@ -2,8 +2,10 @@
 
 The caller (the runner) passes the simulation time and owns the network. The fleet turns
 owner returns, departures and arrivals (a heap of each car's next event), running shards and
-a round-robin sweep (eligibility, offers, telemetry) into `outbox` entries, and turns
-incoming commands into car actions. Nothing here blocks or touches a socket.
+a round-robin sweep (eligibility, offers, telemetry) into `outbox` entries, and carries out
+the commands that `fake_vehicles.commands` decoded: it starts, refuses and cancels shards.
+Each entry names its channel; whoever publishes it takes QoS and retain from `DELIVERY`.
+Nothing here blocks or touches a socket.
 """
 
 from __future__ import annotations
@@ -13,23 +15,33 @@ import logging
 import random
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from fake_vehicles import ids
-from fake_vehicles.car import FAULT_VANISH, FAULT_WRONG, VACATE_DEADLINE_S, Car
+from fake_vehicles.car import VACATE_DEADLINE_S, Car, CarEvent, Defect
 from fake_vehicles.catalogue import DEFAULT_HARDWARE_MIX
-from fake_vehicles.commands import CommandHandler
 from fake_vehicles.faults import FaultConfig
 from fake_vehicles.messages import Encoder
-from fake_vehicles.work import result_digest, wrong_digest
+from fake_vehicles.work import RunningShard, result_digest, wrong_digest
 from protocol.base import HardwareGeneration
+from protocol.job_messages import ShardAssignment
+from protocol.topics import Channel
 from protocol.vehicle_messages import Liveness
 
 log = logging.getLogger(__name__)
 
 VACATE_REASON = f"owner returned: checkpointed and handed back within the {VACATE_DEADLINE_S:.0f} s vacate deadline"
 SWEEP_PASS_S = 60.0  # eligibility is re-checked this often, or at each telemetry report if rarer
-Outgoing = tuple[int, str, bytes, int, bool]  # (car index or -1, topic, payload, qos, retain)
+LOG_FIRST = 20  # refusals logged before only every thousandth is
+Outgoing = tuple[int, Channel, str, bytes]  # (car index, channel, topic, payload)
 Mix = list[tuple[float, HardwareGeneration]]
+
+
+class LinkEvent(StrEnum):
+    """What a car's own connection must do (per-car mode), as the runner reads `Fleet.link_events`."""
+
+    OPEN = "open"  # connect: the car joined or was restarted
+    DROP = "drop"  # vanish without a goodbye: the car went silent
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +64,7 @@ class Fleet:
 
     def __init__(self, config: FleetConfig, encoder: Encoder, rng: random.Random) -> None:
         self.config = config
-        self.enc = encoder
+        self.encoder = encoder
         self.rng = rng
         self.fault_rng = random.Random(config.seed ^ 0x5EED)
         self.cars: list[Car] = []
@@ -60,7 +72,7 @@ class Fleet:
         self.heap: list[tuple[float, int]] = []
         self.busy: dict[int, Car] = {}
         self.outbox: deque[Outgoing] = deque()
-        self.link_events: deque[tuple[str, int]] = deque()  # ("open" | "drop", car index), per-car mode
+        self.link_events: deque[tuple[LinkEvent, int]] = deque()  # (event, car index), read in per-car mode
         self.counts: Counter[str] = Counter()
         self.total = 0  # global fleet size the pending ranges reach
         self.pending: deque[tuple[range, Mix]] = deque()
@@ -76,7 +88,6 @@ class Fleet:
         self._sweep_ptr = 0
         self._sweep_pass = 0
         self._sweep_credit = 0.0
-        self.commands = CommandHandler(self)
         self.grow_to(config.count)
 
     # population ---------------------------------------------------------------------------
@@ -115,35 +126,36 @@ class Fleet:
         self.cars.append(car)
         self.by_id[car.vehicle_id] = car
         self.driving += car.driving
-        self.link_events.append(("open", car.index))
+        self.link_events.append((LinkEvent.OPEN, car.index))
         self.send_status(car, Liveness.ONLINE)
         heapq.heappush(self.heap, (car.next_event_at(), car.index))
         self._sweep_credit += 1  # a new car is looked at soon
 
     # outgoing -----------------------------------------------------------------------------
-    def send(self, car: Car, leaf: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        self.outbox.append((car.index, self.enc.topic(car.vehicle_id, leaf), payload, qos, retain))
-        self.counts[leaf] += 1
+    def send(self, car: Car, channel: Channel, payload: bytes) -> None:
+        """Queue one message of `car` on one of its channels."""
+        self.outbox.append((car.index, channel, self.encoder.topic(car.vehicle_id, channel), payload))
+        self.counts[channel] += 1
 
     def send_status(self, car: Car, state: Liveness, reason: str = "") -> None:
         faults = self.config.faults
         if faults.missing_connectivity and self.fault_rng.random() < faults.missing_connectivity:
             self.counts["fault_missing_connectivity"] += 1
             return
-        payload = self.enc.status(car, state, reason)
-        self.send(car, "status", payload, 1, True)
+        payload = self.encoder.status(car, state, reason)
+        self.send(car, Channel.VEHICLE_STATUS, payload)
         if faults.duplicate_connectivity and self.fault_rng.random() < faults.duplicate_connectivity:
             self.counts["fault_duplicate_connectivity"] += 1
-            self.send(car, "status", payload, 1, True)
+            self.send(car, Channel.VEHICLE_STATUS, payload)
 
     def offer(self, car: Car) -> None:
         car.offer_seq += 1
         car.offer_id = f"{car.vehicle_id}-o{car.offer_seq}"
-        self.send(car, "offer", self.enc.offer(car, car.offer_id))
+        self.send(car, Channel.OFFER, self.encoder.offer(car, car.offer_id))
 
     def withdraw(self, car: Car, reason: str) -> None:
         if car.offer_id is not None:
-            self.send(car, "offer", self.enc.withdrawal(car, car.offer_id, reason))
+            self.send(car, Channel.OFFER, self.encoder.withdrawal(car, car.offer_id, reason))
             car.offer_id = None
 
     # simulated time -----------------------------------------------------------------------
@@ -166,14 +178,14 @@ class Fleet:
 
     def _on_event(self, car: Car, at: float) -> None:
         event = car.on_event(at, self.rng)
-        if event == "settled":
+        if event is CarEvent.SETTLED:
             if not car.silent and car.offer_id is None and car.shard is None and car.suspend_reason(at) is None:
                 self.offer(car)
-        elif event == "owner_back":
+        elif event is CarEvent.OWNER_BACK:
             if car.shard is not None:
                 self.preempt(car, VACATE_REASON)
             self.withdraw(car, "owner returned")
-        elif event == "depart":
+        elif event is CarEvent.DEPART:
             self.driving += 1
             self.withdraw(car, "driving away")
             if car.silent:  # a silent car is restarted by its owner driving off
@@ -181,14 +193,14 @@ class Fleet:
             elif self.config.faults.silent_per_day and self.fault_rng.random() < self.config.faults.silent_per_day:
                 self.counts["fault_silent"] += 1
                 self.go_silent(car)
-        elif event == "arrive":
+        elif event is CarEvent.ARRIVE:
             self.driving -= 1
 
     def _step_busy(self, car: Car, t: float) -> None:
         shard = car.shard
         assert shard is not None
         car.advance(t)
-        if car.fault == FAULT_VANISH and shard.should_vanish():
+        if car.defect is Defect.VANISHES and shard.should_vanish():
             self.counts["vanished"] += 1
             self.go_silent(car)
             return
@@ -200,29 +212,74 @@ class Fleet:
             self.preempt(car, f"suspended: {reason.value}")
         elif shard.checkpoint_due(t):
             shard.take_checkpoint(t)
-            self.send(car, "shards", self.enc.progress(car))
+            self.send(car, Channel.SHARDS, self.encoder.progress(car))
 
     def _finish(self, car: Car, t: float) -> None:
         shard = car.shard
         assert shard is not None
         a = shard.assignment
-        if car.fault == FAULT_WRONG:
+        if car.defect is Defect.WRONG_RESULTS:
             digest = wrong_digest(a.input_digest, a.shard_id, car.vehicle_id)
             self.counts["wrong_results"] += 1
         else:
             digest = result_digest(a.input_digest, a.shard_id)
         shard.take_checkpoint(t)
         car.earned += a.price_per_tops_hour * shard.tops * max(0.0, t - shard.started_t) / 3600.0
-        self.send(car, "shards", self.enc.result(car, digest, t))
+        self.send(car, Channel.SHARDS, self.encoder.result(car, digest, t))
         self.counts["results"] += 1
         self.release(car)
+
+    # commands -----------------------------------------------------------------------------
+    def assign(self, car: Car, a: ShardAssignment, t: float) -> None:
+        """Start assignment `a` on `car` at `t`, or refuse it with the reason."""
+        if car.shard is not None and car.shard.assignment.assignment_id == a.assignment_id:
+            self.counts["duplicate_assignments"] += 1  # QoS 1 redelivery
+            return
+        car.advance(t)
+        reason = car.why_not_run(a, t, self.encoder.to_datetime(t))
+        if reason is not None:
+            self.refuse(car, a.assignment_id, reason)
+            return
+        vanish_at = None
+        if car.defect is Defect.VANISHES:
+            span = a.work_tera_ops - a.resume_from_tera_ops
+            vanish_at = a.resume_from_tera_ops + span * self.fault_rng.uniform(0.3, 0.7)
+        car.shard = RunningShard(a, min(a.allocated_tops, car.hardware.tops), t, vanish_at)
+        self.busy[car.index] = car
+        self.counts["accepted"] += 1
+        self.withdraw(car, f"busy: running {a.assignment_id}")
+        self.send(car, Channel.SHARDS, self.encoder.progress(car))  # the acknowledgement: work starts here
+
+    def refuse(self, car: Car, assignment_id: str, reason: str) -> None:
+        """Tell the dispatcher that `car` will not run `assignment_id`, and why."""
+        self.counts["refused"] += 1
+        n = self.counts["refused"]
+        if n <= LOG_FIRST or n % 1000 == 0:
+            log.info("%s refused %s: %s", car.vehicle_id, assignment_id, reason)
+        self.send(car, Channel.SHARDS, self.encoder.refused(car.vehicle_id, assignment_id, reason))
+
+    def cancel(self, car: Car, assignment_id: str) -> None:
+        """Stop the car's shard if it is `assignment_id` (the dispatcher withdrew it)."""
+        shard = car.shard
+        if shard is None or shard.assignment.assignment_id != assignment_id:
+            # Usually a race (the shard just ended here, or the cancel was redelivered): harmless.
+            self.counts["stale_cancels"] += 1
+            log.debug("%s has no assignment %s to cancel", car.vehicle_id, assignment_id)
+            return
+        self.counts["cancelled"] += 1
+        self.release(car)
+
+    def add_cars(self, count: int, mix: dict[HardwareGeneration, float] | None) -> None:
+        """Grow the global fleet by `count` cars of `mix` (None: the configured one)."""
+        self.counts["added_cars"] += count
+        self.grow_to(self.total + count, mix)
 
     def preempt(self, car: Car, reason: str) -> None:
         """Checkpoint now and hand the shard back: nothing is silently dropped."""
         shard = car.shard
         assert shard is not None
         shard.take_checkpoint(car.t)
-        self.send(car, "shards", self.enc.preempted(car, reason))
+        self.send(car, Channel.SHARDS, self.encoder.preempted(car, reason))
         self.counts["preemptions"] += 1
         self.release(car)
 
@@ -238,12 +295,12 @@ class Fleet:
         car.offer_id = None
         if car.shard is not None:
             self.release(car)
-        self.link_events.append(("drop", car.index))
+        self.link_events.append((LinkEvent.DROP, car.index))
 
     def restart(self, car: Car) -> None:
         car.silent = False
         self.silent -= 1
-        self.link_events.append(("open", car.index))
+        self.link_events.append((LinkEvent.OPEN, car.index))
         self.send_status(car, Liveness.ONLINE, "restarted")
 
     def reannounce_all(self) -> None:
@@ -270,6 +327,7 @@ class Fleet:
 
     def drive_away(self, car: Car, t: float) -> None:
         """The operator sends the owner back now: vacate, then an unplanned round trip."""
+        self.counts["drive_away"] += 1
         if car.drive_away_now(t):
             if car.shard is not None:
                 self.preempt(car, f"drive-away command: {VACATE_REASON}")
@@ -290,6 +348,7 @@ class Fleet:
         ptr = self._sweep_ptr
         telemetry = self._sweep_pass % self._telemetry_every == 0
         dropped = self.config.faults.dropped_signals
+        encoder = self.encoder
         sent = 0
         for _ in range(n):
             car = cars[ptr]
@@ -310,8 +369,8 @@ class Fleet:
                 self.withdraw(car, f"suspended: {reason.value}")
             if telemetry and not (dropped and self.fault_rng.random() < dropped):
                 sent += 1
-                self.outbox.append((car.index, self.enc.topic(car.vehicle_id, "telemetry"),
-                                    self.enc.telemetry(car, reason, car.compute_state(reason)), 0, False))
+                self.outbox.append((car.index, Channel.TELEMETRY, encoder.topic(car.vehicle_id, Channel.TELEMETRY),
+                                    encoder.telemetry(car, reason, car.compute_state(reason))))
         self.counts["telemetry"] += sent
         self._sweep_ptr = ptr
         self._sweep_credit -= n
@@ -327,8 +386,7 @@ class Fleet:
             if car.shard is not None:
                 self.preempt(car, "fleet process shutting down")
             self.withdraw(car, "fleet process shutting down")
-            self.outbox.append((car.index, self.enc.topic(car.vehicle_id, "status"),
-                                self.enc.status(car, Liveness.OFFLINE, "fleet process stopped"), 1, True))
+            self.send(car, Channel.VEHICLE_STATUS, self.encoder.status(car, Liveness.OFFLINE, "fleet process stopped"))
 
     def summary(self) -> dict[str, int]:
         online = len(self.cars) - self.silent
@@ -338,4 +396,4 @@ class Fleet:
         }
 
 
-__all__ = ["Fleet", "FleetConfig", "Outgoing"]
+__all__ = ["Fleet", "FleetConfig", "LinkEvent", "Outgoing"]

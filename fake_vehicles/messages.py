@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from fake_vehicles import day as days
 from fake_vehicles.car import Car, ambient_c
 from fake_vehicles.catalogue import CURRENCY
 from protocol.codec import encode
 from protocol.job_messages import ShardPreempted, ShardProgress, ShardRefused, ShardResult
-from protocol.topics import Topics
+from protocol.topics import VEHICLE_LEAF, Channel, Topics
 from protocol.vehicle_messages import (
     ChargeState,
     ComputeOffer,
@@ -88,8 +87,9 @@ class Encoder:
         return _EPOCH + timedelta(seconds=local_t - self.utc_offset_s)
 
     # topics (ids are valid by construction, so no per-message check) ------------------------
-    def topic(self, vid: str, leaf: str) -> str:
-        return f"{self.root}/vehicles/{vid}/{leaf}"
+    def topic(self, vid: str, channel: Channel) -> str:
+        """The topic on which car `vid` publishes `channel` (one of the vehicle channels)."""
+        return f"{self.root}/vehicles/{vid}/{VEHICLE_LEAF[channel]}"
 
     # slow path: protocol models --------------------------------------------------------------
     def status(self, car: Car, state: Liveness, reason: str = "") -> bytes:
@@ -238,5 +238,3 @@ def _iso(moment: datetime) -> str:
     """ISO 8601 in UTC with a `Z`, microseconds included."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
-
-PLACE_NAMES = days.PLACE_NAMES

@@ -21,19 +21,28 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fake_vehicles.tls import HANDSHAKE_TIMEOUT_S, LoopTlsSocket, TlsContexts, permanent_failure
 from mqttlink import Backoff, BrokerUrl, BrokerUrlError, client_id_of
+from protocol.topics import Delivery
 
 log = logging.getLogger(__name__)
 
 MessageCallback = Callable[[str, bytes, bool], None]  # topic, payload, retained (sent on subscribing)
 MAX_UNACKED = 5_000
 MAX_PENDING_READS = 10_000  # packets read from one SSL socket's buffer per wake-up
+
+
+class Will(NamedTuple):
+    """A connection's Last Will: what the broker publishes for it if it is lost without a goodbye."""
+
+    topic: str
+    payload: bytes
+    delivery: Delivery
 
 
 class Link:
@@ -47,7 +56,7 @@ class Link:
     """
 
     def __init__(
-        self, net: Net, url: BrokerUrl, name: str, *, will: tuple[str, bytes] | None = None,
+        self, net: Net, url: BrokerUrl, name: str, *, will: Will | None = None,
         subscriptions: tuple[str, ...] = (), on_message: MessageCallback | None = None,
         on_connected: Callable[[Link], None] | None = None, keepalive: int = 30,
     ) -> None:
@@ -69,7 +78,7 @@ class Link:
         if url.username:
             c.username_pw_set(url.username, url.password)
         if will is not None:
-            c.will_set(will[0], will[1], qos=1, retain=True)
+            c.will_set(will.topic, will.payload, qos=will.delivery.qos, retain=will.delivery.retain)
         # No inflight window: every QoS 1 packet goes straight to the write queue, where
         # `Net.backlogged` sees it; unacknowledged ones are bounded by MAX_UNACKED below (and
         # must stay well under 65,535, or message ids would collide).

@@ -19,12 +19,14 @@ from typing import TextIO
 
 import paho.mqtt.client as mqtt
 
-from fake_vehicles.fleet import Fleet
-from fake_vehicles.network import Link, Net, settled
+from fake_vehicles.commands import CommandHandler
+from fake_vehicles.fleet import Fleet, LinkEvent
+from fake_vehicles.network import Link, Net, Will, settled
 from fake_vehicles.rivals import NameGuard, Verdict, new_instance
 from mqttlink import BrokerUrl, silent_close_hint
 from protocol.base import utc_now
 from protocol.clock import SimClock
+from protocol.topics import DELIVERY, Channel
 from protocol.vehicle_messages import ConnectionStatus, Liveness
 
 log = logging.getLogger(__name__)
@@ -60,15 +62,14 @@ class Runner:
     """Runs one fleet until `stop` is set (or the duration ends), then says goodbye."""
 
     def __init__(self, fleet: Fleet, clock: SimClock, settings: RunSettings, stop: threading.Event) -> None:
-        self.fleet, self.clock, self.s, self.stop = fleet, clock, settings, stop
+        self.fleet, self.clock, self.settings, self.stop = fleet, clock, settings, stop
         self.net = Net()
         self.car_links: dict[int, Link] = {}
         self.published = 0
         self.running = False  # True once `run` has begun
         self.started = time.monotonic()
         self._last_report = (self.started, 0)
-        topics = fleet.enc.topics
-        enc = fleet.enc
+        topics = fleet.encoder.topics
         # the process statuses first: their retained messages have all arrived when the last
         # subscription is acknowledged, which is when the name guard looks at them
         subs: tuple[str, ...] = (topics.all_connections, topics.fleet_control) if settings.per_car else (
@@ -78,12 +79,13 @@ class Runner:
         self.instance = new_instance()
         confirm_s = CONFIRM_HEARTBEATS * settings.progress_every_s
         self.guard = NameGuard(settings.gateway_id, self.instance, confirm_s)
-        fleet.commands.on_dispatcher_online = self._dispatcher_online
-        fleet.commands.on_gateway_status = self._gateway_status
-        enc.stamp(utc_now(), settings.local_start)
+        self.inbound = CommandHandler(fleet, on_dispatcher_online=self._dispatcher_online,
+                                      on_gateway_status=self._gateway_status)
+        fleet.encoder.stamp(utc_now(), settings.local_start)
         self.gateway = self.net.add(Link(
             self.net, settings.url, settings.gateway_id,
-            will=(topics.connection_status(settings.gateway_id), self._status(Liveness.OFFLINE, 0)),
+            will=Will(topics.connection_status(settings.gateway_id), self._status(Liveness.OFFLINE, 0),
+                      DELIVERY[Channel.CONNECTION_STATUS]),
             subscriptions=subs, on_message=self._on_message, on_connected=self._gateway_connected,
         ))
 
@@ -94,20 +96,21 @@ class Runner:
         Raises `StartupError` if the broker cannot be used or another live fleet process runs
         this one's cars (then it leaves without a trace: no Last Will, nothing published).
         """
+        url = self.settings.url
         try:
             self.gateway.start()
         except OSError as exc:
-            raise StartupError(f"cannot reach the MQTT broker at {self.s.url}: {exc.strerror or exc}") from None
+            raise StartupError(f"cannot reach the MQTT broker at {url}: {exc.strerror or exc}") from None
         deadline = time.monotonic() + timeout
         while not self.gateway.ready:
             if self.gateway.tls_refusal is not None:
-                raise StartupError(f"TLS with the MQTT broker at {self.s.url} failed: {self.gateway.tls_refusal}")
+                raise StartupError(f"TLS with the MQTT broker at {url} failed: {self.gateway.tls_refusal}")
             if self.gateway.refusal is not None:
-                raise StartupError(f"the MQTT broker at {self.s.url} refused the login of "
-                                   f"{self.s.url.username or 'anonymous'!r}: {self.gateway.refusal}")
+                raise StartupError(f"the MQTT broker at {url} refused the login of "
+                                   f"{url.username or 'anonymous'!r}: {self.gateway.refusal}")
             if time.monotonic() > deadline:
-                hint = silent_close_hint(self.s.url) if self.gateway.tls_closed else ""
-                raise StartupError(f"no answer from the MQTT broker at {self.s.url} within {timeout:.0f}s{hint}")
+                hint = silent_close_hint(url) if self.gateway.tls_closed else ""
+                raise StartupError(f"no answer from the MQTT broker at {url} within {timeout:.0f}s{hint}")
             self.net.poll(0.05)
         deadline = time.monotonic() + timeout + self.guard.confirm_s
         while not self.guard.claimed and self.guard.conflict is None and time.monotonic() < deadline:
@@ -115,8 +118,8 @@ class Runner:
             self._settle_name()
         if not self.guard.claimed:
             self.leave_quietly()
-            raise StartupError(self.guard.conflict or f"could not claim the name {self.s.gateway_id} on "
-                               f"{self.s.url}: the connection kept dropping")
+            raise StartupError(self.guard.conflict or f"could not claim the name {self.settings.gateway_id} on "
+                               f"{url}: the connection kept dropping")
 
     def speaking(self) -> bool:
         """True while the process's own connection is up and its name is claimed on it."""
@@ -124,14 +127,15 @@ class Runner:
         return link.ready and self.guard.may_speak(link.connects)
 
     def _status(self, state: Liveness, cars: int) -> bytes:
-        return self.fleet.enc.connection_status(self.s.gateway_id, state, cars, self.instance)
+        return self.fleet.encoder.connection_status(self.settings.gateway_id, state, cars, self.instance)
 
     def heartbeat(self) -> None:
         """The connection's retained status again, with the cars it speaks for: liveness in gateway mode."""
         if self.speaking():
             cars = len(self.fleet.cars) - self.fleet.silent
-            topic = self.fleet.enc.topics.connection_status(self.s.gateway_id)
-            self.gateway.publish(topic, self._status(Liveness.ONLINE, cars), 1, True)
+            topic = self.fleet.encoder.topics.connection_status(self.settings.gateway_id)
+            status = DELIVERY[Channel.CONNECTION_STATUS]
+            self.gateway.publish(topic, self._status(Liveness.ONLINE, cars), status.qos, status.retain)
 
     def _gateway_connected(self, link: Link) -> None:
         """Subscribed, the retained process statuses read: claim the name, or wait for a suspect to speak."""
@@ -139,19 +143,20 @@ class Runner:
             self._claimed(link)
         else:
             log.info("%s: %s held the name a moment ago; waiting up to %.0fs to see whether it is alive",
-                     self.s.gateway_id, ", ".join(self.guard.waiting_for), self.guard.confirm_s)
+                     self.settings.gateway_id, ", ".join(self.guard.waiting_for), self.guard.confirm_s)
 
     def _settle_name(self) -> None:
         """Claim the name once its suspects proved stale (the check ends by itself, or by a message)."""
         link = self.gateway
         if link.ready and not self.guard.claimed and self.guard.poll(time.monotonic()):
-            log.warning("%s: no sign of life from the fleet process that held the name; taking it", self.s.gateway_id)
+            log.warning("%s: no sign of life from the fleet process that held the name; taking it",
+                        self.settings.gateway_id)
             self._claimed(link)
 
     def _claimed(self, link: Link) -> None:
         self.heartbeat()
-        if link.connects > 1 and not self.s.per_car:
-            log.info("%s: reconnected; announcing %d cars again", self.s.gateway_id, len(self.fleet.cars))
+        if link.connects > 1 and not self.settings.per_car:
+            log.info("%s: reconnected; announcing %d cars again", self.settings.gateway_id, len(self.fleet.cars))
             self.announced_at = utc_now()
             self.fleet.reannounce_all()
 
@@ -164,7 +169,7 @@ class Runner:
                 log.error("%s", self.guard.conflict)
         elif verdict is Verdict.REASSERT:
             log.warning("%s: %s (a later instance) spoke for our cars; announcing them again",
-                        self.s.gateway_id, status.sender)
+                        self.settings.gateway_id, status.sender)
             self.heartbeat()
             self.announced_at = utc_now()
             self.fleet.reannounce_all()
@@ -191,16 +196,16 @@ class Runner:
             self.fleet.reannounce_all()
 
     def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
-        self.fleet.commands.handle(topic, payload, self.fleet.t, retained=retained)
+        self.inbound.handle(topic, payload, self.fleet.t, retained=retained)
 
     # per-car connections ---------------------------------------------------------------------
     def _link_events(self) -> None:
         events = self.fleet.link_events
         while events:
-            what, index = events.popleft()
-            if not self.s.per_car:
+            event, index = events.popleft()
+            if not self.settings.per_car:
                 continue
-            if what == "open":
+            if event is LinkEvent.OPEN:
                 self._open_car(index)
             else:
                 link = self.car_links.get(index)
@@ -211,12 +216,13 @@ class Runner:
         car = self.fleet.cars[index]
         link = self.car_links.get(index)
         if link is None:
-            assert self.s.car_url is not None
-            enc, vid = self.fleet.enc, car.vehicle_id
+            assert self.settings.car_url is not None
+            encoder, vid = self.fleet.encoder, car.vehicle_id
             link = self.net.add(Link(
-                self.net, self.s.car_url(vid), vid,
-                will=(enc.topic(vid, "status"), enc.status(car, Liveness.OFFLINE, "connection lost")),
-                subscriptions=(enc.topics.commands(vid),), on_message=self._on_message,
+                self.net, self.settings.car_url(vid), vid,
+                will=Will(encoder.topic(vid, Channel.VEHICLE_STATUS),
+                          encoder.status(car, Liveness.OFFLINE, "connection lost"), DELIVERY[Channel.VEHICLE_STATUS]),
+                subscriptions=(encoder.topics.commands(vid),), on_message=self._on_message,
                 on_connected=self._car_connected,
             ))
             self.car_links[index] = link
@@ -229,27 +235,28 @@ class Runner:
 
     # the loop -------------------------------------------------------------------------------
     def sim_now(self) -> float:
-        return self.s.local_start + self.clock.elapsed_sim_s()
+        return self.settings.local_start + self.clock.elapsed_sim_s()
 
     def pump(self) -> None:
         """Hand the fleet's outbox to the connections and write it."""
         outbox = self.fleet.outbox
         if not outbox:
             return
-        gateway = None if self.s.per_car else self.gateway
+        gateway = None if self.settings.per_car else self.gateway
         gateway_up = self.speaking()
         links = self.car_links
         n = 0
         while outbox:
-            index, topic, payload, qos, retain = outbox.popleft()
+            index, channel, topic, payload = outbox.popleft()
             link = gateway or links.get(index)
             if link is None or not link.wanted:
                 continue
             up = gateway_up if gateway is not None else link.connected
-            if not up and not topic.endswith("/shards"):
+            if not up and channel is not Channel.SHARDS:
                 self.fleet.counts["unsent_while_disconnected"] += 1  # announced again on reconnect
                 continue
-            link.publish(topic, payload, qos, retain)
+            delivery = DELIVERY[channel]
+            link.publish(topic, payload, delivery.qos, delivery.retain)
             n += 1
         self.published += n
         self.net.flush()
@@ -260,9 +267,9 @@ class Runner:
         deadline = start + TICK_S
         self._settle_name()
         t = self.sim_now()
-        self.fleet.enc.stamp(utc_now(), t)
+        self.fleet.encoder.stamp(utc_now(), t)
         self._grow(start)
-        batch = JOIN_BATCH if not self.s.per_car else 50
+        batch = JOIN_BATCH if not self.settings.per_car else 50
         while (self.fleet.pending or self.fleet.reannouncing) and time.monotonic() < start + TICK_S / 2:
             if self.net.backlogged:  # the sockets are behind: do not queue more
                 break
@@ -274,7 +281,7 @@ class Runner:
         self._link_events()
         self.pump()
         while self.fleet.sweep_due and time.monotonic() < deadline:
-            if self.net.backlogged or not (self.s.per_car or self.speaking()):
+            if self.net.backlogged or not (self.settings.per_car or self.speaking()):
                 self.net.poll(max(0.0, deadline - time.monotonic()))
                 continue
             self.fleet.sweep(t, SWEEP_BATCH)
@@ -283,7 +290,7 @@ class Runner:
         self.net.poll(max(0.0, deadline - time.monotonic()))
 
     def _grow(self, now: float) -> None:
-        s = self.s
+        s = self.settings
         if s.grow_to is None or s.grow_to <= self.fleet.total:
             return
         base = self.fleet.config.count
@@ -295,11 +302,11 @@ class Runner:
         self.started = time.monotonic()
         self._last_report = (self.started, 0)
         self.running = True
-        end = None if self.s.duration_s is None else self.started + self.s.duration_s
+        end = None if self.settings.duration_s is None else self.started + self.settings.duration_s
         while not self.stop.is_set():
             self.tick()
             now = time.monotonic()
-            if now - self._last_report[0] >= self.s.progress_every_s:
+            if now - self._last_report[0] >= self.settings.progress_every_s:
                 self.report(now)
                 self.heartbeat()
                 self.net.flush()
@@ -320,7 +327,7 @@ class Runner:
         offering = f"{s['offering']} offering, " if s["offering"] >= 0 else ""
         print(f"vehicles: {len(f.cars)} cars: {s['online']} online, {s['parked']} parked, {s['busy']} busy, "
               f"{offering}{rate:,.0f} msgs/s, {f.counts['refused']} refused, {f.counts['rejected']} bad in",
-              file=self.s.progress_out, flush=True)
+              file=self.settings.progress_out, flush=True)
 
     def goodbye(self) -> None:
         """Offline statuses for every car, a batch at a time, then the connection's; a clean disconnect.
@@ -329,23 +336,24 @@ class Runner:
         message of each connection is waiting for all of them.
         """
         f = self.fleet
-        f.enc.stamp(utc_now(), self.sim_now())
+        f.encoder.stamp(utc_now(), self.sim_now())
         deadline = time.monotonic() + max(GOODBYE_TIMEOUT_S, len(f.cars) / 20_000)
         last: dict[Link, mqtt.MQTTMessageInfo] = {}
         for start in range(0, len(f.cars), JOIN_BATCH):
             f.say_goodbye(range(start, min(start + JOIN_BATCH, len(f.cars))))
             while f.outbox:
-                index, topic, payload, qos, retain = f.outbox.popleft()
-                link = self.car_links.get(index) if self.s.per_car else self.gateway
+                index, channel, topic, payload = f.outbox.popleft()
+                link = self.car_links.get(index) if self.settings.per_car else self.gateway
                 if link is not None and link.connected:
-                    last[link] = link.publish(topic, payload, qos, retain)
+                    delivery = DELIVERY[channel]
+                    last[link] = link.publish(topic, payload, delivery.qos, delivery.retain)
             self.net.flush()
             while self.net.backlogged and time.monotonic() < deadline:
                 self.net.poll(0.02)
-        enc = f.enc
+        status = DELIVERY[Channel.CONNECTION_STATUS]
         last[self.gateway] = self.gateway.publish(
-            enc.topics.connection_status(self.s.gateway_id),
-            enc.connection_status(self.s.gateway_id, Liveness.OFFLINE, 0), 1, True)
+            f.encoder.topics.connection_status(self.settings.gateway_id),
+            f.encoder.connection_status(self.settings.gateway_id, Liveness.OFFLINE, 0), status.qos, status.retain)
         while time.monotonic() < deadline and not all(settled(i) for i in last.values()):
             self.net.flush()
             self.net.poll(0.02)

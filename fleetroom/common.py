@@ -28,7 +28,7 @@ from mqttlink import (
     per_user_certs,
     tls_files_from_env,
 )
-from protocol import ConnectionStatus, Liveness, ProtocolError, decode
+from protocol import ConnectionStatus, ProtocolError, decode, dispatcher_online
 from protocol.identity import SECRET_ENV, derive_password
 from protocol.topics import DEFAULT_PREFIX, TopicError, Topics
 
@@ -82,11 +82,11 @@ class DispatcherWatch:
     """
 
     def __init__(self) -> None:
-        self._states: dict[str, Liveness] = {}
+        self._statuses: dict[str, ConnectionStatus] = {}  # the latest status of each process connection
 
     @property
     def online(self) -> bool:
-        return Liveness.ONLINE in self._states.values()
+        return dispatcher_online(self._statuses.values())
 
     def seen(self, payload: bytes) -> None:
         try:
@@ -94,12 +94,12 @@ class DispatcherWatch:
         except ProtocolError:
             log.warning("ignored an undecodable process status")
             return
-        if isinstance(message, ConnectionStatus) and message.role == "dispatcher":
-            self._states[message.sender] = message.state
+        if isinstance(message, ConnectionStatus):
+            self._statuses[message.sender] = message
 
     async def follow(self, client: aiomqtt.Client, *, until_online: bool = False) -> None:
         """Read the statuses `client` is subscribed to; return once one is online if asked to."""
-        self._states.clear()  # a new session: the retained statuses arrive again
+        self._statuses.clear()  # a new session: the retained statuses arrive again
         async for message in client.messages:
             if isinstance(message.payload, bytes | bytearray):
                 self.seen(bytes(message.payload))

@@ -41,7 +41,7 @@ from protocol.job_messages import (
     ShardResult,
     WaitReason,
 )
-from protocol.topics import Channel, TopicError, TopicInfo, Topics, check_level
+from protocol.topics import DELIVERY, Channel, Delivery, TopicError, TopicInfo, Topics, check_level
 from protocol.vehicle_messages import (
     TELEMETRY_SIGNAL_MAP,
     ChargeState,
@@ -58,9 +58,13 @@ from protocol.vehicle_messages import (
     VehicleStatus,
     VehicleTelemetry,
 )
+from protocol.vocabulary import CAR_STATE_BY_CODE, CAR_STATE_CODES, CarState, dispatcher_online, is_online_dispatcher
 
 __all__ = [
+    "CAR_STATE_BY_CODE",
+    "CAR_STATE_CODES",
     "CHANNEL_KINDS",
+    "DELIVERY",
     "MAX_PAYLOAD_BYTES",
     "MESSAGE_ADAPTER",
     "SCHEMA_VERSION",
@@ -68,11 +72,13 @@ __all__ = [
     "AddCars",
     "AnyMessage",
     "CancelJob",
+    "CarState",
     "Channel",
     "ChargeState",
     "ComputeOffer",
     "ComputeState",
     "ConnectionStatus",
+    "Delivery",
     "DriveAway",
     "FleetSummary",
     "Gear",
@@ -108,6 +114,8 @@ __all__ = [
     "check_on_topic",
     "decode",
     "decode_on",
+    "dispatcher_online",
     "encode",
+    "is_online_dispatcher",
     "utc_now",
 ]

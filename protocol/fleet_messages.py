@@ -24,7 +24,7 @@ class FleetSummary(Message):
 
     kind: Literal["fleet_summary"] = "fleet_summary"
     cars_known: int = Field(ge=0)
-    cars_by_state: dict[str, int]  # online, asleep, offline, idle, busy, vacating, driving, suspended
+    cars_by_state: dict[str, int]  # keyed by `CarState` value; "online" counts every reachable car
     cars_by_hardware: dict[str, int]
     tops_total: NonNegative  # rated TOPS of cars online
     tops_offered: NonNegative

@@ -11,28 +11,27 @@ from pydantic import BaseModel
 
 from protocol.base import SCHEMA_VERSION
 from protocol.codec import CHANNEL_KINDS, AnyMessage
-from protocol.topics import Channel, Topics
+from protocol.topics import DELIVERY, Channel, Topics
 
-# channel -> (topic template below the root, publisher, QoS, retained, description)
-CHANNEL_DOCS: dict[Channel, tuple[str, str, int, bool, str]] = {
-    Channel.VEHICLE_STATUS: ("vehicles/{vehicleId}/status", "vehicle", 1, True,
+# channel -> (topic template below the root, publisher, description); QoS and retain come from DELIVERY
+CHANNEL_DOCS: dict[Channel, tuple[str, str, str]] = {
+    Channel.VEHICLE_STATUS: ("vehicles/{vehicleId}/status", "vehicle",
                              "Liveness of one car; its `offline` form is the car's Last Will."),
-    Channel.TELEMETRY: ("vehicles/{vehicleId}/telemetry", "vehicle", 0, False,
+    Channel.TELEMETRY: ("vehicles/{vehicleId}/telemetry", "vehicle",
                         "Periodic telemetry, fields named after fleet-telemetry signals."),
-    Channel.OFFER: ("vehicles/{vehicleId}/offer", "vehicle", 1, False,
-                    "Compute offers (ClassAd-like) and their withdrawal."),
-    Channel.SHARDS: ("vehicles/{vehicleId}/shards", "vehicle", 1, False,
+    Channel.OFFER: ("vehicles/{vehicleId}/offer", "vehicle", "Compute offers (ClassAd-like) and their withdrawal."),
+    Channel.SHARDS: ("vehicles/{vehicleId}/shards", "vehicle",
                      "Shard progress with checkpoints, results, preemptions and refusals."),
-    Channel.COMMANDS: ("commands/{vehicleId}", "dispatcher", 1, False,
+    Channel.COMMANDS: ("commands/{vehicleId}", "dispatcher",
                        "Shard assignments and cancellations addressed to one car."),
-    Channel.CONNECTION_STATUS: ("connections/{clientId}/status", "any process", 1, True,
+    Channel.CONNECTION_STATUS: ("connections/{clientId}/status", "any process",
                                 "Liveness of a fleet gateway, dispatcher or control room (Last Will)."),
-    Channel.JOB_SUBMIT: ("jobs/submit", "operator", 1, False, "Job submissions."),
-    Channel.JOB_STATE: ("jobs/{jobId}/state", "dispatcher", 1, True,
+    Channel.JOB_SUBMIT: ("jobs/submit", "operator", "Job submissions."),
+    Channel.JOB_STATE: ("jobs/{jobId}/state", "dispatcher",
                         "The ledger's view of one job; a rejected submission says why here."),
-    Channel.SUMMARY: ("dispatcher/summary", "dispatcher", 1, True, "Fleet aggregates, once a second."),
-    Channel.DISPATCHER_CONTROL: ("control/dispatcher", "operator", 1, False, "Policy changes, job cancellation."),
-    Channel.FLEET_CONTROL: ("control/fleet", "operator", 1, False, "Drive a car away; add cars."),
+    Channel.SUMMARY: ("dispatcher/summary", "dispatcher", "Fleet aggregates, once a second."),
+    Channel.DISPATCHER_CONTROL: ("control/dispatcher", "operator", "Policy changes, job cancellation."),
+    Channel.FLEET_CONTROL: ("control/fleet", "operator", "Drive a car away; add cars."),
 }
 
 PARAMETERS = {
@@ -62,7 +61,8 @@ def asyncapi_document(topics: Topics) -> dict[str, Any]:
     """An AsyncAPI 2.6 description of the fleet's topics under `topics.root`."""
     schemas = message_schemas()
     channels: dict[str, Any] = {}
-    for channel, (template, publisher, qos, retained, text) in CHANNEL_DOCS.items():
+    for channel, (template, publisher, text) in CHANNEL_DOCS.items():
+        delivery = DELIVERY[channel]
         kinds = sorted(str(m.model_fields["kind"].default) for m in CHANNEL_KINDS[channel])
         refs = [{"$ref": f"#/components/messages/{k}"} for k in kinds]
         level = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"}
@@ -71,7 +71,7 @@ def asyncapi_document(topics: Topics) -> dict[str, Any]:
             "description": f"{text} Published by: {publisher}.",
             "subscribe": {
                 "operationId": f"receive_{channel.value}",
-                "bindings": {"mqtt": {"qos": qos, "retain": retained}},
+                "bindings": {"mqtt": {"qos": delivery.qos, "retain": delivery.retain}},
                 "message": refs[0] if len(refs) == 1 else {"oneOf": refs},
             },
         }

@@ -56,7 +56,8 @@ _VEHICLE_LEAVES = {
     "offer": Channel.OFFER,
     "shards": Channel.SHARDS,
 }
-_VEHICLE_LEAF = {channel: leaf for leaf, channel in _VEHICLE_LEAVES.items()}
+VEHICLE_LEAF: dict[Channel, str] = {channel: leaf for leaf, channel in _VEHICLE_LEAVES.items()}
+"""The last topic level of each channel a vehicle publishes on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +68,7 @@ class Delivery:
     retain: bool
 
 
-# The one table publishers, the broker ACL's retain rules and the schema export read.
+# The one table that publishers and the schema export read (tests hold docs/PROTOCOL.md to it).
 # QoS 0 for what is periodic and superseded by the next message; QoS 1 for what must arrive.
 DELIVERY: dict[Channel, Delivery] = {
     Channel.VEHICLE_STATUS: Delivery(qos=1, retain=True),
@@ -118,7 +119,7 @@ class Topics:
     # vehicle namespace -------------------------------------------------------------------
     def vehicle(self, vehicle_id: str, channel: Channel) -> str:
         """The topic on which vehicle `vehicle_id` publishes `channel`."""
-        leaf = _VEHICLE_LEAF.get(channel)
+        leaf = VEHICLE_LEAF.get(channel)
         if leaf is None:
             raise TopicError(f"{channel} is not a vehicle channel")
         return f"{self.root}/vehicles/{check_level(vehicle_id, 'vehicle id')}/{leaf}"
@@ -175,7 +176,7 @@ class Topics:
         """All vehicles' topics, or one channel of every vehicle."""
         if channel is None:
             return f"{self.root}/vehicles/+/+"
-        leaf = _VEHICLE_LEAF.get(channel)
+        leaf = VEHICLE_LEAF.get(channel)
         if leaf is None:
             raise TopicError(f"{channel} is not a vehicle channel")
         return f"{self.root}/vehicles/+/{leaf}"

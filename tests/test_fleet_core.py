@@ -8,14 +8,22 @@ from datetime import UTC, datetime
 
 import pytest
 
-from fake_vehicles.car import FAULT_WRONG
-from fake_vehicles.fleet import Fleet, FleetConfig
+from fake_vehicles.car import Defect
+from fake_vehicles.commands import CommandHandler
+from fake_vehicles.fleet import Fleet, FleetConfig, LinkEvent
 from fake_vehicles.messages import Encoder
 from protocol.codec import decode, encode
 from protocol.fleet_messages import AddCars, DriveAway
 from protocol.job_messages import ShardAssignment, ShardCancel, ShardPreempted, ShardProgress, ShardRefused, ShardResult
 from protocol.topics import Topics
-from protocol.vehicle_messages import ComputeOffer, OfferWithdrawal, VehicleStatus, VehicleTelemetry
+from protocol.vehicle_messages import (
+    ComputeOffer,
+    ConnectionStatus,
+    Liveness,
+    OfferWithdrawal,
+    VehicleStatus,
+    VehicleTelemetry,
+)
 
 T0 = datetime(2026, 11, 30, 10, 0, tzinfo=UTC).timestamp()
 WALL = datetime(2026, 11, 29, 5, 0, tzinfo=UTC)
@@ -25,17 +33,28 @@ TOPICS = Topics("corefleet")
 def make_fleet(count: int = 60, seed: int = 3, **config: object) -> Fleet:
     fleet = Fleet(FleetConfig(seed=seed, count=count, **config),  # type: ignore[arg-type]
                   Encoder(TOPICS, 0.0, None), random.Random(seed))
-    fleet.enc.stamp(WALL, T0)
+    fleet.encoder.stamp(WALL, T0)
     fleet.join(T0, count)
     return fleet
 
 
-def drain(fleet: Fleet) -> list[tuple[str, object]]:
+def drain_raw(fleet: Fleet) -> list[tuple[str, bytes]]:
     out = []
     while fleet.outbox:
-        _, topic, payload, _, _ = fleet.outbox.popleft()
-        out.append((topic, decode(payload)))
+        _, _, topic, payload = fleet.outbox.popleft()
+        out.append((topic, payload))
     return out
+
+
+def drain(fleet: Fleet) -> list[tuple[str, object]]:
+    return [(topic, decode(payload)) for topic, payload in drain_raw(fleet)]
+
+
+def inbound(fleet: Fleet, heard: list[object] | None = None) -> CommandHandler:
+    """The fleet's command handler; the statuses it hands to its owner are appended to `heard`."""
+    out = heard if heard is not None else []
+    return CommandHandler(fleet, on_dispatcher_online=lambda sent_at: out.append(sent_at),
+                          on_gateway_status=lambda status, retained: out.append((status.sender, retained)))
 
 
 def run_until(fleet: Fleet, t: float, step: float = 10.0) -> list[tuple[str, object]]:
@@ -43,7 +62,7 @@ def run_until(fleet: Fleet, t: float, step: float = 10.0) -> list[tuple[str, obj
     now = fleet.t or T0
     while now < t:
         now = min(t, now + step)
-        fleet.enc.stamp(WALL, now)
+        fleet.encoder.stamp(WALL, now)
         fleet.advance(now)
         fleet.sweep(now, 10_000)
         out += drain(fleet)
@@ -62,7 +81,7 @@ def assignment(fleet: Fleet, vid: str, work_s: float, **extra: object) -> ShardA
 
 
 def send(fleet: Fleet, message: ShardAssignment | ShardCancel, vid: str | None = None) -> None:
-    fleet.commands.handle(TOPICS.commands(vid or message.vehicle_id), encode(message), fleet.t)
+    inbound(fleet).handle(TOPICS.commands(vid or message.vehicle_id), encode(message), fleet.t)
 
 
 def an_offering_car(fleet: Fleet) -> str:
@@ -90,9 +109,9 @@ def test_fast_telemetry_decodes_to_the_slow_path_model() -> None:
     for car in fleet.cars:
         reason = car.suspend_reason(fleet.t)
         state = car.compute_state(reason)
-        fast = decode(fleet.enc.telemetry(car, reason, state))
+        fast = decode(fleet.encoder.telemetry(car, reason, state))
         assert isinstance(fast, VehicleTelemetry)
-        assert fast == fleet.enc.telemetry_model(car, reason, state)
+        assert fast == fleet.encoder.telemetry_model(car, reason, state)
 
 
 def test_a_shard_runs_with_checkpoints_and_returns_the_deterministic_result() -> None:
@@ -118,7 +137,7 @@ def test_a_shard_runs_with_checkpoints_and_returns_the_deterministic_result() ->
 def test_a_faulty_car_returns_a_different_digest() -> None:
     fleet = make_fleet()
     vid = an_offering_car(fleet)
-    fleet.by_id[vid].fault = FAULT_WRONG
+    fleet.by_id[vid].defect = Defect.WRONG_RESULTS
     send(fleet, assignment(fleet, vid, work_s=60))
     out = run_until(fleet, fleet.t + 120)
     (result,) = [m for _, m in out if isinstance(m, ShardResult)]
@@ -130,7 +149,7 @@ def test_owner_return_preempts_with_a_checkpoint_and_nothing_is_dropped() -> Non
     vid = an_offering_car(fleet)
     send(fleet, assignment(fleet, vid, work_s=10_000))
     run_until(fleet, fleet.t + 150)
-    fleet.commands.handle(TOPICS.fleet_control, encode(DriveAway(
+    inbound(fleet).handle(TOPICS.fleet_control, encode(DriveAway(
         sender="operator", sent_at=WALL, sim_time=WALL, vehicle_id=vid)), fleet.t)
     (pre,) = [m for _, m in drain(fleet) if isinstance(m, ShardPreempted)]
     car = fleet.by_id[vid]
@@ -146,8 +165,8 @@ def test_bad_assignments_are_refused_counted_and_the_car_keeps_running() -> None
     vid = an_offering_car(fleet)
     other = next(v for v in fleet.by_id if v != vid)
     send(fleet, assignment(fleet, other, work_s=60, assignment_id="as-wrong"), vid=vid)  # not addressed to it
-    fleet.commands.handle(TOPICS.commands(vid), b'{"kind":"shard_assign","assignment_id":"as-bad"}', fleet.t)
-    fleet.commands.handle(TOPICS.commands(vid), b"\xff not json", fleet.t)
+    inbound(fleet).handle(TOPICS.commands(vid), b'{"kind":"shard_assign","assignment_id":"as-bad"}', fleet.t)
+    inbound(fleet).handle(TOPICS.commands(vid), b"\xff not json", fleet.t)
     send(fleet, assignment(fleet, vid, work_s=60, allocated_tops=5e5, assignment_id="as-big"))
     send(fleet, assignment(fleet, vid, work_s=60, checkpoint="ckpt:other:1.0", assignment_id="as-ckpt"))
     send(fleet, ShardCancel(sender="dispatcher", sent_at=WALL, sim_time=WALL, assignment_id="as-none", vehicle_id=vid))
@@ -165,13 +184,57 @@ def test_bad_assignments_are_refused_counted_and_the_car_keeps_running() -> None
     assert any(isinstance(m, ShardResult) for _, m in out)
 
 
-def test_replay_is_deterministic_and_shards_do_not_overlap() -> None:
-    def trace(**config: object) -> list[bytes]:
-        fleet = make_fleet(count=40, **config)
-        run_until(fleet, T0 + 6 * 3600, step=120)
-        return [payload for _, _, payload, _, _ in fleet.outbox] + [c.vehicle_id.encode() for c in fleet.cars]
+def test_commands_are_decoded_by_the_shared_codec_and_checked_against_their_topic() -> None:
+    fleet = make_fleet(count=10)
+    vid, other = list(fleet.by_id)[:2]
+    handler = inbound(fleet)
+    drive = DriveAway(sender="operator", sent_at=WALL, sim_time=WALL, vehicle_id=vid)
+    handler.handle(TOPICS.commands(vid), encode(drive), fleet.t)  # a fleet command on a car's topic
+    handler.handle(TOPICS.commands("car-not-ours"), b"not even json", fleet.t)  # another process's car
+    handler.handle(TOPICS.telemetry(vid), b"{}", fleet.t)  # not a topic the fleet subscribes to
+    cancel = ShardCancel(sender="dispatcher", sent_at=WALL, sim_time=WALL, assignment_id="as-1", vehicle_id=other)
+    handler.handle(TOPICS.commands(vid), encode(cancel), fleet.t)  # for `other`, on `vid`'s topic: not refused
+    assert (fleet.counts["rejected_wrong_channel"], fleet.counts["rejected_topic_mismatch"]) == (2, 1)
+    assert fleet.counts["foreign_commands"] == 1 and fleet.counts["rejected"] == 3
+    assert fleet.counts["drive_away"] == 0 and fleet.counts["stale_cancels"] == 0
+    assert not any(isinstance(m, ShardRefused) for _, m in drain(fleet))
 
-    assert trace() == trace()
+
+def test_process_statuses_go_to_the_callbacks_passed_in_once_checked_against_their_topic() -> None:
+    fleet = make_fleet(count=4)
+    heard: list[object] = []
+    handler = inbound(fleet, heard)
+
+    def status(sender: str, role: str, state: Liveness = Liveness.ONLINE) -> bytes:
+        return encode(ConnectionStatus(sender=sender, sent_at=WALL, sim_time=WALL, role=role,  # type: ignore[arg-type]
+                                       state=state))
+
+    handler.handle(TOPICS.connection_status("dispatcher"), status("dispatcher", "dispatcher"), fleet.t)
+    handler.handle(TOPICS.connection_status("dispatcher"), status("dispatcher", "dispatcher", Liveness.OFFLINE),
+                   fleet.t)
+    handler.handle(TOPICS.connection_status("gw-1-0-1"), status("gw-1-0-1", "gateway"), fleet.t, retained=True)
+    handler.handle(TOPICS.connection_status("gw-1-0-1"), status("dispatcher", "dispatcher"), fleet.t)  # a lie
+    assert heard == [WALL, ("gw-1-0-1", True)]
+    assert fleet.counts["rejected_sender_mismatch"] == 1
+
+
+def test_replay_is_deterministic_and_shards_do_not_overlap() -> None:
+    def trace(seed: int = 3) -> list[tuple[str, bytes]]:
+        """Every message the fleet sends in six simulated hours, as bytes on their topics."""
+        fleet = make_fleet(count=40, seed=seed)
+        out = drain_raw(fleet)
+        for now in range(int(T0) + 120, int(T0) + 6 * 3600 + 1, 120):
+            fleet.encoder.stamp(WALL, now)
+            fleet.advance(now)
+            fleet.sweep(now, 10_000)
+            out += drain_raw(fleet)
+        return out
+
+    first = trace()
+    kinds = {decode(payload).kind for _, payload in first}
+    assert {"vehicle_status", "offer", "telemetry"} <= kinds and len(first) > 40 * 6, "a trace worth comparing"
+    assert first == trace()
+    assert first != trace(seed=4)
     halves = [set(make_fleet(count=40, shard_index=i, shard_count=2).by_id) for i in (0, 1)]
     assert not halves[0] & halves[1] and halves[0] | halves[1] == set(make_fleet(count=40).by_id)
 
@@ -179,23 +242,21 @@ def test_replay_is_deterministic_and_shards_do_not_overlap() -> None:
 def test_add_cars_grows_this_process_share() -> None:
     fleet = make_fleet(count=10, shard_index=1, shard_count=2)
     assert len(fleet.cars) == 5
-    fleet.commands.handle(TOPICS.fleet_control, encode(AddCars(
+    inbound(fleet).handle(TOPICS.fleet_control, encode(AddCars(
         sender="operator", sent_at=WALL, sim_time=WALL, count=10, hardware_mix={"HW6": 1.0})), fleet.t)
     fleet.join(fleet.t, 100)
     assert len(fleet.cars) == 10 and all(c.hardware.generation == "HW6" for c in fleet.cars[5:])
 
 
 def test_a_vanishing_car_goes_silent_mid_shard_and_comes_back_when_restarted() -> None:
-    from fake_vehicles.car import FAULT_VANISH
-
     fleet = make_fleet()
     vid = an_offering_car(fleet)
     car = fleet.by_id[vid]
-    car.fault = FAULT_VANISH
+    car.defect = Defect.VANISHES
     send(fleet, assignment(fleet, vid, work_s=600))
     out = run_until(fleet, fleet.t + 700)
     assert not any(isinstance(m, ShardResult | ShardPreempted) for _, m in out), "it vanishes, it does not report"
-    assert car.silent and car.shard is None and ("drop", car.index) in fleet.link_events
+    assert car.silent and car.shard is None and (LinkEvent.DROP, car.index) in fleet.link_events
     assert not any(getattr(m, "sender", None) == vid for _, m in out[-20:])
     fleet.drive_away(car, fleet.t)  # the owner drives off: the car restarts
     out = run_until(fleet, fleet.t + 200)
@@ -225,7 +286,7 @@ def test_cars_go_silent_until_restarted_when_injected() -> None:
     fleet = make_fleet(count=50, faults=FaultConfig(silent_per_day=1.0))
     run_until(fleet, T0 + 10 * 3600, step=120)
     assert fleet.counts["fault_silent"] > 0 and fleet.silent > 0
-    assert any(e == ("drop", c.index) for c in fleet.cars if c.silent for e in fleet.link_events)
+    assert any(e == (LinkEvent.DROP, c.index) for c in fleet.cars if c.silent for e in fleet.link_events)
 
 
 def test_the_progress_line_is_one_short_line_with_the_counts() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import get_args
 
 import pytest
@@ -82,10 +83,15 @@ def test_oversized_payload_is_rejected_before_parsing() -> None:
     assert info.value.reason == "oversized"
 
 
-def test_naive_datetime_is_rejected_but_iso_with_zone_is_accepted() -> None:
+@pytest.mark.parametrize("field", ["sent_at", "sim_time"])
+def test_naive_datetime_is_rejected_but_iso_with_zone_is_accepted(field: str) -> None:
     obj = json.loads(encode(telemetry()))
-    obj["sim_time"] = "2026-11-29T09:00:00+09:00"
-    assert decode(json.dumps(obj).encode()).sim_time.utcoffset() is not None  # type: ignore[union-attr]
+    obj[field] = "2026-11-29T09:00:00"
+    with pytest.raises(ProtocolError) as info:
+        decode(json.dumps(obj).encode())
+    assert info.value.reason == "invalid" and field in info.value.detail
+    obj[field] = "2026-11-29T09:00:00+09:00"
+    assert getattr(decode(json.dumps(obj).encode()), field).utcoffset() == timedelta(hours=9)
 
 
 def test_models_are_frozen() -> None:

@@ -58,6 +58,19 @@ def test_cars_appear_and_change_state(store: FleetStore, topics: Topics) -> None
     assert +store.state_counts == recount(store) == Counter({"Of": 1})
 
 
+def test_the_control_room_knows_a_dispatcher_online_by_the_shared_rule(store: FleetStore, topics: Topics) -> None:
+    def hear(sender: str, state: Liveness, role: str = "dispatcher") -> None:
+        feed(store, topics.connection_status(sender), ConnectionStatus(
+            sender=sender, sent_at=cr.T0, sim_time=cr.T0, role=role, state=state))  # type: ignore[arg-type]
+
+    hear("gw-1-0-1", Liveness.ONLINE, role="gateway")
+    assert not store.dispatcher_online
+    hear("dispatcher", Liveness.ONLINE)
+    assert store.dispatcher_online
+    hear("dispatcher", Liveness.OFFLINE)  # its Last Will
+    assert not store.dispatcher_online
+
+
 def test_state_counts_stay_equal_to_a_recount(store: FleetStore, topics: Topics) -> None:
     states = [ComputeState.IDLE, ComputeState.BUSY, ComputeState.VACATING, ComputeState.SUSPENDED]
     for i in range(200):

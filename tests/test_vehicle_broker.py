@@ -34,7 +34,7 @@ from protocol import (
     encode,
     utc_now,
 )
-from protocol.topics import Topics
+from protocol.topics import DELIVERY, Channel, Topics
 from tests.support.brokers import TestBroker, embedded_broker
 from tests.support.waiting import wait_until
 
@@ -48,10 +48,12 @@ class Dispatcher:
     def __init__(self, client: aiomqtt.Client, broker: TestBroker) -> None:
         self.client, self.topics = client, broker.topics
         self.seen: list[tuple[str, AnyMessage]] = []
+        self.delivered: list[tuple[Channel, int]] = []  # each message's channel and QoS, as delivered
 
     async def read(self) -> None:
         async for message in self.client.messages:
             assert isinstance(message.payload, bytes)
+            self.delivered.append((self.topics.parse(str(message.topic)).channel, message.qos))
             try:
                 self.seen.append((str(message.topic), decode(message.payload)))
             except ProtocolError as exc:  # pragma: no cover - would fail the assertions below
@@ -144,6 +146,41 @@ async def test_cars_offer_run_shards_get_preempted_and_leave_a_last_will(
 
         proc.kill()  # no goodbye: the broker must publish every car's Last Will
         await wait_until(lambda: len(d.of(VehicleStatus, lambda s: s.state == "offline")) >= 6, 20, "6 Last Wills")
+
+
+async def retained_channels(broker: TestBroker) -> set[Channel]:
+    """The channels of the messages a broker keeps under the test's root, as a new subscriber receives them."""
+    url = broker.url("observer")
+    kept: set[Channel] = set()
+    marker = f"{broker.topics.root}/marker"
+    async with make_client(url, client_id_of(url, "observer")) as client:
+        await client.subscribe(broker.topics.everything, qos=1)
+        await client.publish(marker, b"after the retained ones", qos=1)
+        async for message in client.messages:
+            if str(message.topic) == marker:
+                return kept
+            if message.retain:  # kept by the broker, not published since (the fleet still runs)
+                kept.add(broker.topics.parse(str(message.topic)).channel)
+    raise AssertionError("the subscription ended before the marker came back")
+
+
+async def test_the_fleet_publishes_every_channel_with_the_qos_and_retain_flag_of_delivery(
+    any_broker: TestBroker, tmp_path: Path
+) -> None:
+    """`protocol.topics.DELIVERY` is what the fleet does: a new subscriber gets exactly the retained channels,
+    and on Mosquitto a QoS 1 subscriber receives each channel at the QoS it was published with."""
+    published = {Channel.VEHICLE_STATUS, Channel.TELEMETRY, Channel.OFFER, Channel.SHARDS, Channel.CONNECTION_STATUS}
+    async with dispatcher(any_broker) as d, fleet_process(
+        any_broker, tmp_path, "--count", "6", "--mode", "gateway", "--speed", "300", "--seed", "5"
+    ):
+        await wait_until(lambda: d.of(ComputeOffer), 20, "an offer")
+        await d.assign(best_offer(d), "as-1", work_s=60)
+        await wait_until(lambda: published <= {channel for channel, _ in d.delivered}, 20, "every channel of the fleet")
+        kept = await retained_channels(any_broker)
+    assert kept == {channel for channel in published if DELIVERY[channel].retain}
+    if any_broker.kind == "mosquitto":  # amqtt delivers at the subscription's QoS, whatever the publisher's
+        qos_by_channel = {channel: {qos for c, qos in d.delivered if c is channel} for channel in published}
+        assert qos_by_channel == {channel: {DELIVERY[channel].qos} for channel in published}
 
 
 async def test_gateway_mode_says_goodbye_on_sigterm_and_leaves_a_will_when_killed(

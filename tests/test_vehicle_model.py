@@ -99,13 +99,13 @@ def _start_shard(car: Car, tera_ops: float) -> None:
 
 def test_compute_never_spends_the_owners_reserve() -> None:
     car = _computing_car(HardwareGeneration.HW6, soc=0.6, pack_temp_c=0.0)
-    car.hot = False
+    car.pack_too_hot = False
     _start_shard(car, 1e12)
     t = car.t
     for _ in range(2000):  # steps of uneven length, as ticks are
         t += 37.0 if _ % 3 else 611.0
         car.advance(t)
-        car.pack_temp_c, car.hot = 0.0, False  # keep the pack out of this test
+        car.pack_temp_c, car.pack_too_hot = 0.0, False  # keep the pack out of this test
         assert car.soc >= car.reserve_soc - 1e-12
     assert car.soc == pytest.approx(car.reserve_soc)
     assert car.suspend_reason(t) is SuspendReason.LOW_CHARGE
@@ -117,7 +117,7 @@ def test_pack_temperature_has_hysteresis() -> None:
     car.model = type(car.model)("big", 1000.0, 0.2, 1.0)  # a pack that will not run flat first
     _start_shard(car, 1e15)
     t = car.t
-    while not car.hot:
+    while not car.pack_too_hot:
         t += 60.0
         car.advance(t)
         assert t < MONDAY_10AM + days.DAY, "an HW6 at full load heats the pack past the stop point"
@@ -125,7 +125,7 @@ def test_pack_temperature_has_hysteresis() -> None:
     assert seen_hot and car.suspend_reason(t) is SuspendReason.PACK_TOO_HOT
     car.shard = None  # the fleet preempts; the pack cools
     between = False
-    while car.hot:
+    while car.pack_too_hot:
         t += 60.0
         car.advance(t)
         if HOT_RESUME_C < car.pack_temp_c < HOT_STOP_C:
@@ -148,9 +148,9 @@ def test_each_veto_has_its_reason() -> None:
     car.owner_back = False
     car.soc = car.reserve_soc + 0.001
     assert car.suspend_reason(t) is SuspendReason.LOW_CHARGE
-    car.soc, car.hot = 0.8, True
+    car.soc, car.pack_too_hot = 0.8, True
     assert car.suspend_reason(t) is SuspendReason.PACK_TOO_HOT
-    car.hot, car.night_only = False, True
+    car.pack_too_hot, car.night_only = False, True
     assert car.suspend_reason(t) is SuspendReason.OWNER_SCHEDULE  # 10:00
     assert car.suspend_reason(t + 13 * days.HOUR) is None  # 23:00
     car.night_only, car.owner_mode = False, OwnerMode.ROBOTAXI

@@ -7,9 +7,10 @@ raw telemetry, so the control room and the dispatcher cannot disagree about the 
 from __future__ import annotations
 
 from protocol.reference import INT8_VS_FP64_NOTE, REFERENCE_MACHINES, equivalences, format_tops
+from protocol.vocabulary import CarState
 from tui.store import FleetStore
 
-CAR_STATES = ("online", "idle", "busy", "vacating", "suspended", "driving", "asleep", "offline")
+CAR_STATES = (CarState.ONLINE, *(state for state in CarState if state is not CarState.ONLINE))  # online: all reachable
 
 
 def plural(count: int, name: str) -> str:

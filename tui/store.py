@@ -14,9 +14,11 @@ from datetime import datetime
 
 from protocol import (
     AnyMessage,
+    CarState,
     ComputeOffer,
     ConnectionStatus,
     FleetSummary,
+    Gear,
     JobState,
     JobSubmission,
     Liveness,
@@ -33,24 +35,14 @@ from protocol import (
     VehicleStatus,
     VehicleTelemetry,
     decode_on,
+    dispatcher_online,
 )
 from tui.jobs import JobBook
 
 log = logging.getLogger(__name__)
 
-STATE_CODES: dict[str, str] = {
-    "idle": "Id",
-    "busy": "Bu",
-    "vacating": "Va",
-    "suspended": "Su",
-    "driving": "Dr",
-    "online": "On",
-    "asleep": "As",
-    "offline": "Of",
-}
-"""Two-letter state codes, as `condor_status -compact` shows them."""
-
-STATE_ORDER: tuple[str, ...] = tuple(STATE_CODES.values())
+STATE_ORDER: tuple[str, ...] = tuple(state.code for state in CarState)
+"""The two-letter state codes in the order a compact listing shows them."""
 HISTORY_SERIES: tuple[str, ...] = ("cars", "tops_offered", "tops_allocated", "jobs_done", "earnings", "msgs_per_s")
 
 
@@ -59,8 +51,8 @@ class CarRow:
     """What the control room knows of one car, updated in place."""
 
     vehicle_id: str
-    code: str = "On"
-    liveness: str = "online"
+    state: CarState = CarState.ONLINE
+    liveness: Liveness = Liveness.ONLINE
     hardware: str = ""
     soc: float | None = None
     rated_tops: float = 0.0
@@ -81,11 +73,16 @@ class CarRow:
     last_event: str = ""
 
     @property
+    def code(self) -> str:
+        """The car's state as its two-letter code."""
+        return self.state.code
+
+    @property
     def free_tops(self) -> float:
         """TOPS the car could still give: what it offers, else its idle rating."""
         if self.offered_tops > 0:
             return self.offered_tops
-        return max(self.rated_tops - self.tops_in_use, 0.0) if self.code == "Id" else 0.0
+        return max(self.rated_tops - self.tops_in_use, 0.0) if self.state is CarState.IDLE else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +94,7 @@ class TelemetryPoint:
     tops_in_use: float
     earned: float
     pack_temp_c: float
-    state: str
+    state: CarState
 
 
 @dataclass
@@ -125,15 +122,15 @@ class History:
             buffer.append(values.get(name, 0.0))
 
 
-def car_code(liveness: str, telemetry: VehicleTelemetry | None, previous: str) -> str:
-    """The two-letter state of a car from its liveness and latest telemetry."""
-    if liveness != "online":
-        return STATE_CODES[liveness]
+def car_state(liveness: Liveness, telemetry: VehicleTelemetry | None, previous: CarState) -> CarState:
+    """The state of a car from its liveness and latest telemetry (None: a status, which says no more)."""
+    if liveness is not Liveness.ONLINE:
+        return CarState(liveness)
     if telemetry is None:
-        return previous if previous not in ("Of", "As") else "On"
-    if telemetry.gear.value != "P" or telemetry.vehicle_speed_kmh > 0:
-        return "Dr"
-    return STATE_CODES[telemetry.compute_state.value]
+        return previous if previous not in (CarState.OFFLINE, CarState.ASLEEP) else CarState.ONLINE
+    if telemetry.gear is not Gear.PARK or telemetry.vehicle_speed_kmh > 0:
+        return CarState.DRIVING
+    return CarState(telemetry.compute_state)
 
 
 class FleetStore:
@@ -188,7 +185,7 @@ class FleetStore:
     @property
     def dispatcher_online(self) -> bool:
         """Whether a dispatcher's retained status (its Last Will included) says it is online."""
-        return any(s.role == "dispatcher" and s.state is Liveness.ONLINE for s in self.connections.values())
+        return dispatcher_online(self.connections.values())
 
     def apply(self, info: TopicInfo, message: AnyMessage) -> None:
         """Apply one decoded message that `decode_on` has checked against its topic."""
@@ -221,11 +218,11 @@ class FleetStore:
             self.state_counts[row.code] += 1
         return row
 
-    def _set_code(self, row: CarRow, code: str) -> None:
-        if code != row.code:
+    def _set_state(self, row: CarRow, state: CarState) -> None:
+        if state is not row.state:
             self.state_counts[row.code] -= 1
-            self.state_counts[code] += 1
-            row.code = code
+            self.state_counts[state.code] += 1
+            row.state = state
 
     def _set_hardware(self, row: CarRow, hardware: str) -> None:
         if hardware and hardware != row.hardware:
@@ -236,28 +233,28 @@ class FleetStore:
 
     def _status(self, message: VehicleStatus) -> None:
         row = self.car(message.sender)
-        row.liveness = message.state.value
+        row.liveness = message.state
         if message.hardware is not None:
             self._set_hardware(row, message.hardware.value)
         row.gateway = message.gateway or row.gateway
         if message.state is not Liveness.ONLINE:
             row.offered_tops = 0.0
             row.reason = message.reason or message.state.value
-        self._set_code(row, car_code(row.liveness, None, row.code))
+        self._set_state(row, car_state(row.liveness, None, row.state))
         self.cars_version += 1
 
     def _telemetry(self, message: VehicleTelemetry) -> None:
         row = self.car(message.sender)
         self._set_hardware(row, message.hardware.value)
-        row.liveness = "online"
+        row.liveness = Liveness.ONLINE
         row.soc = message.soc
         row.rated_tops = message.rated_tops
         row.tops_in_use = message.tops_in_use
         row.shard = message.shard or ""
         row.earned = message.earned
         row.reason = message.suspend_reason.value if message.suspend_reason is not None else ""
-        self._set_code(row, car_code("online", message, row.code))
-        if row.code == "Dr" and not row.reason:
+        self._set_state(row, car_state(Liveness.ONLINE, message, row.state))
+        if row.state is CarState.DRIVING and not row.reason:
             row.reason = "driving"
         self._record(message, row)
         self.cars_version += 1
@@ -269,7 +266,7 @@ class FleetStore:
                 return
             points = self.car_history[row.vehicle_id] = deque(maxlen=self._car_history_length)
         points.append(TelemetryPoint(message.sim_time, message.soc, message.tops_in_use, message.earned,
-                                     message.pack_temp_c, row.code))
+                                     message.pack_temp_c, row.state))
 
     def watch(self, vehicle_id: str) -> None:
         """Keep a telemetry history for this car even past the history limit (drill-down)."""
