@@ -32,6 +32,7 @@ class Car:
     compute_state: ComputeState | None = None
     offering: bool = False
     running: int = 0  # active assignments the dispatcher gave it
+    spoke_at_s: float | None = None  # when it last spoke itself (not its gateway), the ledger's simulation seconds
 
     @property
     def owner(self) -> str:

@@ -29,8 +29,8 @@ class Running:
 class Watchlist:
     """Active assignments by id and by car; each car's count of them is kept in the registry."""
 
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
+    def __init__(self, registry: Registry, speed: float = 1.0) -> None:
+        self.registry, self.speed = registry, speed
         self.running: dict[str, Running] = {}
         self.by_car: dict[str, set[str]] = {}  # vehicle -> its active assignment ids
 
@@ -39,6 +39,11 @@ class Watchlist:
         self.by_car.setdefault(info.vehicle_id, set()).add(aid)
         car = self.registry.car(info.vehicle_id)
         self.registry.update(car, running=car.running + 1)
+
+    def silence_limit_for(self, checkpoint_interval_s: float) -> float:
+        """How long (wall seconds) an assignment may go unmentioned: the heartbeat timeout, or three
+        checkpoint intervals of its job if longer."""
+        return max(self.registry.heartbeat_timeout_s, 3.0 * checkpoint_interval_s / self.speed)
 
     def unwatch(self, aid: str) -> Running | None:
         info = self.running.pop(aid, None)
