@@ -11,7 +11,7 @@ from dispatcher.offers import Offers
 from dispatcher.records import AssignmentStatus, Attempt, Slot
 from dispatcher.registry import Registry
 from dispatcher.views import SENDER, JobStates, Out
-from dispatcher.watching import Running, Watchlist
+from dispatcher.watching import WatchedAssignment, Watchlist
 from protocol.base import utc_now
 from protocol.job_messages import JobStatus, JobSubmission, ShardAssignment, ShardCancel
 from protocol.topics import Channel, Topics
@@ -29,19 +29,19 @@ class Assignments:
     ) -> None:
         self.ledger, self.topics, self.clock, self.rng = ledger, topics, clock, rng
         self.registry, self.offers, self.watchlist, self.job_states = registry, offers, watchlist, job_states
-        self._made = ledger.assignment_count()  # assignment ids count on from the ledger's
+        self._assignments_made = ledger.assignment_count()  # assignment ids count on from the ledger's
 
     def start(self, job: JobSubmission, slot: Slot, offer: Offer) -> Out:
         """Give `slot` of `job` to the car of `offer` (taken from the book), at all the TOPS it offers."""
-        self._made += 1
-        aid = f"a{self._made}-{self.rng.getrandbits(32):08x}"
+        self._assignments_made += 1
+        aid = f"a{self._assignments_made}-{self.rng.getrandbits(32):08x}"
         deadline_s = self.ledger.deadline_s(job.job_id)
         # the message is built before the ledger records the attempt, so a value it cannot carry
         # fails here, with nothing recorded, rather than after the commit
         message = ShardAssignment(
             sender=SENDER, sent_at=utc_now(), sim_time=self.clock.sim_now(), assignment_id=aid,
-            vehicle_id=offer.vehicle_id, job_id=job.job_id, shard_id=slot.shard_id, work_tera_ops=slot.work,
-            resume_from_tera_ops=min(slot.resume_from, slot.work), checkpoint=slot.checkpoint,
+            vehicle_id=offer.vehicle_id, job_id=job.job_id, shard_id=slot.shard_id, work_tera_ops=slot.shard_work,
+            resume_from_tera_ops=min(slot.resume_from, slot.shard_work), checkpoint=slot.checkpoint,
             input_digest=slot.input_digest, allocated_tops=offer.free_tops,
             checkpoint_interval_s=job.checkpoint_interval_s, price_per_tops_hour=offer.asking_price,
             deadline=None if deadline_s is None else self.clock.on_cars_clock(deadline_s),
@@ -67,7 +67,7 @@ class Assignments:
     def _watch(self, aid: str, vehicle_id: str, shard: tuple[str, str], tops: float, interval_s: float) -> None:
         job_id, shard_id = shard
         limit = self.watchlist.silence_limit_for(interval_s)
-        self.watchlist.watch(aid, Running(vehicle_id, job_id, shard_id, tops, self.clock.wall(), limit))
+        self.watchlist.watch(aid, WatchedAssignment(vehicle_id, job_id, shard_id, tops, self.clock.wall(), limit))
 
     def cancel(self, attempts: list[Attempt], reason: str) -> list[Out]:
         """Tell the cars of `attempts` (settled in the ledger already) to stop; their offers stand again."""
@@ -82,7 +82,7 @@ class Assignments:
 
     def lose(self, aid: str, status: AssignmentStatus, why: str, *, preemption: bool) -> list[Out]:
         """An assignment ends without a result: lost (counted as a preemption, if `preemption`) or refused."""
-        watched = self.watchlist.running.get(aid)
+        watched = self.watchlist.get(aid)
         spoke_at_s = self.registry.car(watched.vehicle_id).spoke_at_s if watched is not None else None
         last_heard_s = None if spoke_at_s is None else min(spoke_at_s, self.clock.now_s)
         attempt = self.ledger.record_loss(aid, status, preemption=preemption, last_heard_s=last_heard_s)

@@ -81,7 +81,7 @@ class Engine:
         self.scheduler = Scheduler(ledger, self.clock, offers=self.offers, registry=self.registry,
                                    assignments=self.assignments, job_states=self.job_states)
         self.throughput = Throughput(window_sim_s=10.0 * speed)
-        self.received = 0
+        self.messages_received = 0
         self._last_summary = (wall(), 0)
 
     def rejections(self) -> Counter[str]:
@@ -101,7 +101,7 @@ class Engine:
     # messages in ---------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes) -> list[Out]:
         """Apply one MQTT message; a bad one is counted, logged and dropped."""
-        self.received += 1
+        self.messages_received += 1
         try:
             info, message = decode_on(self.topics, topic, payload)
         except ProtocolError as exc:
@@ -211,13 +211,14 @@ class Engine:
         offer = offer_from(message, vid, self.clock.now_s)
         if car.hardware == "unknown":
             self.registry.update(car, hardware=message.hardware.value)
-        self.offers.stand(offer, car_busy=car.running > 0, as_json=message.model_dump_json() if save else None)
+        as_json = message.model_dump_json() if save else None
+        self.offers.stand(offer, car_busy=car.active_assignments > 0, as_json=as_json)
         self.registry.update(car, offering=True)
 
     # shards --------------------------------------------------------------------------------
     def _on_shard(self, vid: str, message: ShardMessage) -> list[Out]:
         aid = message.assignment_id
-        watched = self.watchlist.running.get(aid)
+        watched = self.watchlist.get(aid)
         if watched is None or not watched.speaks_for(vid, message):
             refusal = shard_refusal(self.ledger.attempt(aid), vid, message)
             if refusal:  # claims.SETTLED (a duplicate or late message about the car's own settled assignment) is not
@@ -305,8 +306,8 @@ class Engine:
     def summary(self) -> FleetSummary:
         now = self.clock.wall()
         last_wall, last_count = self._last_summary
-        rate = (self.received - last_count) / max(1e-6, now - last_wall)
-        self._last_summary = (now, self.received)
+        rate = (self.messages_received - last_count) / max(1e-6, now - last_wall)
+        self._last_summary = (now, self.messages_received)
         return fleet_summary(
             self.registry, self.offers.book, self.ledger, sim_time=self.clock.sim_now(),
             tops_allocated=self.watchlist.tops_allocated, throughput=self.throughput.rate(self.clock.now_s),

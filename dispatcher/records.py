@@ -82,7 +82,7 @@ class Slot:
     shard_id: str
     resume_from: float
     checkpoint: str
-    work: float
+    shard_work: float  # the whole shard's tera-ops
     input_digest: str
 
 

@@ -67,7 +67,8 @@ class Scheduler:
         for slot in slots:
             need = Need(
                 min_tops=job.min_tops_per_car, min_hardware=job.min_hardware, price_cap=job.price_cap_per_tops_hour,
-                work_tera_ops=max(1e-9, slot.work - slot.resume_from), checkpoint_interval_s=job.checkpoint_interval_s,
+                work_tera_ops=max(1e-9, slot.shard_work - slot.resume_from),
+                checkpoint_interval_s=job.checkpoint_interval_s,
             )
             exclude = Exclusions(self.ledger.shard_cars(job.job_id, slot.shard_id), self.offers.unreliable)
             offer = self.offers.book.match(need, now_s, exclude)

@@ -125,17 +125,17 @@ def fleet_summary(
     the summary's `scenario_scale` says so; jobs, work and money are never scaled. `rejected`
     counts refused messages and claims by reason.
     """
-    k = cars_per_emulated_car
+    scale = cars_per_emulated_car
     totals = ledger.totals()
-    jobs = ledger.jobs_by_status()
+    jobs_by_status = ledger.jobs_by_status()
     return FleetSummary(
-        sender=SENDER, sent_at=utc_now(), sim_time=sim_time, scenario_scale=scale_label(k),
-        cars_known=k * len(registry.cars), cars_by_state={s: k * n for s, n in registry.state_counts().items()},
-        cars_by_hardware={h: k * n for h, n in registry.by_hardware.items() if n > 0},
-        tops_total=k * max(0.0, float(sum(registry.tops_by_hardware.values()))),
-        tops_offered=k * max(0.0, book.tops_offered), tops_allocated=k * max(0.0, tops_allocated),
-        tops_by_hardware={h: k * float(v) for h, v in registry.tops_by_hardware.items() if v > 0},
-        jobs_by_status={s.value: jobs.get(s, 0) for s in JobStatus},
+        sender=SENDER, sent_at=utc_now(), sim_time=sim_time, scenario_scale=scale_label(scale),
+        cars_known=scale * len(registry.cars), cars_by_state={s: scale * n for s, n in registry.state_counts().items()},
+        cars_by_hardware={h: scale * n for h, n in registry.by_hardware.items() if n > 0},
+        tops_total=scale * max(0.0, float(sum(registry.tops_by_hardware.values()))),
+        tops_offered=scale * max(0.0, book.tops_offered), tops_allocated=scale * max(0.0, tops_allocated),
+        tops_by_hardware={h: scale * float(v) for h, v in registry.tops_by_hardware.items() if v > 0},
+        jobs_by_status={s.value: jobs_by_status.get(s, 0) for s in JobStatus},
         shards_completed=int(totals["shards_completed"]), work_done_tera_ops=totals["work_done"],
         throughput_tops=throughput, preemptions=int(totals["preemptions"]), redone_tera_ops=totals["redone"],
         wrong_results_caught=int(totals["wrong_results"]), earnings_gross=totals["earnings_gross"],
