@@ -159,12 +159,6 @@ class Ledger:
         )
         return {str(vehicle_id) for (vehicle_id,) in found}
 
-    def shard_input_digest(self, job_id: str, shard_id: str) -> str | None:
-        """The secret input of a shard, sent only in its assignments."""
-        row = self.db.execute("SELECT input_digest FROM shards WHERE job_id = ? AND shard_id = ?",
-                              (job_id, shard_id)).fetchone()
-        return None if row is None else str(row[0])
-
     def job_report(self, job_id: str) -> JobReport | None:
         """Where a job stands (shards, work, money), None if the ledger has no such job."""
         return job_report(self.db, job_id)
