@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from dispatcher.ledger import Attempt, Ledger
+from dispatcher.ledger import Ledger
+from dispatcher.records import AssignmentStatus, Attempt
 from protocol.job_messages import ShardPreempted, ShardProgress, ShardRefused, ShardResult
 from protocol.vehicle_messages import HARDWARE_TOPS, ComputeOffer, VehicleTelemetry
 
@@ -23,6 +24,10 @@ class Refusals:
         self.ledger = ledger
         self.pending: Counter[str] = Counter()  # written to the ledger once per tick
         self._seen: Counter[str] = Counter()  # since start, to sample the log
+
+    def tally(self, reason: str) -> None:
+        """Count a refusal that its caller logs (or that is too frequent to log)."""
+        self.pending[reason] += 1
 
     def count(self, reason: str, what: str, *args: object) -> None:
         """Count a refusal the engine decided (a ledger event counts its own), and log it."""
@@ -71,4 +76,4 @@ def shard_refusal(attempt: Attempt | None, vehicle_id: str, message: ShardMessag
     named = None if isinstance(message, ShardRefused) else (message.job_id, message.shard_id)
     if named is not None and named != (attempt.job_id, attempt.shard_id):
         return "assignment_mismatch"
-    return None if attempt.status == "active" else SETTLED
+    return None if attempt.status is AssignmentStatus.ACTIVE else SETTLED

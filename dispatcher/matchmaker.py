@@ -1,10 +1,11 @@
-"""Matchmaking: compute offers indexed by hardware and TOPS level, one heap per bucket.
+"""Matchmaking: compute offers indexed by hardware and quarter-octave TOPS level, one heap per bucket.
 
 Requirements and rank on both sides, in the manner of HTCondor's ClassAds: a job requires a
 hardware generation, TOPS per car and a price cap and ranks cars by the policy in force; a car
 requires a minimum price and a maximum shard length. A decision looks only at the heads of the
-few buckets that can satisfy the job (4 generations x a few TOPS levels each), so its cost
-grows with log(offers), not with the fleet. Changing the policy re-heapifies once, O(offers).
+buckets that can satisfy the job (generations at or above its floor x the TOPS levels in use
+whose upper bound is above its TOPS floor), so its cost grows with log(offers), not with the
+fleet. Changing the policy re-heapifies once, O(offers).
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ class Car:
     gear: Gear = Gear.PARK
     compute_state: ComputeState | None = None
     offering: bool = False
-    running: int = 0  # active assignments the dispatcher gave it
+    active_assignments: int = 0  # assignments the dispatcher gave it that still run
+    spoke_at_s: float | None = None  # when it last spoke itself (not its gateway), the ledger's simulation seconds
 
     @property
     def owner(self) -> str:
@@ -46,7 +47,7 @@ def derive_state(car: Car) -> str:
         return "driving"
     if car.compute_state is ComputeState.VACATING:
         return "vacating"
-    if car.running > 0 or car.compute_state is ComputeState.BUSY:
+    if car.active_assignments > 0 or car.compute_state is ComputeState.BUSY:
         return "busy"
     if car.compute_state is ComputeState.SUSPENDED:
         return "suspended"

@@ -22,7 +22,7 @@ from mqttlink import BrokerUnreachable, BrokerUrl, client_id_of, stay_connected
 from protocol.base import utc_now
 from protocol.codec import encode
 from protocol.fleet_messages import FleetSummary
-from protocol.topics import Channel
+from protocol.topics import DELIVERY, Channel
 from protocol.vehicle_messages import ConnectionStatus, Liveness
 
 log = logging.getLogger(__name__)
@@ -57,13 +57,14 @@ class DispatcherService:
             self._outbox.put_nowait(out)
 
     def _status(self, state: Liveness) -> bytes:
-        message = ConnectionStatus(sender=SENDER, sent_at=utc_now(), sim_time=self.engine.sim_now(),
+        message = ConnectionStatus(sender=SENDER, sent_at=utc_now(), sim_time=self.engine.clock.sim_now(),
                                    role="dispatcher", state=state)
         return encode(message)
 
     async def run(self) -> None:
         """Serve until stopped; a broker that cannot be reached at first raises `BrokerUnreachable`."""
-        will = aiomqtt.Will(self.status_topic, self._status(Liveness.OFFLINE), qos=1, retain=True)
+        status = DELIVERY[Channel.CONNECTION_STATUS]
+        will = aiomqtt.Will(self.status_topic, self._status(Liveness.OFFLINE), qos=status.qos, retain=status.retain)
         try:
             await stay_connected(
                 self.url, client_id_of(self.url, "dispatcher"), self._session, will=will,
@@ -74,18 +75,19 @@ class DispatcherService:
 
     def _dropped(self) -> None:
         """A message found the incoming queue full and was lost: count it with the rejected ones."""
-        self.engine.rejected["backlog_full"] += 1
+        self.engine.refusals.tally("backlog_full")
 
     async def _session(self, client: aiomqtt.Client) -> None:
         topics = self.engine.topics
         client.pending_calls_threshold = 1000  # we publish in batches of up to 256 on purpose
-        for channel in (Channel.VEHICLE_STATUS, Channel.OFFER, Channel.SHARDS):
-            await client.subscribe(topics.all_vehicles(channel), qos=1)
-        await client.subscribe(topics.all_vehicles(Channel.TELEMETRY), qos=0)
-        for topic in (topics.all_connections, topics.job_submit, topics.dispatcher_control):
-            await client.subscribe(topic, qos=1)
+        for channel in (Channel.VEHICLE_STATUS, Channel.OFFER, Channel.SHARDS, Channel.TELEMETRY):
+            await client.subscribe(topics.all_vehicles(channel), qos=DELIVERY[channel].qos)
+        for topic, channel in ((topics.all_connections, Channel.CONNECTION_STATUS),
+                               (topics.job_submit, Channel.JOB_SUBMIT),
+                               (topics.dispatcher_control, Channel.DISPATCHER_CONTROL)):
+            await client.subscribe(topic, qos=DELIVERY[channel].qos)
         # online only once subscribed: fleets announce their cars again when they see it
-        await client.publish(self.status_topic, self._status(Liveness.ONLINE), qos=1, retain=True)
+        await self._publish_status(client, Liveness.ONLINE)
         self.ready.set()
         outbox = self._outbox
         try:
@@ -107,7 +109,11 @@ class DispatcherService:
             leftovers.append(outbox.get_nowait())
         for out in leftovers:
             await client.publish(out.topic, out.payload, qos=out.qos, retain=out.retain)
-        await client.publish(self.status_topic, self._status(Liveness.OFFLINE), qos=1, retain=True)
+        await self._publish_status(client, Liveness.OFFLINE)
+
+    async def _publish_status(self, client: aiomqtt.Client, state: Liveness) -> None:
+        status = DELIVERY[Channel.CONNECTION_STATUS]
+        await client.publish(self.status_topic, self._status(state), qos=status.qos, retain=status.retain)
 
     def _contained(self, step: Callable[[], T], what: str, *args: object) -> T | None:
         """Run one step of the control plane: a bug costs that step (logged with `what % args`,
@@ -116,7 +122,7 @@ class DispatcherService:
             return step()
         except Exception:
             log.exception(what + " failed", *args)
-            self.engine.rejected["internal_error"] += 1
+            self.engine.refusals.tally("internal_error")
             return None
 
     async def _read(self, client: aiomqtt.Client, outbox: asyncio.Queue[Out]) -> None:
@@ -158,7 +164,7 @@ class DispatcherService:
         while True:
             summary = self._contained(self.engine.summary, "building the fleet summary")
             if summary is not None:
-                outbox.put_nowait(Out(self.engine.topics.summary, encode(summary), qos=0, retain=True))
+                outbox.put_nowait(Out.on(Channel.SUMMARY, self.engine.topics.summary, summary))
                 self.on_summary(summary)
             await asyncio.sleep(self.settings.summary_interval_s)
 

@@ -3,67 +3,92 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from dispatcher.ledger import Ledger
 from dispatcher.matchmaker import OfferBook
+from dispatcher.records import OPEN_JOB, JobReport
 from dispatcher.registry import Registry
 from protocol.base import utc_now
+from protocol.codec import AnyMessage, encode
 from protocol.fleet_messages import FleetSummary, MatchPolicy
 from protocol.job_messages import JobState, JobStatus, WaitReason
+from protocol.topics import DELIVERY, Channel, Topics
 
 SENDER = "dispatcher"
 
 
 @dataclass(frozen=True, slots=True)
 class Out:
-    """One message to publish."""
+    """One message to publish, with its channel's QoS and retain flag."""
 
     topic: str
     payload: bytes
-    qos: int = 1
-    retain: bool = False
+    qos: int
+    retain: bool
+
+    @classmethod
+    def on(cls, channel: Channel, topic: str, message: AnyMessage) -> Out:
+        """`message` for `topic` of `channel`, delivered as `protocol.topics.DELIVERY` says for the channel."""
+        delivery = DELIVERY[channel]
+        return cls(topic, encode(message), delivery.qos, delivery.retain)
 
 
-def job_state(ledger: Ledger, job_id: str, sim_time: datetime, wait_reasons: tuple[WaitReason, ...] = ()) -> JobState:
-    """The retained state of one job, from the ledger."""
-    row = ledger.one(
-        "SELECT submission, status, reason, cost, preemptions, redone, wrong_results FROM jobs WHERE job_id = ?",
-        job_id,
-    )
-    if row is None:
-        raise KeyError(job_id)
-    submission, status, reason, cost, preemptions, redone, wrong = row
-    if status == "rejected":
-        return JobState(sender=SENDER, sent_at=utc_now(), sim_time=sim_time, job_id=job_id,
-                        name=str(submission)[:120], status=JobStatus.REJECTED, reason=str(reason))
-    shards = ledger.db.execute(
-        "SELECT COUNT(*), SUM(status = 'done'), SUM(work), SUM(CASE WHEN status = 'done' THEN work ELSE 0 END)"
-        " FROM shards WHERE job_id = ?", (job_id,)).fetchone()
-    total, done, total_work, done_work = (v or 0 for v in shards)
-    partial = ledger.scalar(
-        "SELECT SUM(m) FROM (SELECT MAX(a.done_tera_ops) AS m FROM assignments a JOIN shards s"
-        " USING(job_id, shard_id) WHERE a.job_id = ? AND s.status = 'open' GROUP BY a.shard_id)", job_id)
-    running = ledger.scalar(
-        "SELECT COUNT(DISTINCT shard_id) FROM assignments WHERE job_id = ? AND status = 'active'", job_id)
-    progress = min(1.0, (float(done_work) + partial) / float(total_work)) if total_work else 0.0
-    name = _name_of(str(submission))
+def job_state(report: JobReport, sim_time: datetime, wait_reasons: tuple[WaitReason, ...] = ()) -> JobState:
+    """The retained state of one job, from the ledger's report on it."""
+    if report.status is JobStatus.REJECTED:
+        return JobState(sender=SENDER, sent_at=utc_now(), sim_time=sim_time, job_id=report.job_id,
+                        name=report.name, status=JobStatus.REJECTED, reason=report.reason)
+    progress = min(1.0, report.work_done / report.work_total) if report.work_total else 0.0
     return JobState(
-        sender=SENDER, sent_at=utc_now(), sim_time=sim_time, job_id=job_id, name=name,
-        status=JobStatus(str(status)), reason=str(reason),
-        shards_total=int(total), shards_done=int(done), shards_running=int(running),
-        progress=1.0 if status == "done" else progress, preemptions=int(preemptions),
-        redone_tera_ops=float(redone), wrong_results=int(wrong), cost=float(cost),
-        wait_reasons=wait_reasons if status in ("queued", "running") else (),
+        sender=SENDER, sent_at=utc_now(), sim_time=sim_time, job_id=report.job_id, name=report.name,
+        status=report.status, reason=report.reason,
+        shards_total=report.shards_total, shards_done=report.shards_done, shards_running=report.shards_running,
+        progress=1.0 if report.status is JobStatus.DONE else progress, preemptions=report.preemptions,
+        redone_tera_ops=report.redone_tera_ops, wrong_results=report.wrong_results, cost=report.cost,
+        wait_reasons=wait_reasons if report.status in OPEN_JOB else (),
     )
 
 
-def _name_of(submission_json: str) -> str:
-    from protocol.job_messages import JobSubmission
+class JobStates:
+    """The jobs whose retained state must be published again, and why each waiting job waits."""
 
-    return JobSubmission.model_validate_json(submission_json).name
+    def __init__(self, ledger: Ledger, topics: Topics, sim_now: Callable[[], datetime]) -> None:
+        self.ledger, self.topics, self.sim_now = ledger, topics, sim_now
+        self.changed: set[str] = set()
+        self.wait_reasons: dict[str, tuple[WaitReason, ...]] = {}
+
+    def mark(self, job_id: str) -> None:
+        """The job changed: publish its state with the next flush."""
+        self.changed.add(job_id)
+
+    def explain(self, job_id: str, reasons: tuple[WaitReason, ...]) -> None:
+        """Why a job waits, published if it differs from what was said before."""
+        if reasons != self.wait_reasons.get(job_id, ()):
+            self.wait_reasons[job_id] = reasons
+            self.mark(job_id)
+
+    def placed(self, job_id: str) -> None:
+        """Every slot the job could run was placed: it no longer waits for a reason."""
+        if self.wait_reasons.pop(job_id, None) is not None:
+            self.mark(job_id)
+
+    def forget(self, job_id: str) -> None:
+        """The job is new or ended: what was said of its waiting no longer holds."""
+        self.wait_reasons.pop(job_id, None)
+
+    def flush(self) -> list[Out]:
+        """The retained state of every job that changed, in job id order."""
+        outs: list[Out] = []
+        for job_id in sorted(self.changed):
+            report = self.ledger.job_report(job_id)
+            if report is not None:
+                state = job_state(report, self.sim_now(), self.wait_reasons.get(job_id, ()))
+                outs.append(Out.on(Channel.JOB_STATE, self.topics.job_state(job_id), state))
+        self.changed.clear()
+        return outs
 
 
 class Throughput:
@@ -82,35 +107,35 @@ class Throughput:
         return sum(ops for _, ops in self._events) / self.window_sim_s
 
 
-def scale_label(cars_per_car: int) -> str:
+def scale_label(cars_per_emulated_car: int) -> str:
     """What a scaled summary says about itself, so that nobody mistakes it for a counted fleet."""
-    if cars_per_car == 1:
+    if cars_per_emulated_car == 1:
         return ""
-    return f"each emulated car stands for {cars_per_car:,} cars (counts, TOPS); jobs and money unscaled"
+    return f"each emulated car stands for {cars_per_emulated_car:,} cars (counts, TOPS); jobs and money unscaled"
 
 
 def fleet_summary(
     registry: Registry, book: OfferBook, ledger: Ledger, *, sim_time: datetime, tops_allocated: float,
     throughput: float, messages_per_s: float, rejected: Mapping[str, int], policy: MatchPolicy,
-    cars_per_car: int = 1,
+    cars_per_emulated_car: int = 1,
 ) -> FleetSummary:
     """The aggregates the control room shows, all from the registry, the offer book and the ledger.
 
-    With `cars_per_car` > 1 (the essay demo), car counts and TOPS are multiplied by it and the
-    summary's `scenario_scale` says so; jobs, work and money are never scaled. `rejected` counts
-    refused messages and claims by reason.
+    With `cars_per_emulated_car` > 1 (the essay demo), car counts and TOPS are multiplied by it and
+    the summary's `scenario_scale` says so; jobs, work and money are never scaled. `rejected`
+    counts refused messages and claims by reason.
     """
-    k = cars_per_car
+    scale = cars_per_emulated_car
     totals = ledger.totals()
-    jobs = {str(s): int(n) for s, n in ledger.db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")}
+    jobs_by_status = ledger.jobs_by_status()
     return FleetSummary(
-        sender=SENDER, sent_at=utc_now(), sim_time=sim_time, scenario_scale=scale_label(k),
-        cars_known=k * len(registry.cars), cars_by_state={s: k * n for s, n in registry.state_counts().items()},
-        cars_by_hardware={h: k * n for h, n in registry.by_hardware.items() if n > 0},
-        tops_total=k * max(0.0, float(sum(registry.tops_by_hardware.values()))),
-        tops_offered=k * max(0.0, book.tops_offered), tops_allocated=k * max(0.0, tops_allocated),
-        tops_by_hardware={h: k * float(v) for h, v in registry.tops_by_hardware.items() if v > 0},
-        jobs_by_status={s.value: jobs.get(s.value, 0) for s in JobStatus},
+        sender=SENDER, sent_at=utc_now(), sim_time=sim_time, scenario_scale=scale_label(scale),
+        cars_known=scale * len(registry.cars), cars_by_state={s: scale * n for s, n in registry.state_counts().items()},
+        cars_by_hardware={h: scale * n for h, n in registry.by_hardware.items() if n > 0},
+        tops_total=scale * max(0.0, float(sum(registry.tops_by_hardware.values()))),
+        tops_offered=scale * max(0.0, book.tops_offered), tops_allocated=scale * max(0.0, tops_allocated),
+        tops_by_hardware={h: scale * float(v) for h, v in registry.tops_by_hardware.items() if v > 0},
+        jobs_by_status={s.value: jobs_by_status.get(s, 0) for s in JobStatus},
         shards_completed=int(totals["shards_completed"]), work_done_tera_ops=totals["work_done"],
         throughput_tops=throughput, preemptions=int(totals["preemptions"]), redone_tera_ops=totals["redone"],
         wrong_results_caught=int(totals["wrong_results"]), earnings_gross=totals["earnings_gross"],

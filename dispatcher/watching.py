@@ -10,7 +10,7 @@ from protocol.job_messages import ShardRefused
 
 
 @dataclass(slots=True)
-class Running:
+class WatchedAssignment:
     """An active assignment as the engine watches it."""
 
     vehicle_id: str
@@ -29,23 +29,31 @@ class Running:
 class Watchlist:
     """Active assignments by id and by car; each car's count of them is kept in the registry."""
 
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-        self.running: dict[str, Running] = {}
+    def __init__(self, registry: Registry, speed: float = 1.0) -> None:
+        self.registry, self.speed = registry, speed
+        self.watched: dict[str, WatchedAssignment] = {}  # by assignment id
         self.by_car: dict[str, set[str]] = {}  # vehicle -> its active assignment ids
 
-    def watch(self, aid: str, info: Running) -> None:
-        self.running[aid] = info
+    def watch(self, aid: str, info: WatchedAssignment) -> None:
+        self.watched[aid] = info
         self.by_car.setdefault(info.vehicle_id, set()).add(aid)
         car = self.registry.car(info.vehicle_id)
-        self.registry.update(car, running=car.running + 1)
+        self.registry.update(car, active_assignments=car.active_assignments + 1)
 
-    def unwatch(self, aid: str) -> Running | None:
-        info = self.running.pop(aid, None)
+    def silence_limit_for(self, checkpoint_interval_s: float) -> float:
+        """How long (wall seconds) an assignment may go unmentioned: the heartbeat timeout, or three
+        checkpoint intervals of its job if longer."""
+        return max(self.registry.heartbeat_timeout_s, 3.0 * checkpoint_interval_s / self.speed)
+
+    def get(self, aid: str) -> WatchedAssignment | None:
+        return self.watched.get(aid)
+
+    def unwatch(self, aid: str) -> WatchedAssignment | None:
+        info = self.watched.pop(aid, None)
         if info is not None:
             self.by_car.get(info.vehicle_id, set()).discard(aid)
             car = self.registry.car(info.vehicle_id)
-            self.registry.update(car, running=max(0, car.running - 1))
+            self.registry.update(car, active_assignments=max(0, car.active_assignments - 1))
         return info
 
     def take_car(self, vehicle_id: str) -> list[str]:
@@ -54,8 +62,8 @@ class Watchlist:
 
     def silent(self, now_wall: float) -> list[str]:
         """Assignments nobody spoke of for longer than their silence limit."""
-        return [aid for aid, info in self.running.items() if now_wall - info.last_heard_wall > info.silence_limit_s]
+        return [aid for aid, info in self.watched.items() if now_wall - info.last_heard_wall > info.silence_limit_s]
 
     @property
     def tops_allocated(self) -> float:
-        return sum(r.allocated_tops for r in self.running.values())
+        return sum(r.allocated_tops for r in self.watched.values())

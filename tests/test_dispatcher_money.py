@@ -16,7 +16,8 @@ import pytest
 
 from dispatcher.credit import CLOCK_SLACK_WALL_S
 from dispatcher.engine import Engine
-from dispatcher.ledger import Ledger, pay_for_shard
+from dispatcher.ledger import Ledger
+from dispatcher.ledger.accounts import pay_for_shard
 from fake_vehicles.catalogue import HARDWARE
 from protocol import (
     ComputeOffer,
@@ -213,8 +214,8 @@ def test_two_colluding_cars_returning_at_once_are_refused_and_lose_reliability(m
     for vid in ("car-a", "car-b"):
         valid, wrong, reliability = m.ledger.car_record(vid)
         assert (valid, wrong, reliability) == (0, 1, 0.5)
-        assert vid in m.engine.unreliable
-    assert m.ledger.scalar("SELECT COUNT(*) FROM slots WHERE status = 'waiting'") == 2  # the shard runs again
+        assert vid in m.engine.offers.unreliable
+    assert len(m.ledger.waiting_slots("job-1", limit=10)) == 2  # the shard runs again
 
 
 def test_a_result_at_the_cars_rate_is_accepted(m: Money) -> None:
@@ -238,7 +239,7 @@ def test_a_wrong_spot_checked_result_is_refused_without_a_vote(m: Money) -> None
     m.result(first, digest="cd" * 32)
     summary = m.engine.summary()
     assert summary.rejections == {"spot_check_failed": 1} and summary.wrong_results_caught == 1
-    assert m.ledger.car_record(first.vehicle_id)[1:] == (1, 0.5) and first.vehicle_id in m.engine.unreliable
+    assert m.ledger.car_record(first.vehicle_id)[1:] == (1, 0.5) and first.vehicle_id in m.engine.offers.unreliable
     m.result(second)
     assert m.engine.summary().shards_completed == 0  # one good vote of two: the first slot runs again
     m.car("car-c")
@@ -259,8 +260,8 @@ def test_shard_inputs_are_secret_random_values_kept_across_a_restart(tmp_path: P
     assert a.input_digest != public and a.input_digest != b.input_digest and len(a.input_digest) == 32
     first.ledger.close()
     again = Money(tmp_path / "l.sqlite")
-    stored = again.ledger.one("SELECT input_digest FROM shards WHERE shard_id = ?", a.shard_id)
-    assert stored == (a.input_digest,)
+    stored = again.ledger.db.execute("SELECT input_digest FROM shards WHERE shard_id = ?", (a.shard_id,)).fetchall()
+    assert stored == [(a.input_digest,)]
 
 
 def test_the_honest_result_has_one_definition_for_both_sides() -> None:
@@ -278,7 +279,8 @@ def test_offers_beyond_the_catalogue_are_refused_and_counted(m: Money) -> None:
     m.offer("car-ok", HardwareGeneration.HW6, tops=20_000.0)  # a HW5 car claiming to be a HW6
     big = VehicleTelemetry(**{**telemetry("car-ok").model_dump(), "sim_time": m.sim_now(), "rated_tops": 1e6})
     m.send(m.topics.telemetry("car-ok"), big)
-    assert set(m.engine.book.offers) == {"car-ok"} and m.engine.book.tops_offered == TOPS
+    book = m.engine.offers.book
+    assert set(book.offers) == {"car-ok"} and book.tops_offered == TOPS
     assert m.engine.summary().tops_total == 0.0
     assert m.rejections() == {"offer_beyond_catalogue": 2, "offer_hardware_mismatch": 1,
                               "telemetry_beyond_catalogue": 1}
@@ -351,7 +353,7 @@ def test_a_restart_without_a_shared_epoch_continues_the_ledgers_clock(tmp_path: 
     # restarted 2 wall seconds later with a clock that starts again from its origin, an hour behind
     again = Money(tmp_path / "l.sqlite", sim_shift_s=-3600.0, wall_start=7.0)
     again.engine.startup()
-    assert again.engine.now_s == pytest.approx(T0.timestamp() + 7.0 * SPEED)
+    assert again.engine.clock.now_s == pytest.approx(T0.timestamp() + 7.0 * SPEED)
     again.later(3.5)  # 630 simulated seconds after the assignment, on the car's clock
     again.result(a)
     attempt = again.ledger.attempt(a.assignment_id)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from dispatcher.jobs import UNRELIABLE_BELOW
 from dispatcher.views import Out
-from protocol import CancelJob, HardwareGeneration, encode, utc_now
+from mqttlink import BrokerUrl, client_id_of, make_client
+from protocol import CancelJob, HardwareGeneration, Topics, encode, utc_now
+from protocol.topics import DELIVERY, Channel
 from tests.support.brokers import TestBroker
 from tests.support.scripted_cars import CarScript, Watcher, dispatcher_running, honest_digest, scripted_fleet
 from tests.support.waiting import wait_until
@@ -148,3 +151,52 @@ async def test_a_bug_costs_one_message_and_one_tick_not_the_dispatcher(
         async with scripted_fleet(url, topics, [CarScript("car-a"), CarScript("car-b")]):
             job = await watch.submit(job_id="job-after", shards=1, max_parallel_shards=1, **JOB)
             await wait_until(lambda: watch.status(job) == "done", 20, "a job after the failures")
+
+
+
+async def _record_deliveries(url: BrokerUrl, topics: Topics, filters: list[str], seen: dict[Channel, tuple[int, bool]],
+                             wanted: set[Channel], subscribed: asyncio.Event | None = None, *, retained: bool) -> None:
+    """Subscribe at QoS 1 and keep the QoS of the first retained (or live) message of each channel until `wanted`."""
+    async with make_client(url, client_id_of(url, "qos-probe")) as client:
+        for topic_filter in filters:
+            await client.subscribe(topic_filter, qos=1)
+        if subscribed is not None:
+            subscribed.set()
+        async for message in client.messages:
+            if message.retain == retained:
+                seen.setdefault(topics.parse(str(message.topic)).channel, (message.qos, message.retain))
+            if wanted <= seen.keys():
+                return
+
+
+async def test_each_channel_goes_out_with_the_qos_and_retain_flag_of_the_delivery_table(
+    any_broker: TestBroker, tmp_path: Path
+) -> None:
+    """Commands and job states at QoS 1, the summary at QoS 0; the summary, job states and status retained.
+
+    The QoS is read on Mosquitto's live deliveries to a QoS 1 subscriber (amqtt 0.12.1 hands every
+    message out at the subscriber's QoS); the retain flag on what a late subscriber gets, on both.
+    """
+    url, topics = any_broker.url(), any_broker.topics
+    live: dict[Channel, tuple[int, bool]] = {}
+    kept: dict[Channel, tuple[int, bool]] = {}
+    published = {Channel.COMMANDS, Channel.JOB_STATE, Channel.SUMMARY}
+    async with dispatcher_running(any_broker, tmp_path / "l.sqlite"), Watcher(url, topics) as watch:
+        subscribed = asyncio.Event()
+        filters = [topics.all_commands, topics.all_job_states, topics.summary]
+        recording = asyncio.create_task(_record_deliveries(url, topics, filters, live, published, subscribed,
+                                                           retained=False))
+        await asyncio.wait_for(subscribed.wait(), 10)
+        async with scripted_fleet(url, topics, [CarScript("car-a"), CarScript("car-b")]):
+            job = await watch.submit(job_id="job-qos", shards=1, max_parallel_shards=1, **JOB)
+            await wait_until(lambda: watch.status(job) == "done", 20, "the job to finish")
+        await asyncio.wait_for(recording, 10)
+        retained = {Channel.SUMMARY, Channel.JOB_STATE, Channel.CONNECTION_STATUS}
+        filters = [topics.summary, topics.all_job_states, topics.connection_status("dispatcher")]
+        await asyncio.wait_for(_record_deliveries(url, topics, filters, kept, retained, retained=True), 10)
+    assert published == set(live)
+    if any_broker.kind == "mosquitto":
+        assert {channel: qos for channel, (qos, _) in live.items()} == {c: DELIVERY[c].qos for c in published}
+        assert live[Channel.SUMMARY][0] == 0 and live[Channel.COMMANDS][0] == 1
+    assert retained == {channel for channel in kept if DELIVERY[channel].retain}
+    assert not DELIVERY[Channel.COMMANDS].retain

@@ -189,7 +189,7 @@ async def test_five_forged_preemptions_of_one_slot_pay_nothing(secure_broker: Te
             await wait_until(lambda n=n: engine.ledger.totals()["preemptions"] == n, 10, f"preemption {n}")
         # before the fix each message paid the rest of the shard: 5 x 3,000,000 tera-ops
         assert paid(engine, "car-aa") == 0.0 and engine.ledger.totals()["work_done"] == 0.0
-        assert engine.ledger.scalar("SELECT paid_work FROM shards") == 0.0
+        assert engine.ledger.db.execute("SELECT paid_work FROM shards").fetchall() == [(0.0,)]
         await wait_until(lambda: watch.summary is not None and watch.summary.preemptions == 5, 10, "the summary")
         assert watch.summary is not None and watch.summary.earnings_gross == 0.0
 
@@ -224,7 +224,7 @@ async def test_colluding_cars_returning_too_fast_are_refused(secure_broker: Test
         assert engine.ledger.totals()["shards_completed"] == 0 and engine.ledger.totals()["work_done"] == 0.0
         for car in cars:
             assert paid(engine, car.vid) == 0.0
-            assert engine.ledger.car_record(car.vid)[2] < 0.8 and car.vid in engine.unreliable
+            assert engine.ledger.car_record(car.vid)[2] < 0.8 and car.vid in engine.offers.unreliable
         await seen_in_summary(watch, "result_too_fast", 2)
 
 
@@ -233,7 +233,7 @@ async def test_an_offer_of_a_million_tops_is_refused(secure_broker: TestBroker, 
         await car.offer(tops=1_000_000.0, hardware=HardwareGeneration.HW6)
         await seen_in_summary(watch, "offer_beyond_catalogue", 1)
         assert watch.summary is not None and watch.summary.tops_offered == 0.0
-        assert "car-aa" not in engine.book
+        assert "car-aa" not in engine.offers.book
         await wait_until(lambda: engine.ledger.rejections() == {"offer_beyond_catalogue": 1}, 5, "the ledger's count")
         await watch.submit(job_id="job-big", max_parallel_shards=1, **JOB)
         await wait_until(lambda: watch.status("job-big") == "queued", 10, "the job's state")

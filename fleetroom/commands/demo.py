@@ -133,7 +133,7 @@ def start_parts(args: argparse.Namespace, stack: Stack) -> None:
     """Dispatcher, fleet and job driver, each its own process."""
     sim_start = datetime.now(UTC).replace(hour=10, minute=0, second=0, microsecond=0)  # cars parked at work
     clock = clock_flags(args.speed, sim_start, time.time())  # one clock for every part
-    scale = ["--cars-per-car", str(ESSAY_CARS // args.emulate)] if args.scenario == "essay" else []
+    scale = ["--cars-per-emulated-car", str(ESSAY_CARS // args.emulate)] if args.scenario == "essay" else []
     stack.start_dispatcher(stack.run_dir / "ledger.sqlite3", [*clock, "--summary-interval", "1", *scale])
     stack.start_fleet("fleet", _fleet_flags(args, clock))
     stack.supervisor.start("driver", _driver_flags(args, stack, clock))

@@ -109,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of results the dispatcher recomputes and refuses at once if wrong "
                         "(default: %(default)s)")
     parser.add_argument("--duration", type=_positive, metavar="WALL_SECONDS", help="stop after this long")
-    parser.add_argument("--cars-per-car", type=_at_least_one, default=1, metavar="K",
+    parser.add_argument("--cars-per-emulated-car", type=_at_least_one, default=1, metavar="K",
                         help="show a fleet at scale: each car heard stands for K cars in the summary's car counts "
                         "and TOPS (labelled as scaled in the summary; jobs and earnings are never scaled)")
 
@@ -142,7 +142,7 @@ async def _serve(args: argparse.Namespace) -> int:
     engine = Engine(
         topics, ledger, sim_now=clock.now, wall=time.monotonic, rng=random.Random(), policy=MatchPolicy(args.policy),
         speed=args.speed, heartbeat_timeout_s=args.heartbeat_timeout, energy_price=args.energy_price,
-        cars_per_car=args.cars_per_car, spot_check_rate=args.spot_check_rate,
+        cars_per_emulated_car=args.cars_per_emulated_car, spot_check_rate=args.spot_check_rate,
     )
     last_line = [-STATUS_EVERY_S]
 

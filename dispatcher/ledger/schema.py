@@ -1,0 +1,72 @@
+"""The ledger's tables, and opening a SQLite file (WAL) with them, older ledgers brought up to date.
+
+Status columns hold the values of the enums in `dispatcher.records`; `assignments.paid` holds a
+`Payment`. `offers` keeps each car's last accepted `ComputeOffer` as it arrived (JSON), so that a
+restarted dispatcher knows the offers that still stand.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs(
+  job_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, submission TEXT NOT NULL, status TEXT NOT NULL,
+  reason TEXT NOT NULL DEFAULT '', deadline_s REAL, priority INTEGER NOT NULL DEFAULT 0,
+  cost REAL NOT NULL DEFAULT 0, preemptions INTEGER NOT NULL DEFAULT 0,
+  redone REAL NOT NULL DEFAULT 0, wrong_results INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS shards(
+  job_id TEXT NOT NULL, shard_id TEXT NOT NULL, work REAL NOT NULL, input_digest TEXT NOT NULL,
+  status TEXT NOT NULL DEFAULT 'open', accepted_digest TEXT, paid_work REAL NOT NULL DEFAULT 0,
+  PRIMARY KEY(job_id, shard_id));
+CREATE TABLE IF NOT EXISTS slots(
+  slot_id INTEGER PRIMARY KEY, job_id TEXT NOT NULL, shard_id TEXT NOT NULL,
+  status TEXT NOT NULL DEFAULT 'waiting', resume_from REAL NOT NULL DEFAULT 0,
+  checkpoint TEXT NOT NULL DEFAULT '', vehicle_id TEXT, result_digest TEXT);
+CREATE INDEX IF NOT EXISTS slots_by_job ON slots(job_id, status);
+CREATE TABLE IF NOT EXISTS assignments(
+  assignment_id TEXT PRIMARY KEY, slot_id INTEGER NOT NULL, job_id TEXT NOT NULL,
+  shard_id TEXT NOT NULL, vehicle_id TEXT NOT NULL, allocated_tops REAL NOT NULL,
+  price REAL NOT NULL, resume_from REAL NOT NULL, status TEXT NOT NULL DEFAULT 'active',
+  done_tera_ops REAL NOT NULL DEFAULT 0, checkpoint_tera_ops REAL NOT NULL DEFAULT 0,
+  checkpoint TEXT NOT NULL DEFAULT '', work_tera_ops REAL NOT NULL DEFAULT 0,
+  energy_kwh REAL NOT NULL DEFAULT 0, result_digest TEXT, paid INTEGER NOT NULL DEFAULT 0,
+  assigned_at REAL NOT NULL DEFAULT 0, heard_at REAL NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS assignments_by_status ON assignments(status);
+CREATE INDEX IF NOT EXISTS assignments_by_shard ON assignments(job_id, shard_id);
+CREATE TABLE IF NOT EXISTS cars(
+  vehicle_id TEXT PRIMARY KEY, owner_id TEXT NOT NULL, tera_ops REAL NOT NULL DEFAULT 0,
+  gross REAL NOT NULL DEFAULT 0, energy_kwh REAL NOT NULL DEFAULT 0,
+  energy_cost REAL NOT NULL DEFAULT 0, valid INTEGER NOT NULL DEFAULT 0,
+  wrong INTEGER NOT NULL DEFAULT 0, reliability REAL NOT NULL DEFAULT 1.0);
+CREATE TABLE IF NOT EXISTS totals(name TEXT PRIMARY KEY, value REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS offers(vehicle_id TEXT PRIMARY KEY, offer TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rejections(reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS clock(id INTEGER PRIMARY KEY CHECK (id = 1), sim_s REAL NOT NULL, unix_s REAL NOT NULL);
+"""
+ADDED_COLUMNS = (  # columns a ledger written by an older version lacks: added on open
+    ("shards", "paid_work REAL NOT NULL DEFAULT 0"),
+    ("assignments", "assigned_at REAL NOT NULL DEFAULT 0"),
+    ("assignments", "heard_at REAL NOT NULL DEFAULT 0"),
+)
+TOTALS = (
+    "shards_completed", "work_done", "preemptions", "redone", "wrong_results",
+    "earnings_gross", "energy_kwh", "energy_cost",
+)
+
+
+def open_ledger_file(path: Path | str) -> sqlite3.Connection:
+    """A connection to the ledger at `path` (":memory:" for none), its tables created or brought up to date."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(SCHEMA)
+    for table, column in ADDED_COLUMNS:
+        present = {str(row[1]) for row in db.execute(f"PRAGMA table_info({table})")}
+        if column.split()[0] not in present:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+    db.executemany("INSERT OR IGNORE INTO totals VALUES (?, 0)", [(name,) for name in TOTALS])
+    return db

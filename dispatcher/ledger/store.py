@@ -1,0 +1,238 @@
+"""The job ledger in SQLite (WAL): jobs, shards, replica slots, assignments, cars and totals.
+
+Every incoming event is applied in one transaction, and only if the assignment it names is
+still active, so a duplicate QoS 1 delivery, or a message replayed after a kill -9 and restart,
+changes nothing the second time. A replica *slot* is one line of execution of a shard; an
+assignment is one attempt of a slot on one car. A preempted attempt puts its slot back to
+waiting with the checkpoint it handed back. Times (`assigned_at`, `heard_at`) are the
+dispatcher's simulation seconds, and rejected claims are counted by reason in `rejections`.
+All of the dispatcher's SQL is in this package, behind the methods of `Ledger`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from dispatcher.credit import Moment
+from dispatcher.ledger import job_events, result_events, rows, shard_events
+from dispatcher.ledger.accounts import count_rejection
+from dispatcher.ledger.reports import job_report
+from dispatcher.ledger.schema import open_ledger_file
+from dispatcher.records import (
+    OPEN_JOB,
+    AssignmentStatus,
+    Attempt,
+    CarRecord,
+    JobReport,
+    OpenJob,
+    Outcome,
+    Slot,
+    SlotStatus,
+    Statement,
+)
+from protocol.job_messages import JobStatus, JobSubmission, ShardPreempted, ShardResult
+
+
+class Ledger:
+    """The durable record of jobs and money; one SQLite file, written in short transactions."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.db = open_ledger_file(path)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic change: all of it survives a kill -9, or none of it."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # job events ----------------------------------------------------------------------------
+    def add_job(self, job: JobSubmission, deadline_s: float | None) -> bool:
+        """Queue a job with its shards and replica slots; False if a job has the id already."""
+        with self.transaction() as db:
+            return job_events.add_job(db, job, deadline_s)
+
+    def reject_job(self, job_id: str, name: str, reason: str) -> bool:
+        """Keep a rejected submission, so its state survives a restart; False if a real job has the id."""
+        with self.transaction() as db:
+            return job_events.reject_job(db, job_id, name, reason)
+
+    def start_attempt(self, assignment_id: str, slot: Slot, car: tuple[str, str], tops: float, price: float,
+                      now_s: float) -> None:
+        """Record that `car` (vehicle id, owner id) runs `slot` at `tops` and `price` from `now_s` on."""
+        with self.transaction() as db:
+            job_events.start_attempt(db, assignment_id, slot, car, tops, price, now_s)
+
+    def end_job(self, job_id: str, status: JobStatus, reason: str) -> list[Attempt]:
+        """Cancel or fail an open job; returns its active attempts, now cancelled, for their cars to be told."""
+        with self.transaction() as db:
+            return job_events.end_job(db, job_id, status, reason)
+
+    # shard events --------------------------------------------------------------------------
+    def record_progress(self, assignment_id: str, done: float, checkpoint_at: float, checkpoint: str,
+                        at: Moment) -> bool:
+        """Keep an active assignment's progress and checkpoint, as far as its rate allows; True if applied."""
+        with self.transaction() as db:
+            return shard_events.record_progress(db, assignment_id, done, checkpoint_at, checkpoint, at)
+
+    def record_preemption(self, message: ShardPreempted, energy_price: float, at: Moment) -> Attempt | None:
+        """Pay the work a car handed back and reopen its slot from the checkpoint; None if not active."""
+        with self.transaction() as db:
+            return shard_events.record_preemption(db, message, energy_price, at)
+
+    def record_loss(self, assignment_id: str, status: AssignmentStatus, *, preemption: bool,
+                    last_heard_s: float | None = None) -> Attempt | None:
+        """End an assignment that will bring no result and reopen its slot; None if it was not active."""
+        with self.transaction() as db:
+            return shard_events.record_loss(db, assignment_id, status, preemption=preemption,
+                                            last_heard_s=last_heard_s)
+
+    def record_result(self, message: ShardResult, energy_price: float, at: Moment, *, spot_check: bool) -> Outcome:
+        """Refuse an impossible or wrong result, else count its vote and settle its shard."""
+        with self.transaction() as db:
+            return result_events.record_result(db, message, energy_price, at, spot_check=spot_check)
+
+    # jobs ----------------------------------------------------------------------------------
+    def job_ids(self) -> list[str]:
+        """Every job the ledger holds, rejected ones included."""
+        return [str(job_id) for (job_id,) in self.db.execute("SELECT job_id FROM jobs ORDER BY seq")]
+
+    def has_job(self, job_id: str) -> bool:
+        """Whether a job (not a rejected submission) has this id."""
+        found = self.db.execute("SELECT 1 FROM jobs WHERE job_id = ? AND status != ?", (job_id, JobStatus.REJECTED))
+        return found.fetchone() is not None
+
+    def submission(self, job_id: str) -> JobSubmission | None:
+        """The submission of a job, None if there is none or it was rejected."""
+        row = self.db.execute("SELECT submission, status FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None or row[1] == JobStatus.REJECTED:
+            return None
+        return JobSubmission.model_validate_json(str(row[0]))
+
+    def deadline_s(self, job_id: str) -> float | None:
+        """A job's deadline on the ledger's clock, if it has one."""
+        row = self.db.execute("SELECT deadline_s FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return float(row[0]) if row is not None and isinstance(row[0], int | float) else None
+
+    def open_jobs(self) -> list[OpenJob]:
+        """Queued and running jobs in the order cars rank them: priority, then price cap, then age."""
+        found = [
+            OpenJob(str(job_id), JobSubmission.model_validate_json(str(submission)), JobStatus(status), deadline_s)
+            for job_id, submission, status, deadline_s in self.db.execute(
+                "SELECT job_id, submission, status, deadline_s FROM jobs WHERE status IN (?, ?)"
+                " ORDER BY priority DESC, seq", OPEN_JOB)
+        ]
+        found.sort(key=lambda job: (-job.submission.priority, -(job.submission.price_cap_per_tops_hour or 1e18)))
+        return found
+
+    def waiting_slots(self, job_id: str, limit: int) -> list[Slot]:
+        """Up to `limit` of a job's slots that wait for a car, oldest first."""
+        found = self.db.execute(
+            "SELECT sl.slot_id, sl.job_id, sl.shard_id, sl.resume_from, sl.checkpoint, sh.work, sh.input_digest"
+            " FROM slots sl JOIN shards sh USING(job_id, shard_id)"
+            " WHERE sl.job_id = ? AND sl.status = ? ORDER BY sl.slot_id LIMIT ?",
+            (job_id, SlotStatus.WAITING, limit),
+        )
+        return [Slot(*row) for row in found]
+
+    def running_slot_count(self, job_id: str) -> int:
+        """How many of a job's slots run on a car now."""
+        found = self.db.execute("SELECT COUNT(*) FROM slots WHERE job_id = ? AND status = ?",
+                                (job_id, SlotStatus.RUNNING))
+        return int(found.fetchone()[0])
+
+    def shard_cars(self, job_id: str, shard_id: str) -> set[str]:
+        """Cars that ran (or run) this shard, or had a result for it refused: a replica goes elsewhere."""
+        found = self.db.execute(
+            "SELECT vehicle_id FROM assignments WHERE job_id = ? AND shard_id = ? AND status IN (?, ?, ?)",
+            (job_id, shard_id, AssignmentStatus.ACTIVE, AssignmentStatus.DONE, AssignmentStatus.REJECTED),
+        )
+        return {str(vehicle_id) for (vehicle_id,) in found}
+
+    def job_report(self, job_id: str) -> JobReport | None:
+        """Where a job stands (shards, work, money), None if the ledger has no such job."""
+        return job_report(self.db, job_id)
+
+    def jobs_by_status(self) -> dict[JobStatus, int]:
+        return {JobStatus(s): int(n) for s, n in self.db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")}
+
+    # assignments ---------------------------------------------------------------------------
+    def assignment_count(self) -> int:
+        """How many assignments were ever made: new ids count on from it."""
+        return int(self.db.execute("SELECT COUNT(*) FROM assignments").fetchone()[0])
+
+    def attempt(self, assignment_id: str) -> Attempt | None:
+        return rows.attempt(self.db, assignment_id)
+
+    def active_attempts(self) -> list[Attempt]:
+        return rows.active_attempts(self.db)
+
+    # cars and money ------------------------------------------------------------------------
+    def totals(self) -> dict[str, float]:
+        return {str(n): float(v) for n, v in self.db.execute("SELECT name, value FROM totals")}
+
+    def statement(self, vehicle_id: str) -> Statement:
+        row = self.db.execute("SELECT tera_ops, gross, energy_kwh, energy_cost FROM cars WHERE vehicle_id = ?",
+                              (vehicle_id,)).fetchone()
+        values = [float(v) for v in row] if row else [0.0] * 4
+        return Statement(vehicle_id, values[0] / 3600.0, values[1], values[2], values[3])
+
+    def owner_statements(self) -> list[Statement]:
+        found = self.db.execute(
+            "SELECT owner_id, SUM(tera_ops), SUM(gross), SUM(energy_kwh), SUM(energy_cost)"
+            " FROM cars GROUP BY owner_id ORDER BY SUM(gross) DESC"
+        )
+        return [Statement(str(o), float(t) / 3600.0, float(g), float(e), float(c)) for o, t, g, e, c in found]
+
+    def car_record(self, vehicle_id: str) -> CarRecord:
+        """(valid results, wrong results, reliability) of a car."""
+        return rows.car_record(self.db, vehicle_id)
+
+    def unreliable_cars(self, below: float) -> set[str]:
+        found = self.db.execute("SELECT vehicle_id FROM cars WHERE reliability < ?", (below,))
+        return {str(vehicle_id) for (vehicle_id,) in found}
+
+    # refusals, clock, offers ---------------------------------------------------------------
+    def rejections(self) -> dict[str, int]:
+        """Messages and claims refused, by reason, since the ledger began."""
+        return {str(r): int(n) for r, n in self.db.execute("SELECT reason, count FROM rejections")}
+
+    def add_rejections(self, counts: dict[str, int]) -> None:
+        """Count refusals the engine decided outside a ledger event (written once per tick)."""
+        with self.transaction() as db:
+            for reason, n in counts.items():
+                count_rejection(db, reason, n)
+
+    def last_clock(self) -> tuple[float, float] | None:
+        """(simulation seconds, Unix seconds) when the dispatcher last recorded its clock."""
+        row = self.db.execute("SELECT sim_s, unix_s FROM clock WHERE id = 1").fetchone()
+        return (float(row[0]), float(row[1])) if row else None
+
+    def save_clock(self, sim_s: float, unix_s: float) -> None:
+        self.db.execute("INSERT OR REPLACE INTO clock VALUES (1, ?, ?)", (sim_s, unix_s))
+
+    def save_offers(self, changes: dict[str, str | None]) -> None:
+        """Keep cars' standing offers as the JSON they arrived in (None: withdrawn), so that a restarted
+        dispatcher knows them.
+
+        Offers are soft state: they are written in batches, and the last batch before a kill -9
+        may be lost; the cars' next offers, refusals and departures correct that.
+        """
+        with self.transaction() as db:
+            db.executemany("DELETE FROM offers WHERE vehicle_id = ?", [(v,) for v, o in changes.items() if o is None])
+            db.executemany("INSERT OR REPLACE INTO offers VALUES (?, ?)",
+                           [(v, o) for v, o in changes.items() if o is not None])
+
+    def standing_offers(self) -> list[str]:
+        """The offers kept by `save_offers`, as JSON."""
+        return [str(offer) for (offer,) in self.db.execute("SELECT offer FROM offers")]

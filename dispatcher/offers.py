@@ -1,0 +1,80 @@
+"""Where each car's standing offer is: in the book while the car is free, held while it runs our work.
+
+One shard per car: an offer taken by an assignment, or one that arrives while its car runs a
+shard, is held and goes back to the book when the shard ends (unless the car withdrew it, left,
+or its expected departure has passed). Cars judged unreliable offer nothing. Offers that
+arrived or went are remembered until the ledger saves them, once per tick.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dispatcher.matchmaker import Offer, OfferBook
+from protocol.vehicle_messages import ComputeOffer
+
+if TYPE_CHECKING:
+    from dispatcher.ledger import Ledger
+
+
+def offer_from(message: ComputeOffer, vehicle_id: str, now_s: float) -> Offer:
+    """A car's offer in the ledger's simulation seconds: its times are rebased on our clock, since the
+    car's may be set differently."""
+    return Offer(
+        vehicle_id=vehicle_id, offer_id=message.offer_id, hardware=message.hardware, free_tops=message.free_tops,
+        price_per_tops_hour=message.price_per_tops_hour, offered_at_s=now_s,
+        departure_at_s=now_s + (message.expected_departure - message.sim_time).total_seconds(),
+        departure_confidence=message.departure_confidence, energy_budget_kwh=message.energy_budget_kwh,
+        soc=message.soc, min_price_per_tops_hour=message.requirements.min_price_per_tops_hour,
+        max_shard_hours=message.requirements.max_shard_hours,
+    )
+
+
+class Offers:
+    """The offer book, the offers held for busy cars, the cars barred from offering, and unsaved changes."""
+
+    def __init__(self, book: OfferBook, unreliable: set[str]) -> None:
+        self.book = book
+        self.unreliable = unreliable  # cars whose results were refused or wrong too often: no more work
+        self.held: dict[str, Offer] = {}  # offers of cars that run our work, restored when it ends
+        self.unsaved: dict[str, str | None] = {}  # vehicle -> its offer as JSON (None: gone), for the ledger
+
+    def stand(self, offer: Offer, *, car_busy: bool, as_json: str | None = None) -> None:
+        """A car offers: in the book, or held if the car runs a shard; `as_json` is kept for a restart."""
+        if as_json is not None:
+            self.unsaved[offer.vehicle_id] = as_json
+        if car_busy:
+            self.held[offer.vehicle_id] = offer
+        else:
+            self.book.put(offer)
+
+    def drop(self, vehicle_id: str) -> None:
+        """The car's offer is gone (withdrawn, the car left or drove): from the book, the held ones, the ledger."""
+        in_book = self.book.remove(vehicle_id) is not None
+        if self.held.pop(vehicle_id, None) is not None or in_book:
+            self.unsaved[vehicle_id] = None
+
+    def hold(self, offer: Offer) -> None:
+        """An assignment took this offer from the book: it comes back when the car's shard ends."""
+        self.held[offer.vehicle_id] = offer
+
+    def release(self, vehicle_id: str, now_s: float) -> None:
+        """The car's shard ended: its held offer stands again, unless the car is barred or due to leave."""
+        offer = self.held.pop(vehicle_id, None)
+        if offer is not None and vehicle_id not in self.unreliable and offer.departure_at_s > now_s:
+            self.book.put(offer)
+
+    def forget_held(self, vehicle_id: str) -> None:
+        """The car refused or handed back its shard: its held offer does not come back."""
+        self.held.pop(vehicle_id, None)
+
+    def bar(self, vehicle_id: str) -> None:
+        """The car gets no more work: its offer goes and later ones are ignored."""
+        self.unreliable.add(vehicle_id)
+        self.drop(vehicle_id)
+
+    def save(self, ledger: Ledger) -> None:
+        """Write the offers that arrived or went since the last save."""
+        if self.unsaved:
+            ledger.save_offers(self.unsaved)
+            self.unsaved = {}
