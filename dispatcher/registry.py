@@ -13,8 +13,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from protocol.vehicle_messages import ComputeState, Gear, Liveness
-
-STATES = ("online", "asleep", "offline", "idle", "busy", "vacating", "driving", "suspended")
+from protocol.vocabulary import CarState
 
 
 @dataclass(slots=True)
@@ -23,7 +22,7 @@ class Car:
 
     vehicle_id: str
     liveness: Liveness = Liveness.ONLINE
-    state: str = "online"
+    state: CarState = CarState.ONLINE
     hardware: str = "unknown"
     rated_tops: float = 0.0
     owner_id: str = ""
@@ -39,21 +38,21 @@ class Car:
         return self.owner_id or self.vehicle_id
 
 
-def derive_state(car: Car) -> str:
-    """The one state a car is counted under."""
+def derive_state(car: Car) -> CarState:
+    """The one state a car is counted under (`protocol.vocabulary.CarState`)."""
     if car.liveness is not Liveness.ONLINE:
-        return car.liveness.value
+        return CarState(car.liveness)
     if car.gear is not Gear.PARK:
-        return "driving"
+        return CarState.DRIVING
     if car.compute_state is ComputeState.VACATING:
-        return "vacating"
+        return CarState.VACATING
     if car.active_assignments > 0 or car.compute_state is ComputeState.BUSY:
-        return "busy"
+        return CarState.BUSY
     if car.compute_state is ComputeState.SUSPENDED:
-        return "suspended"
+        return CarState.SUSPENDED
     if car.offering or car.compute_state is ComputeState.IDLE:
-        return "idle"
-    return "online"
+        return CarState.IDLE
+    return CarState.ONLINE
 
 
 class Registry:
@@ -62,7 +61,7 @@ class Registry:
     def __init__(self, heartbeat_timeout_s: float = 60.0) -> None:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.cars: dict[str, Car] = {}
-        self.by_state: Counter[str] = Counter()
+        self.by_state: Counter[CarState] = Counter()
         self.by_hardware: Counter[str] = Counter()  # cars online, by generation
         self.tops_by_hardware: defaultdict[str, float] = defaultdict(float)  # rated TOPS of cars online
         self.by_gateway: dict[str, set[str]] = {}
@@ -131,11 +130,11 @@ class Registry:
 
     @property
     def online_count(self) -> int:
-        return len(self.cars) - self.by_state["offline"] - self.by_state["asleep"]
+        return len(self.cars) - self.by_state[CarState.OFFLINE] - self.by_state[CarState.ASLEEP]
 
     def state_counts(self) -> dict[str, int]:
         """Cars by state; `online` counts every car that is reachable, whatever it does."""
-        counts = {state: self.by_state[state] for state in STATES}
+        counts = {state.value: self.by_state[state] for state in CarState}
         counts["online"] = self.online_count
         return counts
 
