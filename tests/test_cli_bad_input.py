@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from fleetroom.cli import build_parser
 from fleetroom.commands.demo import _driver_flags
+from fleetroom.common import FiniteRange, finite, whole
 from fleetroom.compose.stack import Stack
 from fleetroom.compose.supervisor import Supervisor, wait_for
 from mqttlink import BROKER_ENV, BrokerUrl, parse_broker_url
@@ -148,3 +150,53 @@ def test_driver_reads_the_broker_from_the_environment(monkeypatch: pytest.Monkey
 def test_loadtest_output_directory_that_cannot_be_made(tmp_path: Path) -> None:
     result = run_cli(["loadtest", str(ROOT / "scenarios" / "small.toml"), "--out", "/proc/no-such-dir/run"], tmp_path)
     assert_one_line_error(result, "cannot use --out")
+
+
+def _flags(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.Action]]:
+    """Every option of every command, nested sub-commands included, with the command's name."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _flags(sub)
+        elif action.option_strings:
+            found.append((parser.prog, action))
+    return found
+
+
+def test_every_numeric_flag_has_a_finite_range_type() -> None:
+    plain = (argparse._CountAction, argparse._StoreConstAction, argparse._HelpAction, argparse._AppendAction)
+    numeric = [(prog, action) for prog, action in _flags(build_parser()) if not isinstance(action, plain)
+               and (action.type in (int, float) or isinstance(action.type, FiniteRange)
+                    or type(action.default) in (int, float))]
+    assert len(numeric) > 30
+    for prog, action in numeric:
+        assert isinstance(action.type, FiniteRange), f"{prog} {action.option_strings[0]} has type {action.type}"
+        if action.default is not None:  # the default itself is in range
+            assert action.type.check(action.default) == action.default, (prog, action.option_strings)
+
+
+@pytest.mark.parametrize(("flag_type", "text", "value"), [
+    (finite(0, 1), "0", 0.0), (finite(0, 1), "1", 1.0), (finite(0, 1, above=True), "1e-9", 1e-9),
+    (whole(-5, 5), "-5", -5), (whole(0, 2**63), str(2**63), 2**63),
+])
+def test_a_finite_range_accepts_its_bounds(flag_type: FiniteRange, text: str, value: float) -> None:
+    assert flag_type(text) == value and type(flag_type(text)) is type(value)
+
+
+@pytest.mark.parametrize(("flag_type", "text"), [
+    (finite(0, 1), "-0.001"), (finite(0, 1), "1.001"), (finite(0, 1, above=True), "0"), (finite(0, 1), "nan"),
+    (finite(-1e300, 1e300), "inf"), (finite(-1e300, 1e300), "-inf"), (finite(0, 1), "1e999"), (finite(0, 1), ""),
+    (whole(0, 10), "2.0"), (whole(0, 10), "1e1"), (whole(0, 10), "11"), (whole(0, 10), "9" * 5000),
+])
+def test_a_finite_range_refuses_the_rest_in_words_that_say_the_range(flag_type: FiniteRange, text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError) as caught:
+        flag_type(text)
+    assert str(caught.value).startswith(f"must be {flag_type.describe()}, not ")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("value", [True, "1", None, 1.5, float("nan"), 10**400])
+def test_a_file_value_is_checked_by_the_same_type(value: object) -> None:
+    with pytest.raises(ValueError, match=r"^must be a whole number within 0\.\.10, not "):
+        whole(0, 10).check(value)
