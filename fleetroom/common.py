@@ -110,7 +110,7 @@ def shown(value: object) -> str:
 
 MAX_SPEED = 1e6  # simulated seconds per wall second
 MAX_WALL_S = 10 * 365 * 86400.0  # the longest --duration or --grow-over
-MAX_SEED = 2**31
+MAX_SEED = 2**63 - 1
 MAX_CARS = 10_000_000  # cars in one fleet, emulated or planned
 SPEED = finite(0, MAX_SPEED, above=True)
 """`--speed`: simulated seconds per wall second."""

@@ -89,6 +89,9 @@ def test_an_outage_without_down_s_is_planned_as_long_as_it_lasts() -> None:
         ({**MINIMAL, "broker": "rabbitmq"}, "x.toml: broker: 'rabbitmq' is not one of embedded, mosquitto"),
         ({**MINIMAL, "fleet": {"processes": True}}, "x.toml: fleet.processes: must be a whole number"),
         ({**MINIMAL, "colour": "red"}, "x.toml: unknown key 'colour'"),
+        ({"fleet": {"count": 10}, "stages": [{"kind": "connect_ramp", "grow_to": 5}]},
+         "x.toml: a connect_ramp's grow_to (5) is below fleet.count (10)"),
+        ({"stages": [{"kind": "faulty_cars", "count": 0}]}, "x.toml: stages[0].count: must be a whole number"),
     ],
 )
 def test_bad_scenarios_name_the_key(data: dict[str, object], message: str) -> None:

@@ -151,7 +151,7 @@ class FaultyCars(_Timed):
     """Add `count` cars, `faulty_share` of them returning wrong results or vanishing mid-shard."""
 
     kind: Literal["faulty_cars"] = "faulty_cars"
-    count: Annotated[int, counted(0, 10_000_000)] = 10
+    count: Annotated[int, counted(1, 10_000_000)] = 10
     faulty_share: Share = 1.0
 
 
@@ -199,6 +199,14 @@ class Scenario(BaseModel):
     stages: Annotated[tuple[Stage, ...], AfterValidator(_not_empty), Field(validate_default=True)] = ()
     slo: Annotated[dict[Annotated[str, key_in(SLO_KEYS)], Annotated[float, ranged(0.0, 1e12)]],
                    AfterValidator(in_order(SLO_KEYS))] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _ramps_grow_the_fleet(self) -> Scenario:
+        for stage in self.stages:
+            if isinstance(stage, ConnectRamp) and 0 < stage.grow_to < self.fleet.count:
+                raise ValueError(f"a connect_ramp's grow_to ({stage.grow_to}) is below fleet.count "
+                                 f"({self.fleet.count}): the fleet can only grow")
+        return self
 
     @property
     def planned_s(self) -> float:
