@@ -32,9 +32,9 @@ import paho.mqtt.client as paho
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.support.messages import telemetry  # noqa: E402
 from broker.tls import ensure_server_files, mosquitto_tls_lines  # noqa: E402
 from mqttlink import BrokerUrl, client_ssl_context  # noqa: E402
-from tests.support.samples import telemetry  # noqa: E402
 
 DELIVERED_TOPIC = "bench/v1/vehicles/car-0a1b2c3d4e/telemetry"
 BARE_TOPIC = "bare/v1/vehicles/car-0a1b2c3d4e/telemetry"  # nobody subscribes

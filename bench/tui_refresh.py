@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.support.messages import summary, telemetry
 from mqttlink import BrokerUrl
 from protocol import ComputeState, Topics, VehicleTelemetry
 from protocol.codec import check_on_topic
-from tests.support import control_room as cr
 from tui.app import FleetroomApp
 from tui.nodeview import NodeOrder
 from tui.store import FleetStore
@@ -37,14 +37,14 @@ SIZE = (160, 50)
 def build_store(cars: int) -> FleetStore:
     """A store holding `cars` cars, fed through `apply` (decoding a million payloads is not the point)."""
     store = FleetStore(TOPICS, car_history_limit=0)
-    template = cr.telemetry("car-0").model_dump()
+    template = telemetry("car-0", ComputeState.IDLE).model_dump()
     states = [ComputeState.IDLE, ComputeState.BUSY, ComputeState.SUSPENDED]
     info = TOPICS.parse(TOPICS.telemetry("car-0"))
-    check_on_topic(info, cr.telemetry("car-0"))
+    check_on_topic(info, telemetry("car-0", ComputeState.IDLE))
     for i in range(cars):
         fields = dict(template, sender=f"car-{i:07d}", compute_state=states[i % 3], soc=(i % 100) / 100)
         store.apply(info, VehicleTelemetry.model_construct(**fields))
-    store.ingest(TOPICS.summary, cr.summary(cars).model_dump_json().encode())
+    store.ingest(TOPICS.summary, summary(cars).model_dump_json().encode())
     store.link_changed("connected")
     return store
 
@@ -52,13 +52,13 @@ def build_store(cars: int) -> FleetStore:
 def churn(store: FleetStore, step: int, count: int = 50) -> None:
     """Between refreshes: some cars change state and a fresh summary arrives."""
     info = TOPICS.parse(TOPICS.telemetry("car-0"))
-    template = cr.telemetry("car-0").model_dump()
+    template = telemetry("car-0", ComputeState.IDLE).model_dump()
     n = len(store.cars)
     for k in range(count):
         vid = store.arrival[(step * 7919 + k * 104729) % n]
         state = ComputeState.BUSY if (step + k) % 2 else ComputeState.IDLE
         store.apply(info, VehicleTelemetry.model_construct(**dict(template, sender=vid, compute_state=state)))
-    store.summary = cr.summary(n, busy=step % n)
+    store.summary = summary(n, busy=step % n)
 
 
 async def time_refreshes(store: FleetStore, rounds: int) -> tuple[float, float]:
@@ -97,7 +97,7 @@ def ingest_rate(messages: int = 20_000) -> float:
     """Messages per second `FleetStore.ingest` takes in (decode, topic check, apply), for context."""
     store = FleetStore(TOPICS)
     ids = [f"car-{i % 5000:05d}" for i in range(messages)]
-    payloads = [(TOPICS.telemetry(vid), cr.telemetry(vid).model_dump_json().encode()) for vid in ids]
+    payloads = [(TOPICS.telemetry(vid), telemetry(vid, ComputeState.IDLE).model_dump_json().encode()) for vid in ids]
     started = time.perf_counter()
     for topic, payload in payloads:
         store.ingest(topic, payload)

@@ -1,7 +1,7 @@
 """`fleetroom`: one entry point whose sub-commands live in `fleetroom.commands.*`.
 
 Each command module has a docstring (its help), `add_arguments(parser)` and `run(args) -> int`.
-Errors a user can fix end in one line on stderr and exit code 2, never a traceback.
+Errors a user can fix end in one line on stderr per problem and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -53,13 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; return its exit code."""
+    """Run one command; return its exit code (also for a bad flag, or --help)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed its one line, or the help
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     try:
         code = int(args._run(args))
     except CliError as exc:
-        print(f"fleetroom {args.command}: error: {exc}", file=sys.stderr)
+        for problem in str(exc).splitlines():
+            print(f"fleetroom {args.command}: error: {problem}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import secrets
 import sys
-import time
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -39,8 +40,6 @@ T = TypeVar("T")
 DEFAULT_SECRET_FILE = Path(".fleetroom/secret")
 DEFAULT_TLS_DIR = Path(".fleetroom/tls")  # the local CA and the broker's certificate (`fleetroom broker --tls`)
 DEFAULT_LOCAL_BROKER = "mqtt://127.0.0.1:1883"
-MAX_SPEED = 1e6  # simulated seconds per wall second
-MAX_WALL_S = 10 * 365 * 86400.0  # the longest --duration or --grow-over
 log = logging.getLogger(__name__)
 
 
@@ -58,15 +57,71 @@ SIM_EPOCH_HELP = (
 )
 
 
-def sim_epoch(text: str) -> float:
-    """The `--sim-epoch` flag: a Unix time in seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < 1e10:  # also refuses nan and inf
-        raise argparse.ArgumentTypeError(f"{text!r} is not a Unix time in seconds, e.g. {time.time():.0f}")
-    return value
+@dataclass(frozen=True)
+class FiniteRange:
+    """The finite numbers a flag or a file's key accepts: an argparse `type=` and a check of a parsed value."""
+
+    lo: float
+    hi: float
+    above: bool = False  # `lo` itself is refused
+    whole: bool = False  # integers only
+    noun: str = ""  # what the number is, when "a number" does not say enough
+
+    def describe(self) -> str:
+        """What an accepted value is, e.g. "a number above 0 and at most 1e+06"."""
+        noun = self.noun or ("a whole number" if self.whole else "a number")
+        lo, hi = (f"{int(b)}" if self.whole else f"{b:g}" for b in (self.lo, self.hi))
+        return f"{noun} above {lo} and at most {hi}" if self.above else f"{noun} within {lo}..{hi}"
+
+    def check(self, value: object) -> float:
+        """`value` from a parsed file (an int stays an int), or a one-line `ValueError` saying what it must be."""
+        if isinstance(value, bool) or not isinstance(value, int | float) or not self._fits(value):
+            raise ValueError(f"must be {self.describe()}, not {shown(value)}")
+        return value if self.whole else float(value)
+
+    def _fits(self, value: float) -> bool:
+        if isinstance(value, float) and (self.whole or not math.isfinite(value)):
+            return False
+        return (self.lo < value if self.above else self.lo <= value) and value <= self.hi
+
+    def __call__(self, text: str) -> Any:
+        """The flag's text as a number in range; argparse prints the error after the flag's name."""
+        try:
+            return self.check(int(text) if self.whole else float(text))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {self.describe()}, not {shown(text)}") from None
+
+
+def finite(lo: float, hi: float, *, above: bool = False, noun: str = "") -> FiniteRange:
+    """A finite number within lo..hi (above lo, if asked): for `type=` and for a file's values."""
+    return FiniteRange(lo, hi, above=above, noun=noun)
+
+
+def whole(lo: int, hi: int) -> FiniteRange:
+    """An integer within lo..hi: for `type=` and for a file's values."""
+    return FiniteRange(lo, hi, whole=True)
+
+
+def shown(value: object) -> str:
+    """A value as an error message quotes it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+MAX_SPEED = 1e6  # simulated seconds per wall second
+MAX_WALL_S = 10 * 365 * 86400.0  # the longest --duration or --grow-over
+MAX_SEED = 2**63 - 1
+MAX_CARS = 10_000_000  # cars in one fleet, emulated or planned
+SPEED = finite(0, MAX_SPEED, above=True)
+"""`--speed`: simulated seconds per wall second."""
+WALL_S = finite(0, MAX_WALL_S, above=True)
+"""A wall-clock span such as `--duration`."""
+SEED = whole(0, MAX_SEED)
+"""A random seed (`--seed`)."""
+CARS = whole(1, MAX_CARS)
+"""A number of cars (`--count`, `--cars`)."""
+sim_epoch = finite(0, 1e10, above=True, noun="a Unix time in seconds")
+"""The `--sim-epoch` flag: a Unix time in seconds."""
 
 
 def clock_flags(speed: float, sim_start: datetime, epoch: float) -> list[str]:

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from paho.mqtt.client import topic_matches_sub
 
 from broker.acl import FleetAcl, filter_covers
 from broker.mosquitto_config import MAX_PACKET_BYTES, write_mosquitto_config
-from protocol import Topics
+from protocol import Channel, Topics
 from protocol.identity import Role, check_password, derive_password, role_of
 
 T = Topics("fleet")
@@ -27,6 +28,34 @@ ACL = FleetAcl(T)
 )
 def test_filter_covers(allowed: str, requested: str, covered: bool) -> None:
     assert filter_covers(allowed, requested) is covered
+
+
+VEHICLE_CHANNELS = (Channel.VEHICLE_STATUS, Channel.TELEMETRY, Channel.OFFER, Channel.SHARDS)
+ids = st.from_regex(r"^[a-z0-9][a-z0-9_.-]{0,20}$", fullmatch=True)
+
+
+@given(ids, ids)
+def test_the_topic_maps_filters_cover_their_topics_and_no_others(me: str, other: str) -> None:
+    """Matched as a client library matches them (paho), not by restating how the filters are spelled."""
+    for channel in VEHICLE_CHANNELS:
+        topic = T.vehicle(me, channel)
+        covering = {T.all_vehicles(channel), T.all_vehicles(), T.vehicle_namespace(me), T.everything}
+        assert all(topic_matches_sub(f, topic) for f in covering), (topic, covering)
+        assert not any(topic_matches_sub(T.all_vehicles(c), topic) for c in VEHICLE_CHANNELS if c is not channel)
+        assert topic_matches_sub(T.vehicle_namespace(other), topic) is (other == me)
+        assert not topic_matches_sub(T.all_commands, topic) and not topic_matches_sub(T.all_connections, topic)
+    assert topic_matches_sub(T.all_commands, T.commands(me)) and not topic_matches_sub(T.all_vehicles(), T.commands(me))
+    assert topic_matches_sub(T.all_connections, T.connection_status(me))
+    assert topic_matches_sub(T.all_job_states, T.job_state(me))
+    assert not topic_matches_sub(T.all_job_states, T.job_submit)
+    assert not topic_matches_sub(T.vehicle_namespace(me), T.commands(me))
+    assert not topic_matches_sub(T.everything, Topics("other").telemetry(me))
+
+
+def test_a_filter_restated_wrongly_would_be_caught() -> None:
+    """The check above can fail: a filter one level too short covers nothing of its channel."""
+    assert not topic_matches_sub(f"{T.root}/vehicles/+", T.telemetry("car-1"))
+    assert not topic_matches_sub(T.all_vehicles(Channel.OFFER), T.telemetry("car-1"))
 
 
 @given(st.from_regex(r"^car-[a-z0-9]{1,12}$", fullmatch=True), st.from_regex(r"^car-[a-z0-9]{1,12}$", fullmatch=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import pytest
 
 from mqttlink import BrokerUnreachable, BrokerUrl, check_broker
 from protocol.identity import client_id_for, derive_password
-from tests.support.brokers import MOSQUITTO, MosquittoProcess, free_port
+from tests.support import brokers
+from tests.support.brokers import MosquittoProcess, free_port, require_mosquitto
 from tests.support.waiting import wait_until
 
 
@@ -26,8 +28,8 @@ def fleetroom(
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["broker", "--port", "70000"], "--port 70000 is not a TCP port"),
-        (["broker", "--port", "x"], "invalid int value"),
+        (["broker", "--port", "70000"], "argument --port: must be a whole number within 0..65535, not '70000'"),
+        (["broker", "--port", "x"], "argument --port: must be a whole number within 0..65535, not 'x'"),
         (["broker", "--topic-prefix", "Bad/Prefix", "--anonymous", "--port", "0"], "bad --topic-prefix"),
         (["broker", "--secret-file", ".", "--port", "0"], "cannot read secret file"),
         (["broker", "--secret-file", "empty", "--port", "0"], "secret file empty is empty"),
@@ -47,6 +49,15 @@ def test_bad_flags_give_one_line_and_exit_2(tmp_path: Path, args: list[str], nee
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "conf").exists()
+
+
+@pytest.mark.parametrize("missing", brokers.MOSQUITTO_PROGRAMS)
+def test_a_missing_mosquitto_program_fails_the_test_in_one_way(monkeypatch: pytest.MonkeyPatch, missing: str) -> None:
+    """Never a skip: `make test` installs them, so their absence is a broken set-up, said the same everywhere."""
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, **kw: None if name == missing else real(name, **kw))
+    with pytest.raises(pytest.fail.Exception, match=rf"^{missing} is not installed: .* `make test` installs"):
+        require_mosquitto()
 
 
 async def test_broker_process_serves_with_fleet_credentials(tmp_path: Path) -> None:
@@ -82,7 +93,6 @@ def test_port_in_use_is_one_line(tmp_path: Path) -> None:
     assert "cannot start the broker" in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.skipif(MOSQUITTO is None, reason="needs mosquitto (installed by .ci/run)")
 async def test_written_mosquitto_config_runs_and_enforces_logins(tmp_path: Path) -> None:
     port = free_port()
     out = tmp_path / "mq"

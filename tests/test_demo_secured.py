@@ -21,7 +21,7 @@ import pytest
 
 from fleetroom.compose.supervisor import read_port_file, wait_for
 from protocol.topics import Topics
-from tests.support.brokers import MOSQUITTO, mosquitto_broker
+from tests.support.brokers import mosquitto_broker
 from tests.support.demo_loadtest import wait_gone
 from tests.test_demo_headless import number
 
@@ -104,8 +104,6 @@ def test_the_headless_demo_runs_on_a_secured_embedded_broker(tmp_path: Path) -> 
 
 
 async def test_the_headless_demo_runs_on_a_secured_mosquitto(tmp_path: Path) -> None:
-    if MOSQUITTO is None:
-        pytest.fail("mosquitto is not installed; .ci/run installs Debian's mosquitto")
     topics = Topics("tdemomq")
     (tmp_path / "secret").write_text(SECRET + "\n")
     async with mosquitto_broker(topics, tmp_path / "mosquitto", SECRET.encode()) as broker:

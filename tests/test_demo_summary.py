@@ -73,7 +73,7 @@ def test_summary_without_a_dispatcher_says_so() -> None:
     [
         (["demo", "--headless"], "--headless needs --duration"),
         (["demo", "--broker", "http://x"], "scheme must be mqtt://"),
-        (["demo", "--cars", "0", "--headless", "--duration", "1"], "--cars must be at least 1"),
+        (["demo", "--cars", "0", "--headless", "--duration", "1"], "argument --cars: must be a whole number"),
         (["demo", "--topic-prefix", "Bad Prefix"], "topic prefix"),
     ],
 )

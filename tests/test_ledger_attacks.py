@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import random
-import shutil
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -43,11 +42,16 @@ from protocol.codec import AnyMessage
 from protocol.identity import derive_password
 from protocol.job_messages import result_digest
 from tests.conftest import SECRET
-from tests.support.brokers import TestBroker
+from tests.support.brokers import TestBroker, require_mosquitto
 from tests.support.scripted_cars import Watcher
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.skipif(shutil.which("mosquitto_pub") is None, reason="needs mosquitto-clients")
+
+@pytest.fixture(autouse=True)
+def _mosquitto_clients() -> None:
+    """The attacks run mosquitto_pub and mosquitto_sub, on either broker: fail, never skip, without them."""
+    require_mosquitto()
+
 
 SPEED = 60.0
 TOPS = 5000.0

@@ -24,7 +24,7 @@ from broker.mosquitto_config import PluginBuildError, build_plugin, rules_file
 from mqttlink import make_client
 from protocol.identity import check_password, client_id_for, derive_password, owns_client_id, role_of
 from protocol.topics import Topics
-from tests.support.brokers import MOSQUITTO, MosquittoProcess, TestBroker, mosquitto_broker
+from tests.support.brokers import MosquittoProcess, TestBroker, mosquitto_broker, require_mosquitto
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.mosquitto
@@ -185,8 +185,7 @@ async def mosquitto_sub(broker: TestBroker, user: str, *filters: str, client_id:
 @pytest.fixture
 async def mq(topics: Topics, tmp_path: Path) -> AsyncIterator[TestBroker]:
     """A mosquitto process secured by the fleetroom plugin."""
-    if MOSQUITTO is None:
-        pytest.fail("mosquitto is not installed; `make test` installs Debian's mosquitto")
+    require_mosquitto()  # and its clients, which these tests run
     async with mosquitto_broker(topics, tmp_path / "mosquitto", SECRET) as broker:
         yield broker
 

@@ -9,6 +9,7 @@ from typing import get_args
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from protocol import (
     CHANNEL_KINDS,
@@ -96,8 +97,9 @@ def test_naive_datetime_is_rejected_but_iso_with_zone_is_accepted(field: str) ->
 
 def test_models_are_frozen() -> None:
     msg = telemetry()
-    with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError on frozen assignment
+    with pytest.raises(ValidationError, match="frozen_instance"):
         msg.soc = 0.1  # type: ignore[misc]
+    assert msg.soc == telemetry().soc
 
 
 @given(st.binary(max_size=2048))

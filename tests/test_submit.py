@@ -20,7 +20,8 @@ from tests.support.waiting import wait_until
     ("argv", "message"),
     [
         (["--name", "x", "--work", "10"], "missing --shards"),
-        (["--name", "x", "--work", "10", "--shards", "0", "--min-tops", "5"], "bad job: shards"),
+        (["--name", "x", "--work", "10", "--shards", "0", "--min-tops", "5"], "argument --shards: must be"),
+        (["--name", "x", "--work", "10", "--shards", "4", "--min-tops", "5", "--parallel", "9"], "bad job: "),
         (["--name", "x", "--work", "10", "--shards", "4", "--min-tops", "5", "--redundancy", "9"], "redundancy"),
         (["--file", "{dir}/missing.toml"], "cannot read job file"),
         (["--file", "{dir}/bad.json"], "is not valid JSON"),

@@ -21,16 +21,15 @@ from mqttlink import BrokerUnreachable, BrokerUrl, BrokerUrlError, check_broker,
 from mqttlink.url import broker_url_from, parse_broker_url
 from protocol.identity import client_id_for
 from protocol.topics import Topics
-from tests.support.brokers import MosquittoProcess, free_port
-from tests.support.tls import KINDS, PUB, SECRET, TOOLS_MISSING, TlsBroker, run_tool, subscribed, tls_broker
+from tests.support.brokers import MosquittoProcess, free_port, require_mosquitto
+from tests.support.tls import KINDS, PUB, SECRET, TlsBroker, run_tool, subscribed, tls_broker
 from tests.support.waiting import wait_until
 
 
 @pytest.fixture(autouse=True)
 def _clients_the_project_did_not_write() -> None:
     """These tests check the brokers with Mosquitto's own tools: fail loud if they are missing."""
-    if TOOLS_MISSING:
-        pytest.fail("mosquitto, mosquitto_pub and mosquitto_sub are needed: apt-get install mosquitto-clients")
+    require_mosquitto()
 
 
 # URLs --------------------------------------------------------------------------------------------

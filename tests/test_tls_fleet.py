@@ -20,14 +20,14 @@ from fake_vehicles import network
 from fake_vehicles.network import Link, Net
 from mqttlink import BrokerUrl
 from protocol.topics import Topics
-from tests.support.tls import KINDS, SECRET, TOOLS_MISSING, subscribed, tls_broker
+from tests.support.brokers import require_mosquitto
+from tests.support.tls import KINDS, SECRET, subscribed, tls_broker
 
 
 @pytest.fixture(autouse=True)
 def _clients_the_project_did_not_write() -> None:
     """These tests check the brokers with Mosquitto's own tools: fail loud if they are missing."""
-    if TOOLS_MISSING:
-        pytest.fail("mosquitto, mosquitto_pub and mosquitto_sub are needed: apt-get install mosquitto-clients")
+    require_mosquitto()
 
 
 def drive(net: Net, until: Callable[[], bool], what: str, timeout: float = 15.0) -> None:

@@ -46,7 +46,7 @@ async def test_q_and_ctrl_c_quit_cleanly(amqtt_broker: TestBroker, topics: Topic
             await wait_until(lambda app=app: app.store.link.state == "connected", what="the control room to connect")
             await pilot.press(key)
             await wait_until(lambda app=app: not app.is_running, what=f"{key} to quit")
-        assert app.return_code in (0, None)
+        assert app.return_code == 0, f"{key} left the app with return code {app.return_code}"
 
 
 async def test_operator_and_observer_log_in_with_fleet_credentials(secure_broker: TestBroker, topics: Topics,

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fleetroom.common import DEFAULT_TLS_DIR, CliError, read_secret, run_async, setup_logging, topics_from
+from fleetroom.common import DEFAULT_TLS_DIR, CliError, read_secret, run_async, setup_logging, topics_from, whole
 
 if TYPE_CHECKING:
     from broker.tls import TlsFiles
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument(
-        "--port", type=int, help="port to bind; 0 picks a free one (default: 1883, with --tls 8883)"
+        "--port", type=whole(0, 65535), help="port to bind; 0 picks a free one (default: 1883, with --tls 8883)"
     )
     parser.add_argument("--port-file", type=Path, help="write the bound port to this file once listening")
     parser.add_argument("--anonymous", action="store_true", help="allow anyone to connect and publish anywhere")
@@ -178,8 +178,6 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
     if args.port is None:
         args.port = 8883 if args.tls else 1883
-    if not 0 <= args.port <= 65535:
-        raise CliError(f"--port {args.port} is not a TCP port")
     if args.write_mosquitto_config is not None:
         return _write_config(args)
     if args.port_file is not None and not args.port_file.parent.is_dir():

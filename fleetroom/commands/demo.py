@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import signal
 import sys
 import threading
@@ -31,14 +30,20 @@ from pathlib import Path
 from types import FrameType
 
 from fleetroom.common import (
-    MAX_SPEED,
+    CARS,
+    MAX_CARS,
     MAX_WALL_S,
+    SEED,
+    SPEED,
+    WALL_S,
     CliError,
     add_tls_arguments,
     clock_flags,
+    finite,
     read_secret,
     setup_logging,
     url_from_flag,
+    whole,
 )
 from fleetroom.compose.driver import EARLY_MIX
 from fleetroom.compose.stack import Stack
@@ -63,21 +68,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "else .fleetroom/secret if it exists; none means anonymous)")
     parser.add_argument("--topic-prefix", default="fleetroom", help="topic prefix (default: %(default)s)")
     parser.add_argument("--headless", action="store_true", help="no control room; print a summary at the end")
-    parser.add_argument("--duration", type=float, default=0.0, metavar="S",
+    parser.add_argument("--duration", type=finite(0, MAX_WALL_S), default=0.0, metavar="S",
                         help="stop after S wall seconds (default: until quit or Ctrl-C)")
     parser.add_argument("--scenario", choices=("grow", "essay"), default="grow",
                         help="grow: a fleet growing from --cars to --grow-to; essay: a million HW5 cars")
-    parser.add_argument("--emulate", type=int, default=ESSAY_EMULATED, metavar="N",
+    parser.add_argument("--emulate", type=whole(1, ESSAY_CARS), default=ESSAY_EMULATED, metavar="N",
                         help="with --scenario essay: cars really emulated, each standing for 1,000,000 / N cars "
                         "in the dispatcher's summary, which says so (default: %(default)s; 1000000 emulates all)")
-    parser.add_argument("--cars", type=int, default=20, help="cars at the start (default: %(default)s)")
-    parser.add_argument("--grow-to", type=int, default=2000,
+    parser.add_argument("--cars", type=CARS, default=20, help="cars at the start (default: %(default)s)")
+    parser.add_argument("--grow-to", type=whole(0, MAX_CARS), default=2000,
                         help="cars at the end of the growth (default: %(default)s)")
-    parser.add_argument("--grow-over", type=float, default=120.0, metavar="S",
+    parser.add_argument("--grow-over", type=WALL_S, default=120.0, metavar="S",
                         help="wall seconds the growth takes (default: %(default)s)")
-    parser.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second (default: 60)")
-    parser.add_argument("--job-rate", type=float, default=0.5, help="jobs submitted per wall second (default: 0.5)")
-    parser.add_argument("--seed", type=int, default=1, help="random seed of the fleet and the jobs")
+    parser.add_argument("--speed", type=SPEED, default=60.0, help="simulated seconds per wall second (default: 60)")
+    parser.add_argument("--job-rate", type=finite(0, MAX_JOB_RATE), default=0.5,
+                        help="jobs submitted per wall second (default: 0.5)")
+    parser.add_argument("--seed", type=SEED, default=1, help="random seed of the fleet and the jobs")
     parser.add_argument("--run-dir", type=Path, help="where the processes' logs go")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
 
@@ -90,17 +96,8 @@ def _check(args: argparse.Namespace) -> tuple[Topics, BrokerUrl | None]:
     url = url_from_flag(args.broker, args)
     if args.headless and args.duration <= 0:
         raise CliError("--headless needs --duration S")
-    if args.scenario == "essay" and not (1 <= args.emulate <= ESSAY_CARS and ESSAY_CARS % args.emulate == 0):
+    if args.scenario == "essay" and ESSAY_CARS % args.emulate != 0:
         raise CliError(f"--emulate must divide {ESSAY_CARS:,} (e.g. 2000, 10000, 1000000)")
-    for flag, value in (("--duration", args.duration), ("--speed", args.speed), ("--grow-over", args.grow_over),
-                        ("--job-rate", args.job_rate)):
-        if not math.isfinite(value):
-            raise CliError(f"{flag} must be a finite number, not {value}")
-    if args.cars < 1 or args.grow_to < 0 or args.speed <= 0 or args.job_rate < 0 or args.grow_over <= 0:
-        raise CliError("--cars must be at least 1; --grow-to, --job-rate >= 0; --speed, --grow-over > 0")
-    if args.speed > MAX_SPEED or args.job_rate > MAX_JOB_RATE or max(args.grow_over, args.duration) > MAX_WALL_S:
-        raise CliError(f"--speed must be at most {MAX_SPEED:g}, --job-rate at most {MAX_JOB_RATE:g}, "
-                       f"--grow-over and --duration at most {MAX_WALL_S:g} seconds")
     return topics, url
 
 

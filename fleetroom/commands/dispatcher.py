@@ -19,14 +19,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fleetroom.common import (
+    MAX_CARS,
     SIM_EPOCH_HELP,
+    SPEED,
+    WALL_S,
     CliError,
     add_broker_arguments,
     broker_for,
+    finite,
     run_async,
     setup_logging,
     sim_epoch,
     topics_from,
+    whole,
 )
 from mqttlink import BrokerUnreachable, cancel_and_wait
 from protocol.clock import SimClock
@@ -37,46 +42,7 @@ if TYPE_CHECKING:
     from dispatcher.service import DispatcherService
 
 STATUS_EVERY_S = 5.0
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
-    return value
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be zero or more")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
-    return value
+MAX_ENERGY_PRICE = 1e6  # per kWh
 
 
 def _instant(text: str) -> datetime:
@@ -95,21 +61,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SQLite ledger file (default: %(default)s)")
     parser.add_argument("--policy", choices=[p.value for p in MatchPolicy], default=MatchPolicy.FASTEST.value,
                         help="matchmaking policy at start; operators may change it at run time (default: %(default)s)")
-    parser.add_argument("--speed", type=_positive, default=60.0,
+    parser.add_argument("--speed", type=SPEED, default=60.0,
                         help="simulation seconds per wall second (default: %(default)s)")
     parser.add_argument("--sim-start", type=_instant, help="simulation time origin, ISO 8601 with zone (default: now)")
     parser.add_argument("--sim-epoch", type=sim_epoch, metavar="UNIX_SECONDS", help=SIM_EPOCH_HELP)
-    parser.add_argument("--summary-interval", type=_positive, default=1.0, metavar="WALL_SECONDS",
+    parser.add_argument("--summary-interval", type=WALL_S, default=1.0, metavar="WALL_SECONDS",
                         help="seconds between fleet summaries (default: %(default)s)")
-    parser.add_argument("--heartbeat-timeout", type=_positive, default=60.0, metavar="WALL_SECONDS",
+    parser.add_argument("--heartbeat-timeout", type=WALL_S, default=60.0, metavar="WALL_SECONDS",
                         help="a car not heard from for this long is offline (default: %(default)s)")
-    parser.add_argument("--energy-price", type=_non_negative, default=0.15, metavar="PER_KWH",
+    parser.add_argument("--energy-price", type=finite(0, MAX_ENERGY_PRICE), default=0.15, metavar="PER_KWH",
                         help="electricity price per kWh, for the cars' net earnings (default: %(default)s)")
-    parser.add_argument("--spot-check-rate", type=_fraction, default=0.1, metavar="FRACTION",
+    parser.add_argument("--spot-check-rate", type=finite(0, 1), default=0.1, metavar="FRACTION",
                         help="share of results the dispatcher recomputes and refuses at once if wrong "
                         "(default: %(default)s)")
-    parser.add_argument("--duration", type=_positive, metavar="WALL_SECONDS", help="stop after this long")
-    parser.add_argument("--cars-per-emulated-car", type=_at_least_one, default=1, metavar="K",
+    parser.add_argument("--duration", type=WALL_S, metavar="WALL_SECONDS", help="stop after this long")
+    parser.add_argument("--cars-per-emulated-car", type=whole(1, MAX_CARS), default=1, metavar="K",
                         help="show a fleet at scale: each car heard stands for K cars in the summary's car counts "
                         "and TOPS (labelled as scaled in the summary; jobs and earnings are never scaled)")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from fleetroom.common import CliError, add_tls_arguments, setup_logging, url_from_flag
+from fleetroom.common import CliError, add_tls_arguments, setup_logging, url_from_flag, whole
 from fleetroom.compose.stack import MOSQUITTO, Stack
 from fleetroom.compose.supervisor import ChildDied, NotReady, Supervisor
 from fleetroom.loadtest.progress import ProgressPrinter
@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_tls_arguments(parser)
     parser.add_argument("--broker-kind", choices=("embedded", "mosquitto"),
                         help="start this broker instead of the scenario's choice")
-    parser.add_argument("--fleet-processes", type=int, metavar="N",
+    parser.add_argument("--fleet-processes", type=whole(1, 64), metavar="N",
                         help="spread the fleet over N `fleetroom vehicles` processes (overrides the scenario)")
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="where logs and the report go (default: .fleetroom/runs/loadtest-NAME-TIME)")
@@ -53,8 +53,6 @@ def _prepare(args: argparse.Namespace) -> tuple[Scenario, Topics, Path]:
     except (ScenarioError, TopicError) as exc:
         raise CliError(str(exc)) from None
     if args.fleet_processes is not None:
-        if not 1 <= args.fleet_processes <= 64:
-            raise CliError("--fleet-processes must be 1..64")
         scenario = _with_processes(scenario, args.fleet_processes)
     if args.broker and any(s.kind == "broker_restart" for s in scenario.stages):
         raise CliError(f"{args.scenario} restarts the broker, which an external --broker cannot do")
@@ -63,9 +61,8 @@ def _prepare(args: argparse.Namespace) -> tuple[Scenario, Topics, Path]:
 
 
 def _with_processes(scenario: Scenario, processes: int) -> Scenario:
-    from dataclasses import replace
-
-    return replace(scenario, fleet=replace(scenario.fleet, processes=processes))
+    """`scenario` with its fleet spread over `processes` (a flag its type has checked)."""
+    return scenario.model_copy(update={"fleet": scenario.fleet.model_copy(update={"processes": processes})})
 
 
 def _start_broker(stack: Stack, args: argparse.Namespace, scenario: Scenario) -> None:

@@ -12,10 +12,8 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import secrets
 import sys
-import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,6 @@ from typing import Any
 import aiomqtt
 from pydantic import ValidationError
 
-from dispatcher.jobs import MAX_DEADLINE_AHEAD_S
 from fleetroom.common import (
     CliError,
     DispatcherWatch,
@@ -33,72 +30,53 @@ from fleetroom.common import (
     setup_logging,
     topics_from,
 )
+from fleetroom.files import FileError
+from fleetroom.jobfile import (
+    CHECKPOINT_INTERVAL_S,
+    DEADLINE_S,
+    MIN_TOPS,
+    PRICE_CAP,
+    PRIORITY,
+    REDUNDANCY,
+    SHARDS,
+    WIRE_NAMES,
+    WORK,
+    load_job_file,
+)
 from mqttlink import BrokerUrl, NoDispatcher, OperatorLink, client_id_of, stay_connected
 from protocol import JobKind, JobState, JobStatus, JobSubmission, ProtocolError, Topics, decode_on, utc_now
 
 RESUBMIT_EVERY_S = 5.0
 DISPATCHER_GRACE_S = 2.0  # how long to wait for a dispatcher's retained `online` status
-FIELDS = {
-    "name": "name", "work": "total_work_tera_ops", "shards": "shards", "min_tops": "min_tops_per_car",
-    "parallel": "max_parallel_shards", "priority": "priority", "price_cap": "price_cap_per_tops_hour",
-    "redundancy": "redundancy", "checkpoint_interval": "checkpoint_interval_s", "kind": "job_kind",
-    "min_hardware": "min_hardware", "input_seed": "input_seed", "job_id": "job_id",
-}
-FILE_ONLY = {"deadline_s"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_broker_arguments(parser)
     parser.add_argument("--file", type=Path, help="job file, .toml or .json")
     parser.add_argument("--name", help="job name")
-    parser.add_argument("--work", type=float, metavar="TERA_OPS", help="total work in tera-operations")
-    parser.add_argument("--shards", type=int, metavar="K", help="number of shards")
-    parser.add_argument("--min-tops", type=float, metavar="T", help="minimum TOPS per car")
-    parser.add_argument("--parallel", type=int, metavar="P", help="shards that may run at once (default: all)")
-    parser.add_argument("--deadline-s", type=float, metavar="S", help="deadline, simulation seconds from now")
-    parser.add_argument("--priority", type=int, help="-100..100, higher first (default: 0)")
-    parser.add_argument("--price-cap", type=float, metavar="X", help="most the job pays per TOPS-hour")
-    parser.add_argument("--redundancy", type=int, metavar="R", help="cars that must agree on each shard (default: 1)")
-    parser.add_argument("--checkpoint-interval", type=float, metavar="S", help="simulation seconds (default: 60)")
+    parser.add_argument("--work", type=WORK, metavar="TERA_OPS", help="total work in tera-operations")
+    parser.add_argument("--shards", type=SHARDS, metavar="K", help="number of shards")
+    parser.add_argument("--min-tops", type=MIN_TOPS, metavar="T", help="minimum TOPS per car")
+    parser.add_argument("--parallel", type=SHARDS, metavar="P", help="shards that may run at once (default: all)")
+    parser.add_argument("--deadline-s", type=DEADLINE_S, metavar="S", help="deadline, simulation seconds from now")
+    parser.add_argument("--priority", type=PRIORITY, help="-100..100, higher first (default: 0)")
+    parser.add_argument("--price-cap", type=PRICE_CAP, metavar="X", help="most the job pays per TOPS-hour")
+    parser.add_argument("--redundancy", type=REDUNDANCY, metavar="R",
+                        help="cars that must agree on each shard (default: 1)")
+    parser.add_argument("--checkpoint-interval", type=CHECKPOINT_INTERVAL_S, metavar="S",
+                        help="simulation seconds (default: 60)")
     parser.add_argument("--kind", choices=[k.value for k in JobKind], help="what the job is (default: other)")
     parser.add_argument("--job-id", help="job id (default: a fresh one)")
     parser.add_argument("--wait", action="store_true", help="follow the job to the end; exit 1 unless it is done")
 
 
-def _read_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_bytes()
-    except OSError as exc:
-        raise CliError(f"cannot read job file {path}: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(text.decode()) if path.suffix.lower() == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CliError(f"job file {path} is not valid {path.suffix.lstrip('.').upper() or 'JSON'}: {exc}") from None
-    if not isinstance(data, dict):
-        raise CliError(f"job file {path} must hold one table/object of job fields")
-    unknown = sorted(set(data) - set(FIELDS) - FILE_ONLY)
-    if unknown:
-        raise CliError(f"job file {path}: unknown key {unknown[0]!r} (known: {', '.join(sorted(FIELDS))}, deadline_s)")
-    return data
-
-
-def _deadline_s(value: object) -> float:
-    """The deadline_s value as seconds, checked to be a sane positive number."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise CliError(f"bad job: deadline_s must be a number of seconds, not {value!r}")
-    try:
-        seconds = float(value)
-    except OverflowError:  # an integer too large for a float
-        raise CliError(f"bad job: deadline_s {value!r} is out of range") from None
-    if not (math.isfinite(seconds) and 0 < seconds <= MAX_DEADLINE_AHEAD_S):  # the dispatcher's own limit
-        raise CliError(f"bad job: deadline_s must be within 0..{MAX_DEADLINE_AHEAD_S:g} seconds, not {value!r}")
-    return seconds
-
-
 def build_job(args: argparse.Namespace) -> JobSubmission:
     """The submission the flags and file describe; a problem is one CliError line."""
-    values: dict[str, Any] = _read_file(args.file) if args.file is not None else {}
-    for key in (*FIELDS, "deadline_s"):
+    try:
+        values: dict[str, Any] = load_job_file(args.file) if args.file is not None else {}
+    except FileError as exc:
+        raise CliError(str(exc)) from None
+    for key in (*WIRE_NAMES, "deadline_s"):
         flag = getattr(args, key, None)
         if flag is not None:
             values[key] = flag
@@ -106,15 +84,11 @@ def build_job(args: argparse.Namespace) -> JobSubmission:
         if key not in values:
             raise CliError(f"missing --{key.replace('_', '-')} (or give a --file with it)")
     now = utc_now()
-    fields = {FIELDS[key]: value for key, value in values.items() if key in FIELDS}
+    fields = {WIRE_NAMES[key]: value for key, value in values.items() if key in WIRE_NAMES}
     fields.setdefault("job_id", f"job-{secrets.token_hex(4)}")
-    fields.setdefault("max_parallel_shards", fields["shards"] * fields.get("redundancy", 1)
-                      if isinstance(fields["shards"], int) else 1)
-    for key, value in values.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise CliError(f"bad job: {key} must be a finite number, not {value}")
+    fields.setdefault("max_parallel_shards", fields["shards"] * fields.get("redundancy", 1))
     if "deadline_s" in values:
-        fields["deadline"] = now + timedelta(seconds=_deadline_s(values["deadline_s"]))
+        fields["deadline"] = now + timedelta(seconds=values["deadline_s"])
     try:
         return JobSubmission.model_validate_json(json.dumps(
             {"sender": "operator", "sent_at": now.isoformat(), "sim_time": now.isoformat(), **fields},

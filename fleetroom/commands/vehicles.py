@@ -10,14 +10,12 @@ default above 200 cars). Several processes share one fleet with --shard i/n.
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import signal
 import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
 
 from fake_vehicles.catalogue import MixError, parse_hardware_mix
 from fake_vehicles.faults import FaultConfig, FaultSpecError, parse_faults
@@ -26,12 +24,16 @@ from fake_vehicles.ids import ShardSpecError, gateway_id, owned_indices, parse_s
 from fake_vehicles.messages import Encoder
 from fake_vehicles.runner import Runner, RunSettings, StartupError
 from fleetroom.common import (
-    MAX_SPEED,
+    CARS,
     MAX_WALL_S,
+    SEED,
     SIM_EPOCH_HELP,
+    SPEED,
+    WALL_S,
     CliError,
     add_broker_arguments,
     broker_for,
+    finite,
     login_as,
     read_secret,
     setup_logging,
@@ -46,47 +48,39 @@ from protocol.topics import Topics
 PER_CAR_MAX_DEFAULT = 200
 SIM_START_YEARS = (1970, 2999)
 MAX_TELEMETRY_INTERVAL_S = 365 * 86400.0
-
-
-def _one_line_error(parser: argparse.ArgumentParser) -> None:
-    def error(message: str) -> NoReturn:
-        print(f"fleetroom vehicles: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-    parser.error = error  # type: ignore[method-assign]
+TELEMETRY_INTERVAL_S = finite(0, MAX_TELEMETRY_INTERVAL_S, above=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    _one_line_error(parser)
     add_broker_arguments(parser)
     fleet = parser.add_argument_group("fleet")
-    fleet.add_argument("--count", type=int, required=True, metavar="N",
+    fleet.add_argument("--count", type=CARS, required=True, metavar="N",
                        help="cars in the whole fleet (with --shard, this process runs its share)")
-    fleet.add_argument("--seed", type=int, default=1, help="fleet seed: same seed, same cars (default: %(default)s)")
+    fleet.add_argument("--seed", type=SEED, default=1, help="fleet seed: same seed, same cars (default: %(default)s)")
     fleet.add_argument("--hardware-mix", default="HW3=0.1,HW4=0.5,HW5=0.3,HW6=0.1", metavar="MIX",
                        help="shares of hardware generations (default: %(default)s)")
-    fleet.add_argument("--speed", type=float, default=60.0,
+    fleet.add_argument("--speed", type=SPEED, default=60.0,
                        help="simulated seconds per wall second (default: %(default)s)")
     fleet.add_argument("--sim-start", metavar="ISO8601",
                        help="simulation start; its UTC offset is the local time owners live by, none "
                             "means UTC (default: now, at UTC-08:00)")
     fleet.add_argument("--sim-epoch", type=sim_epoch, metavar="UNIX_SECONDS", help=SIM_EPOCH_HELP)
-    fleet.add_argument("--grow-to", type=int, metavar="M", help="grow the fleet to M cars ...")
-    fleet.add_argument("--grow-over", type=float, default=60.0, metavar="WALL_SECONDS",
+    fleet.add_argument("--grow-to", type=CARS, metavar="M", help="grow the fleet to M cars ...")
+    fleet.add_argument("--grow-over", type=finite(0, MAX_WALL_S), default=60.0, metavar="WALL_SECONDS",
                        help="... over this many wall seconds (default: %(default)s)")
-    fleet.add_argument("--telemetry-interval", type=float, default=60.0, metavar="SIM_SECONDS",
+    fleet.add_argument("--telemetry-interval", type=TELEMETRY_INTERVAL_S, default=60.0, metavar="SIM_SECONDS",
                        help="telemetry period per car in simulated seconds (default: %(default)s)")
     fleet.add_argument("--shard", default="0/1", metavar="i/n",
                        help="run the i-th of n disjoint parts of the fleet (default: %(default)s)")
     fleet.add_argument("--mode", choices=("per-car", "gateway"),
                        help=f"per-car: one connection per car (default for up to {PER_CAR_MAX_DEFAULT} cars); "
                             f"gateway: one connection for all (default above {PER_CAR_MAX_DEFAULT})")
-    fleet.add_argument("--faulty-share", type=float, default=0.0, metavar="F",
+    fleet.add_argument("--faulty-share", type=finite(0, 1), default=0.0, metavar="F",
                        help="share of cars that return wrong results or vanish mid-shard (default: 0)")
     fleet.add_argument("--inject-faults", action="append", default=[], metavar="NAME[=P],...",
                        help="fleet-telemetry faults: duplicate-connectivity, missing-connectivity, "
                             "dropped-signals, silent (probability P, default 0.01)")
-    fleet.add_argument("--duration", type=float, metavar="WALL_SECONDS", help="stop after this long")
+    fleet.add_argument("--duration", type=WALL_S, metavar="WALL_SECONDS", help="stop after this long")
     fleet.add_argument("--write-users", type=Path, metavar="FILE",
                        help="write the MQTT user names this fleet will use, one per line, and exit "
                             "(for `fleetroom broker --write-mosquitto-config --users-file`)")
@@ -107,20 +101,9 @@ def _sim_start(text: str | None) -> datetime:
 
 
 def _check(args: argparse.Namespace) -> None:
-    if args.count < 1:
-        raise CliError("--count must be at least 1")
-    if not (math.isfinite(args.speed) and 0 < args.speed <= MAX_SPEED):
-        raise CliError(f"--speed must be a positive number up to {MAX_SPEED:g}")
-    if not (math.isfinite(args.telemetry_interval) and 0 < args.telemetry_interval <= MAX_TELEMETRY_INTERVAL_S):
-        raise CliError(f"--telemetry-interval must be a positive number of seconds up to {MAX_TELEMETRY_INTERVAL_S:g}")
-    if not 0.0 <= args.faulty_share <= 1.0:
-        raise CliError("--faulty-share must be within 0..1")
+    """What the flags' types cannot check alone: one flag against another, and --sim-start."""
     if args.grow_to is not None and args.grow_to < args.count:
         raise CliError("--grow-to must be at least --count")
-    if not (math.isfinite(args.grow_over) and 0 <= args.grow_over <= MAX_WALL_S):
-        raise CliError(f"--grow-over must be a number of seconds within 0..{MAX_WALL_S:g}")
-    if args.duration is not None and not (math.isfinite(args.duration) and 0 < args.duration <= MAX_WALL_S):
-        raise CliError(f"--duration must be a positive number of seconds up to {MAX_WALL_S:g}")
     _sim_start(args.sim_start)  # a bad --sim-start is reported before anything connects
 
 

@@ -24,7 +24,17 @@ from fleetroom.loadtest.ledger import RunLedger
 from fleetroom.loadtest.observer import Observer
 from fleetroom.loadtest.progress import Progress, ProgressPrinter, progress_line
 from fleetroom.loadtest.report import StageRecord, build_report, write_report
-from fleetroom.loadtest.scenario import Scenario, Stage
+from fleetroom.loadtest.scenario import (
+    BrokerRestart,
+    ConnectRamp,
+    DispatcherKill,
+    Drain,
+    FaultyCars,
+    MassDeparture,
+    ReconnectStorm,
+    Scenario,
+    Stage,
+)
 from fleetroom.loadtest.slo import Verdict, evaluate
 from mqttlink import cancel_and_wait
 from protocol import DriveAway, JobSubmission, Topics, utc_now
@@ -40,10 +50,10 @@ def sim_start_for(scenario: Scenario, today: datetime) -> datetime:
     """The simulation origin that puts the first mass departure at `departure_hour`:00 sharp."""
     offset_s = 0.0
     for stage in scenario.stages:
-        if stage.kind == "mass_departure":
+        if isinstance(stage, MassDeparture):
             day = today.replace(hour=scenario.departure_hour, minute=0, second=0, microsecond=0)
             return day - timedelta(seconds=offset_s * scenario.speed)
-        offset_s += stage.duration_s + stage.params.get("down_s", 0.0)
+        offset_s += stage.held_s
     return today.replace(hour=9, minute=0, second=0, microsecond=0)
 
 
@@ -122,7 +132,7 @@ class LoadTest:
             await asyncio.wait_for(self.observer.connected.wait(), READY_TIMEOUT_S)
             await asyncio.to_thread(self.start_dispatcher)
             await self._wait(lambda: self.ledger.last_summary is not None, READY_TIMEOUT_S, "the dispatcher's summary")
-            if self.scenario.stages[0].kind != "connect_ramp":
+            if not isinstance(self.scenario.stages[0], ConnectRamp):
                 await asyncio.to_thread(self.start_fleet, [])
             for index, stage in enumerate(self.scenario.stages, 1):
                 await self._run_stage(index, stage)
@@ -153,39 +163,35 @@ class LoadTest:
             self._first_stage_at = start
         self.printer.note(f"stage {index}/{len(self.scenario.stages)}: {stage.label} at {start:.1f}s")
         note = await self._act(stage, index)
-        if stage.kind == "drain":
+        if isinstance(stage, Drain):
             self.submitting = False
-            timeout = stage.params["timeout_s"]
-            await self._wait(lambda: not self.ledger.pending_jobs(), timeout, "", index=index, label=stage.label,
-                             required=False)
+            await self._wait(lambda: not self.ledger.pending_jobs(), stage.timeout_s, "", index=index,
+                             label=stage.label, required=False)
             note = f"{len(self.ledger.pending_jobs())} jobs still pending"
         else:
             # Stages keep to the plan (their actions' own time is absorbed), so that the
             # simulated clock reaches the departure hour when the plan says it does.
-            self._planned_end += stage.duration_s + stage.params.get("down_s", 0.0)
+            self._planned_end += stage.held_s
             await self._hold(max(0.0, self._planned_end - self.now_s() + self._first_stage_at), index, stage.label)
         self.records.append(StageRecord(stage.kind, stage.label, start, self.now_s(), note))
 
     async def _act(self, stage: Stage, index: int) -> str:
         """Do what the stage does at its start; return a note for the report."""
-        p = stage.params
-        if stage.kind == "connect_ramp":
-            grow_to = int(p.get("grow_to", 0))
-            grow = ["--grow-to", str(grow_to), "--grow-over", f"{stage.duration_s:g}"] if grow_to else []
-            await asyncio.to_thread(self.start_fleet, grow)
-            return f"{self.scenario.fleet.count} cars" + (f", growing to {grow_to}" if grow_to else "")
-        if stage.kind == "reconnect_storm":
-            return await asyncio.to_thread(self._reconnect_storm)
-        if stage.kind == "mass_departure":
-            return self._mass_departure(p.get("share", 0.5))
-        if stage.kind in ("broker_restart", "dispatcher_kill"):
-            return await self._outage(stage, index)
-        if stage.kind == "faulty_cars":
-            count = int(p.get("count", 10))
-            share = p.get("faulty_share", 1.0)
-            args = self.fleet_args(count, self.scenario.fleet.seed + 1000, share, [])
-            await asyncio.to_thread(self.stack.start_fleet, "fleet-faulty", args)
-            return f"{count} more cars, {share:.0%} of them faulty"
+        match stage:
+            case ConnectRamp(grow_to=grow_to, duration_s=over_s):
+                grow = ["--grow-to", str(grow_to), "--grow-over", f"{over_s:g}"] if grow_to else []
+                await asyncio.to_thread(self.start_fleet, grow)
+                return f"{self.scenario.fleet.count} cars" + (f", growing to {grow_to}" if grow_to else "")
+            case ReconnectStorm():
+                return await asyncio.to_thread(self._reconnect_storm)
+            case MassDeparture(share=share):
+                return self._mass_departure(share)
+            case BrokerRestart() | DispatcherKill():
+                return await self._outage(stage, index)
+            case FaultyCars(count=count, faulty_share=share):
+                args = self.fleet_args(count, self.scenario.fleet.seed + 1000, share, [])
+                await asyncio.to_thread(self.stack.start_fleet, "fleet-faulty", args)
+                return f"{count} more cars, {share:.0%} of them faulty"
         return ""
 
     def _reconnect_storm(self) -> str:
@@ -204,10 +210,10 @@ class LoadTest:
                                DriveAway(sender="loadtest", sent_at=now, sim_time=sim_now, vehicle_id=car))
         return f"{len(leaving)} of {len(cars)} cars drive away at {sim_now:%H:%M} simulated"
 
-    async def _outage(self, stage: Stage, index: int) -> str:
-        down_s = stage.params.get("down_s", 1.0)
+    async def _outage(self, stage: BrokerRestart | DispatcherKill, index: int) -> str:
+        down_s = stage.down_s
         sup = self.stack.supervisor
-        if stage.kind == "broker_restart":
+        if isinstance(stage, BrokerRestart):
             await asyncio.to_thread(sup.stop, "broker")
             await self._hold(down_s, index, stage.label)
             await asyncio.to_thread(self.stack.restart_broker)

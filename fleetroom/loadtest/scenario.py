@@ -1,27 +1,18 @@
 """Load-test scenario files (TOML): the fleet, the job stream, the stages and the objectives.
 
-Parsing is strict: an unknown key, a wrong type or an out-of-range value is a `ScenarioError`
-whose message names the file and the key, printed as one line by the command.
+A scenario is a strict pydantic model: an unknown key, a wrong type, inf, nan or an
+out-of-range value is a `ScenarioError` with one line per problem naming the file and the key.
+Each stage kind is its own model, with its own keys and defaults, in one union on `kind`.
 """
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
-STAGE_KINDS: dict[str, frozenset[str]] = {
-    "connect_ramp": frozenset({"duration_s", "grow_to"}),
-    "steady": frozenset({"duration_s"}),
-    "reconnect_storm": frozenset({"duration_s"}),
-    "mass_departure": frozenset({"duration_s", "share"}),
-    "broker_restart": frozenset({"duration_s", "down_s"}),
-    "dispatcher_kill": frozenset({"duration_s", "down_s"}),
-    "faulty_cars": frozenset({"duration_s", "count", "faulty_share"}),
-    "drain": frozenset({"timeout_s"}),
-}
-"""Every stage kind and the keys it accepts (besides `kind` and `label`)."""
+from pydantic import AfterValidator, BaseModel, Field, model_validator
+
+from fleetroom.files import STRICT, FileError, counted, in_order, key_in, ranged, read_data, shares, validated
 
 SLO_KEYS: dict[str, str] = {
     "max_jobs_lost": "jobs lost",
@@ -39,188 +30,201 @@ SLO_KEYS: dict[str, str] = {
 
 HARDWARE = ("HW3", "HW4", "HW5", "HW6")
 JOB_KINDS = ("inference", "training", "rendering")
-BROKERS = ("embedded", "mosquitto")
-POLICIES = ("fastest", "cheapest", "departure_aware", "energy_aware")
-MODES = ("per-car", "gateway")
+MAX_STAGE_S = 86_400.0  # a stage's duration
+MAX_PAUSE_S = 1e7  # an outage's down time, a drain's timeout
+MAX_SEED = 2**31
+
+Share = Annotated[float, ranged(0.0, 1.0)]
 
 
-class ScenarioError(ValueError):
-    """A scenario file that cannot be used; the message is one line."""
+class ScenarioError(FileError):
+    """A scenario file that cannot be used; one line per problem."""
 
 
-@dataclass(frozen=True)
-class FleetSpec:
-    count: int = 50
-    processes: int = 1
-    hardware_mix: dict[str, float] = field(default_factory=lambda: {"HW4": 0.5, "HW5": 0.4, "HW6": 0.1})
-    mode: str = "gateway"
-    telemetry_interval_s: float = 60.0
-    faulty_share: float = 0.0
-    seed: int = 1
+class FleetSpec(BaseModel):
+    """The emulated fleet: how many cars, in how many processes, of which hardware."""
+
+    model_config = STRICT
+
+    count: Annotated[int, counted(1, 2_000_000)] = 50
+    processes: Annotated[int, counted(1, 64)] = 1
+    hardware_mix: Annotated[dict[Annotated[str, key_in(HARDWARE)], Share], AfterValidator(shares(HARDWARE))] = Field(
+        default_factory=lambda: {"HW4": 0.5, "HW5": 0.4, "HW6": 0.1})
+    mode: Literal["per-car", "gateway"] = "gateway"
+    telemetry_interval_s: Annotated[float, ranged(0.1, 86_400.0)] = 60.0
+    faulty_share: Share = 0.0
+    seed: Annotated[int, counted(0, MAX_SEED)] = 1
 
 
-@dataclass(frozen=True)
-class JobSpec:
-    rate_per_s: float = 0.5
-    mix: dict[str, float] = field(default_factory=lambda: {"inference": 0.5, "training": 0.3, "rendering": 0.2})
-    scale: float = 1.0
-    seed: int = 7
+class JobSpec(BaseModel):
+    """The job stream: how often, of which kinds, how large."""
+
+    model_config = STRICT
+
+    rate_per_s: Annotated[float, ranged(0.0, 1000.0)] = 0.5
+    mix: Annotated[dict[Annotated[str, key_in(JOB_KINDS)], Share], AfterValidator(shares(JOB_KINDS))] = Field(
+        default_factory=lambda: {"inference": 0.5, "training": 0.3, "rendering": 0.2})
+    scale: Annotated[float, ranged(1e-6, 1e6)] = 1.0
+    seed: Annotated[int, counted(0, MAX_SEED)] = 7
 
 
-@dataclass(frozen=True)
-class Stage:
-    kind: str
-    label: str
-    duration_s: float = 0.0
-    params: dict[str, float] = field(default_factory=dict)
+class _Stage(BaseModel):
+    """What every stage has: a label (its kind in words unless given) and its place in the plan."""
+
+    model_config = STRICT
+
+    label: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _label_from_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "label" not in data and isinstance(data.get("kind"), str):
+            return {**data, "label": data["kind"].replace("_", " ")}
+        return data
+
+    @property
+    def held_s(self) -> float:
+        """Wall seconds the plan gives the stage before the next one starts (a drain: none)."""
+        return 0.0
+
+    @property
+    def planned_s(self) -> float:
+        """Wall seconds the stage takes at most, counting a drain at its timeout."""
+        return self.held_s
 
 
-@dataclass(frozen=True)
-class Scenario:
+class _Timed(_Stage):
+    duration_s: Annotated[float, ranged(0.0, MAX_STAGE_S)] = 0.0
+
+    @property
+    def held_s(self) -> float:
+        return self.duration_s
+
+
+class ConnectRamp(_Timed):
+    """Start the fleet; with `grow_to`, grow it to that many cars over the stage."""
+
+    kind: Literal["connect_ramp"] = "connect_ramp"
+    grow_to: Annotated[int, counted(0, 10_000_000)] = 0
+
+
+class Steady(_Timed):
+    """Run as is."""
+
+    kind: Literal["steady"] = "steady"
+
+
+class ReconnectStorm(_Timed):
+    """Kill and restart every fleet process: every car reconnects at once."""
+
+    kind: Literal["reconnect_storm"] = "reconnect_storm"
+
+
+class MassDeparture(_Timed):
+    """A share of the online cars drive away, at the scenario's departure hour."""
+
+    kind: Literal["mass_departure"] = "mass_departure"
+    share: Share = 0.5
+
+
+class _Outage(_Timed):
+    down_s: Annotated[float, ranged(0.0, MAX_PAUSE_S)] = 1.0
+
+    @property
+    def held_s(self) -> float:
+        return self.duration_s + self.down_s
+
+
+class BrokerRestart(_Outage):
+    """Stop the broker for `down_s`, then start it again on the same port."""
+
+    kind: Literal["broker_restart"] = "broker_restart"
+
+
+class DispatcherKill(_Outage):
+    """SIGKILL the dispatcher for `down_s`, then restart it on the same ledger."""
+
+    kind: Literal["dispatcher_kill"] = "dispatcher_kill"
+
+
+class FaultyCars(_Timed):
+    """Add `count` cars, `faulty_share` of them returning wrong results or vanishing mid-shard."""
+
+    kind: Literal["faulty_cars"] = "faulty_cars"
+    count: Annotated[int, counted(1, 10_000_000)] = 10
+    faulty_share: Share = 1.0
+
+
+class Drain(_Stage):
+    """Stop submitting; wait up to `timeout_s` for every job to end."""
+
+    kind: Literal["drain"] = "drain"
+    timeout_s: Annotated[float, ranged(0.0, MAX_PAUSE_S)] = 60.0
+
+    @property
+    def planned_s(self) -> float:
+        return self.timeout_s
+
+
+Stage = Annotated[
+    ConnectRamp | Steady | ReconnectStorm | MassDeparture | BrokerRestart | DispatcherKill | FaultyCars | Drain,
+    Field(discriminator="kind"),
+]
+STAGE_KINDS: tuple[str, ...] = tuple(get_args(member.model_fields["kind"].annotation)[0]
+                                     for member in get_args(get_args(Stage)[0]))
+"""Every stage kind, in the order of the union."""
+
+
+def _not_empty(stages: tuple[Stage, ...]) -> tuple[Stage, ...]:
+    if not stages:
+        raise ValueError("needs at least one [[stages]] table")
+    return stages
+
+
+class Scenario(BaseModel):
+    """One load test: where it runs, the fleet, the jobs, the stages in order and the objectives."""
+
+    model_config = STRICT
+
     name: str
-    description: str
-    speed: float
-    broker: str
-    policy: str
-    departure_hour: int
-    heartbeat_timeout_s: float
-    telemetry_sample: int
-    fleet: FleetSpec
-    jobs: JobSpec
-    stages: tuple[Stage, ...]
-    slo: dict[str, float]
+    description: str = ""
+    speed: Annotated[float, ranged(0.01, 100_000.0)] = 60.0
+    broker: Literal["embedded", "mosquitto"] = "embedded"
+    policy: Literal["fastest", "cheapest", "departure_aware", "energy_aware"] = "departure_aware"
+    departure_hour: Annotated[int, counted(0, 23)] = 17
+    heartbeat_timeout_s: Annotated[float, ranged(1.0, 3600.0)] = 30.0
+    telemetry_sample: Annotated[int, counted(0, 2_000_000)] = 0
+    fleet: FleetSpec = Field(default_factory=FleetSpec)
+    jobs: JobSpec = Field(default_factory=JobSpec)
+    stages: Annotated[tuple[Stage, ...], AfterValidator(_not_empty), Field(validate_default=True)] = ()
+    slo: Annotated[dict[Annotated[str, key_in(SLO_KEYS)], Annotated[float, ranged(0.0, 1e12)]],
+                   AfterValidator(in_order(SLO_KEYS))] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _ramps_grow_the_fleet(self) -> Scenario:
+        for stage in self.stages:
+            if isinstance(stage, ConnectRamp) and 0 < stage.grow_to < self.fleet.count:
+                raise ValueError(f"a connect_ramp's grow_to ({stage.grow_to}) is below fleet.count "
+                                 f"({self.fleet.count}): the fleet can only grow")
+        return self
 
     @property
     def planned_s(self) -> float:
         """Wall seconds the stages take, counting a drain at its timeout."""
-        return sum(s.duration_s + s.params.get("down_s", 0.0) + s.params.get("timeout_s", 0.0) for s in self.stages)
-
-
-class _Table:
-    """A TOML table read key by key with checked types; leftovers are unknown keys."""
-
-    def __init__(self, data: object, where: str, *, sep: str = ".") -> None:
-        if not isinstance(data, dict):
-            raise ScenarioError(f"{where}: expected a table")
-        self.data: dict[str, Any] = dict(data)
-        self.where, self.sep = where, sep  # the file's own keys read "FILE: key", a table's "FILE: table.key"
-
-    def _at(self, key: str) -> str:
-        return f"{self.where}{self.sep}{key}"
-
-    def _take(self, key: str, default: Any, kinds: tuple[type, ...], what: str) -> Any:
-        value = self.data.pop(key, default)
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            raise ScenarioError(f"{self._at(key)}: expected {what}, got {value!r}")
-        return value
-
-    def number(self, key: str, default: float, lo: float = 0.0, hi: float = float("inf")) -> float:
-        value = float(self._take(key, default, (int, float), "a number"))
-        if not lo <= value <= hi:
-            raise ScenarioError(f"{self._at(key)}: {value:g} is outside {lo:g}..{hi:g}")
-        return value
-
-    def integer(self, key: str, default: int, lo: int = 0, hi: int = 10_000_000) -> int:
-        value = int(self._take(key, default, (int,), "an integer"))
-        if not lo <= value <= hi:
-            raise ScenarioError(f"{self._at(key)}: {value} is outside {lo}..{hi}")
-        return value
-
-    def text(self, key: str, default: str, choices: tuple[str, ...] = ()) -> str:
-        value = str(self._take(key, default, (str,), "a string"))
-        if choices and value not in choices:
-            raise ScenarioError(f"{self._at(key)}: {value!r} is not one of {', '.join(choices)}")
-        return value
-
-    def shares(self, key: str, default: dict[str, float], names: tuple[str, ...]) -> dict[str, float]:
-        raw = self.data.pop(key, default)
-        table = _Table(raw, self._at(key))
-        result = {name: table.number(name, 0.0, 0.0, 1.0) for name in names if name in table.data}
-        table.done()
-        if not result or abs(sum(result.values()) - 1.0) > 1e-6:
-            raise ScenarioError(f"{self._at(key)}: shares must sum to 1 (got {sum(result.values()):g})")
-        return result
-
-    def done(self) -> None:
-        if self.data:
-            raise ScenarioError(f"{self.where}: unknown key {sorted(self.data)[0]!r}")
-
-
-def _fleet(table: _Table) -> FleetSpec:
-    spec = FleetSpec(
-        count=table.integer("count", 50, 1, 2_000_000),
-        processes=table.integer("processes", 1, 1, 64),
-        hardware_mix=table.shares("hardware_mix", FleetSpec().hardware_mix, HARDWARE),
-        mode=table.text("mode", "gateway", MODES),
-        telemetry_interval_s=table.number("telemetry_interval_s", 60.0, 0.1, 86_400.0),
-        faulty_share=table.number("faulty_share", 0.0, 0.0, 1.0),
-        seed=table.integer("seed", 1, 0, 2**31),
-    )
-    table.done()
-    return spec
-
-
-def _jobs(table: _Table) -> JobSpec:
-    spec = JobSpec(
-        rate_per_s=table.number("rate_per_s", 0.5, 0.0, 1000.0),
-        mix=table.shares("mix", JobSpec().mix, JOB_KINDS),
-        scale=table.number("scale", 1.0, 1e-6, 1e6),
-        seed=table.integer("seed", 7, 0, 2**31),
-    )
-    table.done()
-    return spec
-
-
-def _stage(raw: object, index: int) -> Stage:
-    table = _Table(raw, f"stages[{index}]")
-    kind = table.text("kind", "", tuple(STAGE_KINDS))
-    label = table.text("label", kind.replace("_", " "))
-    params: dict[str, float] = {}
-    for key in sorted(STAGE_KINDS[kind] - {"duration_s"}):
-        if key in table.data:
-            hi = 1.0 if key in ("share", "faulty_share") else 1e7
-            params[key] = table.number(key, 0.0, 0.0, hi)
-    duration = table.number("duration_s", 0.0, 0.0, 86_400.0) if "duration_s" in STAGE_KINDS[kind] else 0.0
-    table.done()
-    if kind == "drain" and "timeout_s" not in params:
-        params["timeout_s"] = 60.0
-    return Stage(kind, label, duration, params)
+        return sum(stage.planned_s for stage in self.stages)
 
 
 def parse_scenario(data: dict[str, Any], where: str) -> Scenario:
-    """Build a `Scenario` from parsed TOML, or raise `ScenarioError` naming `where` and the key."""
-    top = _Table(data, where, sep=": ")
-    name = top.text("name", Path(where).stem)
-    description = top.text("description", "")
-    speed = top.number("speed", 60.0, 0.01, 100_000.0)
-    broker = top.text("broker", "embedded", BROKERS)
-    policy = top.text("policy", "departure_aware", POLICIES)
-    departure_hour = top.integer("departure_hour", 17, 0, 23)
-    heartbeat_timeout_s = top.number("heartbeat_timeout_s", 30.0, 1.0, 3600.0)
-    telemetry_sample = top.integer("telemetry_sample", 0, 0, 2_000_000)
-    fleet = _fleet(_Table(top.data.pop("fleet", {}), f"{where}: fleet"))
-    jobs = _jobs(_Table(top.data.pop("jobs", {}), f"{where}: jobs"))
-    raw_stages = top.data.pop("stages", None)
-    if not isinstance(raw_stages, list) or not raw_stages:
-        raise ScenarioError(f"{where}: needs at least one [[stages]] table")
+    """A `Scenario` from parsed TOML (named after the file unless it says), or a `ScenarioError`."""
     try:
-        stages = tuple(_stage(raw, i) for i, raw in enumerate(raw_stages))
-    except ScenarioError as exc:
-        raise ScenarioError(f"{where}: {exc}") from None
-    slo_table = _Table(top.data.pop("slo", {}), f"{where}: slo")
-    slo = {key: slo_table.number(key, 0.0, 0.0, 1e12) for key in SLO_KEYS if key in slo_table.data}
-    slo_table.done()
-    top.done()
-    return Scenario(name, description, speed, broker, policy, departure_hour, heartbeat_timeout_s, telemetry_sample,
-                    fleet, jobs, stages, slo)
+        return validated(Scenario, {"name": Path(where).stem, **data}, where, tags=STAGE_KINDS)
+    except FileError as exc:
+        raise ScenarioError(exc.problems) from None
 
 
 def load_scenario(path: Path) -> Scenario:
-    """Read and check a scenario file; every problem is a one-line `ScenarioError`."""
+    """Read and check a scenario file; every problem is a line of a `ScenarioError`."""
     try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ScenarioError(f"cannot read scenario {path}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
-    return parse_scenario(data, str(path))
+        return parse_scenario(read_data(path, "scenario", toml=True), str(path))
+    except FileError as exc:
+        raise ScenarioError(exc.problems) from None

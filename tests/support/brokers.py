@@ -14,13 +14,31 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from broker.embedded import BrokerSettings, EmbeddedBroker
 from broker.mosquitto_config import build_plugin, write_mosquitto_config
 from mqttlink import BrokerUrl
 from protocol.identity import derive_password
 from protocol.topics import Topics
 
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+MOSQUITTO_PROGRAMS = ("mosquitto", "mosquitto_pub", "mosquitto_sub", "stdbuf")
+"""What the tests run to check the brokers from outside: Mosquitto, its clients, and `stdbuf` to read them live."""
+
+
+def mosquitto_program(name: str = "mosquitto") -> str:
+    """Where one of `MOSQUITTO_PROGRAMS` is; without it the test fails, never skips (`make test` installs it)."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+    if path is None:
+        pytest.fail(f"{name} is not installed: the tests need Debian's mosquitto and mosquitto-clients, "
+                    "which `make test` installs (.ci/system-deps)", pytrace=False)
+    return path
+
+
+def require_mosquitto() -> None:
+    """Fail the test now unless every one of `MOSQUITTO_PROGRAMS` is installed."""
+    for name in MOSQUITTO_PROGRAMS:
+        mosquitto_program(name)
 
 
 @functools.cache
@@ -103,10 +121,10 @@ class MosquittoProcess:
     process: subprocess.Popen[bytes] | None = field(default=None)
 
     async def start(self) -> None:
-        assert MOSQUITTO is not None, "mosquitto is not installed (.ci/run installs it)"
+        program = mosquitto_program()
         with open(self.directory / "mosquitto.log", "ab") as log:  # the child keeps its own copy
             self.process = subprocess.Popen(
-                [MOSQUITTO, "-c", str(self.directory / "mosquitto.conf")], stdout=log, stderr=log
+                [program, "-c", str(self.directory / "mosquitto.conf")], stdout=log, stderr=log
             )
         try:
             async with asyncio.timeout(10):

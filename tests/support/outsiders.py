@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import struct
 from dataclasses import dataclass
 
+from tests.support.brokers import mosquitto_program
+
 CONNACK_TIMEOUT_S = 10.0
-MOSQUITTO_PUB = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
 
 
 async def mosquitto_pub(port: int, *args: str) -> int:
     """Run `mosquitto_pub` (MQTT 3.1.1, QoS 1) against 127.0.0.1:port; its exit code (0: it connected)."""
     proc = await asyncio.create_subprocess_exec(
-        MOSQUITTO_PUB, "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv311", "-q", "1", *args,
+        mosquitto_program("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv311", "-q", "1", *args,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )
     return await asyncio.wait_for(proc.wait(), 20)

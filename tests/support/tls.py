@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,10 +21,9 @@ from broker.tls import TlsFiles, ensure_server_files, mosquitto_tls_lines
 from mqttlink import BrokerUrl
 from protocol.identity import client_id_for, derive_password
 from protocol.topics import Topics
-from tests.support.brokers import MOSQUITTO, MosquittoProcess, built_plugin, free_port
+from tests.support.brokers import MosquittoProcess, built_plugin, free_port
 
-SUB, PUB, STDBUF = shutil.which("mosquitto_sub"), shutil.which("mosquitto_pub"), shutil.which("stdbuf")
-TOOLS_MISSING = MOSQUITTO is None or SUB is None or PUB is None or STDBUF is None
+SUB, PUB, STDBUF = "mosquitto_sub", "mosquitto_pub", "stdbuf"  # found on $PATH; `require_mosquitto` checks
 SECRET = b"tls-test-secret"
 KINDS = ["amqtt", "mosquitto"]
 
@@ -100,7 +98,6 @@ class Subscriber:
         self.lines: list[str] = []
 
     async def start(self) -> Subscriber:
-        assert SUB is not None and STDBUF is not None
         # line-buffered, or mosquitto_sub's debug lines (the SUBACK) would wait in its stdio buffer
         self.proc = await asyncio.create_subprocess_exec(STDBUF, "-oL", SUB, *self.args, stdout=subprocess.PIPE,
                                                          stderr=subprocess.STDOUT)
