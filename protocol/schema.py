@@ -24,8 +24,8 @@ CHANNEL_DOCS: dict[Channel, tuple[str, str, str]] = {
                      "Shard progress with checkpoints, results, preemptions and refusals."),
     Channel.COMMANDS: ("commands/{vehicleId}", "dispatcher",
                        "Shard assignments and cancellations addressed to one car."),
-    Channel.CONNECTION_STATUS: ("connections/{clientId}/status", "any process",
-                                "Liveness of a fleet gateway, dispatcher or control room (Last Will)."),
+    Channel.CONNECTION_STATUS: ("connections/{userName}/status", "fleet gateway, dispatcher",
+                                "Liveness of a fleet gateway or the dispatcher (Last Will)."),
     Channel.JOB_SUBMIT: ("jobs/submit", "operator", "Job submissions."),
     Channel.JOB_STATE: ("jobs/{jobId}/state", "dispatcher",
                         "The ledger's view of one job; a rejected submission says why here."),
@@ -36,7 +36,7 @@ CHANNEL_DOCS: dict[Channel, tuple[str, str, str]] = {
 
 PARAMETERS = {
     "vehicleId": "A car's pseudonymous id (never VIN-like).",
-    "clientId": "A process connection's client id.",
+    "userName": "The user name a process logs in as (a fleet gateway gw-*, or dispatcher), not its client id.",
     "jobId": "The id the submitter chose for its job.",
 }
 
