@@ -22,20 +22,25 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from fleetroom.common import CliError, add_tls_arguments, setup_logging, url_from_flag, whole
+from fleetroom.common import CliError, add_tls_arguments, read_secret, setup_logging, url_from_flag, whole
 from fleetroom.compose.stack import MOSQUITTO, Stack
 from fleetroom.compose.supervisor import ChildDied, NotReady, Supervisor
 from fleetroom.loadtest.progress import ProgressPrinter
 from fleetroom.loadtest.runner import LoadTest
 from fleetroom.loadtest.scenario import Scenario, ScenarioError, load_scenario
 from fleetroom.loadtest.slo import Verdict
+from mqttlink import BrokerUnreachable, check_broker
 from protocol import TopicError, Topics
+from protocol.identity import SECRET_ENV
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario", type=Path, help="scenario file, e.g. scenarios/small.toml")
     parser.add_argument("--broker", metavar="URL", help="use this running broker (no broker_restart stage)")
     add_tls_arguments(parser)
+    parser.add_argument("--secret-file", type=Path,
+                        help=f"with --broker: the fleet secret every part derives its login from (default: "
+                        f"${SECRET_ENV}, else .fleetroom/secret if it exists; none means anonymous)")
     parser.add_argument("--broker-kind", choices=("embedded", "mosquitto"),
                         help="start this broker instead of the scenario's choice")
     parser.add_argument("--fleet-processes", type=whole(1, 64), metavar="N",
@@ -69,6 +74,11 @@ def _start_broker(stack: Stack, args: argparse.Namespace, scenario: Scenario) ->
     url = url_from_flag(args.broker, args)
     if url is not None:
         stack.use_external(url)
+        stack.use_secret(read_secret(args.secret_file))  # each part logs in under its own role
+        try:  # a refused login is one line, before any part starts
+            asyncio.run(check_broker(stack.login("operator")))
+        except BrokerUnreachable as exc:
+            raise CliError(str(exc)) from None
         return
     kind = args.broker_kind or scenario.broker
     if kind == "mosquitto":

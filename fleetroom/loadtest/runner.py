@@ -84,7 +84,8 @@ class LoadTest:
         self.jobs = JobStream(random.Random(self.scenario.jobs.seed), self.scenario.jobs.mix,
                               sender="loadtest", prefix=f"lt{random.randrange(16**6):06x}",
                               scale=self.scenario.jobs.scale)
-        self.observer = Observer(self.stack.url_or_fail(), self.topics, self.ledger, self.started,
+        # the harness submits jobs and drives cars away: on a secured broker it is the operator
+        self.observer = Observer(self.stack.login("operator"), self.topics, self.ledger, self.started,
                                  telemetry_sample=self.scenario.telemetry_sample)
         self._job_credit = 0.0
         self._planned_end = 0.0  # seconds after the first stage started
