@@ -44,6 +44,7 @@ from protocol.job_messages import (
     ShardRefused,
     ShardResult,
 )
+from protocol.power import local_seconds
 from protocol.topics import Channel, TopicInfo, Topics
 from protocol.vehicle_messages import (
     ComputeOffer,
@@ -208,7 +209,7 @@ class Engine:
             self.refusals.count(refusal, "offer of %s: %g TOPS on %s", vid, message.free_tops,
                                 message.hardware.value)
             return
-        offer = offer_from(message, vid, self.clock.now_s)
+        offer = offer_from(message, vid, self.clock.now_s, local_seconds(self.clock.sim_now()))
         if car.hardware == "unknown":
             self.registry.update(car, hardware=message.hardware.value)
         as_json = message.model_dump_json() if save else None
