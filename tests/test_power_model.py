@@ -1,4 +1,4 @@
-"""One model of power and heat: its figures per generation, the car integrates it, the energy-aware policy plans with it."""
+"""One model of power and heat: its figures per generation, read by the car and by the energy-aware policy."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_power_per_generation_with_sources() -> None:
     kw = {g: hw.compute_power_kw for g, hw in HARDWARE_POWER.items()}
     assert kw == {HW3: 0.072, HW4: 0.16, HW5: 2.56, HW6: 5.12}
     watts = {g: round(hw.watts_per_tops, 3) for g, hw in HARDWARE_POWER.items()}
-    assert watts == {HW3: 0.5, HW4: 1.28, HW5: 0.512, HW6: 0.256}  # HW4 (125 TOPS, essay-derived) is the least efficient
+    assert watts == {HW3: 0.5, HW4: 1.28, HW5: 0.512, HW6: 0.256}  # HW4 (125 TOPS, essay-derived): least efficient
     for hw in HARDWARE_POWER.values():
         assert hw.tops_source.split(":")[0] in {"essay", "public figure quoted in SEED.md", "derived assumption"}
         assert hw.power_source.split(":")[0] in {"assumption", "derived"}
@@ -35,7 +35,7 @@ def test_power_per_generation_with_sources() -> None:
 
 def test_the_fleet_and_the_policy_read_the_same_model() -> None:
     assert HARDWARE is HARDWARE_POWER
-    assert WATTS_PER_TOPS == {g: hw.watts_per_tops for g, hw in HARDWARE_POWER.items()}
+    assert {g: hw.watts_per_tops for g, hw in HARDWARE_POWER.items()} == WATTS_PER_TOPS
     assert WATTS_PER_TOPS[HW3] < WATTS_PER_TOPS[HW4], "HW3 is the more efficient of the two in the fleet's model"
     for generation in HardwareGeneration:  # what a car spends per tera-op is what the policy plans with
         car = _parked_car(generation, soc=0.8, pack_c=10.0, at=MIDNIGHT + 2 * HOUR)
