@@ -47,6 +47,7 @@ from protocol.job_messages import (
 from protocol.power import local_seconds
 from protocol.topics import Channel, TopicInfo, Topics
 from protocol.vehicle_messages import (
+    ChargeState,
     ComputeOffer,
     ConnectionStatus,
     Gear,
@@ -196,6 +197,8 @@ class Engine:
             car, gear=message.gear, compute_state=message.compute_state, hardware=message.hardware.value,
             rated_tops=message.rated_tops,
         )
+        on_grid = message.charge_state in (ChargeState.CHARGING, ChargeState.COMPLETE)
+        self.registry.meter(car, message.compute_power_kw, on_grid=on_grid, now_s=self.clock.now_s)
         if message.gear is not Gear.PARK:
             self.offers.drop(vid)
             self.registry.update(car, offering=False)
