@@ -24,7 +24,8 @@ def essay_summary() -> FleetSummary:
     base.update(
         compute_power_kw=400_000 * 2.56, compute_power_from_grid_kw=150_000 * 2.56, rated_power_kw=1_000_000 * 2.56,
         energy_from_battery_kwh=1.2e6, energy_from_grid_kwh=8.0e5, parked_share=0.962,
-        parked_share_week_model=hours.parked_share_week(), parked_share_by_weekday_model=hours.parked_share_by_weekday(),
+        parked_share_week_model=hours.parked_share_week(),
+        parked_share_by_weekday_model=hours.parked_share_by_weekday(),
         tops_forecast_24h=hours.forecast_tops(LOCAL_1PM_TUESDAY, base["tops_total"]), forecast_start_hour=13,
     )
     return FleetSummary.model_validate_json(FleetSummary.model_validate(base).model_dump_json())
