@@ -18,8 +18,9 @@ from dispatcher.ledger import Ledger
 from fake_vehicles.commands import CommandHandler
 from fake_vehicles.fleet import Fleet, FleetConfig
 from fake_vehicles.messages import Encoder
-from protocol import FleetSummary, HardwareGeneration, JobSubmission, Topics, encode, hours
+from protocol import FleetSummary, HardwareGeneration, JobSubmission, MatchPolicy, Topics, encode, hours
 from protocol.clock import ManualClock
+from protocol.power import HARDWARE_POWER
 
 TOPICS = Topics("powerrun")
 START = datetime(2026, 12, 1, 13, 0, tzinfo=UTC)  # a Tuesday afternoon; local time is UTC for both
@@ -125,3 +126,23 @@ def test_a_million_hw5_cars_draw_2_56_gw_at_full_load(tmp_path: Path) -> None:
     run.run(60.0)
     run.engine.cars_per_emulated_car = 100_000
     assert run.summary().rated_power_kw == pytest.approx(2.56e6)
+
+
+@pytest.mark.parametrize("policy", [MatchPolicy.FASTEST, MatchPolicy.ENERGY_AWARE])
+def test_the_hw6_142_kwh_bounce_on_a_real_run(tmp_path: Path, policy: MatchPolicy) -> None:
+    """The incident, replayed: HW6 cars given 142 kWh shards on an afternoon bounce on pack_too_hot; the
+    energy-aware policy, planning with the cars' own model, does not hand them out at all."""
+    run = Run(tmp_path, count=30, mix={HardwareGeneration.HW6: 1.0})
+    run.engine.offers.book.set_policy(policy)
+    shard_work = 142.0 / HARDWARE_POWER[HardwareGeneration.HW6].kwh_per_tera_op
+    job = JobSubmission(sender="operator", sent_at=START, sim_time=run.sim_now(), job_id="job-hot", name="hot",
+                        total_work_tera_ops=4 * shard_work, shards=4, min_tops_per_car=100.0, max_parallel_shards=4)
+    run.engine.handle(TOPICS.job_submit, encode(job))
+    run.run(4 * 3600.0)
+    summary = run.summary()
+    if policy is MatchPolicy.FASTEST:
+        assert run.fleet.counts["accepted"] >= 10 and summary.preemptions >= 10, "the bounce the issue saw"
+    else:
+        assert run.fleet.counts["accepted"] == 0 and summary.preemptions == 0
+        state = run.engine.ledger.job_report("job-hot")
+        assert state is not None and state.status.value == "queued"
