@@ -44,8 +44,10 @@ from protocol.job_messages import (
     ShardRefused,
     ShardResult,
 )
+from protocol.power import local_seconds
 from protocol.topics import Channel, TopicInfo, Topics
 from protocol.vehicle_messages import (
+    ChargeState,
     ComputeOffer,
     ConnectionStatus,
     Gear,
@@ -195,6 +197,8 @@ class Engine:
             car, gear=message.gear, compute_state=message.compute_state, hardware=message.hardware.value,
             rated_tops=message.rated_tops,
         )
+        on_grid = message.charge_state in (ChargeState.CHARGING, ChargeState.COMPLETE)
+        self.registry.meter(car, message.compute_power_kw, on_grid=on_grid, now_s=self.clock.now_s)
         if message.gear is not Gear.PARK:
             self.offers.drop(vid)
             self.registry.update(car, offering=False)
@@ -208,7 +212,7 @@ class Engine:
             self.refusals.count(refusal, "offer of %s: %g TOPS on %s", vid, message.free_tops,
                                 message.hardware.value)
             return
-        offer = offer_from(message, vid, self.clock.now_s)
+        offer = offer_from(message, vid, self.clock.now_s, local_seconds(self.clock.sim_now()))
         if car.hardware == "unknown":
             self.registry.update(car, hardware=message.hardware.value)
         as_json = message.model_dump_json() if save else None

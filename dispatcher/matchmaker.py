@@ -16,6 +16,7 @@ import math
 from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 
+from protocol import power
 from protocol.base import HardwareGeneration
 from protocol.fleet_messages import MatchPolicy
 
@@ -25,21 +26,16 @@ HW_RANK: dict[HardwareGeneration, int] = {
     HardwareGeneration.HW5: 2,
     HardwareGeneration.HW6: 3,
 }
-WATTS_PER_TOPS: dict[HardwareGeneration, float] = {
-    # Estimates for ranking only: HW3 ~144 TOPS at ~72 W; HW5 claimed 2-3x HW4's efficiency.
-    HardwareGeneration.HW3: 0.5,
-    HardwareGeneration.HW4: 0.35,
-    HardwareGeneration.HW5: 0.14,
-    HardwareGeneration.HW6: 0.08,
-}
+WATTS_PER_TOPS: dict[HardwareGeneration, float] = {g: hw.watts_per_tops for g, hw in power.HARDWARE_POWER.items()}
+"""Full-load watts per TOPS, from the fleet's own power model (`protocol.power`)."""
 LEVELS_PER_OCTAVE = 4  # a bucket spans a factor 2**(1/4) of TOPS, so few entries straddle a TOPS floor
 MAX_LEVEL = 40 * LEVELS_PER_OCTAVE
 PROBE_BUDGET = 256  # entries a decision may step over (failing a per-entry requirement) before giving up
 
 
 def kwh_per_tera_op(hardware: HardwareGeneration) -> float:
-    """Estimated energy per tera-operation on `hardware` (W/TOPS -> kWh per TOPS-second)."""
-    return WATTS_PER_TOPS[hardware] / 1000.0 / 3600.0
+    """Energy per tera-operation on `hardware`, as the fleet's power model has it."""
+    return power.HARDWARE_POWER[hardware].kwh_per_tera_op
 
 
 def tops_level(free_tops: float) -> int:
@@ -63,6 +59,8 @@ class Offer:
     soc: float = 1.0
     min_price_per_tops_hour: float = 0.0
     max_shard_hours: float | None = None
+    pack_temp_c: float | None = None  # None: unknown, planned as warm as a car that may offer can be
+    local_offered_s: float | None = None  # local time of day at `offered_at_s`, for the ambient; None: unknown
     seq: int = -1
 
     @property
@@ -115,10 +113,26 @@ def failed_requirement(policy: MatchPolicy, need: Need, offer: Offer, now_s: flo
         stay = offer.likely_leave_s - now_s
         if stay < min(need.checkpoint_interval_s, hours * 3600.0):
             return "likely parked for one checkpoint interval"
-    energy_kwh = need.work_tera_ops * kwh_per_tera_op(offer.hardware)
-    if policy is MatchPolicy.ENERGY_AWARE and energy_kwh > offer.energy_budget_kwh:
-        return "energy budget covers the shard"
+    if policy is MatchPolicy.ENERGY_AWARE:
+        return energy_refusal(need, offer, now_s)
     return None
+
+
+def energy_refusal(need: Need, offer: Offer, now_s: float) -> str | None:
+    """Why the fleet's power model says `offer`'s car cannot finish the shard in one go (battery or heat).
+
+    The car is planned on a charger (the warmer case) from its reported pack temperature, or
+    from HOT_RESUME_C if it did not say; without its local time, at the hottest hour of the day.
+    Energy from a charger is not counted on: the battery budget alone must cover the shard.
+    """
+    if offer.local_offered_s is None:
+        local_s = power.AMBIENT_PEAK_HOUR * 3600.0
+    else:
+        local_s = offer.local_offered_s + max(0.0, now_s - offer.offered_at_s)
+    pack_c = power.HOT_RESUME_C if offer.pack_temp_c is None else offer.pack_temp_c
+    return power.shard_refusal(offer.hardware, offer.free_tops, need.work_tera_ops,
+                               energy_budget_kwh=offer.energy_budget_kwh, pack_c=pack_c, local_s=local_s,
+                               charging=True)
 
 
 def _replace_at(heap: list[tuple[float, int, str]], index: int, item: tuple[float, int, str]) -> None:

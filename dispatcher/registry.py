@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from protocol.vehicle_messages import ComputeState, Gear, Liveness
 from protocol.vocabulary import CarState
 
+MAX_METER_GAP_S = 3600.0  # simulation seconds of one car's power counted between two of its reports, at most
+
 
 @dataclass(slots=True)
 class Car:
@@ -32,6 +34,9 @@ class Car:
     offering: bool = False
     active_assignments: int = 0  # assignments the dispatcher gave it that still run
     spoke_at_s: float | None = None  # when it last spoke itself (not its gateway), the ledger's simulation seconds
+    compute_kw: float = 0.0  # compute power in its last telemetry
+    on_grid: bool = False  # on a charger in its last telemetry: its compute draws from the grid
+    metered_at_s: float | None = None  # when compute_kw was reported, the ledger's simulation seconds
 
     @property
     def owner(self) -> str:
@@ -65,6 +70,9 @@ class Registry:
         self.by_hardware: Counter[str] = Counter()  # cars online, by generation
         self.tops_by_hardware: defaultdict[str, float] = defaultdict(float)  # rated TOPS of cars online
         self.by_gateway: dict[str, set[str]] = {}
+        self.compute_kw = 0.0  # of cars online, from telemetry
+        self.compute_kw_from_grid = 0.0
+        self.energy_kwh = {"battery": 0.0, "grid": 0.0}  # compute energy drawn, integrated from telemetry
         self._last_heard: dict[str, float] = {}  # insertion order = oldest first
 
     def car(self, vehicle_id: str) -> Car:
@@ -92,11 +100,23 @@ class Registry:
         self._count_online(car, -1)
         for name, value in changes.items():
             setattr(car, name, value)
+        if car.liveness is not Liveness.ONLINE:  # an unreachable car draws nothing we can count
+            car.compute_kw, car.metered_at_s = 0.0, None
         car.state = derive_state(car)
         self._count_online(car, +1)
         if car.state != old_state:
             self.by_state[old_state] -= 1
             self.by_state[car.state] += 1
+
+    def meter(self, car: Car, compute_kw: float, *, on_grid: bool, now_s: float) -> None:
+        """A car reported its compute power: count the energy drawn since its last report, then the new power.
+
+        A gap longer than MAX_METER_GAP_S (a car not heard from) is counted as that long.
+        """
+        if car.metered_at_s is not None and car.liveness is Liveness.ONLINE:
+            hours = min(MAX_METER_GAP_S, max(0.0, now_s - car.metered_at_s)) / 3600.0
+            self.energy_kwh["grid" if car.on_grid else "battery"] += car.compute_kw * hours
+        self.update(car, compute_kw=compute_kw, on_grid=on_grid, metered_at_s=now_s)
 
     def set_gateway(self, car: Car, gateway: str | None) -> None:
         if car.gateway == gateway:
@@ -142,3 +162,5 @@ class Registry:
         if car.liveness is Liveness.ONLINE:
             self.by_hardware[car.hardware] += sign
             self.tops_by_hardware[car.hardware] += sign * car.rated_tops
+            self.compute_kw += sign * car.compute_kw
+            self.compute_kw_from_grid += sign * car.compute_kw * car.on_grid

@@ -6,18 +6,23 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from dispatcher.ledger import Ledger
 from dispatcher.matchmaker import OfferBook
 from dispatcher.records import OPEN_JOB, JobReport
 from dispatcher.registry import Registry
-from protocol.base import utc_now
+from protocol import hours
+from protocol.base import HardwareGeneration, utc_now
 from protocol.codec import AnyMessage, encode
 from protocol.fleet_messages import FleetSummary, MatchPolicy
 from protocol.job_messages import JobState, JobStatus, WaitReason
+from protocol.power import HARDWARE_POWER
 from protocol.topics import DELIVERY, Channel, Topics
+from protocol.vocabulary import CarState
 
 SENDER = "dispatcher"
+HARDWARE_NAMES = frozenset(g.value for g in HardwareGeneration)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +116,33 @@ def scale_label(cars_per_emulated_car: int) -> str:
     """What a scaled summary says about itself, so that nobody mistakes it for a counted fleet."""
     if cars_per_emulated_car == 1:
         return ""
-    return f"each emulated car stands for {cars_per_emulated_car:,} cars (counts, TOPS); jobs and money unscaled"
+    return (f"each emulated car stands for {cars_per_emulated_car:,} cars (counts, TOPS, power, energy drawn); "
+            "jobs and money unscaled")
+
+
+def power_and_hours(registry: Registry, sim_time: datetime, scale: int) -> dict[str, Any]:
+    """The summary's power and hours fields: power and energy from the cars' telemetry, the rest from the model.
+
+    `sim_time` is local time in the dispatcher's zone (that of its `--sim-start`), which the
+    fleet's owners live by when both are started alike.
+    """
+    rated_kw = sum(n * HARDWARE_POWER[HardwareGeneration(hw)].compute_power_kw
+                   for hw, n in registry.by_hardware.items() if n > 0 and hw in HARDWARE_NAMES)
+    online = registry.online_count
+    parked = online - registry.by_state[CarState.DRIVING]
+    tops = scale * max(0.0, float(sum(registry.tops_by_hardware.values())))
+    return {
+        "compute_power_kw": scale * max(0.0, registry.compute_kw),
+        "compute_power_from_grid_kw": scale * max(0.0, registry.compute_kw_from_grid),
+        "rated_power_kw": scale * rated_kw,
+        "energy_from_battery_kwh": scale * registry.energy_kwh["battery"],
+        "energy_from_grid_kwh": scale * registry.energy_kwh["grid"],
+        "parked_share": min(1.0, max(0.0, parked / online)) if online > 0 else None,
+        "parked_share_week_model": hours.parked_share_week(),
+        "parked_share_by_weekday_model": hours.parked_share_by_weekday(),
+        "tops_forecast_24h": hours.forecast_tops(sim_time, tops),
+        "forecast_start_hour": sim_time.hour,
+    }
 
 
 def fleet_summary(
@@ -142,4 +173,5 @@ def fleet_summary(
         energy_kwh=totals["energy_kwh"], energy_cost=totals["energy_cost"],
         messages_per_s=messages_per_s, messages_rejected=sum(rejected.values()),
         rejections={reason: n for reason, n in sorted(rejected.items()) if n > 0}, policy=policy,
+        **power_and_hours(registry, sim_time, scale),
     )

@@ -13,7 +13,6 @@ import random
 from datetime import datetime
 from enum import StrEnum
 
-from fake_vehicles import day as days
 from fake_vehicles.catalogue import (
     CAR_MODELS,
     ELECTRICITY_PRICE_PER_KWH,
@@ -26,8 +25,11 @@ from fake_vehicles.catalogue import (
     pick_by_share,
 )
 from fake_vehicles.work import CHECKPOINT_PREFIX, RunningShard
+from protocol import owner_day as days
+from protocol import power
 from protocol.base import HardwareGeneration
 from protocol.job_messages import ShardAssignment
+from protocol.power import HOT_RESUME_C, HOT_STOP_C, ambient_c
 from protocol.vehicle_messages import ChargeState, ComputeState, OwnerMode, SuspendReason
 
 DRIVE_SPEED_KMH = 40.0  # assumption: average urban trip speed
@@ -36,10 +38,6 @@ SETTLE_S = 120.0  # the driver is still in the car after parking
 OWNER_RETURN_LEAD_S = 90.0  # the owner unlocks the car this long before driving off
 VACATE_DEADLINE_S = 30.0  # a shard must be checkpointed and handed back within this
 DETOUR_DRIVE_S = 20 * 60.0  # an unplanned round trip when told to drive away
-HOT_STOP_C = 45.0  # stop computing above this pack temperature ...
-HOT_RESUME_C = 40.0  # ... and resume only below this one (hysteresis)
-HEAT_C_PER_KW = 6.0  # assumption: steady-state pack heating per kW of compute
-PACK_TAU_S = 1800.0  # thermal time constant of the pack
 LOW_MARGIN = 0.02  # stop offering this close to the reserve
 OWNER_MODE_SHARES = ((0.8, 0), (0.1, 1), (0.1, 2))  # assumption: compute, robotaxi, none
 OWNER_MODES = (OwnerMode.COMPUTE, OwnerMode.ROBOTAXI, OwnerMode.NONE)
@@ -61,11 +59,6 @@ class CarEvent(StrEnum):
     OWNER_BACK = "owner_back"  # the owner unlocks the car shortly before driving off
     DEPART = "depart"
     ARRIVE = "arrive"
-
-
-def ambient_c(t: float) -> float:
-    """Outside temperature: 6 °C before dawn, 22 °C mid-afternoon."""
-    return 14.0 + 8.0 * math.sin(2 * math.pi * ((t % days.DAY) / days.DAY - 9 / 24))
 
 
 class Car:
@@ -207,7 +200,7 @@ class Car:
         shard = self.shard
         if shard is None or self.driving:
             return 0.0
-        return self.hardware.compute_power_kw * shard.tops / self.hardware.tops
+        return power.compute_kw(self.hardware.generation, shard.tops)
 
     def advance(self, t: float) -> None:
         """Integrate battery, pack temperature and any running shard up to `t`."""
@@ -219,7 +212,7 @@ class Car:
             km = DRIVE_SPEED_KMH * dt / 3600.0
             self.odometer_km += km
             self.soc = max(0.02, self.soc - km * self.model.kwh_per_km / battery)
-            heat = 8.0
+            target = power.pack_target_c(ambient_c(t), 0.0, driving=True)
         else:
             charge_kw = self.charger_kw if self.soc < CHARGE_LIMIT else 0.0
             compute_kw = self.compute_kw()
@@ -227,9 +220,8 @@ class Car:
             soc = self.soc + (charge_kw * dt - compute_kw * run_s) / 3600.0 / battery
             soc = min(soc, max(self.soc, CHARGE_LIMIT))
             self.soc = max(soc, self.reserve_soc) if run_s > 0 else soc
-            heat = HEAT_C_PER_KW * compute_kw * (run_s / dt) + (4.0 if charge_kw else 0.0)
-        target = ambient_c(t) + heat
-        self.pack_temp_c = target + (self.pack_temp_c - target) * math.exp(-dt / PACK_TAU_S)
+            target = power.pack_target_c(ambient_c(t), compute_kw * (run_s / dt), charging=charge_kw > 0)
+        self.pack_temp_c = power.pack_temp_after(self.pack_temp_c, target, dt)
         if self.pack_temp_c >= HOT_STOP_C:
             self.pack_too_hot = True
         elif self.pack_temp_c <= HOT_RESUME_C:

@@ -1,7 +1,8 @@
 """The hardware and battery catalogue of the emulated fleet, each figure with its source.
 
-The TOPS of each generation come from the wire contract (`protocol.vehicle_messages.HARDWARE_TOPS`),
-the one table the dispatcher also checks offers against.
+The TOPS and power of each generation come from the wire contract (`protocol.power.HARDWARE_POWER`,
+whose TOPS are `protocol.vehicle_messages.HARDWARE_TOPS`): the one model the dispatcher's
+energy-aware policy plans with and checks offers against.
 
 Figures marked "essay" come from ../shared/SEED.md (claims, not facts); "derived" figures are
 computed from them as stated; "assumption" figures are ours, chosen to be plausible.
@@ -13,50 +14,12 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from protocol.base import HardwareGeneration
-from protocol.vehicle_messages import HARDWARE_TOPS
+from protocol.power import HARDWARE_POWER, HardwarePower
 
+Hardware = HardwarePower
+"""One self-driving computer generation; its figures and sources live in `protocol.power`, the one model."""
 
-@dataclass(frozen=True, slots=True)
-class Hardware:
-    """One self-driving computer generation: its peak int8 rating and its power draw at full load."""
-
-    generation: HardwareGeneration
-    tops: float
-    compute_power_kw: float
-    tops_source: str
-    power_source: str
-
-
-# HW4's efficiency (TOPS per kW) anchors the HW5 and HW6 power figures below.
-_HW4_TOPS = HARDWARE_TOPS[HardwareGeneration.HW4]
-_HW4_POWER_KW = 0.16
-_HW5_TOPS = HARDWARE_TOPS[HardwareGeneration.HW5]
-_HW6_TOPS = HARDWARE_TOPS[HardwareGeneration.HW6]
-_HW5_POWER_KW = _HW5_TOPS / (2.5 * _HW4_TOPS / _HW4_POWER_KW)
-
-HARDWARE: dict[HardwareGeneration, Hardware] = {
-    HardwareGeneration.HW3: Hardware(
-        HardwareGeneration.HW3, HARDWARE_TOPS[HardwareGeneration.HW3], 0.072,
-        "public figure quoted in SEED.md: about 144 TOPS (two chips)",
-        "assumption: about 72 W, the figure Tesla gave for the HW3 board in 2019",
-    ),
-    HardwareGeneration.HW4: Hardware(
-        HardwareGeneration.HW4, _HW4_TOPS, _HW4_POWER_KW,
-        "derived assumption: the essay says HW5 is 40x HW4, so 5,000 / 40 = 125 TOPS "
-        "(below public estimates for HW4; kept because the scenario is the essay's)",
-        "assumption: 160 W at full load",
-    ),
-    HardwareGeneration.HW5: Hardware(
-        HardwareGeneration.HW5, _HW5_TOPS, round(_HW5_POWER_KW, 3),
-        "essay: about 5,000 TOPS, expected end of 2026",
-        "derived: the essay's 2-3x power efficiency over HW4, taken as 2.5x",
-    ),
-    HardwareGeneration.HW6: Hardware(
-        HardwareGeneration.HW6, _HW6_TOPS, round(_HW6_TOPS / (2.0 * _HW5_TOPS / _HW5_POWER_KW), 3),
-        "essay: 'tens of thousands of TOPS?', assumed 20,000 TOPS",
-        "assumption: twice HW5's efficiency",
-    ),
-}
+HARDWARE: dict[HardwareGeneration, Hardware] = HARDWARE_POWER
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from fake_vehicles.car import Car, ambient_c
+from fake_vehicles.car import Car
 from fake_vehicles.catalogue import CURRENCY
 from protocol.codec import encode
 from protocol.job_messages import ShardPreempted, ShardProgress, ShardRefused, ShardResult
+from protocol.power import ambient_c
 from protocol.topics import VEHICLE_LEAF, Channel, Topics
 from protocol.vehicle_messages import (
     ChargeState,
@@ -112,7 +113,7 @@ class Encoder:
             energy_budget_kwh=round(car.energy_budget_kwh(), 3), expected_departure=self.to_datetime(departure),
             departure_confidence=confidence, price_per_tops_hour=car.price, currency=CURRENCY,
             soc=round(car.soc, 4), region=REGIONS[car.region][0],
-            requirements=OfferRequirements(min_price_per_tops_hour=car.price),
+            requirements=OfferRequirements(min_price_per_tops_hour=car.price), pack_temp_c=round(car.pack_temp_c, 2),
         ))
 
     def withdrawal(self, car: Car, offer_id: str, reason: str) -> bytes:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from protocol.base import Identifier, Message, NonNegative, Text
+from protocol.base import Fraction, Identifier, Message, NonNegative, Text
 
 
 class MatchPolicy(StrEnum):
@@ -46,6 +46,18 @@ class FleetSummary(Message):
     rejections: dict[str, int] = Field(default_factory=dict)  # messages_rejected by reason, e.g. result_too_fast
     policy: MatchPolicy
     scenario_scale: Text = ""  # e.g. "essay: 1,000,000 HW5 cars", empty for a live fleet
+    # power and hours: power and energy are the cars' telemetry (scaled like TOPS), rated power and
+    # the parked shares by hour are the model's (protocol.power, protocol.hours)
+    compute_power_kw: NonNegative = 0.0  # drawn by computing cars now
+    compute_power_from_grid_kw: NonNegative = 0.0  # the part drawn by cars on a charger; the rest is from batteries
+    rated_power_kw: NonNegative = 0.0  # every online car computing at full load (model)
+    energy_from_battery_kwh: NonNegative = 0.0  # compute energy since the dispatcher started, from batteries
+    energy_from_grid_kwh: NonNegative = 0.0  # ... and from the grid (cars on a charger)
+    parked_share: Fraction | None = None  # of online cars, parked now; None with no car online
+    parked_share_week_model: Fraction | None = None  # the owner-day model's share parked over a week
+    parked_share_by_weekday_model: tuple[Fraction, ...] = ()  # the same, day by day, Monday first
+    tops_forecast_24h: tuple[NonNegative, ...] = ()  # rated TOPS of parked cars by local hour, this hour first (model)
+    forecast_start_hour: int = Field(default=0, ge=0, le=23)  # the local hour tops_forecast_24h starts at
 
 
 class SetPolicy(Message):

@@ -56,3 +56,16 @@ def format_tops(tops: float) -> str:
         if tops >= scale:
             return f"{tops / scale:,.1f} {unit}TOPS"
     return f"{tops:,.0f} TOPS"
+
+
+FLEET_POWER_CLAIM_GW = 100.0
+FLEET_POWER_CLAIM = "essay (claim): millions of cars would aggregate about 100 GW of distributed compute power"
+POWER_NOTE = (
+    "Claim: the essay's figure, unsourced. Model: the cars' telemetry and protocol.power's assumed watts per "
+    "generation. Reference machines: their power as the essay states it."
+)
+
+
+def reference_powers_kw() -> tuple[tuple[str, float], ...]:
+    """The reference machines whose power the essay states, as (name, kW)."""
+    return tuple((m.name, m.power_mw * 1000.0) for m in (FUGAKU, FRONTIER) if m.power_mw is not None)

@@ -198,6 +198,7 @@ class ComputeOffer(Message):
     soc: Fraction
     region: Identifier = "unknown"
     requirements: OfferRequirements = OfferRequirements()
+    pack_temp_c: float | None = Field(default=None, ge=-60.0, le=120.0)  # ModuleTempMax: the heat planning starts here
 
 
 class OfferWithdrawal(Message):

@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from fake_vehicles import day as days
-from fake_vehicles.car import HOT_RESUME_C, HOT_STOP_C, SETTLE_S, Car
+from fake_vehicles.car import SETTLE_S, Car
 from fake_vehicles.catalogue import (
     DEFAULT_HARDWARE_MIX,
     HARDWARE,
@@ -18,7 +17,9 @@ from fake_vehicles.catalogue import (
 )
 from fake_vehicles.faults import FaultSpecError, parse_faults
 from fake_vehicles.ids import ShardSpecError, owned_indices, parse_shard, vehicle_id
+from protocol import owner_day as days
 from protocol.base import HardwareGeneration
+from protocol.power import HOT_RESUME_C, HOT_STOP_C
 from protocol.vehicle_messages import OwnerMode, SuspendReason
 
 MONDAY_10AM = datetime(2026, 11, 30, 10, 0, tzinfo=UTC).timestamp()

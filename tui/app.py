@@ -41,6 +41,7 @@ from protocol import JobSubmission, MatchPolicy, Topics, utc_now
 from tui import panels
 from tui.jobview import JobTable
 from tui.nodeview import NodeOrder, state_strip
+from tui.power import PowerScreen
 from tui.screens import CarScreen, HelpScreen, JobForm, JobScreen, SubmitJobScreen
 from tui.store import HISTORY_SERIES, FleetStore
 from tui.widgets import NodeTable
@@ -74,6 +75,7 @@ class FleetroomApp(App[None]):
         Binding("n", "show_tab('nodes')", "Nodes"),
         Binding("j", "show_tab('jobs')", "Jobs"),
         Binding("h", "show_tab('history')", "History"),
+        Binding("w", "power", "Power and hours", show=False),
         Binding("slash", "filter", "Filter"),
         Binding("r", "resort", "Re-sort", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
@@ -242,6 +244,9 @@ class FleetroomApp(App[None]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
+
+    def action_power(self) -> None:
+        self.push_screen(PowerScreen(self.store))
 
     def action_toggle_pause(self) -> None:
         self.paused = not self.paused

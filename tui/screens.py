@@ -18,7 +18,7 @@ from tui.store import FleetStore
 HELP_TEXT = """\
 [b]fleetroom control room[/b]
 
-[b]Views[/b]   n nodes · j jobs · h history · enter open the car or job under the cursor · esc back
+[b]Views[/b]   n nodes · j jobs · h history · w power and hours · enter open the car or job under the cursor · esc back
 [b]Nodes[/b]   ↑ ↓ pgup pgdn home end move · s next sort column · S reverse · 1-9 sort by column
           / filter: text matches anywhere (case-insensitive), ~regex, a leading ! inverts
           (e.g. [i]HW6[/i], [i]~^car-0[/i], [i]!Of[/i]); esc or an empty filter clears it · r re-sort now
