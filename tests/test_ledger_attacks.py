@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,8 +21,6 @@ from pathlib import Path
 import pytest
 
 from dispatcher.engine import Engine
-from dispatcher.ledger import Ledger
-from dispatcher.service import DispatcherService, ServiceSettings
 from protocol import (
     ComputeOffer,
     HardwareGeneration,
@@ -37,13 +33,12 @@ from protocol import (
     decode,
     encode,
 )
-from protocol.clock import SimClock
 from protocol.codec import AnyMessage
 from protocol.identity import derive_password
 from protocol.job_messages import result_digest
 from tests.conftest import SECRET
 from tests.support.brokers import TestBroker, require_mosquitto
-from tests.support.scripted_cars import Watcher
+from tests.support.scripted_cars import Watcher, dispatcher_running
 from tests.support.waiting import wait_until
 
 
@@ -60,22 +55,9 @@ JOB = {"name": "attacked", "total_work_tera_ops": SHARD, "shards": 1, "min_tops_
        "checkpoint_interval_s": 60.0}
 
 
-@contextlib.asynccontextmanager
-async def dispatcher(broker: TestBroker, db: Path) -> AsyncIterator[Engine]:
+def dispatcher(broker: TestBroker, db: Path) -> contextlib.AbstractAsyncContextManager[Engine]:
     """A dispatcher logged in as `dispatcher`, every result spot-checked."""
-    ledger = Ledger(db)
-    clock = SimClock(speed=SPEED)
-    engine = Engine(broker.topics, ledger, sim_now=clock.now, wall=time.monotonic, rng=random.Random(5),
-                    speed=SPEED, heartbeat_timeout_s=60.0, spot_check_rate=1.0)
-    service = DispatcherService(broker.url("dispatcher"), engine, ServiceSettings(tick_s=0.05, summary_interval_s=0.2))
-    task = asyncio.create_task(service.run())
-    await asyncio.wait_for(service.ready.wait(), 10)  # amqtt 0.12.1: no one connects while it subscribes
-    try:
-        yield engine
-    finally:
-        service.stop.set()
-        await asyncio.wait_for(task, 10)
-        ledger.close()
+    return dispatcher_running(broker, db, 60.0, speed=SPEED, seed=5, spot_check_rate=1.0)
 
 
 class Attacker:

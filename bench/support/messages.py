@@ -15,9 +15,10 @@ from protocol import (
     OwnerMode,
     VehicleTelemetry,
 )
+from protocol.vehicle_messages import HARDWARE_TOPS
 
 T0 = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
-RATED_TOPS = {"HW3": 144.0, "HW4": 125.0, "HW5": 5_000.0, "HW6": 20_000.0}
+RATED_TOPS: dict[str, float] = {str(gen): tops for gen, tops in HARDWARE_TOPS.items()}  # the catalogue's own figures
 
 
 def telemetry(vid: str = "car-0a1b2c3d4e", compute: ComputeState = ComputeState.BUSY) -> VehicleTelemetry:

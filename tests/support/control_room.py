@@ -26,9 +26,10 @@ from protocol import (
     VehicleTelemetry,
     WaitReason,
 )
+from protocol.vehicle_messages import HARDWARE_TOPS
 
 T0 = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
-RATED = {"HW3": 144.0, "HW4": 125.0, "HW5": 5_000.0, "HW6": 20_000.0}
+RATED: dict[str, float] = {str(gen): tops for gen, tops in HARDWARE_TOPS.items()}  # the catalogue's own figures
 
 
 def _env(sender: str, minutes: float = 0.0) -> dict[str, object]:
