@@ -259,3 +259,38 @@ def test_bad_web_flags_are_one_line_and_exit_2(tmp_path: Path, flags: list[str],
     assert result.returncode == 2, result
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_the_demo_serves_its_control_room_to_chromium(tmp_path: Path) -> None:
+    """`fleetroom demo --web`: the demo's fleet in the browser; Ctrl-C stops the server, visitors and the demo."""
+    web_dir, run_dir = tmp_path / "web", tmp_path / "run"
+    web_dir.mkdir()
+    argv = [sys.executable, "-m", "fleetroom", "demo", "--web", "--port", "0", "--cars", str(CARS), "--grow-to",
+            str(CARS), "--job-rate", "0", "--run-dir", str(run_dir), "--topic-prefix", "tdemoweb"]
+    with (web_dir / "server.err").open("w") as err:
+        proc = subprocess.Popen(argv, cwd=web_dir, stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        assert proc.stdout is not None
+        found = re.search(r"http://127\.0\.0\.1:\d+/", proc.stdout.readline())
+        assert found, (web_dir / "server.err").read_text()[-2000:]
+        with chromium() as browser:
+            page = open_control_room(browser, found.group(0))
+            wait_for_screen(page, r"TOTAL [\d,.]+ [kMGT]?TOPS", "the header's TOPS")
+            wait_for_screen(page, rf"cars {CARS}:", "the header's car count")
+            keep_screenshot(page, tmp_path / "web-demo.png")
+            assert len(visitor_processes(web_dir, proc.pid)) == 1
+            stop_server(proc, web_dir)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert wait_gone(run_dir) == [], "demo processes left running after Ctrl-C"
+
+
+def test_demo_web_and_headless_exclude_each_other(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "fleetroom", "demo", "--web", "--headless", "--duration", "1",
+                             "--run-dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=60,
+                            cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--web serves the control room; --headless has none" in lines[0], result.stderr
