@@ -29,6 +29,7 @@ from aiohttp import web
 from textual_serve.app_service import AppService
 from textual_serve.server import Server, to_int
 
+from fleetroom.commands.tui import WEB_SERVER_PID_ENV
 from mqttlink import BROKER_ENV, BrokerUrl
 from protocol import Topics
 from protocol.identity import SECRET_ENV
@@ -61,9 +62,11 @@ class ControlRoomCommand:
         return [sys.executable, "-m", "fleetroom", "tui", *flags, *(["--read-only"] if self.read_only else [])]
 
     def environment(self, base: dict[str, str]) -> dict[str, str]:
-        """`base` with this role's broker URL (password included) and without the fleet secret."""
+        """`base` with this role's broker URL (password included), without the fleet secret, and naming
+        this server, with which the visitor's control room ends."""
         env = {name: value for name, value in base.items() if name != SECRET_ENV}
         env[BROKER_ENV] = self.broker_url.full()
+        env[WEB_SERVER_PID_ENV] = str(os.getpid())
         return env
 
 

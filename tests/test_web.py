@@ -9,9 +9,11 @@ $FLEETROOM_ARTEFACTS is set, copied into that directory.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -80,6 +82,17 @@ def fleet_stack(run_dir: Path) -> Iterator[Stack]:
         stack.start_dispatcher(run_dir / "ledger.sqlite3", [*clock, "--summary-interval", "1"])
         stack.start_fleet("fleet", ["--count", str(CARS), "--hardware-mix", "HW4=1", "--telemetry-interval", "30",
                                     "--seed", "7", "--mode", "gateway", *clock])
+        yield stack
+
+
+@contextmanager
+def quiet_stack(run_dir: Path) -> Iterator[Stack]:
+    """Only an anonymous broker: nothing to draw, so a control room writes nothing once drawn."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "secret").write_text(SECRET + "\n")
+    with Supervisor(run_dir) as supervisor:
+        stack = Stack(supervisor, PREFIX)
+        stack.start_embedded()
         yield stack
 
 
@@ -169,7 +182,7 @@ def _environ(pid: int) -> dict[str, str]:
 
 def stop_server(proc: subprocess.Popen[str], cwd: Path) -> None:
     """Ctrl-C (SIGINT): the server exits 0 and leaves no visitor's control room running."""
-    proc.send_signal(2)
+    proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0, (cwd / "server.err").read_text()[-2000:]
     assert wait_gone(cwd) == [], "processes left running after Ctrl-C"
 
@@ -217,6 +230,30 @@ def test_a_read_only_server_logs_every_visitor_in_as_observer(tmp_path: Path) ->
         assert parse_broker_url(_environ(visitor)[BROKER_ENV]).username == "observer"
         assert b"--read-only" in _cmdline(visitor)
         stop_server(proc, web_dir)
+
+
+async def test_visitors_end_with_a_server_killed_by_sigkill(tmp_path: Path) -> None:
+    """No orphans: a visitor's control room ends even when its server gets no chance to end it (and even
+    when it has nothing to draw, so no broken pipe would end it)."""
+    import aiohttp
+
+    web_dir = tmp_path / "web"
+    with quiet_stack(tmp_path / "run") as stack, web_server(stack, web_dir) as (proc, url):
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(url.replace("http", "ws", 1) + "ws?width=100&height=30") as websocket:
+            drawn = b""
+            while b"control room" not in drawn:  # drawn once: from now on it has nothing to write
+                async with asyncio.timeout(30):
+                    message = await websocket.receive()
+                assert message.type is aiohttp.WSMsgType.BINARY, message
+                drawn += message.data
+            [visitor] = visitor_processes(web_dir, proc.pid)
+            proc.kill()
+            proc.wait(10)
+            left = await asyncio.to_thread(wait_gone, web_dir)
+            for pid in left:
+                os.kill(pid, signal.SIGKILL)
+            assert left == [], f"visitor {visitor} outlived its server"
 
 
 def _status(url: str, headers: dict[str, str]) -> int:

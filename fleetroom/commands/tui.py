@@ -13,6 +13,9 @@ the server and every visitor's control room. Each visitor's log goes beside --lo
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +34,8 @@ from protocol import Topics
 
 WEB_HOST = "127.0.0.1"
 WEB_PORT = 8000
+WEB_SERVER_PID_ENV = "FLEETROOM_WEB_SERVER_PID"  # set for a visitor's control room: the server that started it
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +80,7 @@ def serve_web(url: BrokerUrl, topics: Topics, *, read_only: bool, args: argparse
                          announce=announce, tick=tick)
     except ServeError as exc:
         raise CliError(str(exc)) from None
-    print(f"fleetroom: web control room stopped; {visitors} visitors' control rooms ended", file=sys.stderr)
+    print(f"fleetroom: web control room stopped; visitors' control rooms ended: {visitors}", file=sys.stderr)
     return 0
 
 
@@ -85,8 +90,19 @@ async def _check(args: argparse.Namespace) -> None:
     await check_broker(broker_for(args, "observer" if args.read_only else "operator"))
 
 
+def end_with_web_server() -> None:
+    """A visitor's control room ends with the web server that started it, even one killed by SIGKILL (Linux)."""
+    server_pid = os.environ.get(WEB_SERVER_PID_ENV, "")
+    if not server_pid.isdigit() or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(server_pid):  # the server died before the line above took effect
+        raise SystemExit(0)
+
+
 def run(args: argparse.Namespace) -> int:
     check_web_arguments(args)
+    end_with_web_server()
     try:
         setup_logging(max(args.verbose, 1), args.log_file)
     except OSError as exc:
