@@ -14,6 +14,10 @@ observer for the headless summary). --scenario essay runs the essay's fleet: a m
 many-cars-per-connection mode, announced as fast as the broker and dispatcher take them
 (about 600 cars a second on a 2-core machine), shown through the dispatcher's summary; the
 headless summary adds the essay's arithmetic for the whole million.
+
+--web serves the control room to browsers instead of drawing it here (see `fleetroom tui --web`):
+each visitor gets a control room of its own, logged in as operator; Ctrl-C stops the server, every
+visitor's control room and every process of the demo.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+from fleetroom.commands.tui import add_web_arguments, check_web_arguments, serve_web
 from fleetroom.common import (
     CARS,
     MAX_CARS,
@@ -86,6 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=SEED, default=1, help="random seed of the fleet and the jobs")
     parser.add_argument("--run-dir", type=Path, help="where the processes' logs go")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    add_web_arguments(parser)
 
 
 def _check(args: argparse.Namespace) -> tuple[Topics, BrokerUrl | None]:
@@ -94,6 +100,9 @@ def _check(args: argparse.Namespace) -> tuple[Topics, BrokerUrl | None]:
     except TopicError as exc:
         raise CliError(str(exc)) from None
     url = url_from_flag(args.broker, args)
+    check_web_arguments(args)
+    if args.headless and args.web:
+        raise CliError("--web serves the control room; --headless has none: give one of them")
     if args.headless and args.duration <= 0:
         raise CliError("--headless needs --duration S")
     if args.scenario == "essay" and ESSAY_CARS % args.emulate != 0:
@@ -198,6 +207,27 @@ def _control_room(args: argparse.Namespace, stack: Stack, topics: Topics) -> Non
         done.set()
 
 
+def _web_control_room(args: argparse.Namespace, stack: Stack, topics: Topics) -> None:
+    """The control room served to browsers until Ctrl-C or --duration; a child that dies is reported once."""
+    start_parts(args, stack)
+    started, duration_s = time.monotonic(), float(args.duration)
+    reported: list[ChildDied] = []
+
+    def tick() -> bool:
+        if not reported:
+            try:
+                stack.supervisor.check()
+            except ChildDied as exc:
+                reported.append(exc)
+                log.error("%s", exc)
+                print(f"fleetroom demo: a demo process died: {exc}", file=sys.stderr)
+        return duration_s <= 0 or time.monotonic() - started < duration_s
+
+    title = "fleetroom demo: the essay's scale" if args.scenario == "essay" else "fleetroom demo"
+    serve_web(stack.login("operator"), topics, read_only=False, args=args, log_dir=stack.run_dir, title=title,
+              tick=tick)
+
+
 def _check_login(stack: Stack, username: str) -> None:
     """Log in once as the demo's own reader would, before starting anything: a refusal is one line."""
     try:
@@ -234,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
                     raise CliError(str(exc)) from None
                 print(format_summary(ledger.last_summary, ledger.counters.by_kind, elapsed,
                                      essay=args.emulate if args.scenario == "essay" else 0))
+            elif args.web:
+                _web_control_room(args, stack, topics)
             else:
                 _control_room(args, stack, topics)
         except (ChildDied, NotReady) as exc:
