@@ -46,6 +46,11 @@ class FleetSummary(Message):
     rejections: dict[str, int] = Field(default_factory=dict)  # messages_rejected by reason, e.g. result_too_fast
     policy: MatchPolicy
     scenario_scale: Text = ""  # e.g. "essay: 1,000,000 HW5 cars", empty for a live fleet
+    # issue 14, metrics for Prometheus: what /metrics exports beside the fields above, from the same moment
+    shards_running: int = Field(default=0, ge=0)  # distinct shards with an active assignment
+    assignments_running: int = Field(default=0, ge=0)  # active assignments, replicas counted
+    messages_received: int = Field(default=0, ge=0)  # MQTT messages handled since the process started
+    ingest_backlog: int = Field(default=0, ge=0)  # messages waiting in the inbound queue
 
 
 class SetPolicy(Message):
