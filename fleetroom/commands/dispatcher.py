@@ -38,8 +38,10 @@ from fleetroom.metrics_flags import add_metrics_arguments
 from mqttlink import BrokerUnreachable, cancel_and_wait
 from protocol.clock import SimClock
 from protocol.fleet_messages import FleetSummary, MatchPolicy
+from protocol.topics import Topics
 
 if TYPE_CHECKING:
+    from dispatcher.engine import Engine
     from dispatcher.ledger import Ledger
     from dispatcher.service import DispatcherService
 
@@ -97,7 +99,6 @@ def status_line(summary: FleetSummary) -> str:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from dispatcher.engine import Engine
     from dispatcher.ledger import Ledger
     from dispatcher.metrics import MetricsUnavailable
     from dispatcher.service import DispatcherService, ServiceSettings
@@ -108,12 +109,7 @@ async def _serve(args: argparse.Namespace) -> int:
         ledger = Ledger(args.db)
     except (sqlite3.Error, OSError) as exc:
         raise CliError(f"cannot open the ledger {args.db}: {exc}") from None
-    clock = SimClock(speed=args.speed, sim_start=args.sim_start, epoch=args.sim_epoch)
-    engine = Engine(
-        topics, ledger, sim_now=clock.now, wall=time.monotonic, rng=random.Random(), policy=MatchPolicy(args.policy),
-        speed=args.speed, heartbeat_timeout_s=args.heartbeat_timeout, energy_price=args.energy_price,
-        cars_per_emulated_car=args.cars_per_emulated_car, spot_check_rate=args.spot_check_rate,
-    )
+    engine = _engine(args, topics, ledger)
     last_line = [-STATUS_EVERY_S]
 
     def on_summary(summary: FleetSummary) -> None:
@@ -142,6 +138,17 @@ async def _serve(args: argparse.Namespace) -> int:
     finally:
         ledger.close()
     return 0
+
+
+def _engine(args: argparse.Namespace, topics: Topics, ledger: Ledger) -> Engine:
+    from dispatcher.engine import Engine
+
+    clock = SimClock(speed=args.speed, sim_start=args.sim_start, epoch=args.sim_epoch)
+    return Engine(
+        topics, ledger, sim_now=clock.now, wall=time.monotonic, rng=random.Random(), policy=MatchPolicy(args.policy),
+        speed=args.speed, heartbeat_timeout_s=args.heartbeat_timeout, energy_price=args.energy_price,
+        cars_per_emulated_car=args.cars_per_emulated_car, spot_check_rate=args.spot_check_rate,
+    )
 
 
 def _say_metrics(url: str) -> None:
