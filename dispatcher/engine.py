@@ -30,7 +30,7 @@ from dispatcher.offers import Offers, offer_from
 from dispatcher.records import AssignmentStatus
 from dispatcher.registry import Registry
 from dispatcher.scheduling import Scheduler
-from dispatcher.views import SENDER, JobStates, Out, Throughput, fleet_summary
+from dispatcher.views import SENDER, JobStates, Out, RunningWork, Throughput, fleet_summary
 from dispatcher.watching import Watchlist
 from protocol.base import utc_now
 from protocol.codec import AnyMessage, ProtocolError, decode_on
@@ -307,7 +307,8 @@ class Engine:
         self.clock.save_if_due()
         return outs + self.job_states.flush()
 
-    def summary(self) -> FleetSummary:
+    def summary(self, ingest_backlog: int = 0) -> FleetSummary:
+        """The fleet summary of this moment; `ingest_backlog` is what the shell's inbound queue holds."""
         now = self.clock.wall()
         last_wall, last_count = self._last_summary
         rate = (self.messages_received - last_count) / max(1e-6, now - last_wall)
@@ -316,5 +317,7 @@ class Engine:
             self.registry, self.offers.book, self.ledger, sim_time=self.clock.sim_now(),
             tops_allocated=self.watchlist.tops_allocated, throughput=self.throughput.rate(self.clock.now_s),
             messages_per_s=rate, rejected=self.rejections(), policy=self.offers.book.policy,
-            cars_per_emulated_car=self.cars_per_emulated_car,
+            cars_per_emulated_car=self.cars_per_emulated_car, running=RunningWork(
+                shards=self.watchlist.shards_running, assignments=len(self.watchlist.watched),
+                messages_received=self.messages_received, ingest_backlog=ingest_backlog),
         )

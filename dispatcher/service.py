@@ -2,7 +2,8 @@
 
 One connection (user `dispatcher`) with a retained Last Will saying it is offline; the engine
 and its ledger outlive reconnections. Publishing runs in its own task behind a queue so that a
-slow broker never blocks reading.
+slow broker never blocks reading. With a metrics port, every summary it publishes is also what
+`/metrics` serves (`dispatcher.metrics`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TypeVar
 import aiomqtt
 
 from dispatcher.engine import Engine
+from dispatcher.metrics import MetricsEndpoint, SummaryCollector, serve_metrics
 from dispatcher.views import SENDER, Out
 from mqttlink import BrokerUnreachable, BrokerUrl, client_id_of, stay_connected
 from protocol.base import utc_now
@@ -36,6 +38,8 @@ class ServiceSettings:
     tick_s: float = 0.2
     summary_interval_s: float = 1.0
     max_queued_incoming: int = 200_000
+    metrics_port: int | None = None  # serve /metrics on this port (0: any free one); None: not at all
+    metrics_host: str = "127.0.0.1"
 
 
 class DispatcherService:
@@ -44,9 +48,13 @@ class DispatcherService:
     def __init__(
         self, url: BrokerUrl, engine: Engine, settings: ServiceSettings,
         on_summary: Callable[[FleetSummary], None] | None = None,
+        on_metrics: Callable[[str], None] | None = None,
     ) -> None:
         self.url, self.engine, self.settings = url, engine, settings
         self.on_summary = on_summary or (lambda summary: None)
+        self.on_metrics = on_metrics or (lambda url: None)  # told the /metrics URL once it is served
+        self.metrics = SummaryCollector()
+        self.metrics_endpoint: MetricsEndpoint | None = None
         self.status_topic = engine.topics.connection_status(SENDER)
         self.stop = asyncio.Event()
         self.ready = asyncio.Event()  # set once subscribed, after every (re)connection
@@ -62,7 +70,20 @@ class DispatcherService:
         return encode(message)
 
     async def run(self) -> None:
-        """Serve until stopped; a broker that cannot be reached at first raises `BrokerUnreachable`."""
+        """Serve until stopped; a broker that cannot be reached at first raises `BrokerUnreachable`,
+        a metrics port that cannot be bound `OSError`."""
+        settings = self.settings
+        if settings.metrics_port is not None:
+            self.metrics_endpoint = serve_metrics(self.metrics, settings.metrics_host, settings.metrics_port)
+            self.on_metrics(self.metrics_endpoint.url)
+        try:
+            await self._serve()
+        finally:
+            if self.metrics_endpoint is not None:
+                await asyncio.to_thread(self.metrics_endpoint.close)
+                self.metrics_endpoint = None
+
+    async def _serve(self) -> None:
         status = DELIVERY[Channel.CONNECTION_STATUS]
         will = aiomqtt.Will(self.status_topic, self._status(Liveness.OFFLINE), qos=status.qos, retain=status.retain)
         try:
@@ -95,7 +116,7 @@ class DispatcherService:
                 group.create_task(self._read(client, outbox))
                 group.create_task(self._publish(client, outbox))
                 group.create_task(self._tick(outbox))
-                group.create_task(self._summarise(outbox))
+                group.create_task(self._summarise(outbox, lambda: len(client.messages)))
                 await self.stop.wait()
                 raise _Stopped
         except* _Stopped:
@@ -160,11 +181,13 @@ class DispatcherService:
             for out in self._contained(self.engine.tick, "a scheduling tick") or ():
                 outbox.put_nowait(out)
 
-    async def _summarise(self, outbox: asyncio.Queue[Out]) -> None:
+    async def _summarise(self, outbox: asyncio.Queue[Out], backlog: Callable[[], int]) -> None:
         while True:
-            summary = self._contained(self.engine.summary, "building the fleet summary")
+            build = partial(self.engine.summary, ingest_backlog=backlog())
+            summary = self._contained(build, "building the fleet summary")
             if summary is not None:
                 outbox.put_nowait(Out.on(Channel.SUMMARY, self.engine.topics.summary, summary))
+                self.metrics.observe(summary)  # the same summary, never a second computation
                 self.on_summary(summary)
             await asyncio.sleep(self.settings.summary_interval_s)
 

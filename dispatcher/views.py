@@ -112,6 +112,16 @@ class Throughput:
         return sum(ops for _, ops in self._events) / self.window_sim_s
 
 
+@dataclass(frozen=True, slots=True)
+class RunningWork:
+    """What the summary counts outside the ledger: running shards and the message intake (issue 14)."""
+
+    shards: int = 0  # distinct shards with an active assignment
+    assignments: int = 0  # active assignments, replicas counted
+    messages_received: int = 0
+    ingest_backlog: int = 0  # messages waiting in the inbound queue
+
+
 def scale_label(cars_per_emulated_car: int) -> str:
     """What a scaled summary says about itself, so that nobody mistakes it for a counted fleet."""
     if cars_per_emulated_car == 1:
@@ -148,13 +158,13 @@ def power_and_hours(registry: Registry, sim_time: datetime, scale: int) -> dict[
 def fleet_summary(
     registry: Registry, book: OfferBook, ledger: Ledger, *, sim_time: datetime, tops_allocated: float,
     throughput: float, messages_per_s: float, rejected: Mapping[str, int], policy: MatchPolicy,
-    cars_per_emulated_car: int = 1,
+    cars_per_emulated_car: int = 1, running: RunningWork = RunningWork(),
 ) -> FleetSummary:
     """The aggregates the control room shows, all from the registry, the offer book and the ledger.
 
     With `cars_per_emulated_car` > 1 (the essay demo), car counts and TOPS are multiplied by it and
     the summary's `scenario_scale` says so; jobs, work and money are never scaled. `rejected`
-    counts refused messages and claims by reason.
+    counts refused messages and claims by reason; `running` is what the service counts beside.
     """
     scale = cars_per_emulated_car
     totals = ledger.totals()
@@ -174,4 +184,6 @@ def fleet_summary(
         messages_per_s=messages_per_s, messages_rejected=sum(rejected.values()),
         rejections={reason: n for reason, n in sorted(rejected.items()) if n > 0}, policy=policy,
         **power_and_hours(registry, sim_time, scale),
+        shards_running=running.shards, assignments_running=running.assignments,
+        messages_received=running.messages_received, ingest_backlog=running.ingest_backlog,
     )

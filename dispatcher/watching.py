@@ -67,3 +67,8 @@ class Watchlist:
     @property
     def tops_allocated(self) -> float:
         return sum(r.allocated_tops for r in self.watched.values())
+
+    @property
+    def shards_running(self) -> int:
+        """Distinct shards with at least one active assignment."""
+        return len({(r.job_id, r.shard_id) for r in self.watched.values()})

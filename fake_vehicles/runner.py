@@ -3,7 +3,8 @@
 Each tick reads the simulation clock, lets cars join, processes their events, publishes what
 they said, and then spends the rest of the tick on the sweep (offers and telemetry) for as
 long as the sockets keep up. Telemetry is QoS 0 and best effort: when the broker or the
-network cannot take more, the sweep waits instead of queueing without bound.
+network cannot take more, the sweep waits instead of queueing without bound. With a metrics
+port, a snapshot for `/metrics` is taken about once a second (`fake_vehicles.metrics`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +23,7 @@ import paho.mqtt.client as mqtt
 
 from fake_vehicles.commands import CommandHandler
 from fake_vehicles.fleet import Fleet, LinkEvent
+from fake_vehicles.metrics import FleetMetrics, take_snapshot
 from fake_vehicles.network import Link, Net, Will, settled
 from fake_vehicles.rivals import NameGuard, Verdict, new_instance
 from mqttlink import BrokerUrl, silent_close_hint
@@ -56,6 +59,8 @@ class RunSettings:
     duration_s: float | None = None
     progress_every_s: float = 5.0
     progress_out: TextIO = sys.stderr
+    metrics_port: int | None = None  # serve /metrics on this port (0: any free one); None: not at all
+    metrics_host: str = "127.0.0.1"
 
 
 class Runner:
@@ -66,6 +71,9 @@ class Runner:
         self.net = Net()
         self.car_links: dict[int, Link] = {}
         self.published = 0
+        self.published_by_channel: Counter[Channel] = Counter()
+        self.reconnects = 0  # connections that came back after being lost
+        self.metrics = FleetMetrics()
         self.running = False  # True once `run` has begun
         self.started = time.monotonic()
         self._last_report = (self.started, 0)
@@ -97,6 +105,7 @@ class Runner:
         this one's cars (then it leaves without a trace: no Last Will, nothing published).
         """
         url = self.settings.url
+        self.serve_metrics()
         try:
             self.gateway.start()
         except OSError as exc:
@@ -121,6 +130,21 @@ class Runner:
             raise StartupError(self.guard.conflict or f"could not claim the name {self.settings.gateway_id} on "
                                f"{url}: the connection kept dropping")
 
+    def serve_metrics(self) -> None:
+        """Start serving /metrics if a port is set; `StartupError` if it cannot be bound."""
+        s = self.settings
+        if s.metrics_port is not None and self.metrics.endpoint is None:
+            try:
+                self.metrics.serve(s.metrics_host, s.metrics_port)
+            except OSError as exc:
+                raise StartupError(f"cannot serve metrics on {s.metrics_host}:{s.metrics_port}: "
+                                   f"{exc.strerror or exc}") from None
+            self.snapshot()
+
+    def snapshot(self) -> None:
+        """Hand the metrics a fresh snapshot of the fleet and its connections."""
+        self.metrics.observe(take_snapshot(self.fleet, self.net, self.published_by_channel, self.reconnects))
+
     def speaking(self) -> bool:
         """True while the process's own connection is up and its name is claimed on it."""
         link = self.gateway
@@ -139,6 +163,7 @@ class Runner:
 
     def _gateway_connected(self, link: Link) -> None:
         """Subscribed, the retained process statuses read: claim the name, or wait for a suspect to speak."""
+        self.reconnects += link.connects > 1
         if self.guard.begin_check(link.connects, time.monotonic()):
             self._claimed(link)
         else:
@@ -177,6 +202,7 @@ class Runner:
     def _car_connected(self, link: Link) -> None:
         """A car's connection is up: it announces itself (anything sent before was not published)."""
         car = self.fleet.by_id.get(link.name)
+        self.reconnects += link.connects > 1
         if car is not None:
             self.announced_at = utc_now()
             self.fleet.reannounce(car, "reconnected" if link.connects > 1 else link.hello)
@@ -257,6 +283,7 @@ class Runner:
                 continue
             delivery = DELIVERY[channel]
             link.publish(topic, payload, delivery.qos, delivery.retain)
+            self.published_by_channel[channel] += 1
             n += 1
         self.published += n
         self.net.flush()
@@ -310,6 +337,8 @@ class Runner:
                 self.report(now)
                 self.heartbeat()
                 self.net.flush()
+            if self.metrics.due(now):
+                self.snapshot()
             if end is not None and now >= end:
                 break
         if self.guard.conflict is not None:
@@ -361,6 +390,7 @@ class Runner:
 
     def leave_quietly(self, timeout: float = 5.0) -> None:
         """Disconnect every connection cleanly, so that the broker discards their Last Wills."""
+        self.metrics.close()
         for link in self.net.links:
             link.close()
         deadline = time.monotonic() + timeout

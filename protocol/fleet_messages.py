@@ -58,6 +58,11 @@ class FleetSummary(Message):
     parked_share_by_weekday_model: tuple[Fraction, ...] = ()  # the same, day by day, Monday first
     tops_forecast_24h: tuple[NonNegative, ...] = ()  # rated TOPS of parked cars by local hour, this hour first (model)
     forecast_start_hour: int = Field(default=0, ge=0, le=23)  # the local hour tops_forecast_24h starts at
+    # issue 14, metrics for Prometheus: what /metrics exports beside the fields above, from the same moment
+    shards_running: int = Field(default=0, ge=0)  # distinct shards with an active assignment
+    assignments_running: int = Field(default=0, ge=0)  # active assignments, replicas counted
+    messages_received: int = Field(default=0, ge=0)  # MQTT messages handled since the process started
+    ingest_backlog: int = Field(default=0, ge=0)  # messages waiting in the inbound queue
 
 
 class SetPolicy(Message):

@@ -2,7 +2,8 @@
 
 It logs in as `dispatcher`, keeps its ledger in --db (default .fleetroom/ledger.sqlite) so a
 restart resumes every job, publishes a retained FleetSummary once a second, and prints a
-short status line to stderr every few seconds. SIGINT or SIGTERM stop it cleanly (exit 0).
+short status line to stderr every few seconds. With --metrics-port it serves that summary at
+/metrics for Prometheus. SIGINT or SIGTERM stop it cleanly (exit 0).
 """
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ from fleetroom.common import (
     topics_from,
     whole,
 )
+from fleetroom.metrics_flags import add_metrics_arguments
 from mqttlink import BrokerUnreachable, cancel_and_wait
 from protocol.clock import SimClock
 from protocol.fleet_messages import FleetSummary, MatchPolicy
+from protocol.topics import Topics
 
 if TYPE_CHECKING:
+    from dispatcher.engine import Engine
     from dispatcher.ledger import Ledger
     from dispatcher.service import DispatcherService
 
@@ -78,6 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cars-per-emulated-car", type=whole(1, MAX_CARS), default=1, metavar="K",
                         help="show a fleet at scale: each car heard stands for K cars in the summary's car counts "
                         "and TOPS (labelled as scaled in the summary; jobs and earnings are never scaled)")
+    add_metrics_arguments(parser, "the dispatcher")
 
 
 def status_line(summary: FleetSummary) -> str:
@@ -94,8 +99,8 @@ def status_line(summary: FleetSummary) -> str:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from dispatcher.engine import Engine
     from dispatcher.ledger import Ledger
+    from dispatcher.metrics import MetricsUnavailable
     from dispatcher.service import DispatcherService, ServiceSettings
 
     url = broker_for(args, "dispatcher")
@@ -104,12 +109,7 @@ async def _serve(args: argparse.Namespace) -> int:
         ledger = Ledger(args.db)
     except (sqlite3.Error, OSError) as exc:
         raise CliError(f"cannot open the ledger {args.db}: {exc}") from None
-    clock = SimClock(speed=args.speed, sim_start=args.sim_start, epoch=args.sim_epoch)
-    engine = Engine(
-        topics, ledger, sim_now=clock.now, wall=time.monotonic, rng=random.Random(), policy=MatchPolicy(args.policy),
-        speed=args.speed, heartbeat_timeout_s=args.heartbeat_timeout, energy_price=args.energy_price,
-        cars_per_emulated_car=args.cars_per_emulated_car, spot_check_rate=args.spot_check_rate,
-    )
+    engine = _engine(args, topics, ledger)
     last_line = [-STATUS_EVERY_S]
 
     def on_summary(summary: FleetSummary) -> None:
@@ -117,7 +117,9 @@ async def _serve(args: argparse.Namespace) -> int:
             last_line[0] = time.monotonic()
             print(status_line(summary), file=sys.stderr, flush=True)
 
-    service = DispatcherService(url, engine, ServiceSettings(summary_interval_s=args.summary_interval), on_summary)
+    settings = ServiceSettings(summary_interval_s=args.summary_interval, metrics_port=args.metrics_port,
+                               metrics_host=args.metrics_host)
+    service = DispatcherService(url, engine, settings, on_summary, on_metrics=_say_metrics)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, service.stop.set)
@@ -127,6 +129,8 @@ async def _serve(args: argparse.Namespace) -> int:
             group.create_task(_watch(service, task, args.duration))
     except* BrokerUnreachable as failed:
         raise failed.exceptions[0] from None
+    except* MetricsUnavailable as failed:
+        raise CliError(str(failed.exceptions[0])) from None
     else:
         print(status_line(engine.summary()), file=sys.stderr)
         for line in earnings_lines(ledger):
@@ -134,6 +138,21 @@ async def _serve(args: argparse.Namespace) -> int:
     finally:
         ledger.close()
     return 0
+
+
+def _engine(args: argparse.Namespace, topics: Topics, ledger: Ledger) -> Engine:
+    from dispatcher.engine import Engine
+
+    clock = SimClock(speed=args.speed, sim_start=args.sim_start, epoch=args.sim_epoch)
+    return Engine(
+        topics, ledger, sim_now=clock.now, wall=time.monotonic, rng=random.Random(), policy=MatchPolicy(args.policy),
+        speed=args.speed, heartbeat_timeout_s=args.heartbeat_timeout, energy_price=args.energy_price,
+        cars_per_emulated_car=args.cars_per_emulated_car, spot_check_rate=args.spot_check_rate,
+    )
+
+
+def _say_metrics(url: str) -> None:
+    print(f"dispatcher: metrics for Prometheus at {url}", file=sys.stderr, flush=True)
 
 
 def earnings_lines(ledger: Ledger, top: int = 5) -> list[str]:

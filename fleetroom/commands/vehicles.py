@@ -4,7 +4,8 @@ Cars live a simulated day (home, commute, work, errands, night) at --speed times
 publish status, telemetry and compute offers, and run the shards the dispatcher assigns.
 Connection modes: per-car (one MQTT connection and Last Will per car; the default up to 200
 cars) and gateway (many cars over one connection whose Last Will is a gateway status; the
-default above 200 cars). Several processes share one fleet with --shard i/n.
+default above 200 cars). Several processes share one fleet with --shard i/n. With
+--metrics-port it serves its cars, messages and connections at /metrics for Prometheus.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from fleetroom.common import (
     sim_epoch,
     topics_from,
 )
+from fleetroom.metrics_flags import add_metrics_arguments
 from mqttlink import BrokerUrl
 from protocol.base import HardwareGeneration
 from protocol.clock import SimClock
@@ -84,6 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fleet.add_argument("--write-users", type=Path, metavar="FILE",
                        help="write the MQTT user names this fleet will use, one per line, and exit "
                             "(for `fleetroom broker --write-mosquitto-config --users-file`)")
+    add_metrics_arguments(fleet, "the fleet process")
 
 
 def _sim_start(text: str | None) -> datetime:
@@ -150,7 +153,7 @@ def _run_fleet(args: argparse.Namespace, topics: Topics, mix: dict[HardwareGener
     fleet = Fleet(config, Encoder(topics, utc_offset_s, config.gateway), random.Random(args.seed))
     settings = RunSettings(url=url, gateway_id=gw, per_car=per_car, local_start=start.timestamp() + utc_offset_s,
                            car_url=car_url, grow_to=args.grow_to, grow_over_s=args.grow_over,
-                           duration_s=args.duration)
+                           duration_s=args.duration, metrics_port=args.metrics_port, metrics_host=args.metrics_host)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -158,7 +161,10 @@ def _run_fleet(args: argparse.Namespace, topics: Topics, mix: dict[HardwareGener
     try:
         runner.connect()
     except StartupError as exc:
+        runner.metrics.close()
         raise CliError(str(exc)) from None
+    if runner.metrics.url is not None:
+        print(f"fleetroom vehicles: metrics for Prometheus at {runner.metrics.url}", file=sys.stderr, flush=True)
     mode = f"per-car connections, process {gw}" if per_car else f"gateway {gw}"
     print(f"fleetroom vehicles: {fleet.pending_cars} of {args.count} cars ({mode}) on {url}, "
           f"sim start {start.isoformat()}, speed {args.speed:g}x", file=sys.stderr, flush=True)
