@@ -46,6 +46,11 @@ class FleetSummary(Message):
     rejections: dict[str, int] = Field(default_factory=dict)  # messages_rejected by reason, e.g. result_too_fast
     policy: MatchPolicy
     scenario_scale: Text = ""  # e.g. "essay: 1,000,000 HW5 cars", empty for a live fleet
+    # owners' money (the ledger's; earnings_gross above is compute only)
+    robotaxi_gross: NonNegative = 0.0  # owners' share of robotaxi fares
+    robotaxi_trips: int = Field(default=0, ge=0)
+    earnings_net: float = Field(default=0.0, allow_inf_nan=False)  # compute + robotaxi - energy cost
+    cars_by_owner_mode: dict[str, int] = Field(default_factory=dict)  # keyed by `OwnerMode` value
 
 
 class SetPolicy(Message):
