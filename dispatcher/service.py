@@ -8,6 +8,7 @@ slow broker never blocks reading.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ class ServiceSettings:
 
     tick_s: float = 0.2
     summary_interval_s: float = 1.0
+    earnings_every: int = 5  # summaries between two earnings reports
     max_queued_incoming: int = 200_000
 
 
@@ -161,11 +163,14 @@ class DispatcherService:
                 outbox.put_nowait(out)
 
     async def _summarise(self, outbox: asyncio.Queue[Out]) -> None:
-        while True:
+        for count in itertools.count():
             summary = self._contained(self.engine.summary, "building the fleet summary")
             if summary is not None:
                 outbox.put_nowait(Out.on(Channel.SUMMARY, self.engine.topics.summary, summary))
                 self.on_summary(summary)
+            if count % self.settings.earnings_every == 0:
+                for out in self._contained(self.engine.earnings, "building the earnings") or ():
+                    outbox.put_nowait(out)
             await asyncio.sleep(self.settings.summary_interval_s)
 
 

@@ -117,7 +117,7 @@ def scale_label(cars_per_emulated_car: int) -> str:
 def fleet_summary(
     registry: Registry, book: OfferBook, ledger: Ledger, *, sim_time: datetime, tops_allocated: float,
     throughput: float, messages_per_s: float, rejected: Mapping[str, int], policy: MatchPolicy,
-    cars_per_emulated_car: int = 1,
+    cars_per_emulated_car: int = 1, cars_by_owner_mode: Mapping[str, int] | None = None,
 ) -> FleetSummary:
     """The aggregates the control room shows, all from the registry, the offer book and the ledger.
 
@@ -142,4 +142,7 @@ def fleet_summary(
         energy_kwh=totals["energy_kwh"], energy_cost=totals["energy_cost"],
         messages_per_s=messages_per_s, messages_rejected=sum(rejected.values()),
         rejections={reason: n for reason, n in sorted(rejected.items()) if n > 0}, policy=policy,
+        robotaxi_gross=totals["robotaxi_gross"], robotaxi_trips=int(totals["robotaxi_trips"]),
+        earnings_net=totals["earnings_gross"] + totals["robotaxi_gross"] - totals["energy_cost"],
+        cars_by_owner_mode={m: scale * n for m, n in (cars_by_owner_mode or {}).items()},
     )
