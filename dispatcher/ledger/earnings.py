@@ -43,9 +43,14 @@ def money(tera_ops: float | None, compute: float | None, robotaxi: float | None,
 
 # changes ---------------------------------------------------------------------------------------
 def set_modes(db: sqlite3.Connection, changes: Iterable[tuple[str, str, OwnerMode]], now_s: float) -> None:
-    """Record each (car, owner, mode) from `now_s` on, closing the time spent in the car's previous mode."""
+    """Record each (car, owner, mode) from `now_s` on, closing the time spent in the car's previous mode.
+
+    A car first booked as its own owner takes the owner its status named since."""
     for vehicle_id, owner_id, mode in changes:
         ensure_car(db, vehicle_id, owner_id)
+        if owner_id != vehicle_id:  # an owner heard after the car's first payment
+            db.execute("UPDATE cars SET owner_id = ? WHERE vehicle_id = ? AND owner_id = vehicle_id",
+                       (owner_id, vehicle_id))
         old, since = db.execute("SELECT owner_mode, mode_since_s FROM cars WHERE vehicle_id = ?",
                                 (vehicle_id,)).fetchone()
         if since is not None and old == mode.value:
