@@ -28,6 +28,7 @@ from fake_vehicles.catalogue import (
 from fake_vehicles.work import CHECKPOINT_PREFIX, RunningShard
 from protocol.base import HardwareGeneration
 from protocol.job_messages import ShardAssignment
+from protocol.owners import in_robotaxi_hours
 from protocol.vehicle_messages import ChargeState, ComputeState, OwnerMode, SuspendReason
 
 DRIVE_SPEED_KMH = 40.0  # assumption: average urban trip speed
@@ -259,7 +260,7 @@ class Car:
         """Why the car may not compute at `t`, first reason first; None if it may."""
         if self.owner_mode is OwnerMode.NONE:
             return SuspendReason.OWNER_OPTED_OUT
-        if self.owner_mode is OwnerMode.ROBOTAXI:
+        if self.owner_mode is OwnerMode.ROBOTAXI or (self.owner_mode is OwnerMode.BOTH and in_robotaxi_hours(t)):
             return SuspendReason.ROBOTAXI_DUTY
         if self.driving:
             return SuspendReason.NOT_IN_PARK
