@@ -82,7 +82,7 @@ class DispatcherService:
     async def _session(self, client: aiomqtt.Client) -> None:
         topics = self.engine.topics
         client.pending_calls_threshold = 1000  # we publish in batches of up to 256 on purpose
-        for channel in (Channel.VEHICLE_STATUS, Channel.OFFER, Channel.SHARDS, Channel.TELEMETRY):
+        for channel in (Channel.VEHICLE_STATUS, Channel.OFFER, Channel.SHARDS, Channel.TELEMETRY, Channel.TRIPS):
             await client.subscribe(topics.all_vehicles(channel), qos=DELIVERY[channel].qos)
         for topic, channel in ((topics.all_connections, Channel.CONNECTION_STATUS),
                                (topics.job_submit, Channel.JOB_SUBMIT),
