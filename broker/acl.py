@@ -25,7 +25,7 @@ class RoleRules:
     retain: tuple[str, ...] = ()
 
 
-VEHICLE_LEAVES = ("status", "telemetry", "offer", "shards")
+VEHICLE_LEAVES = ("status", "telemetry", "offer", "shards", "trips")
 
 
 def rules_for(topics: Topics) -> dict[Role, RoleRules]:
@@ -34,6 +34,7 @@ def rules_for(topics: Topics) -> dict[Role, RoleRules]:
     own_status = f"{r}/connections/%u/status"
     own_car = tuple(f"{r}/vehicles/%u/{leaf}" for leaf in VEHICLE_LEAVES)
     any_car = tuple(f"{r}/vehicles/+/{leaf}" for leaf in VEHICLE_LEAVES)
+    earnings = (f"{r}/dispatcher/earnings", f"{r}/dispatcher/earnings/cars/+")
     return {
         Role.VEHICLE: RoleRules(publish=own_car, read=(f"{r}/commands/%u",), retain=(f"{r}/vehicles/%u/status",)),
         Role.GATEWAY: RoleRules(
@@ -42,9 +43,9 @@ def rules_for(topics: Topics) -> dict[Role, RoleRules]:
             retain=(f"{r}/vehicles/+/status", own_status),
         ),
         Role.DISPATCHER: RoleRules(
-            publish=(f"{r}/commands/+", f"{r}/jobs/+/state", f"{r}/dispatcher/summary", own_status),
+            publish=(f"{r}/commands/+", f"{r}/jobs/+/state", f"{r}/dispatcher/summary", *earnings, own_status),
             read=(f"{r}/#",),
-            retain=(f"{r}/jobs/+/state", f"{r}/dispatcher/summary", own_status),
+            retain=(f"{r}/jobs/+/state", f"{r}/dispatcher/summary", *earnings, own_status),
         ),
         Role.OPERATOR: RoleRules(
             publish=(f"{r}/jobs/submit", f"{r}/control/dispatcher", f"{r}/control/fleet", own_status),

@@ -24,6 +24,7 @@ from dispatcher import jobs
 from dispatcher.assignments import Assignments
 from dispatcher.claims import Refusals, ShardMessage, offer_refusal, shard_refusal, telemetry_refusal
 from dispatcher.clock import LedgerClock
+from dispatcher.earnings import OwnersMoney
 from dispatcher.ledger import Ledger
 from dispatcher.matchmaker import OfferBook
 from dispatcher.offers import Offers, offer_from
@@ -44,6 +45,7 @@ from protocol.job_messages import (
     ShardRefused,
     ShardResult,
 )
+from protocol.owners import RobotaxiTrip
 from protocol.power import local_seconds
 from protocol.topics import Channel, TopicInfo, Topics
 from protocol.vehicle_messages import (
@@ -83,6 +85,7 @@ class Engine:
         self.scheduler = Scheduler(ledger, self.clock, offers=self.offers, registry=self.registry,
                                    assignments=self.assignments, job_states=self.job_states)
         self.throughput = Throughput(window_sim_s=10.0 * speed)
+        self.money = OwnersMoney(ledger, topics, self.registry, self.clock, energy_price=energy_price)
         self.messages_received = 0
         self._last_summary = (wall(), 0)
 
@@ -144,6 +147,8 @@ class Engine:
             self.registry.update(car, offering=False)
         elif isinstance(message, ShardProgress | ShardResult | ShardPreempted | ShardRefused):
             return self._on_shard(vid, message)
+        elif isinstance(message, RobotaxiTrip):
+            self.money.trip(vid, message)
         return []
 
     # cars ----------------------------------------------------------------------------------
@@ -192,6 +197,7 @@ class Engine:
             self.refusals.count(refusal, "telemetry of %s: %g TOPS rated on %s", vid, message.rated_tops,
                                 message.hardware.value)
             return
+        self.money.saw_mode(vid, message.owner_mode)
         car = self.registry.car(vid)
         self.registry.update(
             car, gear=message.gear, compute_state=message.compute_state, hardware=message.hardware.value,
@@ -238,6 +244,7 @@ class Engine:
             return self.assignments.lose(aid, AssignmentStatus.REFUSED, message.reason, preemption=False)
         if isinstance(message, ShardPreempted):
             if self.ledger.record_preemption(message, self.energy_price, self.clock.moment()) is not None:
+                self.money.paid(vid)
                 self.watchlist.unwatch(aid)
                 self.offers.forget_held(vid)
             return []
@@ -249,6 +256,7 @@ class Engine:
         if outcome.attempt is None:
             return []
         self.watchlist.unwatch(message.assignment_id)
+        self.money.changed |= self.ledger.shard_cars(message.job_id, message.shard_id)  # replicas paid on settling
         if outcome.refused is not None:  # counted in the ledger with the refusal
             self.refusals.log(outcome.refused, "result of %s for %s", vid, message.assignment_id)
         else:
@@ -302,6 +310,7 @@ class Engine:
         for aid in self.watchlist.silent(now):
             outs += self.assignments.lose(aid, AssignmentStatus.LOST, "no word from the car", preemption=True)
         outs += self.scheduler.run_round()
+        self.money.flush_modes()
         self.offers.save(self.ledger)
         self.refusals.flush()
         self.clock.save_if_due()
@@ -320,4 +329,9 @@ class Engine:
             cars_per_emulated_car=self.cars_per_emulated_car, running=RunningWork(
                 shards=self.watchlist.shards_running, assignments=len(self.watchlist.watched),
                 messages_received=self.messages_received, ingest_backlog=ingest_backlog),
+            cars_by_owner_mode=self.money.mode_counts(),
         )
+
+    def earnings(self) -> list[Out]:
+        """The ledger's earnings report and the changed cars' figures, to publish every few seconds."""
+        return self.money.messages(self.clock.sim_now)

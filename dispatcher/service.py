@@ -9,6 +9,7 @@ slow broker never blocks reading. With a metrics port, every summary it publishe
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class ServiceSettings:
 
     tick_s: float = 0.2
     summary_interval_s: float = 1.0
+    earnings_every: int = 5  # summaries between two earnings reports
     max_queued_incoming: int = 200_000
     metrics_port: int | None = None  # serve /metrics on this port (0: any free one); None: not at all
     metrics_host: str = "127.0.0.1"
@@ -101,7 +103,7 @@ class DispatcherService:
     async def _session(self, client: aiomqtt.Client) -> None:
         topics = self.engine.topics
         client.pending_calls_threshold = 1000  # we publish in batches of up to 256 on purpose
-        for channel in (Channel.VEHICLE_STATUS, Channel.OFFER, Channel.SHARDS, Channel.TELEMETRY):
+        for channel in (Channel.VEHICLE_STATUS, Channel.OFFER, Channel.SHARDS, Channel.TELEMETRY, Channel.TRIPS):
             await client.subscribe(topics.all_vehicles(channel), qos=DELIVERY[channel].qos)
         for topic, channel in ((topics.all_connections, Channel.CONNECTION_STATUS),
                                (topics.job_submit, Channel.JOB_SUBMIT),
@@ -182,13 +184,16 @@ class DispatcherService:
                 outbox.put_nowait(out)
 
     async def _summarise(self, outbox: asyncio.Queue[Out], backlog: Callable[[], int]) -> None:
-        while True:
+        for count in itertools.count():
             build = partial(self.engine.summary, ingest_backlog=backlog())
             summary = self._contained(build, "building the fleet summary")
             if summary is not None:
                 outbox.put_nowait(Out.on(Channel.SUMMARY, self.engine.topics.summary, summary))
                 self.metrics.observe(summary)  # the same summary, never a second computation
                 self.on_summary(summary)
+            if count % self.settings.earnings_every == 0:
+                for out in self._contained(self.engine.earnings, "building the earnings") or ():
+                    outbox.put_nowait(out)
             await asyncio.sleep(self.settings.summary_interval_s)
 
 

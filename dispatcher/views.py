@@ -159,6 +159,7 @@ def fleet_summary(
     registry: Registry, book: OfferBook, ledger: Ledger, *, sim_time: datetime, tops_allocated: float,
     throughput: float, messages_per_s: float, rejected: Mapping[str, int], policy: MatchPolicy,
     cars_per_emulated_car: int = 1, running: RunningWork = RunningWork(),
+    cars_by_owner_mode: Mapping[str, int] | None = None,
 ) -> FleetSummary:
     """The aggregates the control room shows, all from the registry, the offer book and the ledger.
 
@@ -186,4 +187,7 @@ def fleet_summary(
         **power_and_hours(registry, sim_time, scale),
         shards_running=running.shards, assignments_running=running.assignments,
         messages_received=running.messages_received, ingest_backlog=running.ingest_backlog,
+        robotaxi_gross=totals["robotaxi_gross"], robotaxi_trips=int(totals["robotaxi_trips"]),
+        earnings_net=totals["earnings_gross"] + totals["robotaxi_gross"] - totals["energy_cost"],
+        cars_by_owner_mode={m: scale * n for m, n in (cars_by_owner_mode or {}).items()},
     )

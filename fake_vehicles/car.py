@@ -29,6 +29,7 @@ from protocol import owner_day as days
 from protocol import power
 from protocol.base import HardwareGeneration
 from protocol.job_messages import ShardAssignment
+from protocol.owners import in_robotaxi_hours
 from protocol.power import HOT_RESUME_C, HOT_STOP_C, ambient_c
 from protocol.vehicle_messages import ChargeState, ComputeState, OwnerMode, SuspendReason
 
@@ -251,7 +252,7 @@ class Car:
         """Why the car may not compute at `t`, first reason first; None if it may."""
         if self.owner_mode is OwnerMode.NONE:
             return SuspendReason.OWNER_OPTED_OUT
-        if self.owner_mode is OwnerMode.ROBOTAXI:
+        if self.owner_mode is OwnerMode.ROBOTAXI or (self.owner_mode is OwnerMode.BOTH and in_robotaxi_hours(t)):
             return SuspendReason.ROBOTAXI_DUTY
         if self.driving:
             return SuspendReason.NOT_IN_PARK

@@ -23,6 +23,7 @@ from protocol.base import HardwareGeneration
 from protocol.codec import AnyMessage, ProtocolError, decode, decode_on
 from protocol.fleet_messages import AddCars, DriveAway
 from protocol.job_messages import ShardAssignment, ShardCancel
+from protocol.owners import SetOwnerMode
 from protocol.topics import Channel, TopicError
 from protocol.vehicle_messages import ConnectionStatus
 from protocol.vocabulary import is_online_dispatcher
@@ -129,6 +130,27 @@ class CommandHandler:
                 self.fleet.drive_away(car, t)
         elif isinstance(message, AddCars):
             self._add_cars(message)
+        elif isinstance(message, SetOwnerMode):
+            car = self.fleet.by_id.get(message.vehicle_id)
+            if car is not None:
+                self._set_owner_mode(car, message, t)
+
+    def _set_owner_mode(self, car: Car, message: SetOwnerMode, t: float) -> None:
+        """The owner changed how the car earns: stop what the new mode forbids, and say so in telemetry now."""
+        fleet = self.fleet
+        fleet.counts["owner_mode_changes"] += 1
+        if car.shard is None:
+            car.advance(t)
+        car.owner_mode = message.owner_mode
+        reason = car.suspend_reason(t)
+        if reason is not None and car.shard is not None:
+            fleet.preempt(car, f"owner mode {message.owner_mode.value}: {reason.value}")
+        if reason is not None:
+            fleet.withdraw(car, f"suspended: {reason.value}")
+        elif car.offer_id is None and car.shard is None and not car.silent:
+            fleet.offer(car)
+        if not car.silent:
+            fleet.send(car, Channel.TELEMETRY, fleet.encoder.telemetry(car, reason, car.compute_state(reason)))
 
     def _add_cars(self, message: AddCars) -> None:
         mix: dict[HardwareGeneration, float] | None = None

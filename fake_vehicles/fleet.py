@@ -22,9 +22,11 @@ from fake_vehicles.car import VACATE_DEADLINE_S, Car, CarEvent, Defect
 from fake_vehicles.catalogue import DEFAULT_HARDWARE_MIX
 from fake_vehicles.faults import FaultConfig
 from fake_vehicles.messages import Encoder
+from fake_vehicles.robotaxi import Robotaxi
 from fake_vehicles.work import RunningShard, result_digest, wrong_digest
 from protocol.base import HardwareGeneration
 from protocol.job_messages import ShardAssignment
+from protocol.owners import ROBOTAXI_MODES
 from protocol.topics import Channel
 from protocol.vehicle_messages import Liveness
 
@@ -74,6 +76,7 @@ class Fleet:
         self.outbox: deque[Outgoing] = deque()
         self.link_events: deque[tuple[LinkEvent, int]] = deque()  # (event, car index), read in per-car mode
         self.counts: Counter[str] = Counter()
+        self.robotaxi = Robotaxi()
         self.total = 0  # global fleet size the pending ranges reach
         self.pending: deque[tuple[range, Mix]] = deque()
         self.reannouncing: deque[range] = deque()  # cars to announce again after a reconnect
@@ -367,6 +370,9 @@ class Fleet:
                     self.offer(car)
             elif car.offer_id is not None:
                 self.withdraw(car, f"suspended: {reason.value}")
+            if car.owner_mode in ROBOTAXI_MODES and self.robotaxi.look(car, t, self.send, (encoder.sent_at,
+                                                                                            encoder.sim_time)):
+                self.counts["robotaxi_trips"] += 1
             if telemetry and not (dropped and self.fault_rng.random() < dropped):
                 sent += 1
                 self.outbox.append((car.index, Channel.TELEMETRY, encoder.topic(car.vehicle_id, Channel.TELEMETRY),

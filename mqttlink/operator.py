@@ -1,6 +1,7 @@
 """The operator link: the one place operator commands are built, routed and published.
 
-Submit a job, cancel a job, set the matchmaking policy, drive a car away, add cars: the control
+Submit a job, cancel a job, set the matchmaking policy, drive a car away, add cars, set a car's
+owner mode: the control
 room, `fleetroom submit` and the demo's driver all send them through an `OperatorLink`, which
 picks each command's topic from the topic map and its QoS and retain flag from
 `protocol.topics.DELIVERY`, and refuses a command meant for the dispatcher while none is online
@@ -20,11 +21,13 @@ import aiomqtt
 from protocol import AddCars, CancelJob, DriveAway, JobSubmission, MatchPolicy, SetPolicy, Topics, encode, utc_now
 from protocol.base import Message
 from protocol.codec import CHANNEL_KINDS
+from protocol.owners import SetOwnerMode
 from protocol.topics import DELIVERY, Channel
+from protocol.vehicle_messages import OwnerMode
 
 log = logging.getLogger(__name__)
 
-OperatorCommand = JobSubmission | CancelJob | SetPolicy | DriveAway | AddCars
+OperatorCommand = JobSubmission | CancelJob | SetPolicy | DriveAway | AddCars | SetOwnerMode
 Publish = Callable[[str, bytes, int, bool], Awaitable[None]]
 """Publish `payload` on `topic` with `qos` and `retain`, as `aiomqtt.Client.publish` does."""
 
@@ -120,5 +123,11 @@ class OperatorLink:
     async def add_cars(self, count: int, hardware_mix: Mapping[str, float] | None = None) -> AddCars:
         """Ask a fleet process that accepts it to add `count` cars of this hardware mix."""
         command = AddCars(**self.envelope(), count=count, hardware_mix=dict(hardware_mix or {}))
+        await self.send(command)
+        return command
+
+    async def set_owner_mode(self, vehicle_id: str, owner_mode: OwnerMode) -> SetOwnerMode:
+        """Tell the fleet that this car's owner now lets it earn by `owner_mode`."""
+        command = SetOwnerMode(**self.envelope(), vehicle_id=vehicle_id, owner_mode=owner_mode)
         await self.send(command)
         return command

@@ -41,6 +41,7 @@ from protocol.job_messages import (
     ShardResult,
     WaitReason,
 )
+from protocol.owners import CarEarnings, EarningsReport, RobotaxiTrip, SetOwnerMode
 from protocol.topics import DELIVERY, Channel, Delivery, TopicError, TopicInfo, Topics, check_level
 from protocol.vehicle_messages import (
     TELEMETRY_SIGNAL_MAP,
@@ -72,6 +73,7 @@ __all__ = [
     "AddCars",
     "AnyMessage",
     "CancelJob",
+    "CarEarnings",
     "CarState",
     "Channel",
     "ChargeState",
@@ -80,6 +82,7 @@ __all__ = [
     "ConnectionStatus",
     "Delivery",
     "DriveAway",
+    "EarningsReport",
     "FleetSummary",
     "Gear",
     "HardwareGeneration",
@@ -95,6 +98,8 @@ __all__ = [
     "OfferWithdrawal",
     "OwnerMode",
     "ProtocolError",
+    "RobotaxiTrip",
+    "SetOwnerMode",
     "SetPolicy",
     "ShardAssignment",
     "ShardCancel",

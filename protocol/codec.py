@@ -18,6 +18,7 @@ from protocol.job_messages import (
     ShardRefused,
     ShardResult,
 )
+from protocol.owners import CarEarnings, EarningsReport, RobotaxiTrip, SetOwnerMode
 from protocol.topics import Channel, TopicError, TopicInfo, Topics
 from protocol.vehicle_messages import (
     ComputeOffer,
@@ -45,7 +46,11 @@ AnyMessage = Annotated[
     | SetPolicy
     | CancelJob
     | DriveAway
-    | AddCars,
+    | AddCars
+    | RobotaxiTrip
+    | SetOwnerMode
+    | EarningsReport
+    | CarEarnings,
     Field(discriminator="kind"),
 ]
 
@@ -62,7 +67,10 @@ CHANNEL_KINDS: Final[dict[Channel, frozenset[type[Message]]]] = {
     Channel.JOB_STATE: frozenset({JobState}),
     Channel.SUMMARY: frozenset({FleetSummary}),
     Channel.DISPATCHER_CONTROL: frozenset({SetPolicy, CancelJob}),
-    Channel.FLEET_CONTROL: frozenset({DriveAway, AddCars}),
+    Channel.FLEET_CONTROL: frozenset({DriveAway, AddCars, SetOwnerMode}),
+    Channel.TRIPS: frozenset({RobotaxiTrip}),
+    Channel.EARNINGS: frozenset({EarningsReport}),
+    Channel.CAR_EARNINGS: frozenset({CarEarnings}),
 }
 """Which message kinds may appear on which channel."""
 
@@ -104,7 +112,10 @@ def check_on_topic(info: TopicInfo, message: AnyMessage) -> None:
         if isinstance(message, ConnectionStatus) and message.sender != info.client_id:
             raise ProtocolError("sender_mismatch", f"{message.sender} on the topic of {info.client_id}")
         return
-    if info.channel is Channel.COMMANDS:
+    if info.channel is Channel.CAR_EARNINGS:
+        if not isinstance(message, CarEarnings) or message.car.vehicle_id != info.vehicle_id:
+            raise ProtocolError("topic_mismatch", f"earnings of another car on the topic of {info.vehicle_id}")
+    elif info.channel is Channel.COMMANDS:
         target = getattr(message, "vehicle_id", None)
         if target != info.vehicle_id:
             raise ProtocolError("topic_mismatch", f"command for {target} on the topic of {info.vehicle_id}")

@@ -63,6 +63,11 @@ class FleetSummary(Message):
     assignments_running: int = Field(default=0, ge=0)  # active assignments, replicas counted
     messages_received: int = Field(default=0, ge=0)  # MQTT messages handled since the process started
     ingest_backlog: int = Field(default=0, ge=0)  # messages waiting in the inbound queue
+    # owners' money (the ledger's; earnings_gross above is compute only)
+    robotaxi_gross: NonNegative = 0.0  # owners' share of robotaxi fares
+    robotaxi_trips: int = Field(default=0, ge=0)
+    earnings_net: float = Field(default=0.0, allow_inf_nan=False)  # compute + robotaxi - energy cost
+    cars_by_owner_mode: dict[str, int] = Field(default_factory=dict)  # keyed by `OwnerMode` value
 
 
 class SetPolicy(Message):

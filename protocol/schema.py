@@ -31,7 +31,12 @@ CHANNEL_DOCS: dict[Channel, tuple[str, str, str]] = {
                         "The ledger's view of one job; a rejected submission says why here."),
     Channel.SUMMARY: ("dispatcher/summary", "dispatcher", "Fleet aggregates, once a second."),
     Channel.DISPATCHER_CONTROL: ("control/dispatcher", "operator", "Policy changes, job cancellation."),
-    Channel.FLEET_CONTROL: ("control/fleet", "operator", "Drive a car away; add cars."),
+    Channel.FLEET_CONTROL: ("control/fleet", "operator", "Drive a car away; add cars; set a car's owner mode."),
+    Channel.TRIPS: ("vehicles/{vehicleId}/trips", "vehicle", "One paid robotaxi trip; the dispatcher prices it."),
+    Channel.EARNINGS: ("dispatcher/earnings", "dispatcher",
+                       "The ledger's money: fleet, per owner mode, top cars and owners; every few seconds."),
+    Channel.CAR_EARNINGS: ("dispatcher/earnings/cars/{vehicleId}", "dispatcher",
+                           "One car's ledger figures, sent when they change."),
 }
 
 PARAMETERS = {

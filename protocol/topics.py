@@ -6,16 +6,20 @@ Layout under a versioned root (default ``fleetroom/v1``)::
     {root}/vehicles/{vehicle}/telemetry   VehicleTelemetry, QoS 0
     {root}/vehicles/{vehicle}/offer       ComputeOffer | OfferWithdrawal, QoS 1
     {root}/vehicles/{vehicle}/shards      ShardProgress | ShardResult | ShardPreempted | ShardRefused
+    {root}/vehicles/{vehicle}/trips       RobotaxiTrip, QoS 1
     {root}/commands/{vehicle}             ShardAssignment | ShardCancel, written by the dispatcher
     {root}/connections/{client}/status    retained ConnectionStatus, a process's Last Will
     {root}/jobs/submit                    JobSubmission
     {root}/jobs/{job}/state               retained JobState
     {root}/dispatcher/summary             retained FleetSummary, once a second
+    {root}/dispatcher/earnings            retained EarningsReport, every few seconds
+    {root}/dispatcher/earnings/cars/{vehicle}  retained CarEarnings of one car
     {root}/control/dispatcher             SetPolicy | CancelJob
-    {root}/control/fleet                  DriveAway | AddCars
+    {root}/control/fleet                  DriveAway | AddCars | SetOwnerMode
 
 A car writes only below ``{root}/vehicles/{its id}/`` and reads only ``{root}/commands/{its id}``,
-which is what the broker ACL enforces.
+which is what the broker ACL enforces. Per-car earnings sit four levels deep, so that the control
+room's `control_room` filters (every topic up to three levels) leave them out but for the car in view.
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ class Channel(StrEnum):
     SUMMARY = "summary"
     DISPATCHER_CONTROL = "dispatcher_control"
     FLEET_CONTROL = "fleet_control"
+    TRIPS = "trips"
+    EARNINGS = "earnings"
+    CAR_EARNINGS = "car_earnings"
 
 
 _VEHICLE_LEAVES = {
@@ -55,6 +62,7 @@ _VEHICLE_LEAVES = {
     "telemetry": Channel.TELEMETRY,
     "offer": Channel.OFFER,
     "shards": Channel.SHARDS,
+    "trips": Channel.TRIPS,
 }
 VEHICLE_LEAF: dict[Channel, str] = {channel: leaf for leaf, channel in _VEHICLE_LEAVES.items()}
 """The last topic level of each channel a vehicle publishes on."""
@@ -82,6 +90,9 @@ DELIVERY: dict[Channel, Delivery] = {
     Channel.SUMMARY: Delivery(qos=0, retain=True),  # once a second; the next one supersedes a lost one
     Channel.DISPATCHER_CONTROL: Delivery(qos=1, retain=False),
     Channel.FLEET_CONTROL: Delivery(qos=1, retain=False),
+    Channel.TRIPS: Delivery(qos=1, retain=False),  # each trip is money: it must arrive
+    Channel.EARNINGS: Delivery(qos=0, retain=True),  # every few seconds; the next one supersedes a lost one
+    Channel.CAR_EARNINGS: Delivery(qos=1, retain=True),  # sent only when the car's figures change
 }
 
 
@@ -136,6 +147,9 @@ class Topics:
     def shards(self, vehicle_id: str) -> str:
         return self.vehicle(vehicle_id, Channel.SHARDS)
 
+    def trips(self, vehicle_id: str) -> str:
+        return self.vehicle(vehicle_id, Channel.TRIPS)
+
     def vehicle_namespace(self, vehicle_id: str) -> str:
         """The filter covering everything vehicle `vehicle_id` may publish."""
         return f"{self.root}/vehicles/{check_level(vehicle_id, 'vehicle id')}/#"
@@ -160,6 +174,18 @@ class Topics:
         return f"{self.root}/dispatcher/summary"
 
     @property
+    def earnings(self) -> str:
+        return f"{self.root}/dispatcher/earnings"
+
+    def car_earnings(self, vehicle_id: str) -> str:
+        """The retained ledger figures of one car."""
+        return f"{self.root}/dispatcher/earnings/cars/{check_level(vehicle_id, 'vehicle id')}"
+
+    @property
+    def all_car_earnings(self) -> str:
+        return f"{self.root}/dispatcher/earnings/cars/+"
+
+    @property
     def dispatcher_control(self) -> str:
         return f"{self.root}/control/dispatcher"
 
@@ -171,6 +197,11 @@ class Topics:
     @property
     def everything(self) -> str:
         return f"{self.root}/#"
+
+    @property
+    def control_room(self) -> tuple[str, ...]:
+        """Every topic up to three levels below the root: all but the per-car earnings."""
+        return (f"{self.root}/+", f"{self.root}/+/+", f"{self.root}/+/+/+")
 
     def all_vehicles(self, channel: Channel | None = None) -> str:
         """All vehicles' topics, or one channel of every vehicle."""
@@ -212,6 +243,10 @@ class Topics:
                 return TopicInfo(Channel.JOB_STATE, job_id=job)
             case ["dispatcher", "summary"]:
                 return TopicInfo(Channel.SUMMARY)
+            case ["dispatcher", "earnings"]:
+                return TopicInfo(Channel.EARNINGS)
+            case ["dispatcher", "earnings", "cars", vid] if _LEVEL.match(vid):
+                return TopicInfo(Channel.CAR_EARNINGS, vehicle_id=vid)
             case ["control", "dispatcher"]:
                 return TopicInfo(Channel.DISPATCHER_CONTROL)
             case ["control", "fleet"]:

@@ -73,7 +73,8 @@ class OwnerMode(StrEnum):
 
     COMPUTE = "compute"
     ROBOTAXI = "robotaxi"
-    NONE = "none"
+    BOTH = "both"  # robotaxi while riders want rides, compute the rest of the time
+    NONE = "none"  # neither
 
 
 class ComputeState(StrEnum):

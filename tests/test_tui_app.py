@@ -21,11 +21,14 @@ from protocol import (
     JobStatus,
     JobSubmission,
     MatchPolicy,
+    OwnerMode,
     SetPolicy,
     Topics,
     decode,
     encode,
+    utc_now,
 )
+from protocol.owners import CarEarnings, CarMoney, Money
 from tests.support import control_room as cr
 from tests.support.brokers import TestBroker
 from tests.support.waiting import wait_until
@@ -106,10 +109,17 @@ async def test_a_car_appears_changes_state_is_filtered_and_drilled_into(amqtt_br
         assert app.order.ids == ["car-a", "car-b"]
         assert app.query_one(NodeTable).has_focus and not app.query_one("#filter", Input).value
 
+        for vid, net in (("car-a", 2.67), ("car-b", 9.0)):  # the ledger's figures, retained, as the dispatcher sends
+            money = Money(compute_gross=net + 0.4, energy_cost=0.4, net=net)
+            await send(cars, topics.car_earnings(vid), CarEarnings(
+                sender="dispatcher", sent_at=utc_now(), sim_time=utc_now(),
+                car=CarMoney(vehicle_id=vid, owner_id="owner-01", owner_mode=OwnerMode.BOTH, money=money)), retain=True)
         await pilot.press("enter")
         assert isinstance(app.screen, CarScreen) and app.screen.vehicle_id == "car-a"
         await wait_until(lambda: "busy with asg-x" in text_of(app, "#car-body"), what="the car's drill-down")
-        assert "earned 1.50" in text_of(app, "#car-body")
+        await wait_until(lambda: "net 2.67 USD" in text_of(app, "#car-body"), what="the ledger's figures of the car")
+        assert "owner mode both" in text_of(app, "#car-body") and "1.50" not in text_of(app, "#car-body")
+        assert set(app.store.earnings.cars) == {"car-a"}  # only the car in view: car-b's figures are not taken
         await pilot.press("escape")
         assert not isinstance(app.screen, CarScreen)
 

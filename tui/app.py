@@ -39,6 +39,7 @@ from mqttlink import (
 )
 from protocol import JobSubmission, MatchPolicy, Topics, utc_now
 from tui import panels
+from tui.earningsview import EarningsView
 from tui.jobview import JobTable
 from tui.nodeview import NodeOrder, state_strip
 from tui.power import PowerScreen
@@ -76,6 +77,7 @@ class FleetroomApp(App[None]):
         Binding("j", "show_tab('jobs')", "Jobs"),
         Binding("h", "show_tab('history')", "History"),
         Binding("w", "power", "Power and hours", show=False),
+        Binding("e", "show_tab('earnings')", "Earnings"),
         Binding("slash", "filter", "Filter"),
         Binding("r", "resort", "Re-sort", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
@@ -131,6 +133,8 @@ class FleetroomApp(App[None]):
                         yield Label(SPARK_TITLES[name], id=f"label-{name}", classes="spark-label")
                         yield Sparkline([], id=f"spark-{name}")
                 yield Static("", id="hardware", markup=False)
+            with TabPane("Earnings", id="earnings"):
+                yield EarningsView(self.store.earnings, id="earnings-view")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -163,7 +167,8 @@ class FleetroomApp(App[None]):
         self.store.link_changed(event.state.value, event.reason, event.attempt)
 
     async def _session(self, client: aiomqtt.Client) -> None:
-        await client.subscribe(self.topics.everything, qos=1)
+        watched = map(self.topics.car_earnings, self.store.earnings.watched)  # per-car earnings: drilled-into cars
+        await client.subscribe([(topic_filter, 1) for topic_filter in (*self.topics.control_room, *watched)])
         self.client = client
         try:
             count = 0
@@ -292,8 +297,11 @@ class FleetroomApp(App[None]):
             self.set_filter("")
 
     @on(NodeTable.CarSelected)
-    def open_car(self, event: NodeTable.CarSelected) -> None:
+    async def open_car(self, event: NodeTable.CarSelected) -> None:
         self.push_screen(CarScreen(self.store, event.vehicle_id))
+        self.store.earnings.watched.add(event.vehicle_id)
+        if self.client is not None:  # its ledger figures, retained, as long as the session lasts
+            await self.client.subscribe(self.topics.car_earnings(event.vehicle_id), qos=1)
 
     @on(JobTable.JobSelected)
     def open_job(self, event: JobTable.JobSelected) -> None:

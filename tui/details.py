@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from protocol.reference import format_tops
+from tui.earnings import car_money_lines
 from tui.jobs import JobRow
 from tui.store import CarRow, FleetStore
 
@@ -50,7 +51,8 @@ def car_lines(store: FleetStore, vehicle_id: str) -> list[str]:
         f"{confidence}   price {price}",
         f"shard {car.shard or '-'}   job {car.job_id or '-'}   done {car.done_tera_ops:,.0f} of "
         f"{car.work_tera_ops:,.0f} tera-ops   last checkpoint {car.checkpoint_tera_ops:,.0f}",
-        f"earned {car.earned:,.2f}   last event: {car.last_event or '-'}",
+        f"last event: {car.last_event or '-'}",
+        *car_money_lines(store.earnings, vehicle_id),
     ]
     points = store.car_history.get(vehicle_id)
     if points:

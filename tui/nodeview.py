@@ -43,7 +43,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("used", "USED", 7, lambda c: c.tops_in_use, lambda c: _num(c.tops_in_use), right=True),
     Column("shard", "SHARD", 16, lambda c: c.shard, lambda c: c.shard or "-"),
     Column("reason", "NOT COMPUTING BECAUSE", 22, lambda c: c.reason, lambda c: c.reason or "-"),
-    Column("earned", "EARNED", 9, lambda c: c.earned, lambda c: f"{c.earned:,.2f}", right=True),
+    Column("earned", "EARNED", 9, lambda c: c.earned if c.earned is not None else -1.0,
+           lambda c: f"{c.earned:,.2f}" if c.earned is not None else "-", right=True),
 )
 COLUMN_KEYS: tuple[str, ...] = tuple(c.key for c in COLUMNS)
 _BY_KEY = {c.key: c for c in COLUMNS}

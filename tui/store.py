@@ -37,6 +37,8 @@ from protocol import (
     decode_on,
     dispatcher_online,
 )
+from protocol.owners import CarEarnings, EarningsReport
+from tui.earnings import EarningsBook
 from tui.jobs import JobBook
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,7 @@ class CarRow:
     shard: str = ""
     job_id: str = ""
     reason: str = ""
-    earned: float = 0.0
+    earned: float | None = None  # the ledger's gross, when the dispatcher has published it for this car
     gateway: str = ""
     offer_id: str = ""
     price_per_tops_hour: float | None = None
@@ -144,6 +146,7 @@ class FleetStore:
         self.state_counts: Counter[str] = Counter()
         self.hardware_counts: Counter[str] = Counter()
         self.jobs = JobBook()
+        self.earnings = EarningsBook()  # the ledger's money (report, and the car in view)
         self.summary: FleetSummary | None = None
         self.connections: dict[str, ConnectionStatus] = {}
         self.link = LinkStatus()
@@ -206,6 +209,11 @@ class FleetStore:
         elif isinstance(message, ShardProgress | ShardResult | ShardPreempted | ShardRefused):
             assert info.vehicle_id is not None
             self._shard_report(info.vehicle_id, message)
+        elif isinstance(message, EarningsReport | CarEarnings):
+            for car in self.earnings.apply(message):  # the EARNED column is the ledger's gross
+                if (row := self.cars.get(car.vehicle_id)) is not None:
+                    row.earned = car.money.gross
+            self.cars_version += 1
 
     # cars -----------------------------------------------------------------------------------
     def car(self, vehicle_id: str) -> CarRow:
@@ -251,7 +259,6 @@ class FleetStore:
         row.rated_tops = message.rated_tops
         row.tops_in_use = message.tops_in_use
         row.shard = message.shard or ""
-        row.earned = message.earned
         row.reason = message.suspend_reason.value if message.suspend_reason is not None else ""
         self._set_state(row, car_state(Liveness.ONLINE, message, row.state))
         if row.state is CarState.DRIVING and not row.reason:

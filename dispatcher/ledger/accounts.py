@@ -21,6 +21,17 @@ def ensure_car(db: sqlite3.Connection, vehicle_id: str, owner_id: str) -> None:
     db.execute("INSERT OR IGNORE INTO cars(vehicle_id, owner_id) VALUES (?, ?)", (vehicle_id, owner_id))
 
 
+def add_to_mode(db: sqlite3.Connection, vehicle_id: str, **amounts: float) -> None:
+    """Add money (columns of `mode_money`) to what the car earned in the owner mode it is in now."""
+    columns = ", ".join(amounts)
+    db.execute(
+        f"INSERT INTO mode_money(vehicle_id, owner_mode, {columns}) SELECT vehicle_id, owner_mode,"
+        f" {', '.join('?' for _ in amounts)} FROM cars WHERE vehicle_id = ? ON CONFLICT(vehicle_id, owner_mode)"
+        f" DO UPDATE SET {', '.join(f'{c} = {c} + excluded.{c}' for c in amounts)}",
+        (*amounts.values(), vehicle_id),
+    )
+
+
 def charge_energy(db: sqlite3.Connection, vehicle_id: str, energy_kwh: float, price_per_kwh: float) -> None:
     """A car used energy on our work: it counts against its net earnings."""
     cost = energy_kwh * price_per_kwh
@@ -30,6 +41,7 @@ def charge_energy(db: sqlite3.Connection, vehicle_id: str, energy_kwh: float, pr
     )
     add_total(db, "energy_kwh", energy_kwh)
     add_total(db, "energy_cost", cost)
+    add_to_mode(db, vehicle_id, energy_cost=cost)
 
 
 def pay(db: sqlite3.Connection, job_id: str, vehicle_id: str, tera_ops: float, price: float) -> None:
@@ -40,6 +52,7 @@ def pay(db: sqlite3.Connection, job_id: str, vehicle_id: str, tera_ops: float, p
         (tera_ops, gross, vehicle_id),
     )
     db.execute("UPDATE jobs SET cost = cost + ? WHERE job_id = ?", (gross, job_id))
+    add_to_mode(db, vehicle_id, tera_ops=tera_ops, compute_gross=gross)
     add_total(db, "earnings_gross", gross)
     add_total(db, "work_done", tera_ops)
 

@@ -1,7 +1,9 @@
 """The ledger's tables, and opening a SQLite file (WAL) with them, older ledgers brought up to date.
 
 Status columns hold the values of the enums in `dispatcher.records`; `assignments.paid` holds a
-`Payment`. `offers` keeps each car's last accepted `ComputeOffer` as it arrived (JSON), so that a
+`Payment`. `trips` keeps each robotaxi trip booked (once), `mode_money` what each car earned and
+spent in each owner mode and how long it spent in it (`cars.mode_since_s` opens the current
+stretch). `offers` keeps each car's last accepted `ComputeOffer` as it arrived (JSON), so that a
 restarted dispatcher knows the offers that still stand.
 """
 
@@ -43,16 +45,32 @@ CREATE TABLE IF NOT EXISTS cars(
 CREATE TABLE IF NOT EXISTS totals(name TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS offers(vehicle_id TEXT PRIMARY KEY, offer TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rejections(reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS trips(
+  vehicle_id TEXT NOT NULL, trip_id TEXT NOT NULL, fare REAL NOT NULL, owner_income REAL NOT NULL,
+  paid_km REAL NOT NULL, empty_km REAL NOT NULL, duration_s REAL NOT NULL, energy_kwh REAL NOT NULL,
+  at_s REAL NOT NULL, PRIMARY KEY(vehicle_id, trip_id));
+CREATE TABLE IF NOT EXISTS mode_money(
+  vehicle_id TEXT NOT NULL, owner_mode TEXT NOT NULL, seconds REAL NOT NULL DEFAULT 0,
+  tera_ops REAL NOT NULL DEFAULT 0, compute_gross REAL NOT NULL DEFAULT 0,
+  robotaxi_gross REAL NOT NULL DEFAULT 0, energy_cost REAL NOT NULL DEFAULT 0,
+  robotaxi_trips INTEGER NOT NULL DEFAULT 0, robotaxi_km REAL NOT NULL DEFAULT 0,
+  PRIMARY KEY(vehicle_id, owner_mode));
 CREATE TABLE IF NOT EXISTS clock(id INTEGER PRIMARY KEY CHECK (id = 1), sim_s REAL NOT NULL, unix_s REAL NOT NULL);
 """
 ADDED_COLUMNS = (  # columns a ledger written by an older version lacks: added on open
     ("shards", "paid_work REAL NOT NULL DEFAULT 0"),
     ("assignments", "assigned_at REAL NOT NULL DEFAULT 0"),
     ("assignments", "heard_at REAL NOT NULL DEFAULT 0"),
+    # the owner's money: the car's mode (and since when, NULL until its telemetry said), robotaxi income
+    ("cars", "owner_mode TEXT NOT NULL DEFAULT 'compute'"),
+    ("cars", "mode_since_s REAL"),
+    ("cars", "robotaxi_gross REAL NOT NULL DEFAULT 0"),
+    ("cars", "robotaxi_km REAL NOT NULL DEFAULT 0"),
+    ("cars", "robotaxi_trips INTEGER NOT NULL DEFAULT 0"),
 )
 TOTALS = (
     "shards_completed", "work_done", "preemptions", "redone", "wrong_results",
-    "earnings_gross", "energy_kwh", "energy_cost",
+    "earnings_gross", "energy_kwh", "energy_cost", "robotaxi_gross", "robotaxi_trips", "robotaxi_km",
 )
 
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dispatcher.credit import Moment
-from dispatcher.ledger import job_events, result_events, rows, shard_events
+from dispatcher.ledger import earnings, job_events, result_events, rows, shard_events
 from dispatcher.ledger.accounts import count_rejection
 from dispatcher.ledger.reports import job_report
 from dispatcher.ledger.schema import open_ledger_file
@@ -34,6 +34,8 @@ from dispatcher.records import (
     Statement,
 )
 from protocol.job_messages import JobStatus, JobSubmission, ShardPreempted, ShardResult
+from protocol.owners import RobotaxiTrip
+from protocol.vehicle_messages import OwnerMode
 
 
 class Ledger:
@@ -193,6 +195,17 @@ class Ledger:
             " FROM cars GROUP BY owner_id ORDER BY SUM(gross) DESC"
         )
         return [Statement(str(o), float(t) / 3600.0, float(g), float(e), float(c)) for o, t, g, e, c in found]
+
+    def set_owner_modes(self, changes: list[tuple[str, str, OwnerMode]], now_s: float) -> None:
+        """Record each (car, owner, owner mode) from `now_s` on; see `earnings.set_modes`."""
+        with self.transaction() as db:
+            earnings.set_modes(db, changes, now_s)
+
+    def record_trip(self, vehicle_id: str, owner_id: str, trip: RobotaxiTrip, energy_price: float,
+                    now_s: float) -> float | None:
+        """Book a robotaxi trip once; the owner's income from it, None if refused (counted) or a duplicate."""
+        with self.transaction() as db:
+            return earnings.record_trip(db, vehicle_id, owner_id, trip, energy_price, now_s)
 
     def car_record(self, vehicle_id: str) -> CarRecord:
         """(valid results, wrong results, reliability) of a car."""

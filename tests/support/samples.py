@@ -36,6 +36,7 @@ from protocol import (
     VehicleTelemetry,
     WaitReason,
 )
+from protocol.owners import CarEarnings, CarMoney, EarningsReport, ModeMoney, Money, RobotaxiTrip, SetOwnerMode
 
 T0 = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
 DIGEST = "ab" * 16
@@ -100,4 +101,14 @@ def all_samples() -> list[AnyMessage]:
         CancelJob(**env("operator"), job_id="job-1"),
         DriveAway(**env("operator"), vehicle_id=car),
         AddCars(**env("operator"), count=100, hardware_mix={"HW5": 0.5, "HW6": 0.5}),
+        RobotaxiTrip(**env(car), trip_id=f"{car}-t1", paid_km=9.0, empty_km=3.6, duration_s=1080.0, energy_kwh=2.2),
+        SetOwnerMode(**env("operator"), vehicle_id=car, owner_mode=OwnerMode.BOTH),
+        CarEarnings(**env("dispatcher"), car=CarMoney(vehicle_id=car, owner_id="owner-01", owner_mode=OwnerMode.BOTH,
+                                                      money=Money(compute_gross=3.07, energy_cost=0.4, net=2.67))),
+        EarningsReport(**env("dispatcher"), fleet=Money(compute_gross=3.07, energy_cost=0.4, net=2.67), cars=1,
+                       owners=1, by_mode=[ModeMoney(owner_mode=OwnerMode.COMPUTE, cars=1, car_days=1.0,
+                                                    money=Money(compute_gross=3.07, energy_cost=0.4, net=2.67),
+                                                    net_per_car_day=2.67, net_per_car_month=80.1,
+                                                    payment_share=0.11)],
+                       top_cars=[], top_owners=[]),
     ]

@@ -1,0 +1,96 @@
+"""The owners' money as the dispatcher sees it: modes heard, trips booked, earnings published from the ledger.
+
+Owner modes arrive with each car's telemetry; only changes reach the ledger, in one transaction
+per tick. What the control room shows is published from the ledger alone: a retained
+`EarningsReport` (fleet, per mode, top cars and owners: its size does not grow with the fleet)
+and, for each car whose figures changed, its retained `CarEarnings` (at most `max_cars_per_flush`
+a time, the rest next time), which the control room reads only for the car in view.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+
+from dispatcher.clock import LedgerClock
+from dispatcher.ledger import Ledger
+from dispatcher.ledger import earnings as book
+from dispatcher.registry import Registry
+from dispatcher.views import SENDER, Out
+from protocol.base import utc_now
+from protocol.owners import CarEarnings, EarningsReport, RobotaxiTrip
+from protocol.topics import Channel, Topics
+from protocol.vehicle_messages import OwnerMode
+
+
+class OwnersMoney:
+    """Keeps owner modes and robotaxi trips in the ledger and builds the earnings messages from it."""
+
+    def __init__(self, ledger: Ledger, topics: Topics, registry: Registry, clock: LedgerClock, *,
+                 energy_price: float, top_cars: int = 100, top_owners: int = 50,
+                 max_cars_per_flush: int = 2_000) -> None:
+        self.ledger, self.topics, self.registry, self.clock = ledger, topics, registry, clock
+        self.energy_price, self.top_cars, self.top_owners = energy_price, top_cars, top_owners
+        self.max_cars_per_flush = max_cars_per_flush
+        self.modes: dict[str, OwnerMode] = {}  # as last heard from each car
+        self.by_mode: Counter[OwnerMode] = Counter()
+        self._pending: dict[str, OwnerMode] = {}  # heard, not yet in the ledger
+        self.changed: set[str] = set()  # cars whose ledger figures changed since their last message
+
+    def saw_mode(self, vehicle_id: str, mode: OwnerMode) -> None:
+        """A car's telemetry named its owner mode: keep it if it changed."""
+        old = self.modes.get(vehicle_id)
+        if old is mode:
+            return
+        if old is not None:
+            self.by_mode[old] -= 1
+        self.by_mode[mode] += 1
+        self.modes[vehicle_id] = self._pending[vehicle_id] = mode
+        self.changed.add(vehicle_id)
+
+    def flush_modes(self) -> None:
+        """Write the mode changes heard since the last flush, in one transaction."""
+        if not self._pending:
+            return
+        changes = [(vid, self.registry.car(vid).owner, mode) for vid, mode in self._pending.items()]
+        self._pending.clear()
+        self.ledger.set_owner_modes(changes, self.clock.now_s)
+
+    def trip(self, vehicle_id: str, trip: RobotaxiTrip) -> None:
+        """Book a reported trip (refused ones are counted in the ledger)."""
+        if vehicle_id in self._pending:
+            self.flush_modes()  # the mode the car was in when it drove must be in the ledger first
+        owner = self.registry.car(vehicle_id).owner
+        if self.ledger.record_trip(vehicle_id, owner, trip, self.energy_price, self.clock.now_s) is not None:
+            self.changed.add(vehicle_id)
+
+    def paid(self, vehicle_id: str) -> None:
+        """The ledger paid or charged this car: its figures are to be published again."""
+        self.changed.add(vehicle_id)
+
+    def mode_counts(self) -> dict[str, int]:
+        return {mode.value: n for mode, n in self.by_mode.items() if n > 0}
+
+    def report(self, sim_time: datetime) -> EarningsReport:
+        """The ledger's earnings: fleet, per mode, top cars and owners."""
+        db = self.ledger.db
+        cars, owners = book.counts(db)
+        return EarningsReport(
+            sender=SENDER, sent_at=utc_now(), sim_time=sim_time, fleet=book.fleet_money(db), cars=cars,
+            owners=owners, by_mode=book.modes_money(db, self.clock.now_s),
+            top_cars=book.cars_money(db, self.top_cars), top_owners=book.owners_money(db, self.top_owners),
+        )
+
+    def messages(self, sim_now: Callable[[], datetime]) -> list[Out]:
+        """The report and the changed cars' own messages, to publish."""
+        self.flush_modes()
+        sim_time = sim_now()
+        outs = [Out.on(Channel.EARNINGS, self.topics.earnings, self.report(sim_time))]
+        for _ in range(min(len(self.changed), self.max_cars_per_flush)):
+            vid = self.changed.pop()
+            car = book.car_money(self.ledger.db, vid)
+            if car is not None:
+                message = CarEarnings(sender=SENDER, sent_at=utc_now(), sim_time=sim_time, car=car)
+                outs.append(Out.on(Channel.CAR_EARNINGS, self.topics.car_earnings(vid), message))
+        return outs

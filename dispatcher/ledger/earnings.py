@@ -1,0 +1,160 @@
+"""The owner's money in the ledger: robotaxi trips booked, owner modes kept, and earnings read per car,
+owner, mode and for the fleet.
+
+Robotaxi income is the owner's share of the fare that `protocol.owners.fare_for` gives for the
+trip the car reported; its driving energy is charged like compute energy, so that net is always
+gross (compute + robotaxi) minus energy cost, from the same rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+
+from dispatcher.ledger.accounts import add_to_mode, add_total, charge_energy, count_rejection, ensure_car
+from protocol.owners import (
+    CAR_PAYMENT,
+    DAYS_PER_MONTH,
+    MAX_TRIP_KMH,
+    ROBOTAXI_MODES,
+    CarMoney,
+    ModeMoney,
+    Money,
+    OwnerMoney,
+    RobotaxiTrip,
+    fare_for,
+    owner_income_for,
+)
+from protocol.vehicle_messages import OwnerMode
+
+MONEY_COLUMNS = ("SUM(tera_ops), SUM(gross), SUM(robotaxi_gross), SUM(energy_cost), SUM(robotaxi_trips),"
+                 " SUM(robotaxi_km)")
+DAY_S = 86400.0
+
+
+def money(tera_ops: float | None, compute: float | None, robotaxi: float | None, energy: float | None,
+          trips: float | None, km: float | None) -> Money:
+    """A `Money` from the ledger's columns (SUMs over no rows are NULL: zero)."""
+    compute_gross, robotaxi_gross, energy_cost = float(compute or 0), float(robotaxi or 0), float(energy or 0)
+    return Money(compute_gross=compute_gross, robotaxi_gross=robotaxi_gross, energy_cost=energy_cost,
+                 net=compute_gross + robotaxi_gross - energy_cost, compute_tops_hours=float(tera_ops or 0) / 3600.0,
+                 robotaxi_trips=int(trips or 0), robotaxi_km=float(km or 0))
+
+
+# changes ---------------------------------------------------------------------------------------
+def set_modes(db: sqlite3.Connection, changes: Iterable[tuple[str, str, OwnerMode]], now_s: float) -> None:
+    """Record each (car, owner, mode) from `now_s` on, closing the time spent in the car's previous mode.
+
+    A car first booked as its own owner takes the owner its status named since."""
+    for vehicle_id, owner_id, mode in changes:
+        ensure_car(db, vehicle_id, owner_id)
+        if owner_id != vehicle_id:  # an owner heard after the car's first payment
+            db.execute("UPDATE cars SET owner_id = ? WHERE vehicle_id = ? AND owner_id = vehicle_id",
+                       (owner_id, vehicle_id))
+        old, since = db.execute("SELECT owner_mode, mode_since_s FROM cars WHERE vehicle_id = ?",
+                                (vehicle_id,)).fetchone()
+        if since is not None and old == mode.value:
+            continue
+        if since is not None:
+            add_to_mode(db, vehicle_id, seconds=max(0.0, now_s - float(since)))
+        db.execute("UPDATE cars SET owner_mode = ?, mode_since_s = ? WHERE vehicle_id = ?",
+                   (mode.value, now_s, vehicle_id))
+
+
+def trip_refusal(db: sqlite3.Connection, vehicle_id: str, trip: RobotaxiTrip) -> str | None:
+    """Why a reported trip cannot be booked, or None."""
+    if (trip.paid_km + trip.empty_km) / trip.duration_s * 3600.0 > MAX_TRIP_KMH:
+        return "trip_too_fast"
+    row = db.execute("SELECT owner_mode FROM cars WHERE vehicle_id = ?", (vehicle_id,)).fetchone()
+    if row is None or OwnerMode(row[0]) not in ROBOTAXI_MODES:
+        return "trip_not_in_robotaxi_mode"
+    return None
+
+
+def record_trip(db: sqlite3.Connection, vehicle_id: str, owner_id: str, trip: RobotaxiTrip,
+                energy_price: float, now_s: float) -> float | None:
+    """Book a trip once: the owner's share of its fare, its energy; returns the income, None if not booked."""
+    ensure_car(db, vehicle_id, owner_id)
+    refusal = trip_refusal(db, vehicle_id, trip)
+    if refusal is not None:
+        count_rejection(db, refusal)
+        return None
+    fare, income = fare_for(trip.paid_km, trip.duration_s), owner_income_for(trip.paid_km, trip.duration_s)
+    km = trip.paid_km + trip.empty_km
+    added = db.execute("INSERT OR IGNORE INTO trips VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (vehicle_id, trip.trip_id, fare, income, trip.paid_km, trip.empty_km, trip.duration_s,
+                        trip.energy_kwh, now_s))
+    if added.rowcount == 0:
+        return None  # a QoS 1 duplicate: booked already
+    db.execute("UPDATE cars SET robotaxi_gross = robotaxi_gross + ?, robotaxi_km = robotaxi_km + ?,"
+               " robotaxi_trips = robotaxi_trips + 1 WHERE vehicle_id = ?", (income, km, vehicle_id))
+    add_to_mode(db, vehicle_id, robotaxi_gross=income, robotaxi_trips=1, robotaxi_km=km)
+    for name, amount in (("robotaxi_gross", income), ("robotaxi_trips", 1.0), ("robotaxi_km", km)):
+        add_total(db, name, amount)
+    charge_energy(db, vehicle_id, trip.energy_kwh, energy_price)
+    return income
+
+
+# reading ---------------------------------------------------------------------------------------
+CAR_COLUMNS = ("vehicle_id, owner_id, owner_mode, tera_ops, gross, robotaxi_gross, energy_cost, robotaxi_trips,"
+               " robotaxi_km")
+NET = "(gross + robotaxi_gross - energy_cost)"
+
+
+def _car(row: tuple[object, ...]) -> CarMoney:
+    vehicle_id, owner_id, mode, *figures = row
+    return CarMoney(vehicle_id=str(vehicle_id), owner_id=str(owner_id), owner_mode=OwnerMode(str(mode)),
+                    money=money(*figures))  # type: ignore[arg-type]
+
+
+def car_money(db: sqlite3.Connection, vehicle_id: str) -> CarMoney | None:
+    """One car's money, None if the ledger has never heard of it."""
+    row = db.execute(f"SELECT {CAR_COLUMNS} FROM cars WHERE vehicle_id = ?", (vehicle_id,)).fetchone()
+    return None if row is None else _car(row)
+
+
+def cars_money(db: sqlite3.Connection, limit: int | None = None) -> list[CarMoney]:
+    """Cars by net earnings, highest first (ties by id); all of them without `limit`."""
+    found = db.execute(f"SELECT {CAR_COLUMNS} FROM cars ORDER BY {NET} DESC, vehicle_id LIMIT ?",
+                       (-1 if limit is None else limit,))
+    return [_car(row) for row in found]
+
+
+def owners_money(db: sqlite3.Connection, limit: int | None = None) -> list[OwnerMoney]:
+    """Owners by net earnings over their cars, highest first."""
+    found = db.execute(
+        f"SELECT owner_id, COUNT(*), {MONEY_COLUMNS} FROM cars GROUP BY owner_id"
+        f" ORDER BY SUM{NET} DESC, owner_id LIMIT ?", (-1 if limit is None else limit,))
+    return [OwnerMoney(owner_id=str(o), cars=int(n), money=money(*rest)) for o, n, *rest in found]
+
+
+def counts(db: sqlite3.Connection) -> tuple[int, int]:
+    """(cars, owners) the ledger knows."""
+    cars, owners = db.execute("SELECT COUNT(*), COUNT(DISTINCT owner_id) FROM cars").fetchone()
+    return int(cars), int(owners)
+
+
+def fleet_money(db: sqlite3.Connection) -> Money:
+    """The fleet's money: the sum over every car."""
+    return money(*db.execute(f"SELECT {MONEY_COLUMNS} FROM cars").fetchone())
+
+
+def modes_money(db: sqlite3.Connection, now_s: float) -> list[ModeMoney]:
+    """What cars earned in each owner mode, per car-day and car-month of that mode, against the car payment."""
+    cars_now = dict(db.execute("SELECT owner_mode, COUNT(*) FROM cars GROUP BY owner_mode").fetchall())
+    open_s = dict(db.execute("SELECT owner_mode, SUM(MAX(0, ? - mode_since_s)) FROM cars"
+                             " WHERE mode_since_s IS NOT NULL GROUP BY owner_mode", (now_s,)).fetchall())
+    found = {str(mode): (float(seconds or 0), rest) for mode, seconds, *rest in db.execute(
+        f"SELECT owner_mode, SUM(seconds), {MONEY_COLUMNS.replace('SUM(gross)', 'SUM(compute_gross)')}"
+        " FROM mode_money GROUP BY owner_mode")}
+    out = []
+    for mode in OwnerMode:
+        seconds, figures = found.get(mode.value, (0.0, (None,) * 6))
+        car_days = (seconds + float(open_s.get(mode.value) or 0)) / DAY_S
+        mode_money = money(*figures)
+        per_day = mode_money.net / car_days if car_days > 0 else 0.0
+        per_month = per_day * DAYS_PER_MONTH.value
+        out.append(ModeMoney(owner_mode=mode, cars=int(cars_now.get(mode.value, 0)), car_days=car_days,
+                             money=mode_money, net_per_car_day=per_day, net_per_car_month=per_month,
+                             payment_share=per_month / CAR_PAYMENT.value))
+    return out
