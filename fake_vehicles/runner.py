@@ -21,12 +21,14 @@ import paho.mqtt.client as mqtt
 
 from fake_vehicles.commands import CommandHandler
 from fake_vehicles.fleet import Fleet, LinkEvent
+from fake_vehicles.fleet_telemetry import FleetTelemetryEncoder, Record
 from fake_vehicles.network import Link, Net, Will, settled
 from fake_vehicles.rivals import NameGuard, Verdict, new_instance
 from mqttlink import BrokerUrl, silent_close_hint
 from protocol.base import utc_now
 from protocol.clock import SimClock
-from protocol.topics import DELIVERY, Channel
+from protocol.fleet_telemetry import CONNECTIVITY_DELIVERY
+from protocol.topics import DELIVERY, Channel, Delivery
 from protocol.vehicle_messages import ConnectionStatus, Liveness
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class RunSettings:
     duration_s: float | None = None
     progress_every_s: float = 5.0
     progress_out: TextIO = sys.stderr
+    fleet_telemetry: FleetTelemetryEncoder | None = None  # also publish fleet-telemetry records
 
 
 class Runner:
@@ -156,6 +159,8 @@ class Runner:
     def _claimed(self, link: Link) -> None:
         self.heartbeat()
         if link.connects > 1 and not self.settings.per_car:
+            if self.settings.fleet_telemetry is not None:
+                self.settings.fleet_telemetry.forget_all()
             log.info("%s: reconnected; announcing %d cars again", self.settings.gateway_id, len(self.fleet.cars))
             self.announced_at = utc_now()
             self.fleet.reannounce_all()
@@ -178,6 +183,8 @@ class Runner:
         """A car's connection is up: it announces itself (anything sent before was not published)."""
         car = self.fleet.by_id.get(link.name)
         if car is not None:
+            if self.settings.fleet_telemetry is not None and link.connects > 1:
+                self.settings.fleet_telemetry.lost(car.vehicle_id)
             self.announced_at = utc_now()
             self.fleet.reannounce(car, "reconnected" if link.connects > 1 else link.hello)
 
@@ -203,6 +210,8 @@ class Runner:
         events = self.fleet.link_events
         while events:
             event, index = events.popleft()
+            if event is LinkEvent.DROP:
+                self._vanished(index)
             if not self.settings.per_car:
                 continue
             if event is LinkEvent.OPEN:
@@ -211,6 +220,19 @@ class Runner:
                 link = self.car_links.get(index)
                 if link is not None:
                     link.drop()
+
+    def _vanished(self, index: int) -> None:
+        """A car went silent: fleet-telemetry's server would publish its DISCONNECTED; the process's connection does."""
+        ft = self.settings.fleet_telemetry
+        if ft is not None and self.speaking():
+            event = ft.disconnected(self.fleet.cars[index].vehicle_id, self.fleet.encoder.sim_time)
+            self.published += self._publish_records(self.gateway, [event] if event else [], CONNECTIVITY_DELIVERY)
+
+    @staticmethod
+    def _publish_records(link: Link, records: list[Record], delivery: Delivery) -> int:
+        for topic, payload in records:
+            link.publish(topic, payload, delivery.qos, delivery.retain)
+        return len(records)
 
     def _open_car(self, index: int) -> None:
         car = self.fleet.cars[index]
@@ -245,6 +267,8 @@ class Runner:
         gateway = None if self.settings.per_car else self.gateway
         gateway_up = self.speaking()
         links = self.car_links
+        ft = self.settings.fleet_telemetry
+        sim_time = self.fleet.encoder.sim_time
         n = 0
         while outbox:
             index, channel, topic, payload = outbox.popleft()
@@ -258,6 +282,8 @@ class Runner:
             delivery = DELIVERY[channel]
             link.publish(topic, payload, delivery.qos, delivery.retain)
             n += 1
+            if ft is not None:
+                n += self._publish_records(link, *ft.following(self.fleet.cars[index], channel, sim_time))
         self.published += n
         self.net.flush()
 
@@ -335,7 +361,7 @@ class Runner:
         QoS 1 acknowledgements come back in order on each connection, so waiting for the last
         message of each connection is waiting for all of them.
         """
-        f = self.fleet
+        f, ft = self.fleet, self.settings.fleet_telemetry
         f.encoder.stamp(utc_now(), self.sim_now())
         deadline = time.monotonic() + max(GOODBYE_TIMEOUT_S, len(f.cars) / 20_000)
         last: dict[Link, mqtt.MQTTMessageInfo] = {}
@@ -347,6 +373,10 @@ class Runner:
                 if link is not None and link.connected:
                     delivery = DELIVERY[channel]
                     last[link] = link.publish(topic, payload, delivery.qos, delivery.retain)
+                    if ft is not None:  # each DISCONNECTED after its car's offline status
+                        records, delivery = ft.following(f.cars[index], channel, f.encoder.sim_time, leaving=True)
+                        for record_topic, record in records:
+                            last[link] = link.publish(record_topic, record, delivery.qos, delivery.retain)
             self.net.flush()
             while self.net.backlogged and time.monotonic() < deadline:
                 self.net.poll(0.02)
