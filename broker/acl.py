@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from protocol.fleet_telemetry import default_base
 from protocol.identity import Role, role_of
 from protocol.topics import Topics
 
@@ -32,8 +33,10 @@ def rules_for(topics: Topics) -> dict[Role, RoleRules]:
     """Every role's rules under `topics`' root."""
     r = topics.root
     own_status = f"{r}/connections/%u/status"
-    own_car = tuple(f"{r}/vehicles/%u/{leaf}" for leaf in VEHICLE_LEAVES)
-    any_car = tuple(f"{r}/vehicles/+/{leaf}" for leaf in VEHICLE_LEAVES)
+    # fleet-telemetry records (`--telemetry-format fleet-telemetry`): a car's fields and connectivity, never retained
+    ft = default_base(topics)
+    own_car = (*(f"{r}/vehicles/%u/{leaf}" for leaf in VEHICLE_LEAVES), f"{ft}/%u/v/+", f"{ft}/%u/connectivity")
+    any_car = (*(f"{r}/vehicles/+/{leaf}" for leaf in VEHICLE_LEAVES), f"{ft}/+/v/+", f"{ft}/+/connectivity")
     earnings = (f"{r}/dispatcher/earnings", f"{r}/dispatcher/earnings/cars/+")
     return {
         Role.VEHICLE: RoleRules(publish=own_car, read=(f"{r}/commands/%u",), retain=(f"{r}/vehicles/%u/status",)),
@@ -44,15 +47,15 @@ def rules_for(topics: Topics) -> dict[Role, RoleRules]:
         ),
         Role.DISPATCHER: RoleRules(
             publish=(f"{r}/commands/+", f"{r}/jobs/+/state", f"{r}/dispatcher/summary", *earnings, own_status),
-            read=(f"{r}/#",),
+            read=(f"{r}/#", f"{ft}/#"),
             retain=(f"{r}/jobs/+/state", f"{r}/dispatcher/summary", *earnings, own_status),
         ),
         Role.OPERATOR: RoleRules(
             publish=(f"{r}/jobs/submit", f"{r}/control/dispatcher", f"{r}/control/fleet", own_status),
-            read=(f"{r}/#",),
+            read=(f"{r}/#", f"{ft}/#"),
             retain=(own_status,),
         ),
-        Role.OBSERVER: RoleRules(publish=(), read=(f"{r}/#",)),
+        Role.OBSERVER: RoleRules(publish=(), read=(f"{r}/#", f"{ft}/#")),
     }
 
 

@@ -43,6 +43,12 @@ LOW_MARGIN = 0.02  # stop offering this close to the reserve
 OWNER_MODE_SHARES = ((0.8, 0), (0.1, 1), (0.1, 2))  # assumption: compute, robotaxi, none
 OWNER_MODES = (OwnerMode.COMPUTE, OwnerMode.ROBOTAXI, OwnerMode.NONE)
 MODEL_SHARES = [(m.share, i) for i, m in enumerate(CAR_MODELS)]
+# Assumption: a car has been driven about 21,700 km a year (the US FHWA's average of about 13,500
+# miles per driver), give or take half, for its age; the age follows the hardware it carries
+# (HW3 shipped 2019-2023, HW4 from 2023; HW5 and HW6 are the essay's coming hardware: new cars).
+TYPICAL_ANNUAL_KM = 21_700.0
+AGE_YEARS = {HardwareGeneration.HW3: (2.0, 7.0), HardwareGeneration.HW4: (0.0, 3.0),
+             HardwareGeneration.HW5: (0.0, 1.0), HardwareGeneration.HW6: (0.0, 0.5)}
 
 
 class Defect(StrEnum):
@@ -60,6 +66,12 @@ class CarEvent(StrEnum):
     OWNER_BACK = "owner_back"  # the owner unlocks the car shortly before driving off
     DEPART = "depart"
     ARRIVE = "arrive"
+
+
+def initial_odometer_km(generation: HardwareGeneration, rng: random.Random) -> float:
+    """A plausible odometer for a car of this hardware when the simulation starts: its age times a yearly distance."""
+    low, high = AGE_YEARS.get(generation, (0.0, 3.0))
+    return round(rng.uniform(low, high) * TYPICAL_ANNUAL_KM * rng.uniform(0.5, 1.5), 1)
 
 
 class Car:
@@ -113,6 +125,7 @@ class Car:
         markup = rng.uniform(1.5, 3.0)
         car.price = hardware.compute_power_kw / hardware.tops * ELECTRICITY_PRICE_PER_KWH * markup
         car.region = rng.randrange(4)
+        car.odometer_km = initial_odometer_km(hardware.generation, rng)  # drawn last: earlier traits unchanged
         car.place_at(t, rng)
         return car
 

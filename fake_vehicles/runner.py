@@ -23,13 +23,15 @@ import paho.mqtt.client as mqtt
 
 from fake_vehicles.commands import CommandHandler
 from fake_vehicles.fleet import Fleet, LinkEvent
+from fake_vehicles.fleet_telemetry import FleetTelemetryEncoder, Record
 from fake_vehicles.metrics import FleetMetrics, take_snapshot
 from fake_vehicles.network import Link, Net, Will, settled
 from fake_vehicles.rivals import NameGuard, Verdict, new_instance
 from mqttlink import BrokerUrl, silent_close_hint
 from protocol.base import utc_now
 from protocol.clock import SimClock
-from protocol.topics import DELIVERY, Channel
+from protocol.fleet_telemetry import CONNECTIVITY_DELIVERY
+from protocol.topics import DELIVERY, Channel, Delivery
 from protocol.vehicle_messages import ConnectionStatus, Liveness
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ class RunSettings:
     progress_out: TextIO = sys.stderr
     metrics_port: int | None = None  # serve /metrics on this port (0: any free one); None: not at all
     metrics_host: str = "127.0.0.1"
+    fleet_telemetry: FleetTelemetryEncoder | None = None  # also publish fleet-telemetry records
 
 
 class Runner:
@@ -181,6 +184,8 @@ class Runner:
     def _claimed(self, link: Link) -> None:
         self.heartbeat()
         if link.connects > 1 and not self.settings.per_car:
+            if self.settings.fleet_telemetry is not None:
+                self.settings.fleet_telemetry.forget_all()
             log.info("%s: reconnected; announcing %d cars again", self.settings.gateway_id, len(self.fleet.cars))
             self.announced_at = utc_now()
             self.fleet.reannounce_all()
@@ -204,6 +209,8 @@ class Runner:
         car = self.fleet.by_id.get(link.name)
         self.reconnects += link.connects > 1
         if car is not None:
+            if self.settings.fleet_telemetry is not None and link.connects > 1:
+                self.settings.fleet_telemetry.lost(car.vehicle_id)
             self.announced_at = utc_now()
             self.fleet.reannounce(car, "reconnected" if link.connects > 1 else link.hello)
 
@@ -229,6 +236,8 @@ class Runner:
         events = self.fleet.link_events
         while events:
             event, index = events.popleft()
+            if event is LinkEvent.DROP:
+                self._vanished(index)
             if not self.settings.per_car:
                 continue
             if event is LinkEvent.OPEN:
@@ -237,6 +246,19 @@ class Runner:
                 link = self.car_links.get(index)
                 if link is not None:
                     link.drop()
+
+    def _vanished(self, index: int) -> None:
+        """A car went silent: fleet-telemetry's server would publish its DISCONNECTED; the process's connection does."""
+        ft = self.settings.fleet_telemetry
+        if ft is not None and self.speaking():
+            event = ft.disconnected(self.fleet.cars[index].vehicle_id, self.fleet.encoder.sim_time)
+            self.published += self._publish_records(self.gateway, [event] if event else [], CONNECTIVITY_DELIVERY)
+
+    @staticmethod
+    def _publish_records(link: Link, records: list[Record], delivery: Delivery) -> int:
+        for topic, payload in records:
+            link.publish(topic, payload, delivery.qos, delivery.retain)
+        return len(records)
 
     def _open_car(self, index: int) -> None:
         car = self.fleet.cars[index]
@@ -271,6 +293,8 @@ class Runner:
         gateway = None if self.settings.per_car else self.gateway
         gateway_up = self.speaking()
         links = self.car_links
+        ft = self.settings.fleet_telemetry
+        sim_time = self.fleet.encoder.sim_time
         n = 0
         while outbox:
             index, channel, topic, payload = outbox.popleft()
@@ -285,6 +309,8 @@ class Runner:
             link.publish(topic, payload, delivery.qos, delivery.retain)
             self.published_by_channel[channel] += 1
             n += 1
+            if ft is not None:
+                n += self._publish_records(link, *ft.following(self.fleet.cars[index], channel, sim_time))
         self.published += n
         self.net.flush()
 
@@ -364,7 +390,7 @@ class Runner:
         QoS 1 acknowledgements come back in order on each connection, so waiting for the last
         message of each connection is waiting for all of them.
         """
-        f = self.fleet
+        f, ft = self.fleet, self.settings.fleet_telemetry
         f.encoder.stamp(utc_now(), self.sim_now())
         deadline = time.monotonic() + max(GOODBYE_TIMEOUT_S, len(f.cars) / 20_000)
         last: dict[Link, mqtt.MQTTMessageInfo] = {}
@@ -376,6 +402,10 @@ class Runner:
                 if link is not None and link.connected:
                     delivery = DELIVERY[channel]
                     last[link] = link.publish(topic, payload, delivery.qos, delivery.retain)
+                    if ft is not None:  # each DISCONNECTED after its car's offline status
+                        records, delivery = ft.following(f.cars[index], channel, f.encoder.sim_time, leaving=True)
+                        for record_topic, record in records:
+                            last[link] = link.publish(record_topic, record, delivery.qos, delivery.retain)
             self.net.flush()
             while self.net.backlogged and time.monotonic() < deadline:
                 self.net.poll(0.02)

@@ -1,6 +1,8 @@
 """JSON Schemas of every message and an AsyncAPI 2.6 document of the topic map.
 
-They let anyone use the fleet from any MQTT client: `fleetroom schema --out DIR`.
+They let anyone use the fleet from any MQTT client: `fleetroom schema --out DIR`. Both formats are
+described: the project's own messages, and the fleet-telemetry records a fleet started with
+`--telemetry-format fleet-telemetry` publishes as well (`protocol.fleet_telemetry`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,14 @@ from pydantic import BaseModel
 
 from protocol.base import SCHEMA_VERSION
 from protocol.codec import CHANNEL_KINDS, AnyMessage
+from protocol.fleet_telemetry import (
+    CONNECTIVITY_DELIVERY,
+    FIELD_DELIVERY,
+    FIELDS,
+    SOURCE_REPOSITORY,
+    connectivity_schema,
+    field_schemas,
+)
 from protocol.topics import DELIVERY, Channel, Topics
 
 # channel -> (topic template below the root, publisher, description); QoS and retain come from DELIVERY
@@ -44,6 +54,7 @@ PARAMETERS = {
     "userName": "The user name a process logs in as (a fleet gateway gw-*, or dispatcher), not its client id.",
     "jobId": "The id the submitter chose for its job.",
 }
+SCHEMA_ID_BASE = f"https://fleetroom.invalid/schema/v{SCHEMA_VERSION}"
 
 
 def message_models() -> list[type[BaseModel]]:
@@ -57,13 +68,49 @@ def message_schemas() -> dict[str, dict[str, Any]]:
     for model in message_models():
         kind = model.model_fields["kind"].default
         schema = model.model_json_schema(mode="validation")
-        schema["$id"] = f"https://fleetroom.invalid/schema/v{SCHEMA_VERSION}/{kind}.json"
+        schema["$id"] = f"{SCHEMA_ID_BASE}/{kind}.json"
         out[str(kind)] = schema
     return out
 
 
-def asyncapi_document(topics: Topics) -> dict[str, Any]:
-    """An AsyncAPI 2.6 description of the fleet's topics under `topics.root`."""
+def fleet_telemetry_schemas() -> dict[str, dict[str, Any]]:
+    """Record name (a field name, or `connectivity`) -> JSON Schema of its payload."""
+    return {**field_schemas(SCHEMA_ID_BASE), "connectivity": connectivity_schema(SCHEMA_ID_BASE)}
+
+
+def fleet_telemetry_channels(base: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """AsyncAPI channels, messages and schemas of the fleet-telemetry records under `base`."""
+    level = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"}
+    vehicle = {"vehicleId": {"description": "The `<VIN>` level: " + PARAMETERS["vehicleId"], "schema": level}}
+    schemas = {f"ft_{name}": schema for name, schema in fleet_telemetry_schemas().items()}
+    messages = {
+        key: {"name": key, "contentType": "application/json", "payload": {"$ref": f"#/components/schemas/{key}"}}
+        for key in schemas
+    }
+    field_refs = [{"$ref": f"#/components/messages/ft_{name}"} for name in FIELDS]
+    source = f"Tesla fleet-telemetry MQTT layout ({SOURCE_REPOSITORY}), sent with --telemetry-format fleet-telemetry."
+    channels = {
+        f"{base}/{{vehicleId}}/v/{{field}}": {
+            "description": f"One vehicle field per message, the value alone. {source} Published by: vehicle.",
+            "parameters": {**vehicle, "field": {"description": "A fleet-telemetry `Field` name.",
+                                                "schema": {"type": "string", "enum": list(FIELDS)}}},
+            "subscribe": {"operationId": "receive_fleet_telemetry_field", "message": {"oneOf": field_refs},
+                          "bindings": {"mqtt": {"qos": FIELD_DELIVERY.qos, "retain": FIELD_DELIVERY.retain}}},
+        },
+        f"{base}/{{vehicleId}}/connectivity": {
+            "description": f"A car's connection came up or went down. {source} Published by: vehicle or gateway.",
+            "parameters": vehicle,
+            "subscribe": {"operationId": "receive_fleet_telemetry_connectivity",
+                          "message": {"$ref": "#/components/messages/ft_connectivity"},
+                          "bindings": {"mqtt": {"qos": CONNECTIVITY_DELIVERY.qos,
+                                                "retain": CONNECTIVITY_DELIVERY.retain}}},
+        },
+    }
+    return channels, messages, schemas
+
+
+def asyncapi_document(topics: Topics, telemetry_base: str | None = None) -> dict[str, Any]:
+    """An AsyncAPI 2.6 description of the topics under `topics.root`, and of the fleet-telemetry base if given."""
     schemas = message_schemas()
     channels: dict[str, Any] = {}
     for channel, (template, publisher, text) in CHANNEL_DOCS.items():
@@ -87,6 +134,11 @@ def asyncapi_document(topics: Topics) -> dict[str, Any]:
         kind: {"name": kind, "contentType": "application/json", "payload": {"$ref": f"#/components/schemas/{kind}"}}
         for kind in schemas
     }
+    if telemetry_base is not None:
+        ft_channels, ft_messages, ft_schemas = fleet_telemetry_channels(telemetry_base)
+        channels.update(ft_channels)
+        messages.update(ft_messages)
+        schemas.update(ft_schemas)
     return {
         "asyncapi": "2.6.0",
         "info": {

@@ -21,6 +21,7 @@ from pathlib import Path
 from fake_vehicles.catalogue import MixError, parse_hardware_mix
 from fake_vehicles.faults import FaultConfig, FaultSpecError, parse_faults
 from fake_vehicles.fleet import Fleet, FleetConfig
+from fake_vehicles.fleet_telemetry import FleetTelemetryEncoder
 from fake_vehicles.ids import ShardSpecError, gateway_id, owned_indices, parse_shard, vehicle_id
 from fake_vehicles.messages import Encoder
 from fake_vehicles.runner import Runner, RunSettings, StartupError
@@ -45,12 +46,14 @@ from fleetroom.metrics_flags import add_metrics_arguments
 from mqttlink import BrokerUrl
 from protocol.base import HardwareGeneration
 from protocol.clock import SimClock
-from protocol.topics import Topics
+from protocol.fleet_telemetry import check_base, default_base
+from protocol.topics import TopicError, Topics
 
 PER_CAR_MAX_DEFAULT = 200
 SIM_START_YEARS = (1970, 2999)
 MAX_TELEMETRY_INTERVAL_S = 365 * 86400.0
 TELEMETRY_INTERVAL_S = finite(0, MAX_TELEMETRY_INTERVAL_S, above=True)
+TELEMETRY_FORMATS = ("fleetroom", "fleet-telemetry")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,6 +85,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fleet.add_argument("--inject-faults", action="append", default=[], metavar="NAME[=P],...",
                        help="fleet-telemetry faults: duplicate-connectivity, missing-connectivity, "
                             "dropped-signals, silent (probability P, default 0.01)")
+    fleet.add_argument("--telemetry-format", choices=TELEMETRY_FORMATS, default=TELEMETRY_FORMATS[0],
+                       help="fleetroom: the project's telemetry only; fleet-telemetry: also Tesla's open "
+                            "fleet-telemetry MQTT records, <base>/<car>/v/<Field> and <base>/<car>/connectivity "
+                            "(default: %(default)s)")
+    fleet.add_argument("--telemetry-base", metavar="TOPIC",
+                       help="topic base of the fleet-telemetry records (default: <topic prefix>/fleet-telemetry, "
+                            "the one a secured broker allows)")
     fleet.add_argument("--duration", type=WALL_S, metavar="WALL_SECONDS", help="stop after this long")
     fleet.add_argument("--write-users", type=Path, metavar="FILE",
                        help="write the MQTT user names this fleet will use, one per line, and exit "
@@ -108,6 +118,20 @@ def _check(args: argparse.Namespace) -> None:
     if args.grow_to is not None and args.grow_to < args.count:
         raise CliError("--grow-to must be at least --count")
     _sim_start(args.sim_start)  # a bad --sim-start is reported before anything connects
+    if args.telemetry_base is not None:
+        if args.telemetry_format != "fleet-telemetry":
+            raise CliError("--telemetry-base needs --telemetry-format fleet-telemetry")
+        try:
+            check_base(args.telemetry_base)
+        except TopicError as exc:
+            raise CliError(f"bad --telemetry-base {args.telemetry_base!r}: {exc}") from None
+
+
+def _fleet_telemetry(args: argparse.Namespace, topics: Topics) -> FleetTelemetryEncoder | None:
+    """The fleet-telemetry encoder the flags ask for, or None for the project's telemetry only."""
+    if args.telemetry_format != "fleet-telemetry":
+        return None
+    return FleetTelemetryEncoder(args.telemetry_base or default_base(topics), args.seed)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -153,7 +177,8 @@ def _run_fleet(args: argparse.Namespace, topics: Topics, mix: dict[HardwareGener
     fleet = Fleet(config, Encoder(topics, utc_offset_s, config.gateway), random.Random(args.seed))
     settings = RunSettings(url=url, gateway_id=gw, per_car=per_car, local_start=start.timestamp() + utc_offset_s,
                            car_url=car_url, grow_to=args.grow_to, grow_over_s=args.grow_over,
-                           duration_s=args.duration, metrics_port=args.metrics_port, metrics_host=args.metrics_host)
+                           duration_s=args.duration, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+                           fleet_telemetry=_fleet_telemetry(args, topics))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
