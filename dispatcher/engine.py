@@ -82,6 +82,7 @@ class Engine:
                                    assignments=self.assignments, job_states=self.job_states)
         self.throughput = Throughput(window_sim_s=10.0 * speed)
         self.messages_received = 0
+        self.faults_detected: Counter[str] = Counter()  # since start, for the summary's "# faults"
         self._last_summary = (wall(), 0)
 
     def rejections(self) -> Counter[str]:
@@ -166,6 +167,7 @@ class Engine:
         self.registry.update(car, liveness=liveness, offering=False)
         outs: list[Out] = []
         for aid in self.watchlist.take_car(vid):
+            self.faults_detected["shards_lost_car_gone"] += 1
             outs += self.assignments.lose(aid, AssignmentStatus.LOST, why, preemption=True)
         return outs
 
@@ -294,8 +296,10 @@ class Engine:
         now = self.clock.wall()
         outs: list[Out] = []
         for vid in self.registry.expire(now):
+            self.faults_detected["cars_timed_out"] += 1
             outs += self._car_gone(vid, Liveness.OFFLINE, "heartbeat timeout")
         for aid in self.watchlist.silent(now):
+            self.faults_detected["shards_lost_car_silent"] += 1
             outs += self.assignments.lose(aid, AssignmentStatus.LOST, "no word from the car", preemption=True)
         outs += self.scheduler.run_round()
         self.offers.save(self.ledger)
@@ -312,5 +316,5 @@ class Engine:
             self.registry, self.offers.book, self.ledger, sim_time=self.clock.sim_now(),
             tops_allocated=self.watchlist.tops_allocated, throughput=self.throughput.rate(self.clock.now_s),
             messages_per_s=rate, rejected=self.rejections(), policy=self.offers.book.policy,
-            cars_per_emulated_car=self.cars_per_emulated_car,
+            cars_per_emulated_car=self.cars_per_emulated_car, faults_detected=self.faults_detected,
         )

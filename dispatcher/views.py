@@ -117,7 +117,7 @@ def scale_label(cars_per_emulated_car: int) -> str:
 def fleet_summary(
     registry: Registry, book: OfferBook, ledger: Ledger, *, sim_time: datetime, tops_allocated: float,
     throughput: float, messages_per_s: float, rejected: Mapping[str, int], policy: MatchPolicy,
-    cars_per_emulated_car: int = 1,
+    cars_per_emulated_car: int = 1, faults_detected: Mapping[str, int] | None = None,
 ) -> FleetSummary:
     """The aggregates the control room shows, all from the registry, the offer book and the ledger.
 
@@ -142,4 +142,5 @@ def fleet_summary(
         energy_kwh=totals["energy_kwh"], energy_cost=totals["energy_cost"],
         messages_per_s=messages_per_s, messages_rejected=sum(rejected.values()),
         rejections={reason: n for reason, n in sorted(rejected.items()) if n > 0}, policy=policy,
+        faults_detected={kind: n for kind, n in sorted((faults_detected or {}).items()) if n > 0},
     )

@@ -17,7 +17,7 @@ from typing import NoReturn
 from fleetroom import commands
 from fleetroom.common import CliError
 
-ORDER = ("demo", "broker", "vehicles", "dispatcher", "submit", "tui", "loadtest", "schema")
+ORDER = ("demo", "broker", "vehicles", "dispatcher", "submit", "policy", "tui", "loadtest", "schema")
 
 
 def _command_modules() -> dict[str, ModuleType]:

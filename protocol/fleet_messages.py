@@ -46,6 +46,9 @@ class FleetSummary(Message):
     rejections: dict[str, int] = Field(default_factory=dict)  # messages_rejected by reason, e.g. result_too_fast
     policy: MatchPolicy
     scenario_scale: Text = ""  # e.g. "essay: 1,000,000 HW5 cars", empty for a live fleet
+    # faults: what the dispatcher detected of injected (or real) faults since it started, by kind,
+    # e.g. {"shards_lost_car_silent": 3, "cars_timed_out": 2}; wrong results are `wrong_results_caught`
+    faults_detected: dict[str, int] = Field(default_factory=dict)
 
 
 class SetPolicy(Message):
