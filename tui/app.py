@@ -21,9 +21,9 @@ from pydantic import ValidationError
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Label, Sparkline, Static, TabbedContent, TabPane
+from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from mqttlink import (
@@ -39,22 +39,16 @@ from mqttlink import (
 )
 from protocol import JobSubmission, MatchPolicy, Topics, utc_now
 from tui import panels
+from tui.chartdata import CHARTS, chart_data
+from tui.charts import HistoryChart
 from tui.jobview import JobTable
 from tui.nodeview import NodeOrder, state_strip
 from tui.screens import CarScreen, HelpScreen, JobForm, JobScreen, SubmitJobScreen
-from tui.store import HISTORY_SERIES, FleetStore
+from tui.store import FleetStore
 from tui.widgets import NodeTable
 
 log = logging.getLogger(__name__)
 
-SPARK_TITLES = {
-    "cars": "fleet size (cars)",
-    "tops_offered": "TOPS offered",
-    "tops_allocated": "TOPS allocated",
-    "jobs_done": "jobs done",
-    "earnings": "earnings (gross)",
-    "msgs_per_s": "messages per second",
-}
 
 
 CommandT = TypeVar("CommandT", bound=OperatorCommand)
@@ -113,6 +107,7 @@ class FleetroomApp(App[None]):
             yield Static("", id="totals", markup=False)
             yield Static("", id="cars", markup=False)
             yield Static("", id="equivalences", markup=False)
+            yield Static("", id="faults", markup=False)
             yield Static(panels.note_line(), id="note", markup=False)
         yield Static("", id="health", markup=False)
         with TabbedContent(initial="nodes", id="tabs"):
@@ -124,19 +119,16 @@ class FleetroomApp(App[None]):
             with TabPane("Jobs", id="jobs"):
                 yield JobTable(self.store, id="job-table")
             with TabPane("History", id="history"), Horizontal(id="history-grid"):
-                with Vertical(id="sparks"):
-                    for name in HISTORY_SERIES:
-                        yield Label(SPARK_TITLES[name], id=f"label-{name}", classes="spark-label")
-                        yield Sparkline([], id=f"spark-{name}")
+                with Grid(id="charts"):
+                    for i, _ in enumerate(CHARTS):
+                        yield HistoryChart(id=f"chart-{i}")
                 yield Static("", id="hardware", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
-        statics = ["health", "totals", "cars", "equivalences", "strip", "hardware"]
+        statics = ["health", "totals", "cars", "equivalences", "faults", "strip", "hardware"]
         self._statics: dict[str, Static] = {name: self.query_one(f"#{name}", Static) for name in statics}
-        for name in HISTORY_SERIES:
-            self._statics[f"label-{name}"] = self.query_one(f"#label-{name}", Label)
-        self._sparks = {name: self.query_one(f"#spark-{name}", Sparkline) for name in HISTORY_SERIES}
+        self._charts = [self.query_one(f"#chart-{i}", HistoryChart) for i, _ in enumerate(CHARTS)]
         self._node_table = self.query_one(NodeTable)
         self._job_table = self.query_one(JobTable)
         self._tabs = self.query_one(TabbedContent)
@@ -210,6 +202,7 @@ class FleetroomApp(App[None]):
         self._show("totals", panels.totals_line(store))
         self._show("cars", panels.cars_line(store))
         self._show("equivalences", panels.equivalence_line(store))
+        self._show("faults", panels.faults_line(store))
         moved = self.order.sync(store, self.clock())
         strip = "  ".join(f"{code} {count:,}" for code, count in state_strip(store))
         self._show("strip", f"{strip or 'no cars yet'}   |   showing {len(self.order.ids):,} of {len(store.cars):,}")
@@ -221,11 +214,10 @@ class FleetroomApp(App[None]):
             self.paint_history()
 
     def paint_history(self) -> None:
-        for name, buffer in self.store.history.series.items():
-            values = list(buffer)
-            self._sparks[name].data = values
-            self._show(f"label-{name}", f"{SPARK_TITLES[name]}: {panels.latest(values):,.1f}")
-        self._show("hardware", "by hardware generation\n\n" + "\n".join(panels.hardware_lines(self.store)))
+        for chart, spec in zip(self._charts, CHARTS, strict=True):
+            chart.show(chart_data(spec, self.store.history.series, self.store.sample_every_s))
+        width = self._statics["hardware"].content_size.width or 40
+        self._show("hardware", "by hardware generation\n\n" + "\n".join(panels.hardware_lines(self.store, width)))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """In read-only mode the publishing keys are hidden from the footer and do nothing."""

@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 STATE_ORDER: tuple[str, ...] = tuple(state.code for state in CarState)
 """The two-letter state codes in the order a compact listing shows them."""
-HISTORY_SERIES: tuple[str, ...] = ("cars", "tops_offered", "tops_allocated", "jobs_done", "earnings", "msgs_per_s")
+HISTORY_SERIES: tuple[str, ...] = ("cars", "tops_offered", "tops_allocated", "jobs_done", "earnings", "msgs_per_s",
+                                   "jobs_queued", "jobs_running", "utilisation_pct")
 
 
 @dataclass(slots=True)
@@ -158,6 +159,7 @@ class FleetStore:
         self._car_history_length = car_history_length
         self._car_history_limit = car_history_limit
         self._sample_every_s = sample_every_s
+        self.sample_every_s = sample_every_s  # the history's time step, for the charts' axes
         self._rate_mark: tuple[float, int] | None = None
         self._last_sample: float | None = None
 
@@ -347,4 +349,8 @@ class FleetStore:
             "jobs_done": float(s.jobs_by_status.get("done", 0)) if s else float(self.jobs.count("done")),
             "earnings": s.earnings_gross if s else 0.0,
             "msgs_per_s": self.msgs_per_s,
+            "jobs_queued": float(s.jobs_by_status.get("queued", 0)) if s else float(self.jobs.count("queued")),
+            "jobs_running": float(s.jobs_by_status.get("running", 0)) if s else float(self.jobs.count("running")),
+            "utilisation_pct": 100.0 * s.tops_allocated / put_up if s and (put_up := s.tops_allocated + s.tops_offered)
+            else 0.0,
         }

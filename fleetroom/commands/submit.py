@@ -2,9 +2,10 @@
 
 Prints the job id once the job is sent (nothing when it is refused: no dispatcher online). With
 --wait it prints the job's progress and exits 0 when it is done, 1 if it failed, was rejected or
-cancelled; with --wait --timeout S it gives up after S wall seconds with one line and exit code 3. Job file keys are the flag names with underscores (name,
-work, shards, min_tops, parallel, deadline_s, priority, price_cap, redundancy,
-checkpoint_interval, kind, min_hardware, input_seed, job_id); flags override the file.
+cancelled; with --wait --timeout S it gives up after S wall seconds with one line and exit code 3.
+Job file keys are the flag names with underscores (name, work, shards, min_tops, parallel,
+deadline_s, priority, price_cap, redundancy, checkpoint_interval, kind, min_hardware, input_seed,
+job_id); flags override the file.
 """
 
 from __future__ import annotations

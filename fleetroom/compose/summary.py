@@ -75,7 +75,7 @@ def faults_line(s: FleetSummary) -> str:
 
 def _fleet_lines(s: FleetSummary) -> list[str]:
     scale = f" ({s.scenario_scale})" if s.scenario_scale else ""
-    queued = s.jobs_by_status.get("queued", 0)
+    unscaled = " (emulated cars, unscaled)" if s.scenario_scale else ""
     return [
         f"  cars: {s.cars_known:,} known{scale}; by state: {_counts(s.cars_by_state)}",
         f"  hardware: {_counts(s.cars_by_hardware)}",
@@ -84,8 +84,8 @@ def _fleet_lines(s: FleetSummary) -> list[str]:
         f"  as the essay counts it: {equivalence_text(s.tops_total)} (peak); "
         f"in use: {equivalence_text(s.tops_allocated)}",
         f"  note: {INT8_VS_FP64_NOTE}",
-        f"  jobs: {_counts(s.jobs_by_status)} ({queued:,} queued); shards completed: {s.shards_completed:,}; "
-        f"work done: {s.work_done_tera_ops:,.0f} tera-ops; throughput {format_tops(s.throughput_tops)}",
+        f"  jobs: {_counts(s.jobs_by_status)}; shards completed: {s.shards_completed:,}; "
+        f"work done: {s.work_done_tera_ops:,.0f} tera-ops; throughput {format_tops(s.throughput_tops)}{unscaled}",
         f"  preemptions: {s.preemptions:,} ({s.redone_tera_ops:,.0f} tera-ops redone); "
         f"messages rejected: {s.messages_rejected:,}",
         faults_line(s),
