@@ -41,6 +41,7 @@ from protocol import JobSubmission, MatchPolicy, Topics, utc_now
 from tui import panels
 from tui.chartdata import CHARTS, chart_data
 from tui.charts import HistoryChart
+from tui.dialogs import ConfirmScreen
 from tui.jobview import JobTable
 from tui.nodeview import NodeOrder, state_strip
 from tui.screens import CarScreen, HelpScreen, JobForm, JobScreen, SubmitJobScreen
@@ -334,25 +335,35 @@ class FleetroomApp(App[None]):
                                 max_parallel_shards=form.max_parallel_shards, priority=form.priority)
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
-            self.notify(f"job not submitted: {first['loc'][0] if first['loc'] else ''} {first['msg']}",
-                        severity="error")
+            why = f"job not submitted: {first['loc'][0] if first['loc'] else ''} {first['msg']}"
+            self.notify(why, severity="error")
+            self.push_screen(SubmitJobScreen(form.typed, why), self._submit_form)  # keep what was typed
             return
         if await self.command(lambda link: link.submit(job)):
             self.store.jobs.apply(job)
             self.notify(f"submitted {job.job_id} ({form.name})")
+        else:
+            self.push_screen(SubmitJobScreen(form.typed, "job not submitted (see the notice); the form keeps it"),
+                             self._submit_form)
 
-    async def cancel_job(self, job_id: str) -> None:
-        if await self.command(lambda link: link.cancel_job(job_id, reason="cancelled from the control room")):
+    def cancel_job(self, job_id: str) -> None:
+        """Ask first; cancel only on yes."""
+        question = f"Cancel job {job_id}? Its running shards are withdrawn; this cannot be undone."
+        self.push_screen(ConfirmScreen(question, yes="Cancel the job", no="Keep it"),
+                         partial(self._cancel_confirmed, job_id))
+
+    async def _cancel_confirmed(self, job_id: str, yes: bool | None) -> None:
+        if yes and await self.command(lambda link: link.cancel_job(job_id, reason="cancelled from the control room")):
             self.notify(f"asked the dispatcher to cancel {job_id}")
 
     async def action_cancel_selected_job(self) -> None:
         job_id = self.query_one(JobTable).selected
         if self.query_one(TabbedContent).active == "jobs" and job_id is not None:
-            await self.cancel_job(job_id)
+            self.cancel_job(job_id)
 
     @on(JobScreen.CancelRequested)
-    async def _cancel_from_screen(self, event: JobScreen.CancelRequested) -> None:
-        await self.cancel_job(event.job_id)
+    def _cancel_from_screen(self, event: JobScreen.CancelRequested) -> None:
+        self.cancel_job(event.job_id)
 
     async def set_policy(self, policy: MatchPolicy) -> None:
         if await self.command(lambda link: link.set_policy(policy)):

@@ -63,6 +63,7 @@ class CarRow:
     job_id: str = ""
     reason: str = ""
     earned: float = 0.0
+    reliability: float | None = None  # the dispatcher's ledger score, as of its last assignment to this car
     gateway: str = ""
     offer_id: str = ""
     price_per_tops_hour: float | None = None
@@ -297,6 +298,8 @@ class FleetStore:
             row.work_tera_ops = message.work_tera_ops
             row.done_tera_ops = row.checkpoint_tera_ops = message.resume_from_tera_ops
             row.last_event = f"assigned {message.shard_id} of {message.job_id}"
+            if message.car_reliability is not None:
+                row.reliability = message.car_reliability
         else:
             row.last_event = f"assignment {message.assignment_id} cancelled: {message.reason}"
         self.jobs.command(message)
