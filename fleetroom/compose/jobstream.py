@@ -96,14 +96,14 @@ TEMPLATES: dict[str, JobTemplate] = {
         JobKind.RENDERING, ("film frames", "architectural walkthrough", "game lightmap bake"),
         (8, 24), rendering(2_000.0, (5, 30), _FRAME_HD), 50.0, 1, 30.0, -10,
     ),
-    # heavy families: 15-60 simulated minutes on an HW5 car, to fill a 5 GTOPS fleet
+    # heavy families: 10-60 simulated minutes on an HW5 car, to fill a 5 GTOPS fleet
     "inference-70b": JobTemplate(
         JobKind.INFERENCE, ("llm batch inference 70B", "synthetic data generation 70B", "eval sweep 70B"),
         (16, 64), llm_inference(_70B, (30e6, 120e6)), 1000.0, 1, 600.0, 10, HardwareGeneration.HW5,
     ),
     "fine-tune-70b": JobTemplate(
         JobKind.TRAINING, ("fine-tune shard 70B", "RL rollout shard 70B"),
-        (8, 32), fine_tuning(_70B, (5e6, 20e6)), 1000.0, 2, 600.0, 0, HardwareGeneration.HW5,
+        (8, 32), fine_tuning(_70B, (8e6, 30e6)), 1000.0, 2, 600.0, 0, HardwareGeneration.HW5,
     ),
     "rendering-4k": JobTemplate(
         JobKind.RENDERING, ("4K film frames", "4K VFX shot"),
