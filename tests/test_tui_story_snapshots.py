@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from textual.pilot import Pilot
+from textual.widgets import Input
+
 from mqttlink import BrokerUrl
 from protocol import Topics, encode
 from protocol.clock import ManualClock
 from tests.support import control_room as cr
 from tests.test_tui_snapshots import TOPICS, scripted_store
-from textual.pilot import Pilot
-from textual.widgets import Input
 from tui.app import FleetroomApp
 from tui.store import FleetStore
 

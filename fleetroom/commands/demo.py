@@ -92,6 +92,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hardware-mix", type=_hardware_mix, default=None, metavar="MIX",
                         help="the fleet's hardware, as `fleetroom vehicles` takes it, e.g. HW6=1 "
                         "(default: HW5=1 for the essay; HW3/HW4 moving to HW5/HW6 while growing)")
+    parser.add_argument("--faulty-share", type=finite(0, 1), default=0.0, metavar="F",
+                        help="share of the fleet's cars that return wrong results or vanish mid-shard, as "
+                        "`fleetroom vehicles` takes it; the header's and summary's fault counters show what "
+                        "the dispatcher caught (default: 0)")
     parser.add_argument("--seed", type=SEED, default=1, help="random seed of the fleet and the jobs")
     parser.add_argument("--run-dir", type=Path, help="where the processes' logs go")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
@@ -139,7 +143,7 @@ def _check(args: argparse.Namespace) -> tuple[Topics, BrokerUrl | None]:
 
 
 def _fleet_flags(args: argparse.Namespace, clock: list[str]) -> list[str]:
-    common = ["--seed", str(args.seed), *clock, "--mode", "gateway"]
+    common = ["--seed", str(args.seed), *clock, "--mode", "gateway", "--faulty-share", f"{args.faulty_share:g}"]
     if args.scenario == "essay":
         mix = _mix_text(essay_mix(args))
         return ["--count", str(args.emulate), "--hardware-mix", mix, "--telemetry-interval", "600", *common]
