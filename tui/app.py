@@ -51,7 +51,6 @@ from tui.widgets import NodeTable
 log = logging.getLogger(__name__)
 
 
-
 CommandT = TypeVar("CommandT", bound=OperatorCommand)
 PUBLISHING_ACTIONS = frozenset({"submit_job", "cancel_selected_job", "drive_away_selected"})
 INGEST_YIELD_EVERY = 200  # let the UI paint between bursts of incoming messages
