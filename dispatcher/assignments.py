@@ -45,6 +45,7 @@ class Assignments:
             input_digest=slot.input_digest, allocated_tops=offer.free_tops,
             checkpoint_interval_s=job.checkpoint_interval_s, price_per_tops_hour=offer.asking_price,
             deadline=None if deadline_s is None else self.clock.on_cars_clock(deadline_s),
+            car_reliability=self.ledger.car_record(offer.vehicle_id).reliability,
         )
         owner = self.registry.car(offer.vehicle_id).owner
         self.ledger.start_attempt(aid, slot, (offer.vehicle_id, owner), offer.free_tops, offer.asking_price,

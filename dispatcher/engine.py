@@ -87,6 +87,7 @@ class Engine:
         self.throughput = Throughput(window_sim_s=10.0 * speed)
         self.money = OwnersMoney(ledger, topics, self.registry, self.clock, energy_price=energy_price)
         self.messages_received = 0
+        self.faults_detected: Counter[str] = Counter()  # since start, for the summary's "# faults"
         self._last_summary = (wall(), 0)
 
     def rejections(self) -> Counter[str]:
@@ -173,6 +174,7 @@ class Engine:
         self.registry.update(car, liveness=liveness, offering=False)
         outs: list[Out] = []
         for aid in self.watchlist.take_car(vid):
+            self.faults_detected["shards_lost_car_gone"] += 1
             outs += self.assignments.lose(aid, AssignmentStatus.LOST, why, preemption=True)
         return outs
 
@@ -306,8 +308,10 @@ class Engine:
         now = self.clock.wall()
         outs: list[Out] = []
         for vid in self.registry.expire(now):
+            self.faults_detected["cars_timed_out"] += 1
             outs += self._car_gone(vid, Liveness.OFFLINE, "heartbeat timeout")
         for aid in self.watchlist.silent(now):
+            self.faults_detected["shards_lost_car_silent"] += 1
             outs += self.assignments.lose(aid, AssignmentStatus.LOST, "no word from the car", preemption=True)
         outs += self.scheduler.run_round()
         self.money.flush_modes()
@@ -330,6 +334,7 @@ class Engine:
                 shards=self.watchlist.shards_running, assignments=len(self.watchlist.watched),
                 messages_received=self.messages_received, ingest_backlog=ingest_backlog),
             cars_by_owner_mode=self.money.mode_counts(),
+            faults_detected=self.faults_detected,
         )
 
     def earnings(self) -> list[Out]:

@@ -160,6 +160,7 @@ def fleet_summary(
     throughput: float, messages_per_s: float, rejected: Mapping[str, int], policy: MatchPolicy,
     cars_per_emulated_car: int = 1, running: RunningWork = RunningWork(),
     cars_by_owner_mode: Mapping[str, int] | None = None,
+    faults_detected: Mapping[str, int] | None = None,
 ) -> FleetSummary:
     """The aggregates the control room shows, all from the registry, the offer book and the ledger.
 
@@ -190,4 +191,5 @@ def fleet_summary(
         robotaxi_gross=totals["robotaxi_gross"], robotaxi_trips=int(totals["robotaxi_trips"]),
         earnings_net=totals["earnings_gross"] + totals["robotaxi_gross"] - totals["energy_cost"],
         cars_by_owner_mode={m: scale * n for m, n in (cars_by_owner_mode or {}).items()},
+        faults_detected={kind: n for kind, n in sorted((faults_detected or {}).items()) if n > 0},
     )

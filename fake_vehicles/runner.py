@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
@@ -41,6 +41,16 @@ SWEEP_BATCH = 256
 JOIN_BATCH = 500
 GOODBYE_TIMEOUT_S = 30.0
 CONFIRM_HEARTBEATS = 2.5  # how long a suspected rival has to prove it is alive, in heartbeat periods
+
+
+INJECTED = ("wrong_results", "vanished", "fault_silent", "fault_missing_connectivity",
+            "fault_duplicate_connectivity")  # the fleet's own counts of the faults it injected
+
+
+def injected_text(counts: Mapping[str, int]) -> str:
+    """`; injected: wrong_results 3, vanished 1` for the faults injected so far, or nothing."""
+    shown = ", ".join(f"{name} {counts[name]:,}" for name in INJECTED if counts.get(name))
+    return f"; injected: {shown}" if shown else ""
 
 
 class StartupError(RuntimeError):
@@ -381,8 +391,8 @@ class Runner:
         s = f.summary()
         offering = f"{s['offering']} offering, " if s["offering"] >= 0 else ""
         print(f"vehicles: {len(f.cars)} cars: {s['online']} online, {s['parked']} parked, {s['busy']} busy, "
-              f"{offering}{rate:,.0f} msgs/s, {f.counts['refused']} refused, {f.counts['rejected']} bad in",
-              file=self.settings.progress_out, flush=True)
+              f"{offering}{rate:,.0f} msgs/s, {f.counts['refused']} refused, {f.counts['rejected']} bad in"
+              f"{injected_text(f.counts)}", file=self.settings.progress_out, flush=True)
 
     def goodbye(self) -> None:
         """Offline statuses for every car, a batch at a time, then the connection's; a clean disconnect.

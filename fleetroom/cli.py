@@ -17,7 +17,7 @@ from typing import NoReturn
 from fleetroom import commands
 from fleetroom.common import CliError
 
-ORDER = ("demo", "broker", "vehicles", "dispatcher", "submit", "tui", "earnings", "loadtest", "schema")
+ORDER = ("demo", "broker", "vehicles", "dispatcher", "submit", "policy", "tui", "earnings", "loadtest", "schema")
 
 
 def _command_modules() -> dict[str, ModuleType]:

@@ -68,6 +68,9 @@ class FleetSummary(Message):
     robotaxi_trips: int = Field(default=0, ge=0)
     earnings_net: float = Field(default=0.0, allow_inf_nan=False)  # compute + robotaxi - energy cost
     cars_by_owner_mode: dict[str, int] = Field(default_factory=dict)  # keyed by `OwnerMode` value
+    # faults: what the dispatcher detected of injected (or real) faults since it started, by kind,
+    # e.g. {"shards_lost_car_silent": 3, "cars_timed_out": 2}; wrong results are `wrong_results_caught`
+    faults_detected: dict[str, int] = Field(default_factory=dict)
 
 
 class SetPolicy(Message):

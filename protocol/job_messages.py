@@ -89,6 +89,9 @@ class ShardAssignment(Message):
     checkpoint_interval_s: Positive
     price_per_tops_hour: Price
     deadline: AwareDatetime | None = None
+    # the ledger's reliability score of the car (valid results weighed against wrong ones), for
+    # the control room's car view; the car ignores it
+    car_reliability: Fraction | None = None
 
     @model_validator(mode="after")
     def _resume_within_work(self) -> ShardAssignment:

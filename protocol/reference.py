@@ -50,6 +50,27 @@ def equivalences(total_tops: float) -> dict[str, int]:
     return {m.name: machines_equivalent(total_tops, m) for m in REFERENCE_MACHINES}
 
 
+def machines_fraction(total_tops: float, machine: ReferenceMachine) -> float:
+    """How many `machine`s `total_tops` equals, as a fraction (0.14 Fugaku for a small fleet)."""
+    return max(0.0, total_tops) / machine.tops
+
+
+def format_machines(count: float, name: str) -> str:
+    """`0.14 Fugaku`, `1.13 Fugakus`, `45.4 Frontiers`, `11,363 Fugakus`: rounded down as the essay does.
+
+    Below 10, two decimals; below 100, one; from 100, whole machines (the essay's own figures)."""
+    places = 2 if count < 10 else 1 if count < 100 else 0
+    step = 10**places
+    shown = int(round(count * step, 6) // 1) / step
+    text = f"{shown:,.{places}f}"
+    return f"{text} {name}" + ("" if shown <= 1 else "s")
+
+
+def equivalence_text(total_tops: float, *, separator: str = ", ") -> str:
+    """The total as Fugakus, Frontiers and El Capitans (peak), fractional when small."""
+    return separator.join(format_machines(machines_fraction(total_tops, m), m.name) for m in REFERENCE_MACHINES)
+
+
 def format_tops(tops: float) -> str:
     """A TOPS figure with a readable unit: 1.2 k, 5.0 M, 20.0 G TOPS."""
     for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):

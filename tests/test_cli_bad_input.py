@@ -126,7 +126,7 @@ def test_children_get_the_broker_password_only_through_the_environment(tmp_path:
         stack.use_external(url)
         flags = stack.broker_flags()
         args = argparse.Namespace(scenario="grow", grow_to=10, speed=60.0, seed=1, job_rate=0.5, cars=2,
-                                  grow_over=10.0)
+                                  grow_over=10.0, hardware_mix=None)
         driver = _driver_flags(args, stack, ["--sim-start", "2026-11-30T10:00+00:00"])
         assert "s3cret-pw" not in " ".join([*flags, *driver])
         code = "import os, pathlib; pathlib.Path('seen').write_text(os.environ['FLEETROOM_BROKER'])"

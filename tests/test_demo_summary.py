@@ -9,7 +9,7 @@ import pytest
 from fleetroom.cli import main
 from fleetroom.compose.driver import EARLY_MIX, LATE_MIX, growth_plan, mix_at
 from fleetroom.compose.summary import format_summary
-from protocol import FleetSummary, MatchPolicy
+from protocol import FleetSummary, HardwareGeneration, MatchPolicy
 from protocol.reference import INT8_VS_FP64_NOTE
 
 T0 = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
@@ -51,10 +51,17 @@ def test_essay_scale_reads_as_the_essay_computes_with_the_int8_note() -> None:
 
 
 def test_essay_mode_adds_the_target_and_how_many_cars_are_emulated() -> None:
-    text = format_summary(summary(1_000_000, 5e9), {}, 60, essay=2000)
+    hw5 = {HardwareGeneration.HW5: 1.0}
+    text = format_summary(summary(1_000_000, 5e9), {}, 60, essay=(2000, hw5))
     assert "the essay's scale: 1,000,000 HW5 cars x 5,000 TOPS = 5.0 GTOPS = 11,363 Fugakus" in text
     assert "1,820 El Capitans (peak); 2,000 cars emulated, each standing for 500" in text
-    assert "every car emulated" in format_summary(summary(1_000_000, 5e9), {}, 60, essay=1_000_000)
+    assert "every car emulated" in format_summary(summary(1_000_000, 5e9), {}, 60, essay=(1_000_000, hw5))
+
+
+def test_the_essay_hw6_line_is_one_flag_away() -> None:
+    """`--hardware-mix HW6=1`: 1,000,000 x 20,000 TOPS = 20 GTOPS = 45,454 Fugakus, 7,283 El Capitans."""
+    text = format_summary(summary(1_000_000, 2e10), {}, 60, essay=(2000, {HardwareGeneration.HW6: 1.0}))
+    assert "1,000,000 HW6 cars x 20,000 TOPS = 20.0 GTOPS = 45,454 Fugakus, 16,666 Frontiers, 7,283 El Capitans" in text
 
 
 def test_summary_shows_what_the_wire_carried() -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from fleetroom.compose.jobstream import JobStream
 from fleetroom.loadtest.ledger import RunLedger
-from fleetroom.loadtest.metrics import LatencyRecorder, RateMeter
+from fleetroom.loadtest.metrics import LatencyPoint, LatencyRecorder, RateMeter
 from fleetroom.loadtest.progress import Progress, bar, progress_line
-from fleetroom.loadtest.report import StageRecord, build_report, render_svg, write_report
+from fleetroom.loadtest.report import StageRecord, build_report, nice_ticks, render_svg, write_report
 from fleetroom.loadtest.slo import evaluate
 from protocol import (
     Channel,
@@ -188,3 +188,32 @@ def test_job_stream_is_valid_realistic_and_replayable() -> None:
     assert draw(3) == draw(3)
     assert {j.job_kind.value for j in jobs} == {"inference", "training", "rendering"}  # type: ignore[union-attr]
     assert len({j.job_id for j in jobs}) == 60  # type: ignore[union-attr]
+
+
+def test_latency_chart_has_axis_ticks_and_draws_gaps_as_gaps() -> None:
+    series = [LatencyPoint(s, 10, 5.0 + s, 20.0 + s, 30.0) for s in (0, 1, 2, 6, 7, 12)]
+    root = ET.fromstring(render_svg(series, [StageRecord("steady", "steady", 0, 13)]))
+    ns = "{http://www.w3.org/2000/svg}"
+    lines = root.findall(f"{ns}polyline")
+    assert len(lines) == 6  # p50 and p99, each cut in three runs: 0-2, 6-7, 12
+    assert [len(p.get("points", "").split()) for p in lines if p.get("class") == "p50"] == [3, 2, 1]
+    ticks = root.findall(f"{ns}line")
+    assert sum(t.get("class") == "ytick" for t in ticks) >= 3 and sum(t.get("class") == "xtick" for t in ticks) >= 3
+    labels = {t.text for t in root.findall(f"{ns}text")}
+    assert {"0", "10", "20", "30"} <= labels  # round values on the latency axis (peak p99 32 ms)
+    assert "gaps: seconds with no message" in " ".join(str(t) for t in labels)
+
+
+def test_nice_ticks_are_round() -> None:
+    assert nice_ticks(32.0) == [0, 10, 20, 30]
+    assert nice_ticks(13.0, 8) == [0, 2, 4, 6, 8, 10, 12]
+    assert nice_ticks(0.0) == [0.0]
+
+
+def test_the_report_states_the_fleet_in_fractional_fugakus(tmp_path: Path) -> None:
+    ledger = RunLedger()
+    ledger.observe(*status("car-a", Liveness.ONLINE), at_s=0.5, latency_s=0.001)
+    report = _report(ledger)
+    report["fleet"]["tops_total_at_end"] = 100 * 5_000.0
+    markdown = write_report(tmp_path, report, [], ledger, [])[1].read_text()
+    assert "Compute online at the end: 500.0 kTOPS = 1.13 Fugakus, 0.41 Frontier, 0.18 El Capitan" in markdown

@@ -79,10 +79,29 @@ async def test_submit_without_wait_needs_an_online_dispatcher(amqtt_broker: Test
     code, out = await run_submit(amqtt_broker, *job, "--job-id", "job-lost")
     assert code == 1, out
     lines = out.splitlines()
-    assert lines[0] == "job-lost" and len(lines) == 2 and "no dispatcher is online" in lines[1], out
+    assert len(lines) == 1 and "no dispatcher is online" in lines[0] and "job-lost" not in out, out  # no id
     url, topics = amqtt_broker.url(), amqtt_broker.topics
     async with dispatcher_running(amqtt_broker, tmp_path / "l.sqlite"), Watcher(url, topics) as watch:
         code, out = await run_submit(amqtt_broker, *job, "--job-id", "job-sent")
         assert code == 0, out
+        assert out.splitlines()[0] == "job-sent"
         await wait_until(lambda: watch.status("job-sent") is not None, what="the dispatcher to take the job")
     assert watch.status("job-lost") is None
+
+
+async def test_submit_wait_gives_up_after_its_timeout_in_one_line(amqtt_broker: TestBroker) -> None:
+    """No dispatcher answers: --wait --timeout 1.5 ends in one line, exit 3, instead of waiting for ever."""
+    job = ("--name", "x", "--work", "100", "--shards", "1", "--min-tops", "50", "--job-id", "job-slow")
+    started = asyncio.get_running_loop().time()
+    code, out = await run_submit(amqtt_broker, *job, "--wait", "--timeout", "1.5")
+    assert code == 3, out
+    lines = out.splitlines()
+    assert lines[0] == "job-slow" and len(lines) == 2, out
+    assert "job-slow had not ended after --timeout 1.5 s" in lines[1]
+    assert asyncio.get_running_loop().time() - started < 30
+
+
+def test_timeout_without_wait_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["submit", "--broker", "mqtt://127.0.0.1:1", "--name", "x", "--work", "1", "--shards", "1",
+                 "--min-tops", "5", "--timeout", "3"])
+    assert code == 2 and capsys.readouterr().err.strip().endswith("--timeout needs --wait")

@@ -11,7 +11,7 @@ from textual.command import CommandPalette
 from textual.message import Message
 from textual.widgets import Input, OptionList, Static
 
-from mqttlink import Backoff, make_client, new_client_id
+from mqttlink import Backoff, BrokerUrl, make_client, new_client_id
 from protocol import (
     AddCars,
     AnyMessage,
@@ -33,6 +33,7 @@ from tests.support import control_room as cr
 from tests.support.brokers import TestBroker
 from tests.support.waiting import wait_until
 from tui.app import FleetroomApp
+from tui.dialogs import ConfirmScreen
 from tui.jobview import JobTable
 from tui.screens import CarScreen, HelpScreen, JobScreen, SubmitJobScreen
 from tui.widgets import NodeTable
@@ -133,14 +134,14 @@ async def test_a_job_submitted_from_the_form_reaches_the_dispatcher_topic(amqtt_
         notices: list[str] = []
         app.notify = lambda message, **_: notices.append(message)  # type: ignore[method-assign]
         await pilot.press("ctrl+n")
+        app.screen.query_one("#form-name", Input).value = "pilot batch"
         await pilot.click("#form-submit")  # no dispatcher is online: refused, nothing is sent
         await wait_until(lambda: any("no dispatcher is online" in n for n in notices), what="the refusal")
         assert not app.published and not app.store.jobs.rows
+        await wait_until(lambda: isinstance(app.screen, SubmitJobScreen), what="the form, open again")
+        assert app.screen.query_one("#form-name", Input).value == "pilot batch"  # what was typed is kept
         await send(dispatcher, topics.connection_status("dispatcher"), cr.dispatcher_status(), retain=True)
         await wait_until(lambda: app.store.dispatcher_online, what="the dispatcher's online status")
-        await pilot.press("ctrl+n")
-        assert isinstance(app.screen, SubmitJobScreen)
-        app.screen.query_one("#form-name", Input).value = "pilot batch"
         app.screen.query_one("#form-shards", Input).value = "8"
         app.screen.query_one("#form-max_parallel_shards", Input).value = "4"
         await pilot.click("#form-submit")
@@ -149,6 +150,21 @@ async def test_a_job_submitted_from_the_form_reaches_the_dispatcher_topic(amqtt_
     assert isinstance(job, JobSubmission)
     assert (job.name, job.shards, job.max_parallel_shards, job.sender) == ("pilot batch", 8, 4, "operator")
     assert app.store.jobs.rows[job.job_id].status == "submitted"
+
+
+async def test_the_form_defaults_are_a_small_job_the_wire_contract_accepts() -> None:
+    """The defaults, as the form reads them, make a valid JobSubmission any HW4 car can take."""
+    app = FleetroomApp(BrokerUrl("127.0.0.1", 1, "operator"), Topics("t"), connect=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n")
+        assert isinstance(app.screen, SubmitJobScreen)
+        form = app.screen.read_form()
+    job = JobSubmission(**app.operator.envelope(), job_id="job-x", name=form.name,
+                        total_work_tera_ops=form.total_work_tera_ops, shards=form.shards,
+                        min_tops_per_car=form.min_tops_per_car, max_parallel_shards=form.max_parallel_shards,
+                        priority=form.priority)
+    assert job.total_work_tera_ops / job.shards / 125 < 60  # under a simulated minute a shard on HW4
+    assert job.min_tops_per_car <= 125
 
 
 async def test_a_bad_form_is_refused_in_place(amqtt_broker: TestBroker, topics: Topics) -> None:
@@ -187,9 +203,16 @@ async def test_jobs_are_shown_drilled_into_and_cancelled(amqtt_broker: TestBroke
         body = str(app.screen.query_one("#job-body", Static).content)
         assert "3 cars fail free_tops >= 8000" in body and "car-a" in body and "50%" in body
         await pilot.press("c")
+        await wait_until(lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        await pilot.press("n")  # no: nothing is sent
+        await wait_until(lambda: isinstance(app.screen, JobScreen), what="back on the job")
+        await pilot.press("c")
+        await wait_until(lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation again")
+        assert control == []
+        await pilot.press("y")
         await wait_until(lambda: len(control) == 1, what="CancelJob on control/dispatcher")
         asked = {id(m): m.job_id for m in posted if isinstance(m, JobScreen.CancelRequested)}  # seen as it bubbles
-        assert list(asked.values()) == ["job-1"]
+        assert list(asked.values()) == ["job-1", "job-1"]  # asked twice, confirmed once
         await pilot.press("escape")
         await app.set_policy(MatchPolicy.CHEAPEST)
         await wait_until(lambda: len(control) == 2, what="SetPolicy on control/dispatcher")

@@ -21,9 +21,9 @@ from pydantic import ValidationError
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Label, Sparkline, Static, TabbedContent, TabPane
+from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from mqttlink import (
@@ -39,24 +39,18 @@ from mqttlink import (
 )
 from protocol import JobSubmission, MatchPolicy, Topics, utc_now
 from tui import panels
+from tui.chartdata import CHARTS, chart_data
+from tui.charts import HistoryChart
+from tui.dialogs import ConfirmScreen
 from tui.earningsview import EarningsView
 from tui.jobview import JobTable
 from tui.nodeview import NodeOrder, state_strip
 from tui.power import PowerScreen
 from tui.screens import CarScreen, HelpScreen, JobForm, JobScreen, SubmitJobScreen
-from tui.store import HISTORY_SERIES, FleetStore
+from tui.store import FleetStore
 from tui.widgets import NodeTable
 
 log = logging.getLogger(__name__)
-
-SPARK_TITLES = {
-    "cars": "fleet size (cars)",
-    "tops_offered": "TOPS offered",
-    "tops_allocated": "TOPS allocated",
-    "jobs_done": "jobs done",
-    "earnings": "earnings (gross)",
-    "msgs_per_s": "messages per second",
-}
 
 
 CommandT = TypeVar("CommandT", bound=OperatorCommand)
@@ -117,6 +111,7 @@ class FleetroomApp(App[None]):
             yield Static("", id="totals", markup=False)
             yield Static("", id="cars", markup=False)
             yield Static("", id="equivalences", markup=False)
+            yield Static("", id="faults", markup=False)
             yield Static(panels.note_line(), id="note", markup=False)
         yield Static("", id="health", markup=False)
         with TabbedContent(initial="nodes", id="tabs"):
@@ -128,21 +123,18 @@ class FleetroomApp(App[None]):
             with TabPane("Jobs", id="jobs"):
                 yield JobTable(self.store, id="job-table")
             with TabPane("History", id="history"), Horizontal(id="history-grid"):
-                with Vertical(id="sparks"):
-                    for name in HISTORY_SERIES:
-                        yield Label(SPARK_TITLES[name], id=f"label-{name}", classes="spark-label")
-                        yield Sparkline([], id=f"spark-{name}")
+                with Grid(id="charts"):
+                    for i, _ in enumerate(CHARTS):
+                        yield HistoryChart(id=f"chart-{i}")
                 yield Static("", id="hardware", markup=False)
             with TabPane("Earnings", id="earnings"):
                 yield EarningsView(self.store.earnings, id="earnings-view")
         yield Footer()
 
     def on_mount(self) -> None:
-        statics = ["health", "totals", "cars", "equivalences", "strip", "hardware"]
+        statics = ["health", "totals", "cars", "equivalences", "faults", "strip", "hardware"]
         self._statics: dict[str, Static] = {name: self.query_one(f"#{name}", Static) for name in statics}
-        for name in HISTORY_SERIES:
-            self._statics[f"label-{name}"] = self.query_one(f"#label-{name}", Label)
-        self._sparks = {name: self.query_one(f"#spark-{name}", Sparkline) for name in HISTORY_SERIES}
+        self._charts = [self.query_one(f"#chart-{i}", HistoryChart) for i, _ in enumerate(CHARTS)]
         self._node_table = self.query_one(NodeTable)
         self._job_table = self.query_one(JobTable)
         self._tabs = self.query_one(TabbedContent)
@@ -217,6 +209,7 @@ class FleetroomApp(App[None]):
         self._show("totals", panels.totals_line(store))
         self._show("cars", panels.cars_line(store))
         self._show("equivalences", panels.equivalence_line(store))
+        self._show("faults", panels.faults_line(store))
         moved = self.order.sync(store, self.clock())
         strip = "  ".join(f"{code} {count:,}" for code, count in state_strip(store))
         self._show("strip", f"{strip or 'no cars yet'}   |   showing {len(self.order.ids):,} of {len(store.cars):,}")
@@ -228,11 +221,10 @@ class FleetroomApp(App[None]):
             self.paint_history()
 
     def paint_history(self) -> None:
-        for name, buffer in self.store.history.series.items():
-            values = list(buffer)
-            self._sparks[name].data = values
-            self._show(f"label-{name}", f"{SPARK_TITLES[name]}: {panels.latest(values):,.1f}")
-        self._show("hardware", "by hardware generation\n\n" + "\n".join(panels.hardware_lines(self.store)))
+        for chart, spec in zip(self._charts, CHARTS, strict=True):
+            chart.show(chart_data(spec, self.store.history.series, self.store.sample_every_s))
+        width = self._statics["hardware"].content_size.width or 40
+        self._show("hardware", "by hardware generation\n\n" + "\n".join(panels.hardware_lines(self.store, width)))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """In read-only mode the publishing keys are hidden from the footer and do nothing."""
@@ -355,25 +347,35 @@ class FleetroomApp(App[None]):
                                 max_parallel_shards=form.max_parallel_shards, priority=form.priority)
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
-            self.notify(f"job not submitted: {first['loc'][0] if first['loc'] else ''} {first['msg']}",
-                        severity="error")
+            why = f"job not submitted: {first['loc'][0] if first['loc'] else ''} {first['msg']}"
+            self.notify(why, severity="error")
+            self.push_screen(SubmitJobScreen(form.typed, why), self._submit_form)  # keep what was typed
             return
         if await self.command(lambda link: link.submit(job)):
             self.store.jobs.apply(job)
             self.notify(f"submitted {job.job_id} ({form.name})")
+        else:
+            self.push_screen(SubmitJobScreen(form.typed, "job not submitted (see the notice); the form keeps it"),
+                             self._submit_form)
 
-    async def cancel_job(self, job_id: str) -> None:
-        if await self.command(lambda link: link.cancel_job(job_id, reason="cancelled from the control room")):
+    def cancel_job(self, job_id: str) -> None:
+        """Ask first; cancel only on yes."""
+        question = f"Cancel job {job_id}? Its running shards are withdrawn; this cannot be undone."
+        self.push_screen(ConfirmScreen(question, yes="Cancel the job", no="Keep it"),
+                         partial(self._cancel_confirmed, job_id))
+
+    async def _cancel_confirmed(self, job_id: str, yes: bool | None) -> None:
+        if yes and await self.command(lambda link: link.cancel_job(job_id, reason="cancelled from the control room")):
             self.notify(f"asked the dispatcher to cancel {job_id}")
 
     async def action_cancel_selected_job(self) -> None:
         job_id = self.query_one(JobTable).selected
         if self.query_one(TabbedContent).active == "jobs" and job_id is not None:
-            await self.cancel_job(job_id)
+            self.cancel_job(job_id)
 
     @on(JobScreen.CancelRequested)
-    async def _cancel_from_screen(self, event: JobScreen.CancelRequested) -> None:
-        await self.cancel_job(event.job_id)
+    def _cancel_from_screen(self, event: JobScreen.CancelRequested) -> None:
+        self.cancel_job(event.job_id)
 
     async def set_policy(self, policy: MatchPolicy) -> None:
         if await self.command(lambda link: link.set_policy(policy)):

@@ -33,6 +33,13 @@ def why_offering(car: CarRow) -> str:
     return "idle, no offer heard yet"
 
 
+def reliability_text(score: float | None) -> str:
+    """The ledger's reliability score of a car, or why it is not known yet."""
+    if score is None:
+        return "- (the dispatcher's score arrives with the car's next assignment)"
+    return f"{score:.0%} (the dispatcher ledger's score: valid results weighed against wrong ones)"
+
+
 def car_lines(store: FleetStore, vehicle_id: str) -> list[str]:
     """Everything the control room knows about one car."""
     car = store.cars.get(vehicle_id)
@@ -53,6 +60,7 @@ def car_lines(store: FleetStore, vehicle_id: str) -> list[str]:
         f"{car.work_tera_ops:,.0f} tera-ops   last checkpoint {car.checkpoint_tera_ops:,.0f}",
         f"last event: {car.last_event or '-'}",
         *car_money_lines(store.earnings, vehicle_id),
+        f"reliability {reliability_text(car.reliability)}",
     ]
     points = store.car_history.get(vehicle_id)
     if points:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from textual.binding import Binding, BindingType
@@ -9,6 +10,7 @@ from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowDoesNotExist
 
+from protocol import WaitReason
 from tui.details import bar
 from tui.jobs import JobRow
 from tui.store import FleetStore
@@ -20,9 +22,7 @@ def job_cells(row: JobRow) -> tuple[str, ...]:
     """The cells of one job's row."""
     state = row.state
     shards = f"{state.shards_done}/{state.shards_total} ({state.shards_running} running)" if state else "-"
-    waits = "; ".join(f"{w.cars_failing:,} fail {w.requirement}" for w in state.wait_reasons) if state else ""
-    if state is not None and state.reason and not waits:
-        waits = state.reason
+    waits = why_waiting(state.wait_reasons, state.reason) if state else ""
     return (
         row.job_id,
         row.name[:28],
@@ -31,8 +31,25 @@ def job_cells(row: JobRow) -> tuple[str, ...]:
         shards,
         str(state.preemptions) if state else "-",
         f"{state.cost:,.4f}" if state else "-",
-        waits[:60] or "-",
+        waits or "-",
     )
+
+
+WHY_WIDTH = 60  # what 160 columns leave for the reasons after the other columns
+
+
+def why_waiting(reasons: Sequence[WaitReason], reason: str, width: int = WHY_WIDTH) -> str:
+    """The reasons a job waits, whole ones only, and how many more its drill-down shows (enter)."""
+    texts = [f"{w.cars_failing:,} fail {w.requirement}" for w in reasons] or ([reason] if reason else [])
+    shown: list[str] = []
+    for i, text in enumerate(texts):
+        rest = len(texts) - i - 1
+        tail = f" (+{rest} more: enter)" if rest else ""
+        if shown and len("; ".join([*shown, text]) + tail) > width:
+            return "; ".join(shown) + f" (+{rest + 1} more: enter)"
+        shown.append(text)
+    line = "; ".join(shown)
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 STATUS_RANK = {"running": 0, "queued": 1, "submitted": 2}

@@ -6,7 +6,14 @@ raw telemetry, so the control room and the dispatcher cannot disagree about the 
 
 from __future__ import annotations
 
-from protocol.reference import INT8_VS_FP64_NOTE, REFERENCE_MACHINES, equivalences, format_tops
+from protocol.reference import (
+    FUGAKU,
+    INT8_VS_FP64_NOTE,
+    equivalence_text,
+    format_machines,
+    format_tops,
+    machines_fraction,
+)
 from protocol.vocabulary import CarState
 from tui.store import FleetStore
 
@@ -23,8 +30,10 @@ def totals_line(store: FleetStore) -> str:
     s = store.summary
     if s is None:
         return "waiting for the dispatcher's fleet summary…"
-    return (f"TOTAL {format_tops(s.tops_total)}   offered {format_tops(s.tops_offered)}   "
-            f"allocated {format_tops(s.tops_allocated)}   policy {s.policy.value}")
+    put_up = s.tops_allocated + s.tops_offered
+    in_use = f" ({s.tops_allocated / put_up:.0%} of what is put up)" if put_up > 0 else ""
+    return (f"TOTAL {format_tops(s.tops_total)}   in use {format_tops(s.tops_allocated)}{in_use}   "
+            f"still offered {format_tops(s.tops_offered)}   policy {s.policy.value}")
 
 
 def cars_line(store: FleetStore) -> str:
@@ -39,13 +48,23 @@ def cars_line(store: FleetStore) -> str:
 
 
 def equivalence_line(store: FleetStore) -> str:
-    """The total as whole Fugakus, Frontiers and El Capitans, as the essay computes."""
-    if store.summary is None:
+    """The total and the part in use as Fugakus, Frontiers and El Capitans (peak), fractional when small."""
+    s = store.summary
+    if s is None:
         return "as supercomputers: (with the dispatcher's first summary)"
-    counts = equivalences(store.summary.tops_total)
-    parts = [plural(counts[m.name], m.name) for m in REFERENCE_MACHINES]
-    scale = store.summary.scenario_scale
-    return "= " + " · ".join(parts) + " (peak)" + (f"   [{scale}]" if scale else "")
+    scale = f"   [{s.scenario_scale}]" if s.scenario_scale else ""
+    return (f"= {equivalence_text(s.tops_total, separator=' · ')} (peak)   in use: "
+            f"{format_machines(machines_fraction(s.tops_allocated, FUGAKU), FUGAKU.name)}{scale}")
+
+
+def faults_line(store: FleetStore) -> str:
+    """What the dispatcher detected of the faults cars show (injected or real), from its summary."""
+    s = store.summary
+    if s is None:
+        return "faults detected: (with the dispatcher's first summary)"
+    detected = {"wrong results caught": s.wrong_results_caught, "preemptions": s.preemptions,
+                **{kind.replace("_", " "): n for kind, n in sorted(s.faults_detected.items())}}
+    return "faults detected: " + " · ".join(f"{kind} {n:,}" for kind, n in detected.items())
 
 
 def note_line() -> str:
@@ -53,26 +72,24 @@ def note_line() -> str:
 
 
 def health_line(store: FleetStore, broker: str, *, read_only: bool, paused: bool) -> str:
-    """Broker, connection state, messages per second and rejected messages."""
+    """Mode flags first (READ-ONLY, paused, reconnects), then broker, link, rates, rejections, peers.
+
+    The flags lead so that a narrow terminal cuts the least important part, never them."""
     link = store.link
     state = link.state + (f" (attempt {link.attempt})" if link.state == "reconnecting" else "")
     if link.state == "failed":
         state += f" ({link.reason[:80]})"
+    flags = [flag for flag, on in (("READ-ONLY", read_only), ("UPDATES PAUSED", paused),
+                                   (f"reconnected {link.reconnects}x", link.reconnects > 0)) if on]
     rejected = store.rejected_total
     reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(store.rejected.items()))
-    parts = [f"{broker} {state}", f"{store.msgs_per_s:,.0f} msg/s", f"{store.messages:,} msgs"]
+    parts = [*flags, f"{broker} {state}", f"{store.msgs_per_s:,.0f} msg/s", f"{store.messages:,} msgs"]
     parts.append(f"rejected {rejected:,}" + (f" ({reasons})" if reasons else ""))
     if store.dropped:
         parts.append(f"DROPPED {store.dropped:,} (fell behind)")
     peers = peers_text(store)
     if peers:
         parts.append(peers)
-    if link.reconnects:
-        parts.append(f"reconnected {link.reconnects}x")
-    if read_only:
-        parts.append("READ-ONLY")
-    if paused:
-        parts.append("UPDATES PAUSED")
     return " · ".join(parts)
 
 
@@ -90,8 +107,12 @@ def peers_text(store: FleetStore) -> str:
     return " · ".join(parts)
 
 
-def hardware_lines(store: FleetStore, width: int = 30) -> list[str]:
-    """Cars and TOPS by hardware generation, with a bar of each one's share of TOPS."""
+HARDWARE_LABEL_WIDTH = 36  # "HW5   1,000,000 cars     5.0 GTOPS "
+
+
+def hardware_lines(store: FleetStore, panel_width: int = 66) -> list[str]:
+    """Cars and TOPS by hardware generation, with a bar of each one's share of TOPS that fits `panel_width`."""
+    width = max(4, panel_width - HARDWARE_LABEL_WIDTH - 1)
     s = store.summary
     if s is not None and s.tops_by_hardware:
         cars, tops = s.cars_by_hardware, s.tops_by_hardware

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from textual.app import ComposeResult
@@ -139,14 +139,17 @@ class JobForm:
     min_tops_per_car: float
     max_parallel_shards: int
     priority: int
+    typed: dict[str, str] = field(default_factory=dict, compare=False)  # the fields as typed
 
 
+# A small job by default, one any parked car can take: an 8B model's 1M-token batch,
+# 1e6 tokens x 2 x 8e9 params = 16,000 tera-ops, in 4 shards (about 32 simulated s each on HW4).
 FORM_FIELDS: tuple[tuple[str, str, str], ...] = (
-    ("name", "name", "llm batch inference"),
-    ("total_work_tera_ops", "total work (tera-ops)", "36000000"),
-    ("shards", "shards", "12"),
+    ("name", "name", "llm batch inference 8B, 1M tokens"),
+    ("total_work_tera_ops", "total work (tera-ops)", "16000"),
+    ("shards", "shards", "4"),
     ("min_tops_per_car", "min TOPS per car", "100"),
-    ("max_parallel_shards", "max parallel shards", "12"),
+    ("max_parallel_shards", "max parallel shards", "4"),
     ("priority", "priority (-100..100)", "0"),
 )
 
@@ -156,20 +159,29 @@ class SubmitJobScreen(ModalScreen[JobForm | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
+    def __init__(self, typed: dict[str, str] | None = None, error: str = "") -> None:
+        super().__init__()
+        self.typed = typed or {}  # what was typed before a refusal: shown again, not the defaults
+        self.error = error
+
     def compose(self) -> ComposeResult:
         with Vertical(id="submit-box"):
             yield Label("[b]Submit a job[/b]")
             for key, label, default in FORM_FIELDS:
                 with Horizontal(classes="form-row"):
                     yield Label(label, classes="form-label")
-                    yield Input(default, id=f"form-{key}", classes="form-input")
-            yield Static("", id="form-error", markup=False)
+                    yield Input(self.typed.get(key, default), id=f"form-{key}", classes="form-input")
+            yield Static(self.error, id="form-error", markup=False)
             with Horizontal(id="form-buttons"):
                 yield Button("Submit", variant="primary", id="form-submit")
                 yield Button("Cancel", id="form-cancel")
 
     def _value(self, key: str) -> str:
         return self.query_one(f"#form-{key}", Input).value.strip()
+
+    def typed_values(self) -> dict[str, str]:
+        """What is in the form's fields now, as typed."""
+        return {key: self.query_one(f"#form-{key}", Input).value for key, _, _ in FORM_FIELDS}
 
     def read_form(self) -> JobForm:
         """The form's values; raises ValueError naming the bad field."""
@@ -203,7 +215,7 @@ class SubmitJobScreen(ModalScreen[JobForm | None]):
         except ValueError as exc:
             self.query_one("#form-error", Static).update(str(exc))
             return
-        self.dismiss(form)
+        self.dismiss(replace(form, typed=self.typed_values()))
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 
 STATE_ORDER: tuple[str, ...] = tuple(state.code for state in CarState)
 """The two-letter state codes in the order a compact listing shows them."""
-HISTORY_SERIES: tuple[str, ...] = ("cars", "tops_offered", "tops_allocated", "jobs_done", "earnings", "msgs_per_s")
+HISTORY_SERIES: tuple[str, ...] = ("cars", "tops_offered", "tops_allocated", "jobs_done", "earnings", "msgs_per_s",
+                                   "jobs_queued", "jobs_running", "utilisation_pct")
 
 
 @dataclass(slots=True)
@@ -64,6 +65,7 @@ class CarRow:
     job_id: str = ""
     reason: str = ""
     earned: float | None = None  # the ledger's gross, when the dispatcher has published it for this car
+    reliability: float | None = None  # the dispatcher's ledger score, as of its last assignment to this car
     gateway: str = ""
     offer_id: str = ""
     price_per_tops_hour: float | None = None
@@ -161,6 +163,7 @@ class FleetStore:
         self._car_history_length = car_history_length
         self._car_history_limit = car_history_limit
         self._sample_every_s = sample_every_s
+        self.sample_every_s = sample_every_s  # the history's time step, for the charts' axes
         self._rate_mark: tuple[float, int] | None = None
         self._last_sample: float | None = None
 
@@ -302,6 +305,8 @@ class FleetStore:
             row.work_tera_ops = message.work_tera_ops
             row.done_tera_ops = row.checkpoint_tera_ops = message.resume_from_tera_ops
             row.last_event = f"assigned {message.shard_id} of {message.job_id}"
+            if message.car_reliability is not None:
+                row.reliability = message.car_reliability
         else:
             row.last_event = f"assignment {message.assignment_id} cancelled: {message.reason}"
         self.jobs.command(message)
@@ -354,4 +359,8 @@ class FleetStore:
             "jobs_done": float(s.jobs_by_status.get("done", 0)) if s else float(self.jobs.count("done")),
             "earnings": s.earnings_gross if s else 0.0,
             "msgs_per_s": self.msgs_per_s,
+            "jobs_queued": float(s.jobs_by_status.get("queued", 0)) if s else float(self.jobs.count("queued")),
+            "jobs_running": float(s.jobs_by_status.get("running", 0)) if s else float(self.jobs.count("running")),
+            "utilisation_pct": 100.0 * s.tops_allocated / put_up if s and (put_up := s.tops_allocated + s.tops_offered)
+            else 0.0,
         }

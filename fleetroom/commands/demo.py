@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+from fake_vehicles.catalogue import MixError, normalise_mix, parse_hardware_mix
 from fleetroom.commands.tui import add_web_arguments, check_web_arguments, serve_web
 from fleetroom.common import (
     CARS,
@@ -51,18 +52,22 @@ from fleetroom.common import (
     whole,
 )
 from fleetroom.compose.driver import EARLY_MIX
+from fleetroom.compose.jobstream import ESSAY_MIX, mean_car_seconds
 from fleetroom.compose.stack import Stack
 from fleetroom.compose.summary import ESSAY_CARS, ESSAY_EMULATED, format_summary
 from fleetroom.compose.supervisor import ChildDied, NotReady, Supervisor
 from fleetroom.loadtest.ledger import RunLedger
 from fleetroom.loadtest.observer import Observer
 from mqttlink import BrokerUnreachable, BrokerUrl, cancel_and_wait, check_broker
-from protocol import TopicError, Topics
+from protocol import HardwareGeneration, TopicError, Topics
 from protocol.identity import SECRET_ENV
+from protocol.vehicle_messages import HARDWARE_TOPS
 
 log = logging.getLogger(__name__)
 MAX_JOB_RATE = 1e4
 OBSERVER_CONNECT_S = 30.0
+FILL_SHARE = 0.9  # of the parked cars the essay's job stream aims to keep busy
+PARKED_SHARE = 0.75  # model: about the share of cars parked and offering at 10:00 (the demo's start)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,12 +91,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grow-over", type=WALL_S, default=120.0, metavar="S",
                         help="wall seconds the growth takes (default: %(default)s)")
     parser.add_argument("--speed", type=SPEED, default=60.0, help="simulated seconds per wall second (default: 60)")
-    parser.add_argument("--job-rate", type=finite(0, MAX_JOB_RATE), default=0.5,
-                        help="jobs submitted per wall second (default: 0.5)")
+    parser.add_argument("--job-rate", type=finite(0, MAX_JOB_RATE), default=None,
+                        help="jobs submitted per wall second (default: 0.5; with --scenario essay, enough to keep "
+                        "about 90%% of the parked cars busy)")
+    parser.add_argument("--hardware-mix", type=_hardware_mix, default=None, metavar="MIX",
+                        help="the fleet's hardware, as `fleetroom vehicles` takes it, e.g. HW6=1 "
+                        "(default: HW5=1 for the essay; HW3/HW4 moving to HW5/HW6 while growing)")
+    parser.add_argument("--faulty-share", type=finite(0, 1), default=0.0, metavar="F",
+                        help="share of the fleet's cars that return wrong results or vanish mid-shard, as "
+                        "`fleetroom vehicles` takes it; the header's and summary's fault counters show what "
+                        "the dispatcher caught (default: 0)")
     parser.add_argument("--seed", type=SEED, default=1, help="random seed of the fleet and the jobs")
     parser.add_argument("--run-dir", type=Path, help="where the processes' logs go")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     add_web_arguments(parser)
+
+
+def _hardware_mix(text: str) -> dict[HardwareGeneration, float]:
+    """A `--hardware-mix` value, checked as the fleet checks it; a bad one is one line."""
+    try:
+        return normalise_mix(parse_hardware_mix(text))
+    except MixError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _mix_text(mix: dict[HardwareGeneration, float]) -> str:
+    return ",".join(f"{hw.value}={share:g}" for hw, share in mix.items())
+
+
+def essay_mix(args: argparse.Namespace) -> dict[HardwareGeneration, float]:
+    """The essay fleet's hardware: HW5 as the essay states it, unless --hardware-mix says otherwise."""
+    return args.hardware_mix or {HardwareGeneration.HW5: 1.0}
+
+
+def essay_job_load(args: argparse.Namespace) -> tuple[float, float]:
+    """(jobs per wall second, job scale) that keep about FILL_SHARE of the essay's parked cars busy.
+
+    Jobs are scaled by the mix's mean TOPS over HW5's, so a shard takes as long on HW6 as on HW5
+    (bigger batches) and the job rate, which sets the message load, stays the same."""
+    mean_tops = sum(HARDWARE_TOPS[hw] * share for hw, share in essay_mix(args).items())
+    scale = mean_tops / HARDWARE_TOPS[HardwareGeneration.HW5]
+    wall_s_per_job = mean_car_seconds(ESSAY_MIX, mean_tops) * scale / args.speed
+    return FILL_SHARE * PARKED_SHARE * args.emulate / wall_s_per_job, scale
 
 
 def _check(args: argparse.Namespace) -> tuple[Topics, BrokerUrl | None]:
@@ -111,19 +152,26 @@ def _check(args: argparse.Namespace) -> tuple[Topics, BrokerUrl | None]:
 
 
 def _fleet_flags(args: argparse.Namespace, clock: list[str]) -> list[str]:
-    common = ["--seed", str(args.seed), *clock, "--mode", "gateway"]
+    common = ["--seed", str(args.seed), *clock, "--mode", "gateway", "--faulty-share", f"{args.faulty_share:g}"]
     if args.scenario == "essay":
-        return ["--count", str(args.emulate), "--hardware-mix", "HW5=1", "--telemetry-interval", "600", *common]
-    mix = ",".join(f"{k}={v:g}" for k, v in EARLY_MIX.items())
+        mix = _mix_text(essay_mix(args))
+        return ["--count", str(args.emulate), "--hardware-mix", mix, "--telemetry-interval", "600", *common]
+    mix = _mix_text(args.hardware_mix) if args.hardware_mix else ",".join(f"{k}={v:g}" for k, v in EARLY_MIX.items())
     return ["--count", str(args.cars), "--hardware-mix", mix, "--telemetry-interval", "30", *common]
 
 
 def _driver_flags(args: argparse.Namespace, stack: Stack, clock: list[str]) -> list[str]:
     grow_to = 0 if args.scenario == "essay" else args.grow_to
+    rate, scale, job_mix = 0.5, 1.0, "light"
+    if args.scenario == "essay":
+        (rate, scale), job_mix = essay_job_load(args), "essay"
+    rate = rate if args.job_rate is None else args.job_rate
+    hardware = ["--hardware-mix", _mix_text(args.hardware_mix)] if args.hardware_mix and grow_to else []
     return [
         sys.executable, "-m", "fleetroom.compose.driver", *stack.broker_flags(),
-        *clock, "--seed", str(args.seed), "--job-rate", f"{args.job_rate:g}", "--start-cars", str(args.cars),
-        "--grow-to", str(grow_to), "--grow-over", f"{args.grow_over:g}",
+        *clock, "--seed", str(args.seed), "--job-rate", f"{rate:g}", "--start-cars", str(args.cars),
+        "--grow-to", str(grow_to), "--grow-over", f"{args.grow_over:g}", "--job-mix", job_mix,
+        "--job-scale", f"{scale:g}", *hardware,
     ]
 
 
@@ -262,8 +310,8 @@ def run(args: argparse.Namespace) -> int:
                     ledger, elapsed = asyncio.run(_headless(args, stack, topics))
                 except BrokerUnreachable as exc:
                     raise CliError(str(exc)) from None
-                print(format_summary(ledger.last_summary, ledger.counters.by_kind, elapsed,
-                                     essay=args.emulate if args.scenario == "essay" else 0))
+                essay = (args.emulate, essay_mix(args)) if args.scenario == "essay" else None
+                print(format_summary(ledger.last_summary, ledger.counters.by_kind, elapsed, essay=essay))
             elif args.web:
                 _web_control_room(args, stack, topics)
             else:

@@ -1,9 +1,11 @@
 """Submit a job to the dispatcher, from flags or a TOML/JSON job file; --wait follows it to the end.
 
-Prints the job id. With --wait it prints the job's progress and exits 0 when it is done, 1 if it
-failed, was rejected or cancelled. Job file keys are the flag names with underscores (name,
-work, shards, min_tops, parallel, deadline_s, priority, price_cap, redundancy,
-checkpoint_interval, kind, min_hardware, input_seed, job_id); flags override the file.
+Prints the job id once the job is sent (nothing when it is refused: no dispatcher online). With
+--wait it prints the job's progress and exits 0 when it is done, 1 if it failed, was rejected or
+cancelled; with --wait --timeout S it gives up after S wall seconds with one line and exit code 3.
+Job file keys are the flag names with underscores (name, work, shards, min_tops, parallel,
+deadline_s, priority, price_cap, redundancy, checkpoint_interval, kind, min_hardware, input_seed,
+job_id); flags override the file.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fleetroom.common import (
     DispatcherWatch,
     add_broker_arguments,
     broker_for,
+    finite,
     run_async,
     setup_logging,
     topics_from,
@@ -47,6 +50,8 @@ from mqttlink import BrokerUrl, NoDispatcher, OperatorLink, client_id_of, stay_c
 from protocol import JobKind, JobState, JobStatus, JobSubmission, ProtocolError, Topics, decode_on, utc_now
 
 RESUBMIT_EVERY_S = 5.0
+TIMED_OUT = 3  # exit code of --wait --timeout when the job has not ended in time
+WAIT_TIMEOUT_S = finite(0.1, 10 * 365 * 86400.0)
 DISPATCHER_GRACE_S = 2.0  # how long to wait for a dispatcher's retained `online` status
 
 
@@ -68,6 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", choices=[k.value for k in JobKind], help="what the job is (default: other)")
     parser.add_argument("--job-id", help="job id (default: a fresh one)")
     parser.add_argument("--wait", action="store_true", help="follow the job to the end; exit 1 unless it is done")
+    parser.add_argument("--timeout", type=WAIT_TIMEOUT_S, metavar="S",
+                        help="with --wait: give up after S wall seconds (exit 3; default: wait for ever)")
 
 
 def build_job(args: argparse.Namespace) -> JobSubmission:
@@ -122,6 +129,7 @@ async def _submit(url: BrokerUrl, topics: Topics, job: JobSubmission, wait: bool
             online = await _dispatcher_online(client, topics)
             try:
                 await OperatorLink(client, topics, sender=job.sender, dispatcher_online=lambda: online).submit(job)
+                print(job.job_id, flush=True)
             except NoDispatcher:
                 raise CliError(
                     f"no dispatcher is online under {topics.prefix}/ (its status says offline or was never "
@@ -137,6 +145,16 @@ async def _submit(url: BrokerUrl, topics: Topics, job: JobSubmission, wait: bool
     return outcome[0]
 
 
+async def _submit_within(url: BrokerUrl, topics: Topics, job: JobSubmission, wait: bool,
+                         timeout_s: float | None) -> int:
+    """`_submit`, given up after `timeout_s` wall seconds (one line, exit code TIMED_OUT)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _submit(url, topics, job, wait)
+    except TimeoutError:
+        raise CliError(f"{job.job_id} had not ended after --timeout {timeout_s:g} s", exit_code=TIMED_OUT) from None
+
+
 async def _dispatcher_online(client: aiomqtt.Client, topics: Topics) -> bool:
     """Whether a dispatcher's retained status says online, within a short grace period."""
     watch = DispatcherWatch()
@@ -150,9 +168,13 @@ async def _dispatcher_online(client: aiomqtt.Client, topics: Topics) -> bool:
 async def _follow(client: aiomqtt.Client, link: OperatorLink, job: JobSubmission) -> int:
     last = ""
     seen = False
+    printed = False
     while True:
         if not seen:
             await link.submit(job)  # idempotent: the id decides
+            if not printed:
+                print(job.job_id, flush=True)
+                printed = True
         try:
             async with asyncio.timeout(RESUBMIT_EVERY_S):
                 async for message in client.messages:
@@ -178,9 +200,10 @@ def run(args: argparse.Namespace) -> int:
     job = build_job(args)
     url = broker_for(args, "operator")
     topics = topics_from(args)
-    print(job.job_id, flush=True)
+    if args.timeout is not None and not args.wait:
+        raise CliError("--timeout needs --wait")
     try:
-        return run_async(_submit(url, topics, job, args.wait))
+        return run_async(_submit_within(url, topics, job, args.wait, args.timeout))
     except KeyboardInterrupt:
         print(f"stopped following {job.job_id}", file=sys.stderr)
         return 130

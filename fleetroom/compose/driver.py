@@ -22,7 +22,7 @@ from datetime import datetime
 import aiomqtt
 
 from fleetroom.common import SIM_EPOCH_HELP, DispatcherWatch, sim_epoch
-from fleetroom.compose.jobstream import JobStream
+from fleetroom.compose.jobstream import ESSAY_MIX, LIGHT_MIX, JobStream
 from mqttlink import (
     BROKER_ENV,
     BrokerUnreachable,
@@ -46,6 +46,7 @@ SENDER = "demo-driver"
 EARLY_MIX = {"HW3": 0.3, "HW4": 0.6, "HW5": 0.1}
 LATE_MIX = {"HW4": 0.1, "HW5": 0.6, "HW6": 0.3}
 STEP_S = 5.0
+JOB_MIXES = {"light": LIGHT_MIX, "essay": ESSAY_MIX}
 
 
 def growth_plan(start: int, target: int, steps: int) -> list[int]:
@@ -70,7 +71,7 @@ async def drive(args: argparse.Namespace) -> None:
     """Publish jobs at `--job-rate` per second and AddCars steps until stopped."""
     topics = Topics(args.topic_prefix)
     clock = SimClock(args.speed, datetime.fromisoformat(args.sim_start), epoch=args.sim_epoch)
-    stream = JobStream(random.Random(args.seed), {"inference": 0.5, "training": 0.2, "rendering": 0.3},
+    stream = JobStream(random.Random(args.seed), JOB_MIXES[args.job_mix],
                        sender=SENDER, prefix=f"demo{random.randrange(16**4):04x}", scale=args.job_scale)
     steps = max(1, round(args.grow_over / STEP_S))
     plan = growth_plan(args.start_cars, args.grow_to, steps) if args.grow_to else []
@@ -107,13 +108,22 @@ async def drive(args: argparse.Namespace) -> None:
             step = int(state["step"])
             if step < len(plan) and loop.time() >= next_step:
                 if plan[step]:
-                    await link.add_cars(plan[step], hardware_mix=mix_at((step + 1) / len(plan)))
+                    mix = args.hardware_mix or mix_at((step + 1) / len(plan))
+                    await link.add_cars(plan[step], hardware_mix=mix)
                 state["step"] = step + 1
                 next_step += STEP_S
             await asyncio.sleep(0.25)
         watcher.result()  # the link was lost: raise its MqttError so that stay_connected reconnects
 
     await stay_connected(args.broker_url, client_id_of(args.broker_url, ROLE), session)
+
+
+def _mix(text: str) -> dict[str, float]:
+    """`HW5=0.5,HW6=0.5` as a dict; the fleet checks the names."""
+    try:
+        return {name.strip(): float(share) for name, share in (part.split("=") for part in text.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad hardware mix {text!r}: expected HWn=SHARE,...") from None
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -126,6 +136,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--job-rate", type=float, default=0.5, help="jobs per wall second")
     parser.add_argument("--job-scale", type=float, default=1.0)
+    parser.add_argument("--job-mix", choices=sorted(JOB_MIXES), default="light",
+                        help="light: jobs for HW3/HW4 cars; essay: 70B-model jobs sized to fill HW5/HW6 cars")
+    parser.add_argument("--hardware-mix", type=_mix, default=None, metavar="MIX",
+                        help="hardware of the cars added while growing, e.g. HW6=1 (default: HW3/HW4 towards HW5/HW6)")
     parser.add_argument("--start-cars", type=int, default=20)
     parser.add_argument("--grow-to", type=int, default=0, help="0: no growth")
     parser.add_argument("--grow-over", type=float, default=120.0, help="wall seconds")

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from protocol import FleetSummary
-from protocol.reference import INT8_VS_FP64_NOTE, REFERENCE_MACHINES, equivalences, format_tops
+from protocol import FleetSummary, HardwareGeneration
+from protocol.reference import INT8_VS_FP64_NOTE, equivalence_text, format_tops
+from protocol.vehicle_messages import HARDWARE_TOPS
+
+EssayFleet = tuple[int, Mapping[HardwareGeneration, float]]  # (cars emulated, hardware mix)
 
 
 def _counts(counts: Mapping[str, int | float]) -> str:
@@ -15,29 +18,31 @@ def _counts(counts: Mapping[str, int | float]) -> str:
 
 
 ESSAY_CARS = 1_000_000
-ESSAY_TOPS_PER_CAR = 5_000.0  # HW5 as the essay states it (../shared/SEED.md)
+ESSAY_TOPS_PER_CAR = HARDWARE_TOPS[HardwareGeneration.HW5]  # 5,000: HW5 as the essay states it (SEED.md)
 ESSAY_EMULATED = 2_000  # cars the essay demo really emulates by default; each stands for 500
 
 
-def essay_target_line(emulated: int) -> str:
-    """The essay's arithmetic for a million HW5 cars, and how many of them are really emulated."""
-    total = ESSAY_CARS * ESSAY_TOPS_PER_CAR
-    equal = equivalences(total)
-    machines = ", ".join(f"{equal[m.name]:,} {m.name}s" for m in REFERENCE_MACHINES)
+def essay_target_line(emulated: int, mix: Mapping[HardwareGeneration, float] | None = None) -> str:
+    """The essay's arithmetic for a million cars of `mix` (HW5 by default), and how many are emulated."""
+    mix = mix or {HardwareGeneration.HW5: 1.0}
+    per_car = sum(HARDWARE_TOPS[hw] * share for hw, share in mix.items()) / (sum(mix.values()) or 1.0)
+    total = ESSAY_CARS * per_car
+    names = " + ".join(f"{share:.0%} {hw.value}" for hw, share in mix.items())
+    names = next(iter(mix)).value if len(mix) == 1 else names
     stand_for = ESSAY_CARS // emulated
     how = "every car emulated" if stand_for == 1 else f"{emulated:,} cars emulated, each standing for {stand_for:,}"
     return (
-        f"  the essay's scale: {ESSAY_CARS:,} HW5 cars x {ESSAY_TOPS_PER_CAR:,.0f} TOPS = {format_tops(total)} = "
-        f"{machines} (peak); {how}"
+        f"  the essay's scale: {ESSAY_CARS:,} {names} cars x {per_car:,.0f} TOPS = {format_tops(total)} = "
+        f"{equivalence_text(total)} (peak); {how}"
     )
 
 
 def format_summary(
-    summary: FleetSummary | None, seen: Mapping[str, int], duration_s: float, *, essay: int = 0
+    summary: FleetSummary | None, seen: Mapping[str, int], duration_s: float, *, essay: EssayFleet | None = None
 ) -> str:
     """The summary as lines of text; `seen` counts the message kinds the demo's observer received.
 
-    `essay`, when not 0, is how many cars the essay demo really emulates."""
+    `essay`, when given, is how many cars the essay demo really emulates and their hardware mix."""
     offers = seen.get("offer", 0)
     assignments = seen.get("shard_assign", 0)
     results = seen.get("shard_result", 0)
@@ -51,25 +56,39 @@ def format_summary(
         f"{seen.get('shard_preempted', 0):,} preemptions, {seen.get('telemetry', 0):,} telemetry messages",
     ]
     if essay:
-        lines.append(essay_target_line(essay))
+        lines.append(essay_target_line(*essay))
     return "\n".join(lines)
 
 
+def utilisation(s: FleetSummary) -> float:
+    """TOPS allocated over TOPS the parked cars put up (allocated plus still offered)."""
+    put_up = s.tops_allocated + s.tops_offered
+    return s.tops_allocated / put_up if put_up > 0 else 0.0
+
+
+def faults_line(s: FleetSummary) -> str:
+    """What the dispatcher detected of the faults a fleet may inject."""
+    detected = {"wrong results caught": s.wrong_results_caught, **{k.replace("_", " "): v
+                                                                   for k, v in s.faults_detected.items()}}
+    return "  faults detected: " + "; ".join(f"{name} {n:,}" for name, n in detected.items())
+
+
 def _fleet_lines(s: FleetSummary) -> list[str]:
-    equal = equivalences(s.tops_total)
-    machines = ", ".join(f"{equal[m.name]:,} {m.name}{'s' if equal[m.name] != 1 else ''}" for m in REFERENCE_MACHINES)
     scale = f" ({s.scenario_scale})" if s.scenario_scale else ""
+    unscaled = " (emulated cars, unscaled)" if s.scenario_scale else ""
     return [
         f"  cars: {s.cars_known:,} known{scale}; by state: {_counts(s.cars_by_state)}",
         f"  hardware: {_counts(s.cars_by_hardware)}",
         f"  compute: {format_tops(s.tops_total)} total, {format_tops(s.tops_offered)} offered, "
-        f"{format_tops(s.tops_allocated)} allocated",
-        f"  as the essay counts it: {machines} (peak)",
+        f"{format_tops(s.tops_allocated)} allocated: {utilisation(s):.0%} of what the parked cars offer in use",
+        f"  as the essay counts it: {equivalence_text(s.tops_total)} (peak); "
+        f"in use: {equivalence_text(s.tops_allocated)}",
         f"  note: {INT8_VS_FP64_NOTE}",
         f"  jobs: {_counts(s.jobs_by_status)}; shards completed: {s.shards_completed:,}; "
-        f"work done: {s.work_done_tera_ops:,.0f} tera-ops",
+        f"work done: {s.work_done_tera_ops:,.0f} tera-ops; throughput {format_tops(s.throughput_tops)}{unscaled}",
         f"  preemptions: {s.preemptions:,} ({s.redone_tera_ops:,.0f} tera-ops redone); "
-        f"wrong results caught: {s.wrong_results_caught:,}; messages rejected: {s.messages_rejected:,}",
+        f"messages rejected: {s.messages_rejected:,}",
+        faults_line(s),
         f"  earnings: {s.earnings_gross:,.2f} {s.currency} gross; energy {s.energy_kwh:,.2f} kWh "
         f"costing {s.energy_cost:,.2f} {s.currency}; policy {s.policy.value}; "
         f"{s.messages_per_s:,.0f} messages/s at the dispatcher",

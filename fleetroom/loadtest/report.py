@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
@@ -12,6 +13,7 @@ from typing import Any
 from fleetroom.loadtest.ledger import RunLedger
 from fleetroom.loadtest.metrics import LatencyPoint
 from fleetroom.loadtest.slo import Verdict
+from protocol.reference import equivalence_text, format_tops
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,9 @@ def render_markdown(report: dict[str, Any], verdicts: Sequence[Verdict], chart_n
         f"Cars seen: {fleet['cars_seen']:,}; online at the end: {fleet['cars_online_at_end']:,}; "
         f"shards completed: {fleet['shards_completed']:,}.",
         "",
+        f"Compute online at the end: {format_tops(fleet['tops_total_at_end'])} = "
+        f"{equivalence_text(fleet['tops_total_at_end'])} (peak int8 TOPS as the essay counts them: a claim).",
+        "",
         "## Stages",
         "",
         "| # | stage | from (s) | to (s) | what happened |",
@@ -156,28 +161,56 @@ def _svg_stages(f: _Frame, stages: Sequence[StageRecord]) -> list[str]:
     return parts
 
 
+def runs(series: Sequence[LatencyPoint]) -> list[list[LatencyPoint]]:
+    """The series cut where seconds are missing, so that a gap in the data is drawn as a gap."""
+    out: list[list[LatencyPoint]] = []
+    for point in series:
+        if out and point.second == out[-1][-1].second + 1:
+            out[-1].append(point)
+        else:
+            out.append([point])
+    return out
+
+
 def _svg_lines(f: _Frame, series: Sequence[LatencyPoint]) -> list[str]:
     parts = []
-    for row, (name, colour, values) in enumerate((("p50", "#1f77b4", [p.p50_ms for p in series]),
-                                                   ("p99", "#d62728", [p.p99_ms for p in series]))):
-        points = " ".join(f"{f.x(p.second + 0.5):.1f},{f.y(v):.1f}" for p, v in zip(series, values, strict=True))
-        if points:
-            parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}"/>')
+    for row, (name, colour) in enumerate((("p50", "#1f77b4"), ("p99", "#d62728"))):
+        for run in runs(series):
+            points = " ".join(f"{f.x(p.second + 0.5):.1f},{f.y(getattr(p, f'{name}_ms')):.1f}" for p in run)
+            parts.append(f'<polyline class="{name}" fill="none" stroke="{colour}" stroke-width="1.5" '
+                         f'points="{points}"/>')
         parts.append(f'<text x="{f.width - f.right - 60}" y="{f.top + 14 * (row + 1)}" fill="{colour}">{name}</text>')
     return parts
 
 
+def nice_ticks(high: float, count: int = 5) -> list[float]:
+    """Round tick values from 0 to about `high`: steps of 1, 2 or 5 times a power of ten."""
+    if high <= 0:
+        return [0.0]
+    raw = high / count
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    return [i * step for i in range(int(high // step) + 1)]
+
+
 def _svg_axes(f: _Frame) -> list[str]:
     bottom, middle = f.top + f.plot_h, f.top + f.plot_h / 2
-    return [
+    parts = [
         f'<line x1="{f.left}" y1="{bottom}" x2="{f.left + f.plot_w}" y2="{bottom}" stroke="black"/>',
         f'<line x1="{f.left}" y1="{f.top}" x2="{f.left}" y2="{bottom}" stroke="black"/>',
-        f'<text x="{f.left - 5}" y="{f.top + 4}" text-anchor="end">{f.peak_ms:,.0f}</text>',
-        f'<text x="{f.left - 5}" y="{bottom}" text-anchor="end">0</text>',
         f'<text x="12" y="{middle}" transform="rotate(-90 12 {middle})" text-anchor="middle">latency (ms)</text>',
-        f'<text x="{f.left + f.plot_w / 2}" y="{f.height - 8}" text-anchor="middle">seconds into the run '
-        f'(0 to {f.end_s:,.0f})</text>',
+        f'<text x="{f.left + f.plot_w / 2}" y="{f.height - 6}" text-anchor="middle">seconds into the run; '
+        f'gaps: seconds with no message</text>',
     ]
+    for ms in nice_ticks(f.peak_ms):
+        y = f.y(ms)
+        parts.append(f'<line class="ytick" x1="{f.left - 4}" y1="{y:.1f}" x2="{f.left}" y2="{y:.1f}" stroke="black"/>')
+        parts.append(f'<text x="{f.left - 6}" y="{y + 4:.1f}" text-anchor="end">{ms:,g}</text>')
+    for s in nice_ticks(f.end_s, 8):
+        x = f.x(s)
+        parts.append(f'<line class="xtick" x1="{x:.1f}" y1="{bottom}" x2="{x:.1f}" y2="{bottom + 4}" stroke="black"/>')
+        parts.append(f'<text x="{x:.1f}" y="{bottom + 16}" text-anchor="middle">{s:,g}</text>')
+    return parts
 
 
 def render_svg(series: Sequence[LatencyPoint], stages: Sequence[StageRecord], width: int = 800,
