@@ -28,7 +28,7 @@ from protocol import (
     encode,
     utc_now,
 )
-from protocol.owners import CarEarnings, CarMoney, Money
+from protocol.owners import CarEarnings, CarMoney, Money, SetOwnerMode
 from tests.support import control_room as cr
 from tests.support.brokers import TestBroker
 from tests.support.waiting import wait_until
@@ -89,7 +89,8 @@ def control_room(broker: TestBroker, topics: Topics, read_only: bool = False) ->
 async def test_a_car_appears_changes_state_is_filtered_and_drilled_into(amqtt_broker: TestBroker,
                                                                       topics: Topics) -> None:
     app = control_room(amqtt_broker, topics)
-    async with app.run_test(size=SIZE) as pilot, make_client(amqtt_broker.url(), new_client_id("cars")) as cars:
+    async with listener(amqtt_broker, topics.fleet_control) as fleet, app.run_test(size=SIZE) as pilot, \
+            make_client(amqtt_broker.url(), new_client_id("cars")) as cars:
         await wait_until(lambda: app.store.link.state == "connected", what="the control room to connect")
         await send(cars, topics.vehicle_status("car-a"), cr.status("car-a"), retain=True)
         await send(cars, topics.telemetry("car-a"), cr.telemetry("car-a"))
@@ -121,8 +122,12 @@ async def test_a_car_appears_changes_state_is_filtered_and_drilled_into(amqtt_br
         await wait_until(lambda: "net 2.67 USD" in text_of(app, "#car-body"), what="the ledger's figures of the car")
         assert "owner mode both" in text_of(app, "#car-body") and "1.50" not in text_of(app, "#car-body")
         assert set(app.store.earnings.cars) == {"car-a"}  # only the car in view: car-b's figures are not taken
+        await pilot.press("m")  # the owner mode after the ledger's (both) is none: the fleet is told
+        await wait_until(lambda: len(fleet) == 1, what="SetOwnerMode on control/fleet")
         await pilot.press("escape")
         assert not isinstance(app.screen, CarScreen)
+    told = fleet[0]
+    assert isinstance(told, SetOwnerMode) and (told.vehicle_id, told.owner_mode) == ("car-a", OwnerMode.NONE)
 
 
 async def test_a_job_submitted_from_the_form_reaches_the_dispatcher_topic(amqtt_broker: TestBroker,

@@ -394,6 +394,12 @@ class FleetroomApp(App[None]):
     async def _drive_away_from_screen(self, event: CarScreen.DriveAwayRequested) -> None:
         await self.drive_away(event.vehicle_id)
 
+    @on(CarScreen.OwnerModeRequested)
+    async def _owner_mode_from_screen(self, event: CarScreen.OwnerModeRequested) -> None:
+        vehicle_id, mode = event.vehicle_id, event.owner_mode
+        if await self.command(lambda link: link.set_owner_mode(vehicle_id, mode)):
+            self.notify(f"asked {vehicle_id}'s fleet to let it earn by {mode.value}")
+
     async def add_cars(self, count: int) -> None:
         if await self.command(lambda link: link.add_cars(count)):
             self.notify(f"asked the fleet process to add {count:,} cars")

@@ -12,6 +12,7 @@ from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Input, Label, Sparkline, Static
 
+from protocol.vehicle_messages import OwnerMode
 from tui.details import car_lines, job_lines
 from tui.store import FleetStore
 
@@ -54,6 +55,7 @@ class CarScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("d", "drive_away", "Drive away"),
+        Binding("m", "owner_mode", "Owner mode"),
     ]
 
     class DriveAwayRequested(Message):
@@ -62,6 +64,14 @@ class CarScreen(Screen[None]):
         def __init__(self, vehicle_id: str) -> None:
             super().__init__()
             self.vehicle_id = vehicle_id
+
+    class OwnerModeRequested(Message):
+        """The operator asked for this car's owner to let it earn by `owner_mode` from now on."""
+
+        def __init__(self, vehicle_id: str, owner_mode: OwnerMode) -> None:
+            super().__init__()
+            self.vehicle_id = vehicle_id
+            self.owner_mode = owner_mode
 
     def __init__(self, store: FleetStore, vehicle_id: str) -> None:
         super().__init__()
@@ -89,6 +99,13 @@ class CarScreen(Screen[None]):
 
     def action_drive_away(self) -> None:
         self.post_message(self.DriveAwayRequested(self.vehicle_id))
+
+    def action_owner_mode(self) -> None:
+        """The next owner mode after the one the ledger last booked (compute, robotaxi, both, none)."""
+        booked = self.store.earnings.car(self.vehicle_id)
+        current = booked.owner_mode if booked is not None else OwnerMode.COMPUTE
+        modes = list(OwnerMode)
+        self.post_message(self.OwnerModeRequested(self.vehicle_id, modes[(modes.index(current) + 1) % len(modes)]))
 
 
 class JobScreen(Screen[None]):
