@@ -213,7 +213,12 @@ class FleetBroker(Broker):
 
     async def _refusal(self, session: Session) -> int | None:
         """The CONNACK code refusing this CONNECT, or None if it may log in."""
-        if not await self._authenticate(session, _ANY_LISTENER):  # the plugins also check the Will
+        try:
+            authenticated = await self._authenticate(session, _ANY_LISTENER)  # the plugins also check the Will
+        except Exception:  # a login no plugin could judge is refused, and the broker stays up
+            log.exception("refused login of %r: the auth plugins failed on it", session.username)
+            return int(NOT_AUTHORIZED)
+        if not authenticated:
             return int(NOT_AUTHORIZED)
         if self._rules.acl is not None and not owns_client_id(session.username, session.client_id):
             log.warning("refused login of %r with client id %r: not its own", session.username, session.client_id)

@@ -105,6 +105,9 @@ def mosquitto_conf(
             f"max_packet_size {MAX_PACKET_BYTES}",
             f"max_queued_messages {MAX_QUEUED_MESSAGES}",
             "persistence false",
+            # a client that left a persistent session (clean session off) does not keep it, and its
+            # queue of up to max_queued_messages, for ever: any valid login could otherwise pile them up
+            "persistent_client_expiration 1h",
             f"listener {port} {host}",
             *extra_lines,
             "",

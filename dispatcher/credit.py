@@ -5,7 +5,8 @@ speed), the dispatcher never believes a position further than `allocated_tops` x
 simulation seconds since the assignment, measured on its own clock. The cars' clocks share
 `--sim-epoch` with it, so the only allowance is `CLOCK_SLACK_WALL_S` wall seconds (times the
 speed): clock skew between processes and the fleet's tick, which stamps an assignment with
-the time its tick began.
+the time its tick began. That allowance decides what is refused, never what is paid
+(`creditable`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,16 @@ def reachable(attempt: Attempt, at: Moment) -> float:
     """The furthest absolute position the car can have reached by `at`, at most the shard's end."""
     elapsed = max(0.0, at.now_s - attempt.assigned_at + at.slack_s)
     return min(attempt.shard_work, attempt.resume_from + attempt.allocated_tops * elapsed)
+
+
+def creditable(attempt: Attempt, now_s: float) -> float:
+    """The furthest position the ledger pays for by `now_s`: the car's rate since its assignment, no slack.
+
+    The slack only keeps an honest car's positions from being refused as impossible; paying it
+    would hand a car that preempts the moment it gets a shard, and takes another, one slack of
+    work each time for nothing.
+    """
+    return reachable(attempt, Moment(now_s))
 
 
 def within(position: float, limit: float) -> bool:

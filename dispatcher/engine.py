@@ -261,8 +261,9 @@ class Engine:
         self.money.changed |= self.ledger.shard_cars(message.job_id, message.shard_id)  # replicas paid on settling
         if outcome.refused is not None:  # counted in the ledger with the refusal
             self.refusals.log(outcome.refused, "result of %s for %s", vid, message.assignment_id)
-        else:
-            self.throughput.add(self.clock.now_s, message.work_tera_ops)
+        else:  # the work the ledger can credit, never the car's claim (which may say anything)
+            held = outcome.attempt
+            self.throughput.add(self.clock.now_s, min(message.work_tera_ops, held.shard_work - held.resume_from))
         outs = self.assignments.cancel(outcome.to_cancel, "shard settled")
         for bad in outcome.wrong_cars:
             if self.ledger.car_record(bad).reliability < jobs.UNRELIABLE_BELOW:

@@ -63,7 +63,9 @@ def check_password(secret: bytes, username: str, password: str | None) -> bool:
     """True if `password` is the one `derive_password` gives for `username`."""
     if password is None:
         return False
-    return hmac.compare_digest(derive_password(secret, username), password)
+    # compare bytes: `compare_digest` refuses two str with non-ASCII characters (a TypeError, not a "no")
+    given = password.encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(derive_password(secret, username).encode(), given)
 
 
 def client_id_for(name: str) -> str:

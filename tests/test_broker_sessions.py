@@ -259,6 +259,15 @@ async def test_a_user_name_with_a_trailing_newline_is_refused(secure_broker: Tes
     assert await connack_code(secure_broker.port, good) == 0
 
 
+async def test_a_password_that_is_not_ascii_is_refused_and_the_broker_stays_up(secure_broker: TestBroker) -> None:
+    """No credentials needed: the password check must say no, not raise (amqtt's handler would die)."""
+    for password in ("é" * 24, "\u2603", "x" * 24 + "\u00ff"):
+        code = await connack_code(secure_broker.port, connect_packet("car-aa:1", "car-aa", password))
+        assert code in (NOT_AUTHORIZED, BAD_CREDENTIALS), code
+    good = connect_packet("car-aa:2", "car-aa", secure_broker.url("car-aa").password)
+    assert await connack_code(secure_broker.port, good) == 0
+
+
 @pytest.fixture(params=["amqtt", pytest.param("mosquitto", marks=pytest.mark.slow)])
 async def silent_socket_limit(
     request: pytest.FixtureRequest, topics: Topics, tmp_path: Path

@@ -154,6 +154,42 @@ def test_five_forged_preemptions_of_one_slot_pay_nothing(m: Money) -> None:
     assert m.engine.summary().preemptions == 5
 
 
+def test_preempting_at_once_and_taking_the_shard_again_is_never_paid_the_clock_slack(m: Money) -> None:
+    """The clock slack lets an honest car's positions run a little ahead of the dispatcher's clock;
+    it is never paid: a car that hands back a checkpoint at the slack the moment it gets a shard,
+    ten times over, would otherwise be paid the whole shard in no time at all."""
+    m.car("car-a")
+    m.job()
+    for _ in range(10):
+        (a,) = m.assign()
+        resume = a.resume_from_tera_ops
+        m.preempt(a, work=SLACK_TERA_OPS, checkpoint=resume + SLACK_TERA_OPS)  # within the slack: believed
+        m.offer("car-a")
+    assert m.paid("car-a") == 0.0 and m.ledger.totals()["work_done"] == 0.0
+
+
+def test_progress_at_the_slack_then_silence_pays_nothing(m: Money) -> None:
+    m.car("car-a")
+    m.job()
+    (a,) = m.assign()
+    m.progress(a, SLACK_TERA_OPS, SLACK_TERA_OPS)  # at once, within the slack: the checkpoint is kept ...
+    gone = VehicleStatus(**m.env("car-a"), state=Liveness.OFFLINE, hardware=HardwareGeneration.HW5)
+    m.send(m.topics.vehicle_status("car-a"), gone)  # ... and the car is gone
+    assert m.paid("car-a") == 0.0  # ... but no time passed in which to do that work
+
+
+def test_a_result_claiming_huge_work_does_not_forge_the_throughput(m: Money) -> None:
+    m.car("car-a")
+    m.job()
+    (a,) = m.assign()
+    m.later(SHARD / TOPS / 60.0 + 0.1)  # honest timing: the shard takes 600 simulated seconds
+    vid = a.vehicle_id
+    m.send(m.topics.shards(vid), ShardResult(
+        **m.env(vid), assignment_id=a.assignment_id, job_id=a.job_id, shard_id=a.shard_id,  # type: ignore[arg-type]
+        result_digest=result_digest(a.input_digest, a.shard_id), work_tera_ops=1e18, energy_kwh=0.01, elapsed_s=600.0))
+    assert m.engine.summary().throughput_tops <= SHARD  # at most the shard's work over a window of seconds
+
+
 def test_preemptions_claiming_the_end_are_refused_and_the_shard_never_pays_more_than_its_work(m: Money) -> None:
     m.car("car-a")
     m.job()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from dispatcher.credit import Moment, reachable, reached_estimate, within
+from dispatcher.credit import Moment, creditable, reachable, reached_estimate, within
 from dispatcher.ledger.accounts import charge_energy, count_preemption, count_rejection, pay_for_shard
 from dispatcher.ledger.rows import active_attempt
 from dispatcher.records import AssignmentStatus, Attempt, Payment, SlotStatus
@@ -73,7 +73,8 @@ def record_preemption(db: sqlite3.Connection, message: ShardPreempted, energy_pr
         return None
     limit = reachable(attempt, at)
     checkpoint_at, checkpoint = _handed_back(db, attempt, message, limit)
-    kept = max(0.0, min(message.work_tera_ops, checkpoint_at - attempt.resume_from))
+    paid_to = min(checkpoint_at, creditable(attempt, at.now_s))  # the slack is never paid
+    kept = max(0.0, min(message.work_tera_ops, paid_to - attempt.resume_from))
     paid = pay_for_shard(db, attempt.job_id, attempt.shard_id, attempt.vehicle_id, kept, attempt.price)
     reached = min(limit, max(attempt.done_tera_ops, checkpoint_at, attempt.resume_from + message.work_tera_ops))
     db.execute(
@@ -98,7 +99,8 @@ def record_loss(db: sqlite3.Connection, assignment_id: str, status: AssignmentSt
     attempt = active_attempt(db, assignment_id)
     if attempt is None:
         return None
-    useful = max(0.0, attempt.checkpoint_tera_ops - attempt.resume_from)
+    # paid up to its checkpoint, as far as its rate allowed by when it was last heard (no slack)
+    useful = max(0.0, min(attempt.checkpoint_tera_ops, creditable(attempt, attempt.heard_at)) - attempt.resume_from)
     paid = 0.0
     if preemption:
         paid = pay_for_shard(db, attempt.job_id, attempt.shard_id, attempt.vehicle_id, useful, attempt.price)
