@@ -338,7 +338,7 @@ async def test_a_resize_is_bounded_too() -> None:
         return None
 
     service = VisitorProcess(["python", "-m", "fleetroom", "tui"], dict, write_bytes=nothing, write_str=nothing,
-                             close=nothing, download_manager=None)  # type: ignore[arg-type]
+                             close=nothing, download_manager=None)
 
     async def send_meta(data: dict[str, Any]) -> bool:
         sent.append(data)
