@@ -4,8 +4,10 @@ Each visitor's process has its own MQTT connection and client id, logged in unde
 server was started with (observer with --read-only, else operator). The broker URL, with that
 role's password, reaches the process through $FLEETROOM_BROKER, never its command line; the
 fleet secret does not reach it at all, and nothing but the terminal's drawing reaches the browser.
-Pages and WebSockets are served only to the names the server listens on (no DNS rebinding) and
-WebSockets only to pages of the same origin (no other site can drive an operator's control room).
+Pages and WebSockets are served only to the names the server listens on or is told to allow (no DNS
+rebinding; a wildcard address needs its names given), WebSockets only to pages of the same origin,
+with an `Origin` header (no other site can drive an operator's control room), at most `max_visitors`
+at once, each terminal's size bounded.
 Stopping the server (Ctrl-C, SIGTERM) asks every visitor's control room to quit, then ends it.
 """
 
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import signal
@@ -29,7 +30,7 @@ from aiohttp import web
 from textual_serve.app_service import AppService
 from textual_serve.server import Server, to_int
 
-from fleetroom.commands.tui import WEB_SERVER_PID_ENV
+from fleetroom.commands.tui import MAX_VISITORS, WEB_SERVER_PID_ENV, is_wildcard
 from mqttlink import BROKER_ENV, BrokerUrl
 from protocol import Topics
 from protocol.identity import SECRET_ENV
@@ -38,6 +39,24 @@ log = logging.getLogger(__name__)
 QUIT_GRACE_S = 5.0  # how long a visitor's control room gets to quit before it is terminated
 TICK_S = 1.0
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+WIDTH_CELLS = (20, 500)  # a visitor's terminal width is kept within these bounds
+HEIGHT_CELLS = (10, 200)
+FONT_SIZE_PX = (6, 64)
+FULL_CLOSE_CODE = 1013  # WebSocket "try again later"
+
+
+def bounded(value: object, default: int, bounds: tuple[int, int]) -> int:
+    """`value` as a whole number within `bounds` (`default` if it is none)."""
+    try:
+        number = int(str(value))
+    except (TypeError, ValueError, OverflowError):
+        number = default
+    return max(bounds[0], min(bounds[1], number))
+
+
+def terminal_size(width: object, height: object) -> tuple[int, int]:
+    """A visitor's (width, height) in cells, kept within WIDTH_CELLS and HEIGHT_CELLS."""
+    return bounded(width, 80, WIDTH_CELLS), bounded(height, 24, HEIGHT_CELLS)
 
 
 class ServeError(Exception):
@@ -77,6 +96,12 @@ class VisitorProcess(AppService):
         super().__init__(" ".join(argv[2:4]), **kwargs)  # the command string is only a label here
         self.argv = argv
         self._env = env
+
+    async def start(self, width: int, height: int) -> None:
+        await super().start(*terminal_size(width, height))
+
+    async def set_terminal_size(self, width: int, height: int) -> None:
+        await super().set_terminal_size(*terminal_size(width, height))
 
     async def _open_app_process(self, width: int = 80, height: int = 24) -> asyncio.subprocess.Process:
         # its own session: a Ctrl-C at the server's terminal reaches the server, which ends each visitor in turn
@@ -147,40 +172,64 @@ def page_url(sock: socket.socket) -> str:
     return f"http://{shown}:{port}/"
 
 
-def _is_wildcard(host: str) -> bool:
-    with contextlib.suppress(ValueError):
-        return ipaddress.ip_address(host).is_unspecified
-    return host == ""
+def host_name(name: str) -> str:
+    """A host name as the checks compare it: lower case, an IPv6 address without brackets."""
+    return name.strip().strip("[]").lower()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Who may connect: the host names pages are served under, and how many visitors at once."""
+
+    allow_hosts: tuple[str, ...] = ()
+    max_visitors: int = MAX_VISITORS
 
 
 class ControlRoomServer(Server):
     """textual-serve's server, starting `ControlRoomCommand` for each visitor and ending them all on stop."""
 
-    def __init__(self, command: ControlRoomCommand, host: str, title: str) -> None:
+    def __init__(self, command: ControlRoomCommand, host: str, title: str, limits: Limits = Limits()) -> None:
         super().__init__(command="fleetroom tui", host=host, port=0, title=title)
+        if is_wildcard(host) and not limits.allow_hosts:
+            raise ServeError(f"--host {host or repr(host)} listens on every address: name the host names browsers "
+                             "will use with --allow-host NAME (against DNS rebinding)")
         self.room = command
         self.visitors = Visitors()
-        self.allowed_hosts = None if _is_wildcard(host) else {host.strip("[]").lower()} | LOOPBACK_NAMES
+        self.max_visitors = limits.max_visitors
+        listened = set() if is_wildcard(host) else {host_name(host)}
+        self.allowed_hosts = listened | {host_name(name) for name in limits.allow_hosts} | LOOPBACK_NAMES
 
     def _trusted_host(self, request: web.Request) -> bool:
-        """Whether the page was asked for under a name this server listens on (not a rebound DNS name)."""
-        if self.allowed_hosts is None:
-            return True
-        name = (request.url.host or "").strip("[]").lower()
-        return name in self.allowed_hosts
+        """Whether the page was asked for under an allowed name (not a rebound DNS name)."""
+        return host_name(request.url.host or "") in self.allowed_hosts
 
     def _same_origin(self, request: web.Request) -> bool:
-        """Whether a WebSocket comes from this server's own page (browsers always send Origin)."""
-        origin = request.headers.get("Origin")
-        return origin is None or origin == f"{request.scheme}://{request.host}"
+        """Whether a WebSocket comes from this server's own page: browsers always send Origin, so none is refused."""
+        return request.headers.get("Origin") == f"{request.scheme}://{request.host}"
+
+    def _full(self) -> bool:
+        return len(self.visitors.live) >= self.max_visitors
+
+    def _full_text(self) -> str:
+        return f"the control room is full: {self.max_visitors} visitors at once; try again later"
+
+    async def _refuse(self, websocket: web.WebSocketResponse) -> web.WebSocketResponse:
+        """Tell one visitor too many, on its terminal and in the close, that the control room is full."""
+        log.info("visitor refused: %d visitors already", len(self.visitors.live))
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await websocket.send_bytes(f"\r\nfleetroom: {self._full_text()}\r\n".encode())
+            await websocket.close(code=FULL_CLOSE_CODE, message=self._full_text().encode()[:120])
+        return websocket
 
     async def handle_index(self, request: web.Request) -> web.Response:
         """textual-serve's page, its WebSocket URL taken from the address the visitor used."""
         if not self._trusted_host(request):
             raise web.HTTPForbidden(text="unknown host name")
+        if self._full():
+            raise web.HTTPServiceUnavailable(text=f"fleetroom: {self._full_text()}\n")
         base = f"{request.scheme}://{request.host}"
         context = {
-            "font_size": to_int(request.query.get("fontsize", "16"), 16),
+            "font_size": bounded(request.query.get("fontsize"), 16, FONT_SIZE_PX),
             "app_websocket_url": f"{'wss' if request.scheme == 'https' else 'ws'}://{request.host}/ws",
             "config": {"static": {"url": f"{base}/static/"}},
             "application": {"name": self.title},
@@ -193,6 +242,8 @@ class ControlRoomServer(Server):
             raise web.HTTPForbidden(text="a control room is served only to this server's own page")
         websocket = web.WebSocketResponse(heartbeat=15)
         await websocket.prepare(request)
+        if self._full():  # checked and seated with no await between: never more than max_visitors
+            return await self._refuse(websocket)
         self.visitors.count += 1
         service = VisitorProcess(self.room.argv(self.visitors.count), self.room.environment,
                                  write_bytes=websocket.send_bytes, write_str=websocket.send_str,
@@ -231,14 +282,14 @@ class ControlRoomServer(Server):
         """Nothing to print: `serve` prints the URL."""
 
 
-def serve(command: ControlRoomCommand, host: str, port: int, *, title: str,
-          announce: Callable[[str], None], tick: Callable[[], bool] | None = None) -> int:
+def serve(command: ControlRoomCommand, host: str, port: int, *, title: str, announce: Callable[[str], None],
+          limits: Limits = Limits(), tick: Callable[[], bool] | None = None) -> int:
     """Serve the control room until Ctrl-C, SIGTERM or a `tick` (each second) that returns False;
     `announce` gets the page's URL.
 
     Returns how many visitors the server had.
     """
-    server = ControlRoomServer(command, host, title)
+    server = ControlRoomServer(command, host, title, limits)
     sock = bind(host, port)
 
     async def main() -> None:

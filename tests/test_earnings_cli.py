@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,9 +32,9 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def earnings(*args: str) -> subprocess.CompletedProcess[str]:
+def earnings(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "fleetroom", "earnings", *args], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, cwd=cwd)
 
 
 def test_csv_by_car_is_the_ledgers_cars(ledger: Path) -> None:
@@ -72,3 +73,27 @@ def test_the_mode_table_sets_each_mode_against_the_car_payment_and_labels_the_cl
 def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...]) -> None:
     proc = earnings(*args)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["led#ger.sqlite", "led?mode=rw.sqlite"])
+def test_a_ledger_path_with_a_hash_or_question_mark_opens_that_file_read_only(
+        ledger: Path, tmp_path: Path, name: str) -> None:
+    """The read-only URI is built by pathlib: the path's `#` or `?` names no other file to create."""
+    odd = tmp_path / name
+    shutil.copy(ledger, odd)
+    proc = earnings("--ledger", str(odd), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["rows"][0]["cars"] == 3
+    others = [p.name for p in tmp_path.iterdir() if not p.name.startswith(name)]  # beside it: its -wal, -shm
+    assert others == [], "another file was opened (and created)"
+
+
+def test_the_ledger_defaults_to_the_dispatchers_default_db(ledger: Path, tmp_path: Path) -> None:
+    proc = earnings("--format", "json", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "fleetroom earnings: error: no ledger at .fleetroom/ledger.sqlite (the dispatcher's --db file; "
+        "give it with --ledger PATH)"], proc.stderr
+    (tmp_path / ".fleetroom").mkdir()
+    shutil.copy(ledger, tmp_path / ".fleetroom" / "ledger.sqlite")
+    proc = earnings("--format", "json", cwd=tmp_path)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["rows"][0]["cars"] == 3, proc.stderr

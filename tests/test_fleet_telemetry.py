@@ -302,3 +302,16 @@ def test_bad_telemetry_flags_are_one_line_and_exit_2(args: Sequence[str], tmp_pa
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) <= 2, proc.stderr  # argparse prints usage and one line
+
+
+@pytest.mark.parametrize(("prefix", "base"), [
+    ("fleetroom", "fleetroom/v1"), ("fleetroom", "fleetroom/v1/telemetry"), ("tft", "tft/v1/fleet-telemetry"),
+])
+def test_a_telemetry_base_under_the_versioned_root_is_refused(prefix: str, base: str, tmp_path: Path) -> None:
+    """The dispatcher rejects every record there as not in the topic map, so the flag is refused up front."""
+    proc = subprocess.run([sys.executable, "-m", "fleetroom", "vehicles", "--count", "1", "--topic-prefix", prefix,
+                           "--telemetry-format", "fleet-telemetry", "--telemetry-base", base,
+                           "--broker", "mqtt://127.0.0.1:1"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"under the versioned root {prefix}/v1" in lines[0], proc.stderr

@@ -240,7 +240,8 @@ async def test_visitors_end_with_a_server_killed_by_sigkill(tmp_path: Path) -> N
     web_dir = tmp_path / "web"
     with quiet_stack(tmp_path / "run") as stack, web_server(stack, web_dir) as (proc, url):
         async with aiohttp.ClientSession() as session, \
-                session.ws_connect(url.replace("http", "ws", 1) + "ws?width=100&height=30") as websocket:
+                session.ws_connect(url.replace("http", "ws", 1) + "ws?width=100&height=30",
+                                   origin=url.rstrip("/")) as websocket:
             drawn = b""
             while b"control room" not in drawn:  # drawn once: from now on it has nothing to write
                 async with asyncio.timeout(30):
@@ -266,22 +267,117 @@ def _status(url: str, headers: dict[str, str]) -> int:
 
 
 def test_other_sites_cannot_drive_the_control_room(tmp_path: Path) -> None:
-    """A page from another origin gets no WebSocket, a rebound host name no page, and no process starts."""
+    """A page from another origin, or a client sending no Origin, gets no WebSocket, a rebound host name no
+    page, and no process starts."""
     web_dir = tmp_path / "web"
-    with fleet_stack(tmp_path / "run") as stack, web_server(stack, web_dir) as (proc, url):
+    with quiet_stack(tmp_path / "run") as stack, web_server(stack, web_dir) as (proc, url):
         host = url.split("/")[2]
         upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
                    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
         assert _status(url + "ws", {**upgrade, "Origin": "http://evil.example"}) == 403
+        assert _status(url + "ws", upgrade) == 403
         assert _status(url, {"Host": f"evil.example:{host.split(':')[1]}"}) == 403
         assert _status(url, {}) == 200
         assert visitor_processes(web_dir, proc.pid) == []
         stop_server(proc, web_dir)
 
 
+async def _drawn(websocket: Any) -> bytes:
+    """What a visitor's terminal got until its control room drew itself."""
+    import aiohttp
+
+    drawn = b""
+    while b"control room" not in drawn:
+        async with asyncio.timeout(30):
+            message = await websocket.receive()
+        assert message.type is aiohttp.WSMsgType.BINARY, message
+        drawn += message.data
+    return drawn
+
+
+async def test_visitors_are_capped_and_their_terminals_bounded(tmp_path: Path) -> None:
+    """With --max-visitors 1 a second visitor gets a refusal (on its terminal, in the close, and a 503 page)
+    and no process; a visitor asking for a 99999x0 terminal gets 500x10."""
+    import aiohttp
+
+    web_dir = tmp_path / "web"
+    with quiet_stack(tmp_path / "run") as stack, web_server(stack, web_dir, "--max-visitors", "1") as (proc, url):
+        ws_url, origin = url.replace("http", "ws", 1) + "ws", url.rstrip("/")
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(ws_url + "?width=99999&height=0", origin=origin) as first:
+            await _drawn(first)
+            [visitor] = visitor_processes(web_dir, proc.pid)
+            assert (_environ(visitor)["COLUMNS"], _environ(visitor)["ROWS"]) == ("500", "10")
+            async with session.ws_connect(ws_url, origin=origin) as second:
+                async with asyncio.timeout(30):
+                    told = await second.receive()
+                    closed = await second.receive()
+            assert told.type is aiohttp.WSMsgType.BINARY and b"the control room is full" in told.data
+            assert closed.type is aiohttp.WSMsgType.CLOSE and closed.data == 1013, closed
+            async with session.get(url) as page:
+                assert page.status == 503 and "1 visitors at once" in await page.text()
+            assert visitor_processes(web_dir, proc.pid) == [visitor]
+        stop_server(proc, web_dir)
+
+
+def test_terminal_sizes_are_bounded() -> None:
+    from fleetroom.web import terminal_size
+
+    assert terminal_size(99999, 0) == (500, 10)
+    assert terminal_size(-5, 10**30) == (20, 200)
+    assert terminal_size("wide", None) == (80, 24)
+    assert terminal_size(120, 40) == (120, 40)
+
+
+async def test_a_resize_is_bounded_too() -> None:
+    from fleetroom.web import VisitorProcess
+
+    sent: list[dict[str, Any]] = []
+
+    async def nothing(*_: Any) -> None:
+        return None
+
+    service = VisitorProcess(["python", "-m", "fleetroom", "tui"], dict, write_bytes=nothing, write_str=nothing,
+                             close=nothing, download_manager=None)
+
+    async def send_meta(data: dict[str, Any]) -> bool:
+        sent.append(data)
+        return True
+
+    service.send_meta = send_meta  # type: ignore[method-assign]
+    await service.set_terminal_size(100_000, 100_000)
+    assert (sent[0]["width"], sent[0]["height"]) == (500, 200)
+
+
+def _server(host: str, *allow: str) -> Any:
+    from fleetroom.web import ControlRoomCommand, ControlRoomServer, Limits
+    from protocol import Topics
+
+    command = ControlRoomCommand(BrokerUrl("127.0.0.1", 1883), Topics(PREFIX), read_only=True, log_dir=Path("."))
+    return ControlRoomServer(command, host, "test", Limits(allow_hosts=allow))
+
+
+def test_a_wildcard_server_serves_only_the_names_it_is_given() -> None:
+    """Bound to 0.0.0.0, the page is served under --allow-host names and loopback, not a rebound name."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from fleetroom.web import ServeError
+
+    with pytest.raises(ServeError, match="--allow-host"):
+        _server("0.0.0.0")
+    server = _server("0.0.0.0", "Fleet.Example")
+    trusted = {name: server._trusted_host(make_mocked_request("GET", "/", headers={"Host": f"{name}:8000"}))
+               for name in ("fleet.example", "localhost", "rebound.evil.example")}
+    assert trusted == {"fleet.example": True, "localhost": True, "rebound.evil.example": False}
+
+
 @pytest.mark.parametrize(("flags", "message"), [
     (["--web", "--port", "70000"], "argument --port: must be a whole number within 0..65535"),
-    (["--port", "8080"], "--host and --port need --web"),
+    (["--port", "8080"], "--host, --port, --allow-host and --max-visitors need --web"),
+    (["--max-visitors", "3"], "--host, --port, --allow-host and --max-visitors need --web"),
+    (["--web", "--max-visitors", "0"], "argument --max-visitors: must be a whole number within 1..1000"),
+    (["--web", "--host", "0.0.0.0", "--port", "0"], "--host 0.0.0.0 listens on every address"),
+    (["--web", "--allow-host", "http://x:80"], "argument --allow-host: not a host name"),
     (["--web", "--host", "no-such-host.invalid", "--port", "0"], "cannot serve on no-such-host.invalid:0"),
 ])
 def test_bad_web_flags_are_one_line_and_exit_2(tmp_path: Path, flags: list[str], message: str) -> None:

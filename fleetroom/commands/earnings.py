@@ -20,11 +20,13 @@ from fleetroom.common import CliError, whole
 
 FORMATS = ("table", "csv", "json")
 BY = ("car", "owner", "mode", "fleet")
+LEDGER_PATH = Path(".fleetroom/ledger.sqlite")  # the dispatcher's default --db (fleetroom/commands/dispatcher.py)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ledger", type=Path, required=True, metavar="PATH",
-                        help="the dispatcher's SQLite ledger (its --ledger file)")
+    parser.add_argument("--ledger", type=Path, default=LEDGER_PATH, metavar="PATH",
+                        help="the dispatcher's SQLite ledger, the file it was given with --db, opened read-only "
+                        "(default: %(default)s, the dispatcher's default)")
     parser.add_argument("--by", choices=BY, default="fleet", help="one row per car, owner, owner mode, or the fleet "
                         "with its modes (default: %(default)s)")
     parser.add_argument("--format", choices=FORMATS, default="table", help="default: %(default)s")
@@ -33,9 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _open(path: Path) -> sqlite3.Connection:
+    """The ledger, read-only: a URI built by pathlib, so a `#` or `?` in the path names no other file."""
     if not path.is_file():
-        raise CliError(f"no ledger at {path}")
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        raise CliError(f"no ledger at {path} (the dispatcher's --db file; give it with --ledger PATH)")
+    try:
+        return sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise CliError(f"cannot open the ledger {path}: {exc}") from None
 
 
 def _money(money: Any) -> dict[str, Any]:

@@ -7,13 +7,16 @@ restarts, showing "reconnecting". With --read-only it logs in as `observer` and 
 --web serves the same control room to browsers (textual-serve) on http://127.0.0.1:PORT/ (--host,
 --port; port 0 picks a free one and the URL is printed): each visitor gets a control room process of
 its own, with its own MQTT connection, logged in as observer (--read-only) or operator. Ctrl-C stops
-the server and every visitor's control room. Each visitor's log goes beside --log-file.
+the server and every visitor's control room. Each visitor's log goes beside --log-file. At most
+--max-visitors at once; a wildcard --host needs the names browsers use, each with --allow-host.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
+import ipaddress
 import os
 import signal
 import sys
@@ -34,6 +37,7 @@ from protocol import Topics
 
 WEB_HOST = "127.0.0.1"
 WEB_PORT = 8000
+MAX_VISITORS = 8
 WEB_SERVER_PID_ENV = "FLEETROOM_WEB_SERVER_PID"  # set for a visitor's control room: the server that started it
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -55,18 +59,42 @@ def add_web_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--host", help=f"with --web: the address to listen on (default: {WEB_HOST}, this machine only)")
     group.add_argument("--port", type=whole(0, 65535),
                        help=f"with --web: the port to listen on; 0 picks a free one (default: {WEB_PORT})")
+    group.add_argument("--allow-host", action="append", type=_host_name, metavar="NAME",
+                       help="with --web: a host name browsers may use to reach the server (repeatable); "
+                       "needed with a wildcard --host such as 0.0.0.0, against DNS rebinding")
+    group.add_argument("--max-visitors", type=whole(1, 1000),
+                       help=f"with --web: control rooms served at once; one more is refused (default: {MAX_VISITORS})")
+
+
+def _host_name(text: str) -> str:
+    """An --allow-host value: a bare host name or address, no port, no scheme."""
+    name = text.strip().strip("[]").lower()
+    if not name or any(c in name for c in "/@ \t") or (name.count(":") == 1):
+        raise argparse.ArgumentTypeError(f"not a host name (no scheme, no port): {text!r}")
+    return name
+
+
+def is_wildcard(host: str) -> bool:
+    """Whether `host` is an address meaning every address (0.0.0.0, ::, empty)."""
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    return host == ""
 
 
 def check_web_arguments(args: argparse.Namespace) -> None:
-    """--host and --port only mean something with --web."""
-    if not args.web and (args.host is not None or args.port is not None):
-        raise CliError("--host and --port need --web")
+    """The web flags only mean something with --web; a wildcard --host needs --allow-host."""
+    web_only = (args.host, args.port, args.allow_host, args.max_visitors)
+    if not args.web and any(value is not None for value in web_only):
+        raise CliError("--host, --port, --allow-host and --max-visitors need --web")
+    if args.web and args.host is not None and is_wildcard(args.host) and not args.allow_host:
+        raise CliError(f"--host {args.host} listens on every address: name the host names browsers will use "
+                       "with --allow-host NAME (against DNS rebinding)")
 
 
 def serve_web(url: BrokerUrl, topics: Topics, *, read_only: bool, args: argparse.Namespace, log_dir: Path,
               title: str, tick: Callable[[], bool] | None = None) -> int:
     """The control room in browsers until Ctrl-C; the URL is printed on stdout."""
-    from fleetroom.web import ControlRoomCommand, ServeError, serve
+    from fleetroom.web import ControlRoomCommand, Limits, ServeError, serve
 
     command = ControlRoomCommand(url, topics, read_only=read_only, log_dir=log_dir, verbose=max(args.verbose, 1))
     role = "observer (read-only)" if read_only else "operator"
@@ -75,9 +103,11 @@ def serve_web(url: BrokerUrl, topics: Topics, *, read_only: bool, args: argparse
         print(f"fleetroom: the control room is served on {page} to each visitor as {role}; "
               "Ctrl-C stops it", flush=True)
 
+    limits = Limits(tuple(args.allow_host or ()), args.max_visitors or MAX_VISITORS)
     try:
-        visitors = serve(command, args.host or WEB_HOST, WEB_PORT if args.port is None else args.port, title=title,
-                         announce=announce, tick=tick)
+        visitors = serve(command, WEB_HOST if args.host is None else args.host,
+                         WEB_PORT if args.port is None else args.port, title=title, announce=announce,
+                         limits=limits, tick=tick)
     except ServeError as exc:
         raise CliError(str(exc)) from None
     print(f"fleetroom: web control room stopped; visitors' control rooms ended: {visitors}", file=sys.stderr)

@@ -125,6 +125,10 @@ def _check(args: argparse.Namespace) -> None:
             check_base(args.telemetry_base)
         except TopicError as exc:
             raise CliError(f"bad --telemetry-base {args.telemetry_base!r}: {exc}") from None
+        root = topics_from(args).root
+        if args.telemetry_base == root or args.telemetry_base.startswith(root + "/"):
+            raise CliError(f"bad --telemetry-base {args.telemetry_base!r}: under the versioned root {root}, where "
+                           "the dispatcher would reject every record as not in its topic map; put it beside it")
 
 
 def _fleet_telemetry(args: argparse.Namespace, topics: Topics) -> FleetTelemetryEncoder | None:
