@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 DEFAULT_SECRET_FILE = Path(".fleetroom/secret")
+DEFAULT_LEDGER = Path(".fleetroom/ledger.sqlite")  # the dispatcher's --db, which `fleetroom earnings` reads
 DEFAULT_TLS_DIR = Path(".fleetroom/tls")  # the local CA and the broker's certificate (`fleetroom broker --tls`)
 DEFAULT_LOCAL_BROKER = "mqtt://127.0.0.1:1883"
 log = logging.getLogger(__name__)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fleetroom.common import (
+    DEFAULT_LEDGER,
     MAX_CARS,
     SIM_EPOCH_HELP,
     SPEED,
@@ -61,7 +62,7 @@ def _instant(text: str) -> datetime:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_broker_arguments(parser)
-    parser.add_argument("--db", type=Path, default=Path(".fleetroom/ledger.sqlite"),
+    parser.add_argument("--db", type=Path, default=DEFAULT_LEDGER,
                         help="SQLite ledger file (default: %(default)s)")
     parser.add_argument("--policy", choices=[p.value for p in MatchPolicy], default=MatchPolicy.FASTEST.value,
                         help="matchmaking policy at start; operators may change it at run time (default: %(default)s)")

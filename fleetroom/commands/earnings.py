@@ -16,11 +16,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from fleetroom.common import CliError, whole
+from fleetroom.common import DEFAULT_LEDGER, CliError, whole
 
 FORMATS = ("table", "csv", "json")
 BY = ("car", "owner", "mode", "fleet")
-LEDGER_PATH = Path(".fleetroom/ledger.sqlite")  # the dispatcher's default --db (fleetroom/commands/dispatcher.py)
+LEDGER_PATH = DEFAULT_LEDGER  # the dispatcher's default --db
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
