@@ -13,7 +13,6 @@ import json
 import os
 import random
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -36,64 +35,12 @@ from protocol.fleet_telemetry import FIELDS, UPSTREAM_FIELD_NAMES, default_base,
 from protocol.schema import asyncapi_document, fleet_telemetry_schemas
 from protocol.topics import Topics
 from tests.support.brokers import TestBroker
+from tests.support.mosquitto_clients import Subscriber, mosquitto_pub, mosquitto_sub
 from tests.support.waiting import wait_until
 
 SIM_START = "2026-11-30T10:00:00-08:00"  # a Monday morning: commuters have parked at work
 VIN = re.compile(r"[A-HJ-NPR-Z0-9]{17}")  # ISO 3779 characters: what a pseudonym must never look like
 CARS = 4
-
-
-class Subscriber:
-    """A running mosquitto_sub: the `topic payload` lines it printed, by topic."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[tuple[str, str]] = []
-        self.subscribed = False
-
-    async def read(self) -> None:
-        assert self.proc.stdout is not None
-        async for raw in self.proc.stdout:
-            line = raw.decode(errors="replace").rstrip("\n")
-            if line.startswith("Subscribed (mid:"):
-                self.subscribed = True
-            elif " " in line and not line.startswith(("Client ", "Subscribed")):
-                topic, payload = line.split(" ", 1)
-                self.lines.append((topic, payload))
-
-    def under(self, prefix: str) -> list[tuple[str, str]]:
-        return [(t, p) for t, p in self.lines if t.startswith(prefix + "/")]
-
-
-def login_args(broker: TestBroker, user: str) -> list[str]:
-    url = broker.url(user)
-    args = ["-h", "127.0.0.1", "-p", str(broker.port), "-V", "mqttv311", "-i", f"{user}:{secrets.token_hex(4)}"]
-    return args + (["-u", user, "-P", url.password] if url.password else [])
-
-
-@asynccontextmanager
-async def mosquitto_sub(broker: TestBroker, user: str, *filters: str) -> AsyncIterator[Subscriber]:
-    argv = ["stdbuf", "-oL", "mosquitto_sub", *login_args(broker, user), "-d", "-v", "-q", "1"]
-    for topic_filter in filters:
-        argv += ["-t", topic_filter]
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT, limit=1 << 22)
-    sub = Subscriber(proc)
-    reader = asyncio.create_task(sub.read())
-    try:
-        await wait_until(lambda: sub.subscribed, what=f"{user}'s mosquitto_sub to subscribe")
-        yield sub
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
-        await reader
-
-
-async def mosquitto_pub(broker: TestBroker, user: str, *args: str) -> int:
-    argv = ["mosquitto_pub", *login_args(broker, user), "-q", "1", *args]
-    proc = await asyncio.to_thread(subprocess.run, argv, capture_output=True, timeout=20)
-    return proc.returncode
 
 
 @asynccontextmanager
@@ -236,8 +183,8 @@ async def test_both_secured_brokers_grant_exactly_the_table(secure_broker: TestB
             flags = ["-r"] if action == "retain" else []
             await mosquitto_pub(secure_broker, user, "-t", template.format(b=base), "-m", f"{i}", *flags)
         assert await mosquitto_pub(secure_broker, "gw-0", "-t", f"{base}/end/connectivity", "-m", "end") == 0
-        await wait_until(lambda: (f"{base}/end/connectivity", "end") in witness.lines, what="the last message")
-    got = {(t, p) for t, p in witness.lines}
+        await wait_until(lambda: witness.got(f"{base}/end/connectivity", "end"), what="the last message")
+    got = set(witness.messages())
     wrong = [f"{u} {a} {t}: expected {ok}" for i, (u, a, t, ok) in enumerate(RIGHTS)
              if ((t.format(b=base), str(i)) in got) is not ok]
     assert not wrong, "\n".join(wrong)

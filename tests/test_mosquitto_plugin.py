@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-import secrets
 import socket
 import struct
 import subprocess
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +23,7 @@ from mqttlink import make_client
 from protocol.identity import check_password, client_id_for, derive_password, owns_client_id, role_of
 from protocol.topics import Topics
 from tests.support.brokers import MosquittoProcess, TestBroker, mosquitto_broker, require_mosquitto
+from tests.support.mosquitto_clients import login_args, mosquitto_pub, mosquitto_sub
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.mosquitto
@@ -118,21 +117,6 @@ def python_accepts(user: str, client_id: str, password_of: str) -> bool:
     return role_of(user) is not None and owns_client_id(user, client_id) and check_password(SECRET, user, password)
 
 
-def login_args(broker: TestBroker, user: str, client_id: str | None = None, password: str | None = None) -> list[str]:
-    """Connection flags for mosquitto_pub/sub, logged in as `user`."""
-    return ["-h", "127.0.0.1", "-p", str(broker.port), "-V", "mqttv311", "-u", user,
-            "-i", client_id or f"{user}:{secrets.token_hex(4)}",
-            "-P", password if password is not None else derive_password(SECRET, user)]
-
-
-async def mosquitto_pub(broker: TestBroker, user: str, *args: str, client_id: str | None = None,
-                        password: str | None = None, stdin: bytes | None = None) -> int:
-    """Run mosquitto_pub as `user` (QoS 1); its exit code (0: logged in and published)."""
-    argv = ["mosquitto_pub", *login_args(broker, user, client_id, password), "-q", "1", *args]
-    proc = await asyncio.to_thread(subprocess.run, argv, input=stdin, capture_output=True, timeout=20)
-    return proc.returncode
-
-
 async def subscription_granted(broker: TestBroker, user: str, topic_filter: str) -> bool:
     """True if the broker grants `user` a subscription to `topic_filter` (SUBACK not 0x80)."""
     argv = ["mosquitto_sub", *login_args(broker, user), "-d", "-E", "-q", "1", "-t", topic_filter]
@@ -140,46 +124,6 @@ async def subscription_granted(broker: TestBroker, user: str, topic_filter: str)
     granted = [line for line in proc.stdout.splitlines() if line.startswith("Subscribed (mid:")]
     assert granted, proc.stdout + proc.stderr
     return granted[0].rsplit(":", 1)[1].strip() != "128"
-
-
-class Subscriber:
-    """A running mosquitto_sub that records the `topic payload` lines it prints."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self.subscribed = False
-
-    async def read(self) -> None:
-        assert self.proc.stdout is not None
-        async for raw in self.proc.stdout:
-            line = raw.decode(errors="replace").rstrip("\n")
-            self.subscribed = self.subscribed or line.startswith("Subscribed (mid:")
-            self.lines.append(line)
-
-    def got(self, topic: str, payload: str) -> bool:
-        return f"{topic} {payload}" in self.lines
-
-
-@asynccontextmanager
-async def mosquitto_sub(broker: TestBroker, user: str, *filters: str, client_id: str | None = None,
-                        extra: Sequence[str] = ()) -> AsyncIterator[Subscriber]:
-    """A mosquitto_sub child logged in as `user`, subscribed to `filters`, printing `topic payload`."""
-    argv = ["stdbuf", "-oL", "mosquitto_sub", *login_args(broker, user, client_id), "-d", "-v", "-q", "1", *extra]
-    for topic_filter in filters:
-        argv += ["-t", topic_filter]
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT, limit=1 << 22)
-    sub = Subscriber(proc)
-    reader = asyncio.create_task(sub.read())
-    try:
-        await wait_until(lambda: sub.subscribed, what=f"{user}'s mosquitto_sub to subscribe")
-        yield sub
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
-        await reader
 
 
 @pytest.fixture
