@@ -33,7 +33,7 @@ def _mode(m: Money, vid: str, mode: OwnerMode, owner: str | None = None) -> None
     if owner is not None:
         m.send(m.topics.vehicle_status(vid), VehicleStatus(**m.env(vid), state=Liveness.ONLINE, owner_id=owner))
     sample = telemetry(vid).model_dump()
-    sample.update(m.env(vid), owner_mode=mode, shard=None, tops_in_use=0.0)
+    sample.update(m.env(vid), owner_mode=mode, shard=None, tops_in_use=0.0, compute_power_kw=0.0)
     m.send(m.topics.telemetry(vid), VehicleTelemetry.model_validate(sample, strict=False))
     m.engine.tick()
 
