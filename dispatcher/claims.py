@@ -1,5 +1,6 @@
-"""What a car may claim: TOPS within its hardware generation's catalogue figure, and only its own
-assignments. Each check returns the reason a message is refused (counted under it), or None.
+"""What a car may claim: TOPS within its hardware generation's catalogue figure, the compute power
+the model gives for the TOPS it uses, and only its own assignments. Each check returns the reason a
+message is refused (counted under it), or None.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from collections import Counter
 from dispatcher.ledger import Ledger
 from dispatcher.records import AssignmentStatus, Attempt
 from protocol.job_messages import ShardPreempted, ShardProgress, ShardRefused, ShardResult
+from protocol.power import compute_kw
 from protocol.vehicle_messages import HARDWARE_TOPS, ComputeOffer, VehicleTelemetry
 
 ShardMessage = ShardProgress | ShardResult | ShardPreempted | ShardRefused
+POWER_TOLERANCE = 1.05  # a car's compute power may exceed the model's by 5 % (and by its 4-decimal rounding)
+POWER_ROUNDING_KW = 0.0001
 SETTLED = ""  # not a refusal: a duplicate or late message about one of the car's own settled assignments
 log = logging.getLogger(__name__)
 
@@ -61,9 +65,13 @@ def offer_refusal(offer: ComputeOffer, known_hardware: str) -> str | None:
 
 
 def telemetry_refusal(telemetry: VehicleTelemetry) -> str | None:
-    """Why telemetry is refused: a rating above its generation's, or more TOPS in use than rated."""
+    """Why telemetry is refused: a rating above its generation's, more TOPS in use than rated, or more
+    compute power than `protocol.power` gives for its hardware at the TOPS it uses."""
     if telemetry.rated_tops > HARDWARE_TOPS[telemetry.hardware] or telemetry.tops_in_use > telemetry.rated_tops:
         return "telemetry_beyond_catalogue"
+    modelled_kw = compute_kw(telemetry.hardware, telemetry.tops_in_use)
+    if telemetry.compute_power_kw > modelled_kw * POWER_TOLERANCE + POWER_ROUNDING_KW:
+        return "power_beyond_model"
     return None
 
 

@@ -58,11 +58,13 @@ class OwnersMoney:
         self.ledger.set_owner_modes(changes, self.clock.now_s)
 
     def trip(self, vehicle_id: str, trip: RobotaxiTrip) -> None:
-        """Book a reported trip (refused ones are counted in the ledger)."""
+        """Book a reported trip, which ended at its `sim_time` on the cars' clock (refused ones are counted)."""
         if vehicle_id in self._pending:
             self.flush_modes()  # the mode the car was in when it drove must be in the ledger first
         owner = self.registry.car(vehicle_id).owner
-        if self.ledger.record_trip(vehicle_id, owner, trip, self.energy_price, self.clock.now_s) is not None:
+        ends_at_s = trip.sim_time.timestamp() + self.clock.offset_s  # on the ledger's clock
+        if self.ledger.record_trip(vehicle_id, owner, trip, self.energy_price, self.clock.moment(),
+                                   ends_at_s) is not None:
             self.changed.add(vehicle_id)
 
     def paid(self, vehicle_id: str) -> None:

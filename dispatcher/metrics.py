@@ -75,13 +75,21 @@ def _work(s: FleetSummary) -> list[Metric]:
 
 
 def _money(s: FleetSummary) -> list[Metric]:
-    gross = CounterMetricFamily(PREFIX + "earnings_gross_currency", f"Cars' gross earnings, in {s.currency} "
-                                "(the currency label)", labels=["currency"])
+    """The ledger's money: compute and robotaxi gross, energy cost (compute and driving), and net."""
+    unit = f"in {s.currency} (the currency label)"
+    gross = CounterMetricFamily(PREFIX + "earnings_gross_currency", f"Cars' gross earnings from compute, {unit}",
+                                labels=["currency"])
     gross.add_metric([s.currency], s.earnings_gross)
-    cost = CounterMetricFamily(PREFIX + "energy_cost_currency", f"Cost of the energy the work drew, in "
-                               f"{s.currency} (the currency label)", labels=["currency"])
+    robotaxi = CounterMetricFamily(PREFIX + "robotaxi_gross_currency", f"Owners' share of robotaxi fares, {unit}",
+                                   labels=["currency"])
+    robotaxi.add_metric([s.currency], s.robotaxi_gross)
+    cost = CounterMetricFamily(PREFIX + "energy_cost_currency", f"Cost of the energy compute and robotaxi driving "
+                               f"drew, {unit}", labels=["currency"])
     cost.add_metric([s.currency], s.energy_cost)
-    return [gross, cost, _counter("energy_kwh", "Energy the work drew, in kWh", s.energy_kwh)]
+    net = GaugeMetricFamily(PREFIX + "earnings_net_currency", f"Cars' net earnings: compute + robotaxi gross - "
+                            f"energy cost, {unit}", labels=["currency"])
+    net.add_metric([s.currency], s.earnings_net)
+    return [gross, robotaxi, cost, net, _counter("energy_kwh", "Energy the work drew, in kWh", s.energy_kwh)]
 
 
 def _intake(s: FleetSummary) -> list[Metric]:

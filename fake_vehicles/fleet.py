@@ -370,8 +370,8 @@ class Fleet:
                     self.offer(car)
             elif car.offer_id is not None:
                 self.withdraw(car, f"suspended: {reason.value}")
-            if car.owner_mode in ROBOTAXI_MODES and self.robotaxi.look(car, t, self.send, (encoder.sent_at,
-                                                                                            encoder.sim_time)):
+            looked = car.owner_mode in ROBOTAXI_MODES or car.index in self.robotaxi.looked_at  # to forget it
+            if looked and self.robotaxi.look(car, t, self.send, (encoder.sent_at, encoder.sim_time)):
                 self.counts["robotaxi_trips"] += 1
             if telemetry and not (dropped and self.fault_rng.random() < dropped):
                 sent += 1

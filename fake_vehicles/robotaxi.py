@@ -11,6 +11,7 @@ The dispatcher, not the car, prices the trip.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from fake_vehicles.car import LOW_MARGIN, SETTLE_S, Car
 from protocol.codec import encode
@@ -36,32 +37,34 @@ class Robotaxi:
     def __init__(self) -> None:
         self.looked_at: dict[int, float] = {}  # car index -> when the sweep last looked
         self.ride_s: dict[int, float] = {}  # ride time earned and not yet driven
-        self.trips: dict[int, int] = {}  # trips made, for trip ids
 
     def look(self, car: Car, t: float, send: Send, stamp: tuple[object, object]) -> bool:
         """Earn ride time since the last look; make and report a trip when there is one; True if it did."""
+        if not on_duty(car, t):
+            self.looked_at.pop(car.index, None)  # time off duty earns no ride time
+            return False
         last = self.looked_at.get(car.index, t)
         self.looked_at[car.index] = t
-        if not on_duty(car, t):
-            return False
         ride_s = self.ride_s.get(car.index, 0.0) + min(t - last, MAX_LOOK_GAP_S) * PAID_SHARE.value
-        if ride_s < TRIP_S:
+        if ride_s < TRIP_S:  # ride time accrues at the paid share (< 1) of time: trips never overlap
             self.ride_s[car.index] = ride_s
             return False
         self.ride_s[car.index] = ride_s - TRIP_S
-        n = self.trips[car.index] = self.trips.get(car.index, 0) + 1
-        send(car, Channel.TRIPS, encode(self.drive(car, n, stamp)))
+        send(car, Channel.TRIPS, encode(self.drive(car, stamp)))
         return True
 
     @staticmethod
-    def drive(car: Car, n: int, stamp: tuple[object, object]) -> RobotaxiTrip:
-        """Make trip `n` of `car`: its distance on the odometer, its energy from the battery."""
+    def drive(car: Car, stamp: tuple[object, object]) -> RobotaxiTrip:
+        """Make a trip of `car` ending now: its distance on the odometer, its energy from the battery.
+
+        Its id is the car's and the trip's end on the simulated clock, unique across fleet restarts."""
         paid_km, empty_km = TRIP_KM.value, TRIP_KM.value * EMPTY_KM.value
         energy_kwh = (paid_km + empty_km) * car.model.kwh_per_km
         car.soc = max(0.02, car.soc - energy_kwh / car.model.battery_kwh)
         car.odometer_km += paid_km + empty_km
         sent_at, sim_time = stamp
+        ends = sim_time.strftime("%Y%m%dt%H%M%S") if isinstance(sim_time, datetime) else str(sim_time)
         return RobotaxiTrip.model_validate({
-            "sender": car.vehicle_id, "sent_at": sent_at, "sim_time": sim_time, "trip_id": f"{car.vehicle_id}-t{n}",
+            "sender": car.vehicle_id, "sent_at": sent_at, "sim_time": sim_time, "trip_id": f"{car.vehicle_id}-{ends}",
             "paid_km": paid_km, "empty_km": empty_km, "duration_s": TRIP_S, "energy_kwh": round(energy_kwh, 4),
         })

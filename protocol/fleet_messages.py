@@ -73,6 +73,13 @@ class FleetSummary(Message):
     faults_detected: dict[str, int] = Field(default_factory=dict)
 
 
+def money_text(s: FleetSummary) -> str:
+    """The ledger's money as one line: gross (compute + robotaxi), energy cost and net, in the summary's currency."""
+    gross = s.earnings_gross + s.robotaxi_gross
+    return (f"gross {gross:,.2f} (compute {s.earnings_gross:,.2f} + robotaxi {s.robotaxi_gross:,.2f}), "
+            f"energy cost {s.energy_cost:,.2f}, net {s.earnings_net:,.2f} {s.currency}")
+
+
 class SetPolicy(Message):
     """Operator command: change the dispatcher's matchmaking policy."""
 

@@ -57,6 +57,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
 CLAIM_FREE_MOBILITY = 'claim (essay): owning a car that earns "makes mobility free"'
 MAX_TRIP_KMH = 130.0  # a trip claiming a faster average is refused
 MAX_TRIP_S = 6 * 3600.0
+MAX_TRIP_PAID_KM = 200.0  # assumption: no ride-hail trip is longer (an airport run across a region); longer is refused
 
 
 def fare_for(distance_km: float, duration_s: float) -> float:

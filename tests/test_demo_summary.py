@@ -11,6 +11,7 @@ from fleetroom.compose.driver import EARLY_MIX, LATE_MIX, growth_plan, mix_at
 from fleetroom.compose.summary import format_summary
 from protocol import FleetSummary, HardwareGeneration, MatchPolicy
 from protocol.reference import INT8_VS_FP64_NOTE
+from protocol.topics import Topics
 
 T0 = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
 
@@ -88,3 +89,19 @@ def test_bad_demo_flags_are_one_line_errors(argv: list[str], message: str, capsy
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_the_ledgers_money_reads_the_same_in_the_closing_summary_the_status_line_and_the_history() -> None:
+    from fleetroom.commands.dispatcher import status_line
+    from tui.chartdata import CHARTS, chart_data
+    from tui.store import FleetStore
+
+    s = summary(10, 1e5, earnings_gross=10.0, robotaxi_gross=5.0, energy_cost=3.0, earnings_net=12.0)
+    line = "gross 15.00 (compute 10.00 + robotaxi 5.00), energy cost 3.00, net 12.00 USD"
+    assert line in format_summary(s, {}, 30) and line in status_line(s)
+    store = FleetStore(Topics("fleetroom"))
+    store.summary = s
+    values = store.history_values()
+    assert (values["earnings"], values["earnings_net"]) == (15.0, 12.0)
+    chart = next(c for c in CHARTS if "earnings" in c.series)
+    assert chart_data(chart, {"earnings": [15.0], "earnings_net": [12.0]}, 1.0).heading.endswith("gross 15, net 12")

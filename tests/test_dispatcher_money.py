@@ -36,6 +36,7 @@ from protocol import (
 )
 from protocol.clock import ManualClock
 from protocol.job_messages import result_digest
+from protocol.power import compute_kw
 from protocol.vehicle_messages import HARDWARE_TOPS
 from tests.support.samples import telemetry
 
@@ -322,6 +323,16 @@ def test_offers_beyond_the_catalogue_are_refused_and_counted(m: Money) -> None:
                               "telemetry_beyond_catalogue": 1}
     m.engine.tick()  # written to the ledger: they survive a restart
     assert m.ledger.rejections() == m.rejections()
+
+
+def test_telemetry_claiming_more_power_than_the_model_is_refused_and_not_metered(m: Money) -> None:
+    m.car("car-ok")
+    sample = {**telemetry("car-ok").model_dump(), "sim_time": m.sim_now(), "tops_in_use": 2500.0}
+    honest_kw = compute_kw(HardwareGeneration.HW5, 2500.0)
+    m.send(m.topics.telemetry("car-ok"), VehicleTelemetry(**{**sample, "compute_power_kw": honest_kw}))
+    m.send(m.topics.telemetry("car-ok"), VehicleTelemetry(**{**sample, "compute_power_kw": 10_000.0}))
+    assert m.rejections() == {"power_beyond_model": 1}
+    assert m.engine.summary().compute_power_kw <= honest_kw * 1.05
 
 
 def test_the_fleet_catalogue_takes_its_tops_from_the_protocol_table() -> None:

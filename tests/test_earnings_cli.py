@@ -25,8 +25,9 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _computed(m, "car-a", "car-b")
     _mode(m, "car-r", OwnerMode.ROBOTAXI, owner="owner-07")
     for n in range(4):
+        m.later(18.0)  # one 18-minute trip after another (60x)
         _trip(m, "car-r", n)
-    m.later(24 * 60.0)  # a simulated day in robotaxi mode
+    m.later(24 * 60.0 - 4 * 18.0)  # a simulated day in robotaxi mode
     m.ledger.save_clock(m.engine.clock.now_s, 0.0)
     m.ledger.close()
     return path

@@ -3,6 +3,7 @@ per owner and per mode, and the fleet total that the summary and the earnings re
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -32,14 +33,17 @@ def _mode(m: Money, vid: str, mode: OwnerMode, owner: str | None = None) -> None
     if owner is not None:
         m.send(m.topics.vehicle_status(vid), VehicleStatus(**m.env(vid), state=Liveness.ONLINE, owner_id=owner))
     sample = telemetry(vid).model_dump()
-    sample.update(m.env(vid), owner_mode=mode, shard=None, tops_in_use=0.0)
+    sample.update(m.env(vid), owner_mode=mode, shard=None, tops_in_use=0.0, compute_power_kw=0.0)
     m.send(m.topics.telemetry(vid), VehicleTelemetry.model_validate(sample, strict=False))
     m.engine.tick()
 
 
-def _trip(m: Money, vid: str, n: int, km: float = 9.0, minutes: float = 18.0) -> None:
-    m.send(m.topics.trips(vid), RobotaxiTrip(**m.env(vid), trip_id=f"{vid}-t{n}", paid_km=km, empty_km=km * 0.4,
-                                             duration_s=minutes * 60.0, energy_kwh=2.0))
+def _trip(m: Money, vid: str, n: int, km: float = 9.0, minutes: float = 18.0, energy_kwh: float = 2.0,
+          ends_in_s: float = 0.0) -> None:
+    """Trip `n` of `vid`, ending now (plus `ends_in_s` simulated seconds)."""
+    env = {**m.env(vid), "sim_time": m.sim_now() + timedelta(seconds=ends_in_s)}
+    m.send(m.topics.trips(vid), RobotaxiTrip(**env, trip_id=f"{vid}-t{n}", paid_km=km, empty_km=km * 0.4,
+                                             duration_s=minutes * 60.0, energy_kwh=energy_kwh))
 
 
 def _computed(m: Money, *vids: str) -> None:
@@ -92,6 +96,7 @@ def test_owner_sums_equal_car_sums_and_the_fleet_equals_the_summary(m: Money) ->
     _mode(m, "car-r", OwnerMode.ROBOTAXI, owner="owner-07")
     _mode(m, "car-s", OwnerMode.ROBOTAXI)
     for n in range(3):
+        m.later(18.0)  # a trip's 18 simulated minutes at 60x: one trip at a time
         _trip(m, "car-r", n)
         _trip(m, "car-s", n)
     _trip(m, "car-a", 9)
@@ -141,3 +146,35 @@ def test_changed_cars_get_their_own_message_once(m: Money) -> None:
     assert [c.car.vehicle_id for c in own] == ["car-r"] and own[0].car.money.robotaxi_trips == 1
     again = [decode(o.payload) for o in m.engine.earnings()]
     assert [type(message) for message in again] == [EarningsReport]  # nothing changed: the report only
+
+
+def test_trips_must_fit_one_after_another_in_time_and_an_overlap_is_refused(m: Money) -> None:
+    _mode(m, "car-r", OwnerMode.ROBOTAXI)
+    for n in range(1000):  # the attack: 1,000 long trips at one instant
+        _trip(m, "car-r", n, km=120.0, minutes=360.0)
+    assert m.ledger.totals()["robotaxi_trips"] == 1
+    assert m.rejections() == {"trip_overlaps": 999}
+    m.later(360.0)  # six simulated hours later the car is free again
+    _trip(m, "car-r", 1000, km=120.0, minutes=360.0)
+    _trip(m, "car-r", 1001, ends_in_s=120.0)  # ends two minutes from now: beyond the one-second slack (60 s)
+    _trip(m, "car-r", 1002, km=700.0, minutes=360.0)  # beyond the plausible trip length
+    assert m.ledger.totals()["robotaxi_trips"] == 2
+    assert m.rejections() == {"trip_overlaps": 999, "trip_in_future": 1, "trip_too_long": 1}
+
+
+def test_a_trip_starting_within_the_clock_slack_of_the_last_one_is_booked(m: Money) -> None:
+    _mode(m, "car-r", OwnerMode.ROBOTAXI)
+    _trip(m, "car-r", 1)
+    m.later(18.0 - 0.5)  # starts 30 simulated seconds before the last ended: within the slack
+    _trip(m, "car-r", 2)
+    assert m.ledger.totals()["robotaxi_trips"] == 2 and m.rejections() == {}
+
+
+def test_a_redelivered_trip_is_counted_apart_and_a_reused_id_is_refused(m: Money) -> None:
+    _mode(m, "car-r", OwnerMode.ROBOTAXI)
+    _trip(m, "car-r", 1)
+    _trip(m, "car-r", 1)  # the same trip again (QoS 1)
+    m.later(18.0)
+    _trip(m, "car-r", 1, energy_kwh=3.0)  # another trip under the same id
+    assert m.ledger.totals()["robotaxi_trips"] == 1 and m.ledger.totals()["trip_duplicates"] == 1
+    assert m.rejections() == {"trip_id_reused": 1}

@@ -25,19 +25,23 @@ from protocol import (
     ComputeOffer,
     HardwareGeneration,
     Liveness,
+    OwnerMode,
     ShardAssignment,
     ShardPreempted,
     ShardProgress,
     ShardResult,
     VehicleStatus,
+    VehicleTelemetry,
     decode,
     encode,
 )
 from protocol.codec import AnyMessage
 from protocol.identity import derive_password
 from protocol.job_messages import result_digest
+from protocol.owners import RobotaxiTrip
 from tests.conftest import SECRET
 from tests.support.brokers import TestBroker, require_mosquitto
+from tests.support.samples import telemetry
 from tests.support.scripted_cars import Watcher, dispatcher_running
 from tests.support.waiting import wait_until
 
@@ -242,3 +246,18 @@ async def test_a_result_for_an_assignment_never_made_is_counted(secure_broker: T
         assert attempt is not None and attempt.status == "active"  # car-bb's work is untouched
         facts = json.loads(watch.summary.model_dump_json()) if watch.summary else {}
         assert facts["messages_rejected"] >= 2
+
+
+async def test_a_thousand_long_trips_at_one_instant_book_one(secure_broker: TestBroker, tmp_path: Path) -> None:
+    async with scene(secure_broker, tmp_path, "car-aa") as (engine, watch, (car,)):
+        sample = {**telemetry("car-aa").model_dump(), **car.env(), "owner_mode": OwnerMode.ROBOTAXI, "shard": None,
+                  "tops_in_use": 0.0, "compute_power_kw": 0.0}
+        await car.publish(secure_broker.topics.telemetry("car-aa"), VehicleTelemetry.model_validate(sample))
+        await wait_until(lambda: engine.money.modes.get("car-aa") is OwnerMode.ROBOTAXI, 10, "the car's mode")
+        for n in range(20):  # the reviewer's attack was 1,000 such trips: 405,250 USD booked
+            await car.publish(secure_broker.topics.trips("car-aa"), RobotaxiTrip(
+                **car.env(), trip_id=f"t{n}", paid_km=120.0, empty_km=0.0, duration_s=6 * 3600.0,  # type: ignore[arg-type]
+                energy_kwh=20.0))
+        await seen_in_summary(watch, "trip_overlaps", 19)
+        assert engine.ledger.totals()["robotaxi_trips"] == 1 and watch.summary is not None
+        assert watch.summary.robotaxi_trips == 1

@@ -54,7 +54,9 @@ def expected_samples(s: FleetSummary) -> dict[Sample, float]:
                 ("hardware_rated_tops", "hardware", s.tops_by_hardware), ("jobs", "status", s.jobs_by_status),
                 ("messages_rejected_total", "reason", s.rejections),
                 ("earnings_gross_currency_total", "currency", {s.currency: s.earnings_gross}),
-                ("energy_cost_currency_total", "currency", {s.currency: s.energy_cost}))
+                ("energy_cost_currency_total", "currency", {s.currency: s.energy_cost}),
+                ("robotaxi_gross_currency_total", "currency", {s.currency: s.robotaxi_gross}),
+                ("earnings_net_currency", "currency", {s.currency: s.earnings_net}))
     for name, label, values in labelled:
         for key, value in values.items():
             expected[(f"fleetroom_{name}", ((label, key),))] = float(value)

@@ -28,13 +28,13 @@ CHARTS: tuple[ChartSpec, ...] = (
     ChartSpec("utilisation", ("utilisation_pct",), ((1.0, "%"),)),
     ChartSpec("jobs", ("jobs_queued", "jobs_running"), COUNT_UNITS),
     ChartSpec("fleet size", ("cars",), COUNT_UNITS, "cars"),
-    ChartSpec("earnings, gross", ("earnings",), ((1.0, "USD"),)),
+    ChartSpec("earnings (compute + robotaxi)", ("earnings", "earnings_net"), ((1.0, "USD"),)),
     ChartSpec("messages per second", ("msgs_per_s",), COUNT_UNITS, "msg/s"),
 )
 
 SERIES_NAMES = {
     "tops_allocated": "in use", "tops_offered": "offered", "jobs_queued": "queued", "jobs_running": "running",
-    "utilisation_pct": "in use", "msgs_per_s": "now", "cars": "now", "earnings": "now",
+    "utilisation_pct": "in use", "msgs_per_s": "now", "cars": "now", "earnings": "gross", "earnings_net": "net",
 }
 
 

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 STATE_ORDER: tuple[str, ...] = tuple(state.code for state in CarState)
 """The two-letter state codes in the order a compact listing shows them."""
 HISTORY_SERIES: tuple[str, ...] = ("cars", "tops_offered", "tops_allocated", "jobs_done", "earnings", "msgs_per_s",
-                                   "jobs_queued", "jobs_running", "utilisation_pct")
+                                   "jobs_queued", "jobs_running", "utilisation_pct", "earnings_net")
 
 
 @dataclass(slots=True)
@@ -357,7 +357,8 @@ class FleetStore:
             "tops_offered": s.tops_offered if s else 0.0,
             "tops_allocated": s.tops_allocated if s else 0.0,
             "jobs_done": float(s.jobs_by_status.get("done", 0)) if s else float(self.jobs.count("done")),
-            "earnings": s.earnings_gross if s else 0.0,
+            "earnings": s.earnings_gross + s.robotaxi_gross if s else 0.0,  # the ledger's gross: compute + robotaxi
+            "earnings_net": s.earnings_net if s else 0.0,
             "msgs_per_s": self.msgs_per_s,
             "jobs_queued": float(s.jobs_by_status.get("queued", 0)) if s else float(self.jobs.count("queued")),
             "jobs_running": float(s.jobs_by_status.get("running", 0)) if s else float(self.jobs.count("running")),

@@ -11,11 +11,13 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
+from dispatcher.credit import Moment
 from dispatcher.ledger.accounts import add_to_mode, add_total, charge_energy, count_rejection, ensure_car
 from protocol.owners import (
     CAR_PAYMENT,
     DAYS_PER_MONTH,
     MAX_TRIP_KMH,
+    MAX_TRIP_PAID_KM,
     ROBOTAXI_MODES,
     CarMoney,
     ModeMoney,
@@ -61,33 +63,56 @@ def set_modes(db: sqlite3.Connection, changes: Iterable[tuple[str, str, OwnerMod
                    (mode.value, now_s, vehicle_id))
 
 
-def trip_refusal(db: sqlite3.Connection, vehicle_id: str, trip: RobotaxiTrip) -> str | None:
-    """Why a reported trip cannot be booked, or None."""
+def trip_refusal(db: sqlite3.Connection, vehicle_id: str, trip: RobotaxiTrip, ends_at_s: float,
+                 at: Moment) -> str | None:
+    """Why a reported trip ending at `ends_at_s` (ledger seconds) cannot be booked at `at`, or None.
+
+    A car drives one trip at a time: a trip must start after the car's last booked one ended and
+    must have ended by now, both within the slack granted to cars' clocks."""
+    if trip.paid_km > MAX_TRIP_PAID_KM:
+        return "trip_too_long"
     if (trip.paid_km + trip.empty_km) / trip.duration_s * 3600.0 > MAX_TRIP_KMH:
         return "trip_too_fast"
-    row = db.execute("SELECT owner_mode FROM cars WHERE vehicle_id = ?", (vehicle_id,)).fetchone()
+    row = db.execute("SELECT owner_mode, trip_until_s FROM cars WHERE vehicle_id = ?", (vehicle_id,)).fetchone()
     if row is None or OwnerMode(row[0]) not in ROBOTAXI_MODES:
         return "trip_not_in_robotaxi_mode"
+    if ends_at_s > at.now_s + at.slack_s:
+        return "trip_in_future"
+    if row[1] is not None and ends_at_s - trip.duration_s < float(row[1]) - at.slack_s:
+        return "trip_overlaps"
     return None
 
 
+def _seen_trip(db: sqlite3.Connection, vehicle_id: str, trip: RobotaxiTrip) -> str | None:
+    """None for a new trip id; "duplicate" for the same trip delivered again; "trip_id_reused" otherwise."""
+    row = db.execute("SELECT paid_km, empty_km, duration_s, energy_kwh FROM trips WHERE vehicle_id = ? AND"
+                     " trip_id = ?", (vehicle_id, trip.trip_id)).fetchone()
+    if row is None:
+        return None
+    same = tuple(row) == (trip.paid_km, trip.empty_km, trip.duration_s, trip.energy_kwh)
+    return "duplicate" if same else "trip_id_reused"
+
+
 def record_trip(db: sqlite3.Connection, vehicle_id: str, owner_id: str, trip: RobotaxiTrip,
-                energy_price: float, now_s: float) -> float | None:
+                energy_price: float, at: Moment, ends_at_s: float) -> float | None:
     """Book a trip once: the owner's share of its fare, its energy; returns the income, None if not booked."""
     ensure_car(db, vehicle_id, owner_id)
-    refusal = trip_refusal(db, vehicle_id, trip)
+    seen = _seen_trip(db, vehicle_id, trip)
+    if seen == "duplicate":
+        add_total(db, "trip_duplicates", 1.0)  # a QoS 1 redelivery: booked already
+        return None
+    refusal = seen or trip_refusal(db, vehicle_id, trip, ends_at_s, at)
     if refusal is not None:
         count_rejection(db, refusal)
         return None
     fare, income = fare_for(trip.paid_km, trip.duration_s), owner_income_for(trip.paid_km, trip.duration_s)
     km = trip.paid_km + trip.empty_km
-    added = db.execute("INSERT OR IGNORE INTO trips VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (vehicle_id, trip.trip_id, fare, income, trip.paid_km, trip.empty_km, trip.duration_s,
-                        trip.energy_kwh, now_s))
-    if added.rowcount == 0:
-        return None  # a QoS 1 duplicate: booked already
+    db.execute("INSERT INTO trips VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               (vehicle_id, trip.trip_id, fare, income, trip.paid_km, trip.empty_km, trip.duration_s,
+                trip.energy_kwh, at.now_s))
     db.execute("UPDATE cars SET robotaxi_gross = robotaxi_gross + ?, robotaxi_km = robotaxi_km + ?,"
-               " robotaxi_trips = robotaxi_trips + 1 WHERE vehicle_id = ?", (income, km, vehicle_id))
+               " robotaxi_trips = robotaxi_trips + 1, trip_until_s = ? WHERE vehicle_id = ?",
+               (income, km, ends_at_s, vehicle_id))
     add_to_mode(db, vehicle_id, robotaxi_gross=income, robotaxi_trips=1, robotaxi_km=km)
     for name, amount in (("robotaxi_gross", income), ("robotaxi_trips", 1.0), ("robotaxi_km", km)):
         add_total(db, name, amount)

@@ -67,10 +67,12 @@ ADDED_COLUMNS = (  # columns a ledger written by an older version lacks: added o
     ("cars", "robotaxi_gross REAL NOT NULL DEFAULT 0"),
     ("cars", "robotaxi_km REAL NOT NULL DEFAULT 0"),
     ("cars", "robotaxi_trips INTEGER NOT NULL DEFAULT 0"),
+    ("cars", "trip_until_s REAL"),  # when the car's last booked trip ended, on the ledger's clock
 )
 TOTALS = (
     "shards_completed", "work_done", "preemptions", "redone", "wrong_results",
     "earnings_gross", "energy_kwh", "energy_cost", "robotaxi_gross", "robotaxi_trips", "robotaxi_km",
+    "trip_duplicates",  # a trip delivered again (QoS 1): not booked twice, not a refusal
 )
 
 

@@ -202,10 +202,10 @@ class Ledger:
             earnings.set_modes(db, changes, now_s)
 
     def record_trip(self, vehicle_id: str, owner_id: str, trip: RobotaxiTrip, energy_price: float,
-                    now_s: float) -> float | None:
-        """Book a robotaxi trip once; the owner's income from it, None if refused (counted) or a duplicate."""
+                    at: Moment, ends_at_s: float) -> float | None:
+        """Book a robotaxi trip ending at `ends_at_s` once; its income, None if refused (counted) or a duplicate."""
         with self.transaction() as db:
-            return earnings.record_trip(db, vehicle_id, owner_id, trip, energy_price, now_s)
+            return earnings.record_trip(db, vehicle_id, owner_id, trip, energy_price, at, ends_at_s)
 
     def car_record(self, vehicle_id: str) -> CarRecord:
         """(valid results, wrong results, reliability) of a car."""

@@ -38,7 +38,7 @@ from fleetroom.common import (
 from fleetroom.metrics_flags import add_metrics_arguments
 from mqttlink import BrokerUnreachable, cancel_and_wait
 from protocol.clock import SimClock
-from protocol.fleet_messages import FleetSummary, MatchPolicy
+from protocol.fleet_messages import FleetSummary, MatchPolicy, money_text
 from protocol.topics import Topics
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def status_line(summary: FleetSummary) -> str:
         f"dispatcher: {summary.cars_known} cars ({cars.get('online', 0)} online, {cars.get('idle', 0)} idle, "
         f"{cars.get('busy', 0)} busy) | jobs {jobs.get('running', 0)} running, {jobs.get('queued', 0)} queued, "
         f"{jobs.get('done', 0)} done | {summary.shards_completed} shards, {summary.preemptions} preemptions, "
-        f"{summary.wrong_results_caught} wrong caught | gross {summary.earnings_gross:.2f} {summary.currency} "
+        f"{summary.wrong_results_caught} wrong caught | {money_text(summary)} "
         f"| {summary.messages_per_s:.0f} msg/s, {summary.messages_rejected} rejected | {summary.policy.value}"
     )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from protocol import FleetSummary, HardwareGeneration
+from protocol.fleet_messages import money_text
 from protocol.reference import INT8_VS_FP64_NOTE, equivalence_text, format_tops
 from protocol.vehicle_messages import HARDWARE_TOPS
 
@@ -89,7 +90,6 @@ def _fleet_lines(s: FleetSummary) -> list[str]:
         f"  preemptions: {s.preemptions:,} ({s.redone_tera_ops:,.0f} tera-ops redone); "
         f"messages rejected: {s.messages_rejected:,}",
         faults_line(s),
-        f"  earnings: {s.earnings_gross:,.2f} {s.currency} gross; energy {s.energy_kwh:,.2f} kWh "
-        f"costing {s.energy_cost:,.2f} {s.currency}; policy {s.policy.value}; "
+        f"  earnings: {money_text(s)}; energy {s.energy_kwh:,.2f} kWh; policy {s.policy.value}; "
         f"{s.messages_per_s:,.0f} messages/s at the dispatcher",
     ]
