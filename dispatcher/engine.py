@@ -196,8 +196,9 @@ class Engine:
     def _on_telemetry(self, vid: str, message: VehicleTelemetry) -> None:
         refusal = telemetry_refusal(message)
         if refusal is not None:
-            self.refusals.count(refusal, "telemetry of %s: %g TOPS rated on %s", vid, message.rated_tops,
-                                message.hardware.value)
+            self.refusals.count(refusal, "telemetry of %s (%s): %g TOPS rated, %g in use, %g kW", vid,
+                                message.hardware.value, message.rated_tops, message.tops_in_use,
+                                message.compute_power_kw)
             return
         self.money.saw_mode(vid, message.owner_mode)
         car = self.registry.car(vid)
