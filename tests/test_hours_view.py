@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from textual.widgets import TabbedContent
+
 from mqttlink import BrokerUrl
 from protocol import FleetSummary, Topics, encode, hours
 from protocol.clock import ManualClock
 from tests.support import control_room as cr
 from tui.app import FleetroomApp
-from tui.power import bar, hours_lines, power_lines
+from tui.power import PowerScreen, bar, hours_lines, power_lines
 from tui.store import FleetStore
 
 SIZE = (150, 44)
@@ -68,3 +70,15 @@ def test_snapshot_power_and_hours(snap_compare: Any) -> None:
     store.link_changed("connected")
     app = FleetroomApp(BrokerUrl("127.0.0.1", 1883, "operator"), TOPICS, store=store, clock=clock, connect=False)
     assert snap_compare(app, press=["w"], terminal_size=SIZE)
+
+
+async def test_a_tab_key_on_the_power_screen_leaves_it_for_that_tab() -> None:
+    """The footer offers n, j, h and e on every screen: pressed over a pushed screen they go to that tab."""
+    store = FleetStore(TOPICS)
+    app = FleetroomApp(BrokerUrl("127.0.0.1", 1883, "operator"), TOPICS, store=store, connect=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("w")
+        assert isinstance(app.screen, PowerScreen)
+        await pilot.press("h")
+        assert not isinstance(app.screen, PowerScreen)
+        assert app.query_one(TabbedContent).active == "history"

@@ -231,7 +231,9 @@ class FleetroomApp(App[None]):
         return not (self.read_only and action in PUBLISHING_ACTIONS)
 
     # navigation -----------------------------------------------------------------------------
-    def action_show_tab(self, tab: str) -> None:
+    async def action_show_tab(self, tab: str) -> None:
+        while len(self.screen_stack) > 1:  # over a drill-down or panel, a tab key means "go to that tab"
+            await self.pop_screen()
         self.query_one(TabbedContent).active = tab
         if tab == "nodes":
             self.query_one(NodeTable).focus()
@@ -250,8 +252,8 @@ class FleetroomApp(App[None]):
         self.notify("updates paused" if self.paused else "updates resumed")
         self.paint()
 
-    def action_filter(self) -> None:
-        self.action_show_tab("nodes")
+    async def action_filter(self) -> None:
+        await self.action_show_tab("nodes")
         field = self.query_one("#filter", Input)
         field.add_class("active")
         field.focus()
