@@ -8,7 +8,6 @@ A login the broker refuses is one line and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import subprocess
@@ -22,16 +21,12 @@ import pytest
 from fleetroom.compose.supervisor import read_port_file, wait_for
 from protocol.topics import Topics
 from tests.support.brokers import mosquitto_broker
-from tests.support.demo_loadtest import wait_gone
+from tests.support.demo_loadtest import clean_env, wait_gone
 from tests.test_demo_headless import number
 
 pytestmark = pytest.mark.slow
 SECRET = "demo-fleet-secret"
 SEED = 1  # the demo's default: its fleet logs in as gw-1-0-1
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("FLEETROOM_")}
 
 
 @contextmanager

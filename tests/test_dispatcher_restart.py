@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
 import sys
@@ -13,6 +12,7 @@ import pytest
 
 from protocol import Liveness
 from tests.support.brokers import TestBroker
+from tests.support.demo_loadtest import clean_env
 from tests.support.scripted_cars import CarScript, Watcher, scripted_fleet
 from tests.support.waiting import wait_until
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 async def start_dispatcher(broker: TestBroker, db: Path, log: Path) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETROOM_")}
+    env = clean_env()
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "fleetroom", "dispatcher", "--broker", f"mqtt://127.0.0.1:{broker.port}",
         "--topic-prefix", broker.topics.prefix, "--db", str(db), "--heartbeat-timeout", "2",

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.demo_loadtest import wait_gone
-from tests.test_demo_secured import clean_env, secured_broker_process
+from tests.support.demo_loadtest import clean_env, wait_gone
+from tests.test_demo_secured import secured_broker_process
 
 pytestmark = pytest.mark.slow
 SECRET = "demo-fleet-secret"  # what secured_broker_process gives its broker

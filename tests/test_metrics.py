@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
 import re
 import socket
 import subprocess
@@ -26,6 +25,7 @@ from fake_vehicles.metrics import FleetSnapshot, SnapshotCollector
 from mqttlink import cancel_and_wait, client_id_of, make_client
 from protocol import FleetSummary, JobState, JobSubmission, decode, encode
 from tests.support.brokers import TestBroker
+from tests.support.demo_loadtest import clean_env
 from tests.support.samples import all_samples
 from tests.support.waiting import wait_until
 
@@ -107,7 +107,7 @@ async def matched_scrape(url: str, summaries: Summaries) -> tuple[dict[Sample, f
 
 
 def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("FLEETROOM_")}
+    return clean_env()
 
 
 @contextlib.asynccontextmanager

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,20 +10,13 @@ import pytest
 from fleetroom.cli import main
 from protocol import MatchPolicy
 from tests.support.brokers import TestBroker
+from tests.support.demo_loadtest import fleetroom_on
 from tests.support.scripted_cars import Watcher, dispatcher_running
 from tests.support.waiting import wait_until
 
 
 async def run_policy(broker: TestBroker, *argv: str) -> tuple[int, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETROOM_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fleetroom", "policy", *argv, "--broker", f"mqtt://127.0.0.1:{broker.port}",
-        "--topic-prefix", broker.topics.prefix, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    return await fleetroom_on(broker.port, broker.topics.prefix, "policy", *argv)
 
 
 async def test_policy_is_refused_in_one_line_without_a_dispatcher_and_changed_with_one(

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
 from fleetroom.cli import main
 from tests.support.brokers import TestBroker
+from tests.support.demo_loadtest import fleetroom_on
 from tests.support.scripted_cars import CarScript, Watcher, dispatcher_running, scripted_fleet
 from tests.support.waiting import wait_until
 
@@ -41,15 +40,7 @@ def test_bad_flags_and_files_are_one_line_exit_2(
 
 
 async def run_submit(broker: TestBroker, *argv: str) -> tuple[int, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETROOM_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fleetroom", "submit", "--broker", f"mqtt://127.0.0.1:{broker.port}",
-        "--topic-prefix", broker.topics.prefix, *argv, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    return await fleetroom_on(broker.port, broker.topics.prefix, "submit", *argv)
 
 
 async def test_submit_wait_follows_a_job_file_to_done_and_a_bad_job_to_rejection(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import signal
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from protocol import (
 )
 from protocol.topics import DELIVERY, Channel, Topics
 from tests.support.brokers import TestBroker, embedded_broker
+from tests.support.demo_loadtest import clean_env
 from tests.support.waiting import wait_until
 
 SIM_START = "2026-11-30T10:00:00Z"  # a Monday morning: commuters have just parked at work
@@ -94,7 +94,7 @@ def fleet_command(broker: TestBroker, *args: str) -> list[str]:
 
 @asynccontextmanager
 async def fleet_process(broker: TestBroker, tmp_path: Path, *args: str) -> AsyncIterator[subprocess.Popen[bytes]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETROOM_")}
+    env = clean_env()
     proc = subprocess.Popen(fleet_command(broker, *args), cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "fleet.log", "wb"))  # noqa: SIM115
     try:
@@ -229,7 +229,7 @@ async def test_each_car_logs_in_as_itself_on_a_secured_broker(topics: Topics, tm
 
 
 def test_bad_flags_and_an_unreachable_broker_are_one_line_errors(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETROOM_")}
+    env = clean_env()
     base = [sys.executable, "-m", "fleetroom", "vehicles"]
     cases = [
         ["--count", "5", "--hardware-mix", "HW9=1"],

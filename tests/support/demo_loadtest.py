@@ -1,7 +1,8 @@
-"""Helpers for tests that run whole `fleetroom` compositions as subprocesses (demo, loadtest)."""
+"""Helpers for tests that run `fleetroom` commands and compositions as subprocesses."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -35,6 +36,24 @@ def wait_gone(directory: Path, timeout: float = 10.0) -> list[int]:
     while (left := processes_in(directory)) and time.monotonic() < deadline:
         time.sleep(0.05)
     return left
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without any FLEETROOM_ setting, so a child sees only its flags."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("FLEETROOM_")}
+
+
+async def fleetroom_on(port: int, topic_prefix: str, command: str, *argv: str,
+                       timeout: float = 60.0) -> tuple[int, str]:
+    """Run `fleetroom COMMAND ARGV` against the broker on 127.0.0.1:port to its end: exit code and output."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleetroom", command, "--broker", f"mqtt://127.0.0.1:{port}",
+        "--topic-prefix", topic_prefix, *argv, env=clean_env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
 
 
 def fleetroom(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
