@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from protocol.fleet_telemetry import default_base
 from protocol.identity import Role, role_of
-from protocol.topics import Topics
+from protocol.topics import VEHICLE_LEAF, Topics
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ class RoleRules:
     retain: tuple[str, ...] = ()
 
 
-VEHICLE_LEAVES = ("status", "telemetry", "offer", "shards", "trips")
+VEHICLE_LEAVES = tuple(VEHICLE_LEAF.values())  # the topic map's own leaves: a new channel is ACL'd with it
 
 
 def rules_for(topics: Topics) -> dict[Role, RoleRules]:

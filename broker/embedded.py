@@ -137,7 +137,7 @@ class EmbeddedBroker:
         """Start listening (on the remembered port after a restart)."""
         quiet_broker_logging()
         port = self.port or self.settings.port
-        settings = _with_port(self.settings, port)
+        settings = replace(self.settings, port=port)
         try:
             broker = _new_broker(settings)
             await broker.start()
@@ -176,10 +176,6 @@ class EmbeddedBroker:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
-
-
-def _with_port(settings: BrokerSettings, port: int) -> BrokerSettings:
-    return replace(settings, port=port)
 
 
 def session_rules(settings: BrokerSettings) -> SessionRules:

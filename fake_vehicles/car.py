@@ -33,6 +33,9 @@ from protocol.owners import in_robotaxi_hours
 from protocol.power import HOT_RESUME_C, HOT_STOP_C, ambient_c
 from protocol.vehicle_messages import ChargeState, ComputeState, OwnerMode, SuspendReason
 
+UPDATE_START_S = 2 * days.HOUR  # a night's software update installs from 02:00 ...
+UPDATE_LENGTH_S = 0.75 * days.HOUR  # ... for 45 minutes
+
 DRIVE_SPEED_KMH = 40.0  # assumption: average urban trip speed
 CHARGE_LIMIT = 0.85  # the owner's daily charge limit
 SETTLE_S = 120.0  # the driver is still in the car after parking
@@ -259,7 +262,7 @@ class Car:
         """A software update installs from 02:00 to 02:45 on about one night in eleven."""
         day = int(t // days.DAY)
         tod = t - day * days.DAY
-        return ((self.seed >> 5) + day) % 11 == 0 and 2 * days.HOUR <= tod < 2.75 * days.HOUR
+        return ((self.seed >> 5) + day) % 11 == 0 and UPDATE_START_S <= tod < UPDATE_START_S + UPDATE_LENGTH_S
 
     def suspend_reason(self, t: float) -> SuspendReason | None:
         """Why the car may not compute at `t`, first reason first; None if it may."""

@@ -13,7 +13,7 @@ import random
 import uuid
 from datetime import datetime
 
-from fake_vehicles.car import DRIVE_SPEED_KMH, Car
+from fake_vehicles.car import DRIVE_SPEED_KMH, UPDATE_LENGTH_S, UPDATE_START_S, Car
 from fake_vehicles.catalogue import FAST_CHARGER_KW
 from fake_vehicles.messages import location_of
 from protocol import owner_day as days
@@ -24,8 +24,6 @@ from protocol.vehicle_messages import ChargeState
 
 Record = tuple[str, bytes]  # (topic, payload)
 
-UPDATE_START_S = 2 * days.HOUR  # `Car.updating`: installs from 02:00 ...
-UPDATE_LENGTH_S = 0.75 * days.HOUR  # ... for 45 minutes
 CABIN_ABOVE_OUTSIDE_C = 3.0  # as the project's telemetry has it (`inside_temp_c`)
 _SHIFT = {False: '"ShiftStateP"', True: '"ShiftStateD"'}
 _CHARGE = {

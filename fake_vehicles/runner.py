@@ -422,7 +422,7 @@ class Runner:
         status = DELIVERY[Channel.CONNECTION_STATUS]
         last[self.gateway] = self.gateway.publish(
             f.encoder.topics.connection_status(self.settings.gateway_id),
-            f.encoder.connection_status(self.settings.gateway_id, Liveness.OFFLINE, 0), status.qos, status.retain)
+            self._status(Liveness.OFFLINE, 0), status.qos, status.retain)
         while time.monotonic() < deadline and not all(settled(i) for i in last.values()):
             self.net.flush()
             self.net.poll(0.02)
