@@ -18,7 +18,7 @@ demo: $(STAMP)
 # Debian's mosquitto, its clients and what builds the fleetroom Mosquitto plugin: installed
 # when run as root with apt-get, else one line saying what to install (and no test runs).
 system-deps:
-	@.ci/system-deps
+	@PYTHON=$(PYTHON) .ci/system-deps
 
 test: system-deps $(STAMP)
 	$(BIN)/lint-imports --config pyproject.toml

@@ -73,6 +73,12 @@ class FleetSummary(Message):
     faults_detected: dict[str, int] = Field(default_factory=dict)
 
 
+def utilisation(s: FleetSummary) -> float:
+    """TOPS allocated over TOPS the parked cars put up (allocated plus still offered); 0 when none is."""
+    put_up = s.tops_allocated + s.tops_offered
+    return s.tops_allocated / put_up if put_up > 0 else 0.0
+
+
 def money_text(s: FleetSummary) -> str:
     """The ledger's money as one line: gross (compute + robotaxi), energy cost and net, in the summary's currency."""
     gross = s.earnings_gross + s.robotaxi_gross

@@ -10,8 +10,9 @@ import pytest
 from fake_vehicles.catalogue import HARDWARE
 from fleetroom.compose.driver import EARLY_MIX
 from fleetroom.compose.jobstream import ESSAY_MIX, LIGHT_MIX, TEMPLATES, JobStream, mean_car_seconds
-from fleetroom.compose.summary import faults_line, format_summary, utilisation
+from fleetroom.compose.summary import faults_line, format_summary
 from protocol import HardwareGeneration, JobKind
+from protocol.fleet_messages import utilisation
 from protocol.reference import equivalence_text, format_machines
 from tests.test_demo_summary import summary
 from tui.chartdata import CHARTS, chart_data

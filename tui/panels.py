@@ -6,6 +6,7 @@ raw telemetry, so the control room and the dispatcher cannot disagree about the 
 
 from __future__ import annotations
 
+from protocol.fleet_messages import utilisation
 from protocol.reference import (
     FUGAKU,
     INT8_VS_FP64_NOTE,
@@ -20,18 +21,12 @@ from tui.store import FleetStore
 CAR_STATES = (CarState.ONLINE, *(state for state in CarState if state is not CarState.ONLINE))  # online: all reachable
 
 
-def plural(count: int, name: str) -> str:
-    """`11,363 Fugakus`, `1 Frontier`, `1,820 El Capitans`."""
-    return f"{count:,} {name}" + ("" if count == 1 else "s")
-
-
 def totals_line(store: FleetStore) -> str:
     """TOPS total / offered / allocated, or a note that the dispatcher has not spoken yet."""
     s = store.summary
     if s is None:
         return "waiting for the dispatcher's fleet summary…"
-    put_up = s.tops_allocated + s.tops_offered
-    in_use = f" ({s.tops_allocated / put_up:.0%} of what is put up)" if put_up > 0 else ""
+    in_use = f" ({utilisation(s):.0%} of what is put up)" if s.tops_allocated + s.tops_offered > 0 else ""
     return (f"TOTAL {format_tops(s.tops_total)}   in use {format_tops(s.tops_allocated)}{in_use}   "
             f"still offered {format_tops(s.tops_offered)}   policy {s.policy.value}")
 
@@ -127,6 +122,3 @@ def hardware_lines(store: FleetStore, panel_width: int = 66) -> list[str]:
         lines.append(f"{hw:<4} {cars.get(hw, 0):>10,} cars {format_tops(tops.get(hw, 0.0)):>14} {bar}")
     return lines or ["no cars yet"]
 
-
-def latest(values: list[float] | tuple[float, ...]) -> float:
-    return values[-1] if values else 0.0

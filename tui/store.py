@@ -37,6 +37,7 @@ from protocol import (
     decode_on,
     dispatcher_online,
 )
+from protocol.fleet_messages import utilisation
 from protocol.owners import CarEarnings, EarningsReport
 from tui.earnings import EarningsBook
 from tui.jobs import JobBook
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 
 STATE_ORDER: tuple[str, ...] = tuple(state.code for state in CarState)
 """The two-letter state codes in the order a compact listing shows them."""
-HISTORY_SERIES: tuple[str, ...] = ("cars", "tops_offered", "tops_allocated", "jobs_done", "earnings", "msgs_per_s",
+HISTORY_SERIES: tuple[str, ...] = ("cars", "tops_offered", "tops_allocated", "earnings", "msgs_per_s",
                                    "jobs_queued", "jobs_running", "utilisation_pct", "earnings_net")
 
 
@@ -162,7 +163,6 @@ class FleetStore:
         self.car_history: dict[str, deque[TelemetryPoint]] = {}
         self._car_history_length = car_history_length
         self._car_history_limit = car_history_limit
-        self._sample_every_s = sample_every_s
         self.sample_every_s = sample_every_s  # the history's time step, for the charts' axes
         self._rate_mark: tuple[float, int] | None = None
         self._last_sample: float | None = None
@@ -341,11 +341,11 @@ class FleetStore:
         """Update the message rate and, once per `sample_every_s`, the history buffers."""
         if self._rate_mark is None:
             self._rate_mark = (now, self.messages)
-        elif now - self._rate_mark[0] >= self._sample_every_s:
+        elif now - self._rate_mark[0] >= self.sample_every_s:
             then, count = self._rate_mark
             self.msgs_per_s = (self.messages - count) / (now - then)
             self._rate_mark = (now, self.messages)
-        if self._last_sample is None or now - self._last_sample >= self._sample_every_s:
+        if self._last_sample is None or now - self._last_sample >= self.sample_every_s:
             self._last_sample = now
             self.history.append(self.history_values())
 
@@ -356,12 +356,10 @@ class FleetStore:
             "cars": float(s.cars_known if s else len(self.cars)),
             "tops_offered": s.tops_offered if s else 0.0,
             "tops_allocated": s.tops_allocated if s else 0.0,
-            "jobs_done": float(s.jobs_by_status.get("done", 0)) if s else float(self.jobs.count("done")),
             "earnings": s.earnings_gross + s.robotaxi_gross if s else 0.0,  # the ledger's gross: compute + robotaxi
             "earnings_net": s.earnings_net if s else 0.0,
             "msgs_per_s": self.msgs_per_s,
             "jobs_queued": float(s.jobs_by_status.get("queued", 0)) if s else float(self.jobs.count("queued")),
             "jobs_running": float(s.jobs_by_status.get("running", 0)) if s else float(self.jobs.count("running")),
-            "utilisation_pct": 100.0 * s.tops_allocated / put_up if s and (put_up := s.tops_allocated + s.tops_offered)
-            else 0.0,
+            "utilisation_pct": 100.0 * utilisation(s) if s else 0.0,
         }

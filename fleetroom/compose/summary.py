@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from protocol import FleetSummary, HardwareGeneration
-from protocol.fleet_messages import money_text
+from protocol.fleet_messages import money_text, utilisation
 from protocol.reference import INT8_VS_FP64_NOTE, equivalence_text, format_tops
 from protocol.vehicle_messages import HARDWARE_TOPS
 
@@ -59,12 +59,6 @@ def format_summary(
     if essay:
         lines.append(essay_target_line(*essay))
     return "\n".join(lines)
-
-
-def utilisation(s: FleetSummary) -> float:
-    """TOPS allocated over TOPS the parked cars put up (allocated plus still offered)."""
-    put_up = s.tops_allocated + s.tops_offered
-    return s.tops_allocated / put_up if put_up > 0 else 0.0
 
 
 def faults_line(s: FleetSummary) -> str:
