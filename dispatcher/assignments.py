@@ -31,11 +31,10 @@ class Assignments:
         self.registry, self.offers, self.watchlist, self.job_states = registry, offers, watchlist, job_states
         self._assignments_made = ledger.assignment_count()  # assignment ids count on from the ledger's
 
-    def start(self, job: JobSubmission, slot: Slot, offer: Offer) -> Out:
-        """Give `slot` of `job` to the car of `offer` (taken from the book), at all the TOPS it offers."""
+    def start(self, job: JobSubmission, slot: Slot, offer: Offer, deadline_s: float | None) -> Out:
+        """Give `slot` of `job` (due by `deadline_s` on the ledger's clock) to the car of `offer`, at all its TOPS."""
         self._assignments_made += 1
         aid = f"a{self._assignments_made}-{self.rng.getrandbits(32):08x}"
-        deadline_s = self.ledger.deadline_s(job.job_id)
         # the message is built before the ledger records the attempt, so a value it cannot carry
         # fails here, with nothing recorded, rather than after the commit
         message = ShardAssignment(

@@ -57,10 +57,10 @@ class Scheduler:
                 outs += self.assignments.end_job(job.job_id, JobStatus.FAILED, "deadline passed")
                 self.job_states.forget(job.job_id)
                 continue
-            outs += self._place(job.submission, now_s)
+            outs += self._place(job.submission, now_s, job.deadline_s)
         return outs
 
-    def _place(self, job: JobSubmission, now_s: float) -> list[Out]:
+    def _place(self, job: JobSubmission, now_s: float, deadline_s: float | None) -> list[Out]:
         free = job.max_parallel_shards - self.ledger.running_slot_count(job.job_id)
         slots = self.ledger.waiting_slots(job.job_id, free) if free > 0 else []
         outs: list[Out] = []
@@ -75,7 +75,7 @@ class Scheduler:
             if offer is None:
                 self._explain(job.job_id, need, exclude, now_s)
                 return outs
-            outs.append(self.assignments.start(job, slot, offer))
+            outs.append(self.assignments.start(job, slot, offer, deadline_s))
         self.job_states.placed(job.job_id)
         return outs
 

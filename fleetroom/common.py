@@ -321,3 +321,8 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except BrokerUnreachable as exc:
         raise CliError(str(exc)) from None
+
+
+def host_name(name: str) -> str:
+    """A host name as the web server's checks compare it: lower case, an IPv6 address without brackets."""
+    return name.strip().strip("[]").lower()

@@ -31,6 +31,7 @@ from textual_serve.app_service import AppService
 from textual_serve.server import Server, to_int
 
 from fleetroom.commands.tui import MAX_VISITORS, WEB_SERVER_PID_ENV, is_wildcard
+from fleetroom.common import host_name
 from mqttlink import BROKER_ENV, BrokerUrl
 from protocol import Topics
 from protocol.identity import SECRET_ENV
@@ -170,11 +171,6 @@ def page_url(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}/"
-
-
-def host_name(name: str) -> str:
-    """A host name as the checks compare it: lower case, an IPv6 address without brackets."""
-    return name.strip().strip("[]").lower()
 
 
 @dataclass(frozen=True)

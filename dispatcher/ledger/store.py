@@ -121,11 +121,6 @@ class Ledger:
             return None
         return JobSubmission.model_validate_json(str(row[0]))
 
-    def deadline_s(self, job_id: str) -> float | None:
-        """A job's deadline on the ledger's clock, if it has one."""
-        row = self.db.execute("SELECT deadline_s FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        return float(row[0]) if row is not None and isinstance(row[0], int | float) else None
-
     def open_jobs(self) -> list[OpenJob]:
         """Queued and running jobs in the order cars rank them: priority, then price cap, then age."""
         found = [

@@ -157,12 +157,17 @@ def _say_metrics(url: str) -> None:
 
 
 def earnings_lines(ledger: Ledger, top: int = 5) -> list[str]:
-    """The owners who earned most, from the ledger: TOPS-hours, gross, energy, net."""
-    statements = ledger.owner_statements()
-    lines = [f"earnings: {len(statements)} owners; top {min(top, len(statements))}:"] if statements else []
-    for s in statements[:top]:
-        lines.append(f"  {s.who}: {s.tops_hours:,.2f} TOPS-h, gross {s.gross:.4f}, "
-                     f"energy {s.energy_kwh:.3f} kWh costing {s.energy_cost:.4f}, net {s.net:.4f}")
+    """The owners who earned most, as the earnings report ranks them: gross (compute + robotaxi), energy, net."""
+    from dispatcher.ledger import earnings as book
+
+    _, owners = book.counts(ledger.db)
+    best = book.owners_money(ledger.db, top)
+    lines = [f"earnings: {owners} owners; top {len(best)}:"] if best else []
+    for o in best:
+        m = o.money
+        gross = m.compute_gross + m.robotaxi_gross
+        lines.append(f"  {o.owner_id}: {m.compute_tops_hours:,.2f} TOPS-h, gross {gross:.4f} (robotaxi "
+                     f"{m.robotaxi_gross:.4f}), energy costing {m.energy_cost:.4f}, net {m.net:.4f}")
     return lines
 
 

@@ -27,6 +27,7 @@ from fleetroom.common import (
     CliError,
     add_broker_arguments,
     broker_for,
+    host_name,
     run_async,
     setup_logging,
     topics_from,
@@ -68,7 +69,7 @@ def add_web_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _host_name(text: str) -> str:
     """An --allow-host value: a bare host name or address, no port, no scheme."""
-    name = text.strip().strip("[]").lower()
+    name = host_name(text)
     if not name or any(c in name for c in "/@ \t") or (name.count(":") == 1):
         raise argparse.ArgumentTypeError(f"not a host name (no scheme, no port): {text!r}")
     return name
