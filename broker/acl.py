@@ -81,18 +81,28 @@ def filter_covers(allowed: str, requested: str) -> bool:
     return len(want) == len(have)
 
 
+MAX_EXPANDED_USERS = 100_000  # (user, kind) pairs kept expanded; beyond, filters are expanded per call
+
+
 class FleetAcl:
     """Decides publish and read rights for a user under one topic root."""
 
     def __init__(self, topics: Topics) -> None:
         self._rules = rules_for(topics)
+        # a user's filters, expanded once: the broker asks on every message it routes
+        self._expanded: dict[tuple[str, str], tuple[str, ...]] = {}
 
     def _filters(self, username: str | None, kind: str) -> tuple[str, ...]:
-        role = role_of(username)
-        if role is None or username is None:
+        if username is None:
             return ()
-        filters: tuple[str, ...] = getattr(self._rules[role], kind)
-        return tuple(f.replace("%u", username) for f in filters)
+        found = self._expanded.get((username, kind))
+        if found is None:
+            role = role_of(username)
+            filters: tuple[str, ...] = getattr(self._rules[role], kind) if role is not None else ()
+            found = tuple(f.replace("%u", username) for f in filters)
+            if len(self._expanded) < MAX_EXPANDED_USERS:  # bounded, whatever the number of logins
+                self._expanded[(username, kind)] = found
+        return found
 
     def may_publish(self, username: str | None, topic: str, *, retain: bool = False) -> bool:
         """True if `username` may publish to the concrete `topic` (retained, if `retain`)."""

@@ -25,11 +25,12 @@ from protocol.vehicle_messages import ChargeState
 Record = tuple[str, bytes]  # (topic, payload)
 
 CABIN_ABOVE_OUTSIDE_C = 3.0  # as the project's telemetry has it (`inside_temp_c`)
-_SHIFT = {False: '"ShiftStateP"', True: '"ShiftStateD"'}
+_SHIFT = {False: b'"ShiftStateP"', True: b'"ShiftStateD"'}
 _CHARGE = {
-    ChargeState.DISCONNECTED: '"DetailedChargeStateDisconnected"', ChargeState.NO_POWER: '"DetailedChargeStateNoPower"',
-    ChargeState.STARTING: '"DetailedChargeStateStarting"', ChargeState.CHARGING: '"DetailedChargeStateCharging"',
-    ChargeState.COMPLETE: '"DetailedChargeStateComplete"', ChargeState.STOPPED: '"DetailedChargeStateStopped"',
+    ChargeState.DISCONNECTED: b'"DetailedChargeStateDisconnected"',
+    ChargeState.NO_POWER: b'"DetailedChargeStateNoPower"',
+    ChargeState.STARTING: b'"DetailedChargeStateStarting"', ChargeState.CHARGING: b'"DetailedChargeStateCharging"',
+    ChargeState.COMPLETE: b'"DetailedChargeStateComplete"', ChargeState.STOPPED: b'"DetailedChargeStateStopped"',
 }
 _BOOL = {True: b"true", False: b"false"}
 
@@ -44,7 +45,8 @@ def update_percent(car: Car) -> float:
 def field_values(car: Car) -> dict[str, bytes]:
     """Field name -> its JSON value (typed, as with `prefer_typed`), from the car's state now."""
     soc = f"{car.soc * 100:.2f}".encode()
-    charging = car.charge_state() is ChargeState.CHARGING
+    charge_state = car.charge_state()
+    charging = charge_state is ChargeState.CHARGING
     dc = charging and car.charger_kw >= FAST_CHARGER_KW
     charger = f"{car.charger_kw:.1f}".encode()
     lat, lon = location_of(car)
@@ -53,10 +55,10 @@ def field_values(car: Car) -> dict[str, bytes]:
         "Soc": soc,
         "BatteryLevel": soc,
         "EnergyRemaining": f"{car.soc * car.model.battery_kwh:.2f}".encode(),
-        "DetailedChargeState": _CHARGE[car.charge_state()].encode(),
+        "DetailedChargeState": _CHARGE[charge_state],
         "ACChargingPower": charger if charging and not dc else b"0.0",
         "DCChargingPower": charger if dc else b"0.0",
-        "Gear": _SHIFT[car.driving].encode(),
+        "Gear": _SHIFT[car.driving],
         "VehicleSpeed": f"{DRIVE_SPEED_KMH * MILES_PER_KM:.1f}".encode() if car.driving else b"0.0",
         "Location": json.dumps({"latitude": lat, "longitude": lon}).encode(),
         "Odometer": f"{car.odometer_km * MILES_PER_KM:.2f}".encode(),
