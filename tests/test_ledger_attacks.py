@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -182,6 +183,27 @@ async def test_five_forged_preemptions_of_one_slot_pay_nothing(secure_broker: Te
         assert engine.ledger.db.execute("SELECT paid_work FROM shards").fetchall() == [(0.0,)]
         await wait_until(lambda: watch.summary is not None and watch.summary.preemptions == 5, 10, "the summary")
         assert watch.summary is not None and watch.summary.earnings_gross == 0.0
+
+
+async def test_preempting_inside_the_clock_slack_and_retaking_is_paid_only_the_time_held(
+    secure_broker: TestBroker, tmp_path: Path
+) -> None:
+    """The slack (1 wall second of the car's rate) keeps honest positions from being refused; a car that
+    hands back a checkpoint inside it the moment each shard arrives must be paid no more than its rate over
+    the wall time that really passed (before the fix: a whole slack, 300,000 tera-ops, each time)."""
+    slack = TOPS * SPEED * 1.0
+    async with scene(secure_broker, tmp_path, "car-aa") as (engine, watch, (car,)):
+        await watch.submit(job_id="job-slack", max_parallel_shards=1, **JOB)
+        started = time.monotonic()
+        for n in range(1, 6):
+            await car.offer()
+            a = await car.next_assignment(n)
+            at = a.resume_from_tera_ops + slack * 0.99
+            await car.shards(car.preemption(a, work=slack * 0.99, checkpoint=at))
+            await wait_until(lambda n=n: engine.ledger.totals()["preemptions"] == n, 10, f"preemption {n}")
+        held_s = time.monotonic() - started
+        assert paid(engine, "car-aa") <= TOPS * SPEED * held_s  # at most its rate over the time that passed
+        assert paid(engine, "car-aa") < 5 * slack * 0.99
 
 
 async def test_progress_to_the_end_then_offline_pays_only_the_rate(secure_broker: TestBroker, tmp_path: Path) -> None:
