@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import re
 import signal
@@ -35,6 +34,7 @@ from protocol.fleet_telemetry import FIELDS, UPSTREAM_FIELD_NAMES, default_base,
 from protocol.schema import asyncapi_document, fleet_telemetry_schemas
 from protocol.topics import Topics
 from tests.support.brokers import TestBroker
+from tests.support.demo_loadtest import child
 from tests.support.mosquitto_clients import Subscriber, mosquitto_pub, mosquitto_sub
 from tests.support.waiting import wait_until
 
@@ -45,21 +45,14 @@ CARS = 4
 
 @asynccontextmanager
 async def fleet_process(broker: TestBroker, tmp_path: Path, *args: str) -> AsyncIterator[subprocess.Popen[bytes]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETROOM_")}
     argv = [sys.executable, "-m", "fleetroom", "vehicles", "--broker", f"mqtt://127.0.0.1:{broker.port}",
             "--topic-prefix", broker.topics.prefix, "--sim-start", SIM_START, "--count", str(CARS), "--seed", "7",
             "--speed", "60", "--telemetry-interval", "30", *args]
     if broker.secret is not None:
         (tmp_path / "secret").write_bytes(broker.secret)
         argv += ["--secret-file", str(tmp_path / "secret")]
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(tmp_path / "fleet.log", "wb"))  # noqa: SIM115
-    try:
+    async with child(argv, tmp_path, tmp_path / "fleet.log") as proc:
         yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        await asyncio.to_thread(proc.wait, 10)
 
 
 def written_schemas(tmp_path: Path) -> dict[str, dict[str, Any]]:

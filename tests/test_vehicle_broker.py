@@ -35,7 +35,7 @@ from protocol import (
 )
 from protocol.topics import DELIVERY, Channel, Topics
 from tests.support.brokers import TestBroker, embedded_broker
-from tests.support.demo_loadtest import clean_env
+from tests.support.demo_loadtest import child, clean_env
 from tests.support.waiting import wait_until
 
 SIM_START = "2026-11-30T10:00:00Z"  # a Monday morning: commuters have just parked at work
@@ -94,15 +94,8 @@ def fleet_command(broker: TestBroker, *args: str) -> list[str]:
 
 @asynccontextmanager
 async def fleet_process(broker: TestBroker, tmp_path: Path, *args: str) -> AsyncIterator[subprocess.Popen[bytes]]:
-    env = clean_env()
-    proc = subprocess.Popen(fleet_command(broker, *args), cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "fleet.log", "wb"))  # noqa: SIM115
-    try:
+    async with child(fleet_command(broker, *args), tmp_path, tmp_path / "fleet.log") as proc:
         yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        await asyncio.to_thread(proc.wait, 10)
 
 
 def best_offer(d: Dispatcher, exclude: set[str] = frozenset()) -> ComputeOffer:  # type: ignore[assignment]

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 
@@ -54,6 +56,19 @@ async def fleetroom_on(port: int, topic_prefix: str, command: str, *argv: str,
     out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode()
+
+
+@asynccontextmanager
+async def child(argv: list[str], cwd: Path, log: Path) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """A child process (stderr to `log`, a FLEETROOM_-free environment) for the block; killed if still running."""
+    with open(log, "wb") as err:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(argv, cwd=cwd, env=clean_env(), stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        await asyncio.to_thread(proc.wait, 10)
 
 
 def fleetroom(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
