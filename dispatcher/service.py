@@ -88,13 +88,18 @@ class DispatcherService:
     async def _serve(self) -> None:
         status = DELIVERY[Channel.CONNECTION_STATUS]
         will = aiomqtt.Will(self.status_topic, self._status(Liveness.OFFLINE), qos=status.qos, retain=status.retain)
+        # raised after the except* block, not in it: Python before 3.11.4 (Debian 12's 3.11.2) wraps an
+        # exception raised inside except* in an ExceptionGroup, which no caller's `except X` catches
+        unreachable: BaseException | None = None
         try:
             await stay_connected(
                 self.url, client_id_of(self.url, "dispatcher"), self._session, will=will,
                 max_queued_incoming=self.settings.max_queued_incoming, on_drop=self._dropped,
             )
         except* BrokerUnreachable as group:
-            raise group.exceptions[0] from None
+            unreachable = group.exceptions[0]
+        if unreachable is not None:
+            raise unreachable from None
 
     def _dropped(self) -> None:
         """A message found the incoming queue full and was lost: count it with the rejected ones."""
@@ -113,6 +118,7 @@ class DispatcherService:
         await self._publish_status(client, Liveness.ONLINE)
         self.ready.set()
         outbox = self._outbox
+        lost: aiomqtt.MqttError | None = None
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._read(client, outbox))
@@ -123,10 +129,12 @@ class DispatcherService:
                 raise _Stopped
         except* _Stopped:
             pass
-        except* aiomqtt.MqttError as lost:
-            raise _first(lost) from None  # a plain MqttError, so that stay_connected reconnects
+        except* aiomqtt.MqttError as group_lost:
+            lost = _first(group_lost)
         finally:
             self.ready.clear()
+        if lost is not None:  # a plain MqttError, raised outside except* (see _serve), so stay_connected reconnects
+            raise lost from None
         leftovers, self._unsent = self._unsent, []
         while not outbox.empty():
             leftovers.append(outbox.get_nowait())

@@ -124,20 +124,23 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, service.stop.set)
+    failure: BaseException | None = None  # raised after except*, not in it: see DispatcherService._serve
     try:
         async with asyncio.TaskGroup() as group:
             task = group.create_task(service.run())
             group.create_task(_watch(service, task, args.duration))
     except* BrokerUnreachable as failed:
-        raise failed.exceptions[0] from None
+        failure = failed.exceptions[0]
     except* MetricsUnavailable as failed:
-        raise CliError(str(failed.exceptions[0])) from None
+        failure = CliError(str(failed.exceptions[0]))
     else:
         print(status_line(engine.summary()), file=sys.stderr)
         for line in earnings_lines(ledger):
             print(line, file=sys.stderr)
     finally:
         ledger.close()
+    if failure is not None:
+        raise failure from None
     return 0
 
 
