@@ -129,6 +129,9 @@ class ConnectionStatus(Message):
     # which run of the process holds the name (its start time and random bits): two fleet
     # processes started with the same seed tell each other apart by it; empty if unknown
     instance: Annotated[str, StringConstraints(pattern=r"^([a-z0-9][a-z0-9_.-]{0,63})?$", strict=True)] = ""
+    # a gateway that speaks for its cars in frames (protocol.frames): rosters and offer frames, no
+    # per-car statuses or offers; receivers of wire contract 1.0 do not read frames (1.1)
+    frames: bool = False
 
 
 class VehicleTelemetry(Message):
