@@ -34,7 +34,7 @@ from protocol.base import (
     WireModel,
 )
 from protocol.topics import Channel
-from protocol.vehicle_messages import ComputeOffer, Liveness, OfferWithdrawal
+from protocol.vehicle_messages import ComputeOffer, Liveness, OfferWithdrawal, OwnerMode
 
 ROSTER_BLOCK: Final = 500
 """Cars per roster block: a roster of 500 cars is about 50 KB of JSON."""
@@ -53,6 +53,7 @@ class RosterEntry(WireModel):
     hardware: HardwareGeneration | None = None
     reason: Text = ""
     owner_id: Identifier | None = None  # pseudonymous owner, for per-owner earnings; None = the car's own
+    owner_mode: OwnerMode | None = None  # how the owner lets the car earn
 
 
 class CarRoster(Message):

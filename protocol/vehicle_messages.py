@@ -117,6 +117,9 @@ class VehicleStatus(Message):
     gateway: Identifier | None = None  # set when the car shares a fleet connection
     reason: Text = ""
     owner_id: Identifier | None = None  # pseudonymous owner, for per-owner earnings; None = the car's own
+    # how the owner lets the car earn (contract 1.1): sent with the status, so that the dispatcher,
+    # which reads no per-car telemetry, knows it; None from a 1.0 sender (telemetry still says it)
+    owner_mode: OwnerMode | None = None
 
 
 class ConnectionStatus(Message):
