@@ -20,11 +20,14 @@ SLO_KEYS: dict[str, str] = {
     "max_p99_latency_ms": "end-to-end latency p99 (ms)",
     "max_max_latency_ms": "end-to-end latency max (ms)",
     "max_assignment_p95_ms": "assignment latency p95 (ms)",
+    "max_assignment_p99_ms": "assignment latency p99 (ms)",
+    "max_stack_rss_mib": "peak resident memory of the whole stack, summed over its processes (MiB)",
     "min_messages_per_s": "messages received per second",
     "min_wrong_results_caught": "wrong results caught by the dispatcher",
     "min_cars_seen": "cars seen online",
     "min_shards_completed": "shards completed",
     "max_observer_dropped": "messages the observer dropped (it fell behind)",
+    "max_frames_missed": "gateway offer frames that never reached the observer (gaps in their seq)",
 }
 """Objective keys: `max_*` must not be exceeded, `min_*` must be reached."""
 
