@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from fleetroom.cli import build_parser
-from fleetroom.commands.demo import _title, start_parts
+from fleetroom.commands.demo import _title, start_parts, telemetry_sample
 from fleetroom.compose.essay import ESSAY_FLEET_PROCESSES, choose_broker
+from fleetroom.compose.summary import format_summary
 from tests.support.brokers import require_mosquitto
 from tests.support.demo_loadtest import fleetroom, wait_gone
 
@@ -100,3 +101,11 @@ def test_the_essay_runs_on_a_mosquitto_that_checks_every_login(tmp_path: Path) -
     for name in ("fleet-0", "fleet-1"):  # each gateway logged in under its own name
         assert f"gw-1-{name[-1]}-2" in (run_dir / f"{name}.log").read_text()
     assert wait_gone(run_dir) == []
+
+
+def test_the_headless_reader_samples_the_telemetry_of_a_million_and_says_so() -> None:
+    assert telemetry_sample(demo_args("--scenario", "essay", "--broker", "mosquitto")) == 1000
+    assert telemetry_sample(demo_args("--scenario", "essay", "--broker", "embedded")) == 0  # 2,000 cars: all
+    assert telemetry_sample(demo_args()) == 0
+    text = format_summary(None, {"telemetry": 42}, 10, telemetry_sample=1000)
+    assert "42 telemetry messages (of 1,000 cars sampled)" in text

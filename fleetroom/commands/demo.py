@@ -79,6 +79,7 @@ from protocol.vehicle_messages import HARDWARE_TOPS
 log = logging.getLogger(__name__)
 MAX_JOB_RATE = 1e4
 OBSERVER_CONNECT_S = 30.0
+HEADLESS_TELEMETRY_SAMPLE = 1000  # cars whose telemetry the headless reader of a big fleet takes
 FILL_SHARE = 0.9  # of the parked cars the essay's job stream aims to keep busy
 PARKED_SHARE = 0.75  # model: about the share of cars parked and offering at 10:00 (the demo's start)
 
@@ -238,6 +239,12 @@ def start_parts(args: argparse.Namespace, stack: Stack) -> None:
     stack.supervisor.start("driver", _driver_flags(args, stack, clock))
 
 
+def telemetry_sample(args: argparse.Namespace) -> int:
+    """Cars whose telemetry the headless summary's reader takes: all of them, but only a sample of a big fleet."""
+    cars = emulated(args) if args.scenario == "essay" else args.grow_to
+    return HEADLESS_TELEMETRY_SAMPLE if cars > HEADLESS_TELEMETRY_SAMPLE * 10 else 0
+
+
 def _title(args: argparse.Namespace) -> str:
     if args.scenario != "essay":
         return "fleetroom demo"
@@ -249,7 +256,7 @@ async def _headless(args: argparse.Namespace, stack: Stack, topics: Topics) -> t
     """Start the parts with an observer already listening; watch for --duration; return what it saw."""
     ledger = RunLedger()
     started = time.monotonic()
-    observer = Observer(stack.login("observer"), topics, ledger, started)
+    observer = Observer(stack.login("observer"), topics, ledger, started, telemetry_sample=telemetry_sample(args))
     task = asyncio.create_task(observer.run())
     try:
         await _connected(observer, task)
@@ -360,7 +367,8 @@ def run(args: argparse.Namespace) -> int:
                 except BrokerUnreachable as exc:
                     raise CliError(str(exc)) from None
                 essay = (emulated(args), essay_mix(args)) if args.scenario == "essay" else None
-                print(format_summary(ledger.last_summary, ledger.counters.by_kind, elapsed, essay=essay))
+                print(format_summary(ledger.last_summary, ledger.counters.by_kind, elapsed, essay=essay,
+                                     telemetry_sample=telemetry_sample(args)))
             elif args.web:
                 _web_control_room(args, stack, topics)
             else:
