@@ -66,6 +66,7 @@ class RunLedger:
         self.job_states: dict[str, JobState] = {}
         self.car_online: dict[str, bool] = {}
         self.car_gateway: dict[str, str] = {}
+        self._online = 0  # how many of car_online are True
         self.last_summary: FleetSummary | None = None
         self.max_wrong_results_caught = 0
         self.max_messages_rejected = 0
@@ -157,6 +158,7 @@ class RunLedger:
                 self.counters.reconnects += 1
         elif not online and seen is True:
             self.counters.failures += 1
+        self._online += (online is True) - (seen is True)
         self.car_online[car] = online
 
     def _gateway_status(self, gateway: str, state: Liveness) -> None:
@@ -168,6 +170,7 @@ class RunLedger:
             self.counters.failures += 1
         for car in cars:
             self.car_online[car] = False
+        self._online -= len(cars)
 
     def _assignment(self, job_id: str, at_s: float) -> None:
         if job_id in self.first_assignment:
@@ -179,7 +182,8 @@ class RunLedger:
 
     # views --------------------------------------------------------------------------------
     def cars_online(self) -> int:
-        return sum(1 for online in self.car_online.values() if online)
+        """Cars online now (kept as a count: the progress line asks five times a second, of a million cars)."""
+        return self._online
 
     def online_cars(self) -> list[str]:
         return sorted(car for car, online in self.car_online.items() if online)
