@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mqttlink.backoff import Backoff
-from mqttlink.bulk import BulkLink, BulkLinkError, Outgoing, stay_connected_bulk
+from mqttlink.bulk import BulkLink, BulkLinkError, Outgoing, WillSpec, stay_connected_bulk
 from mqttlink.client import (
     BrokerUnreachable,
     LinkEvent,
@@ -49,6 +49,7 @@ __all__ = [
     "OperatorLink",
     "Outgoing",
     "Received",
+    "WillSpec",
     "broker_url_from",
     "cancel_and_wait",
     "check_broker",

@@ -20,6 +20,8 @@ from mqttlink import packets
 from mqttlink.backoff import Backoff
 from mqttlink.client import BrokerUnreachable, LinkEvent, LinkState, describe_error
 from mqttlink.packets import MalformedPacket, Packet, Received, WillSpec
+
+__all__ = ["BulkLink", "BulkLinkError", "Outgoing", "Received", "WillSpec", "stay_connected_bulk"]
 from mqttlink.tls import shared_client_ssl_context, silent_close_hint
 from mqttlink.url import BrokerUrl
 
@@ -91,6 +93,7 @@ class BulkLink:
         self._transport: asyncio.Transport | None = None
         self._inbox: list[Received] = []
         self._wakeup = asyncio.Event()
+        self._acked = asyncio.Event()  # set whenever a PUBACK arrives (or the link ends)
         self._waiting: dict[int, asyncio.Future[bytes]] = {}  # SUBACK and UNSUBACK by packet id
         self._unacked: dict[int, Outgoing] = {}
         self._connack: asyncio.Future[bytes] | None = None
@@ -204,6 +207,16 @@ class BulkLink:
             self._unacked[packet_id] = Outgoing(topic, payload, retain)
         self._write(packets.publish_packet(topic, payload, qos, retain, packet_id))
 
+    async def wait_acknowledged(self, below: int = 1) -> None:
+        """Wait until fewer than `below` QoS 1 publishes await their PUBACK; `BulkLinkError` if the link ends first."""
+        while len(self._unacked) >= below:
+            if self._error is not None:
+                raise self._error
+            if self._closing or self._transport is None:
+                raise BulkLinkError(f"the link to the MQTT broker at {self.url} is closed")
+            self._acked.clear()
+            await self._acked.wait()
+
     async def batches(self) -> AsyncIterator[list[Received]]:
         """Everything received so far as one list, again and again; ends after `close`, raises when lost.
 
@@ -265,6 +278,7 @@ class BulkLink:
         kind, body = packet.kind, packet.body
         if kind == packets.PUBACK and len(body) == 2:
             self._unacked.pop(body[0] << 8 | body[1], None)
+            self._acked.set()
         elif kind in (packets.SUBACK, packets.UNSUBACK) and len(body) >= 2:
             future = self._waiting.get(body[0] << 8 | body[1])
             if future is not None and not future.done():
@@ -290,6 +304,7 @@ class BulkLink:
         if self._gone is not None and not self._gone.done():
             self._gone.set_result(None)
         self._wakeup.set()
+        self._acked.set()
 
     def _fail(self, error: BulkLinkError) -> None:
         """End the connection because of `error`, which readers and waiters then see."""
