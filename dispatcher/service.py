@@ -31,7 +31,8 @@ from protocol.vehicle_messages import ConnectionStatus, Liveness
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-VEHICLE_CHANNELS = (Channel.VEHICLE_STATUS, Channel.OFFER, Channel.SHARDS, Channel.TRIPS)
+VEHICLE_CHANNELS = (Channel.VEHICLE_STATUS, Channel.OFFER, Channel.SHARDS, Channel.TRIPS,
+                    Channel.TELEMETRY)  # TRANSITIONAL: until the engine takes owner modes from statuses (p11-disp)
 """Per-car channels the dispatcher reads: states, offers and results; not telemetry (the control room's)."""
 READ_SLICE = 2000  # messages handled between two turns of the event loop
 MAX_UNACKED = 5000  # QoS 1 publishes in flight before publishing waits for acknowledgements
@@ -106,10 +107,12 @@ class DispatcherService:
             raise unreachable from None
 
     def _filters(self) -> list[tuple[str, int]]:
-        """What the dispatcher reads: cars' states, offers and results, fleets' connections, jobs and commands."""
+        """What the dispatcher reads: cars' states, offers and results (per car or in gateways' frames),
+        fleets' connections, jobs and commands."""
         topics = self.engine.topics
         per_car = [(topics.all_vehicles(channel), channel) for channel in VEHICLE_CHANNELS]
-        others = [(topics.all_connections, Channel.CONNECTION_STATUS), (topics.job_submit, Channel.JOB_SUBMIT),
+        others = [(topics.all_connections, Channel.CONNECTION_STATUS), (topics.all_rosters, Channel.ROSTER),
+                  (topics.all_offer_frames, Channel.OFFER_FRAME), (topics.job_submit, Channel.JOB_SUBMIT),
                   (topics.dispatcher_control, Channel.DISPATCHER_CONTROL)]
         return [(topic_filter, DELIVERY[channel].qos) for topic_filter, channel in per_car + others]
 
