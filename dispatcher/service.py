@@ -34,7 +34,7 @@ T = TypeVar("T")
 VEHICLE_CHANNELS = (Channel.VEHICLE_STATUS, Channel.OFFER, Channel.SHARDS, Channel.TRIPS,
                     Channel.TELEMETRY)  # TRANSITIONAL: until the engine takes owner modes from statuses (p11-disp)
 """Per-car channels the dispatcher reads: states, offers and results; not telemetry (the control room's)."""
-READ_SLICE = 2000  # messages handled between two turns of the event loop
+READ_SLICE = 500  # messages handled between two turns of the event loop (timers and publishing run between)
 MAX_UNACKED = 5000  # QoS 1 publishes in flight before publishing waits for acknowledgements
 
 
@@ -70,6 +70,7 @@ class DispatcherService:
         # what is still to publish survives a lost connection: the ledger already counts on it
         self._outbox: asyncio.Queue[Out] = asyncio.Queue()
         self._unsent: list[Out] = []  # a batch whose publishing was interrupted, sent first
+        self._in_hand = 0  # messages of the batch being handled that are still to handle
         for out in engine.startup():
             self._outbox.put_nowait(out)
 
@@ -128,7 +129,7 @@ class DispatcherService:
                 group.create_task(self._read(link, outbox))
                 group.create_task(self._publish(link, outbox))
                 group.create_task(self._tick(outbox))
-                group.create_task(self._summarise(outbox, lambda: link.buffered))
+                group.create_task(self._summarise(outbox, lambda: link.buffered + self._in_hand))
                 await self.stop.wait()
                 raise _Stopped
         except* _Stopped:
@@ -169,11 +170,13 @@ class DispatcherService:
         """Hand every message of each batch to the engine, letting timers and publishing run between slices."""
         async for batch in link.batches():
             for start in range(0, len(batch), READ_SLICE):
+                self._in_hand = len(batch) - start
                 for topic, payload, _ in batch[start:start + READ_SLICE]:
                     handle = partial(self.engine.handle, topic, payload)
                     for out in self._contained(handle, "handling a message on %s", topic) or ():
                         outbox.put_nowait(out)
                 await asyncio.sleep(0)
+            self._in_hand = 0
 
     async def _publish(self, link: BulkLink, outbox: asyncio.Queue[Out]) -> None:
         while True:
