@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -293,6 +294,13 @@ class FleetStore:
             points = self.car_history[row.vehicle_id] = deque(maxlen=self._car_history_length)
         points.append(TelemetryPoint(message.sim_time, message.soc, message.tops_in_use, message.earned,
                                      message.pack_temp_c, row.state))
+
+    def telemetry_unwatched(self, vehicle_ids: Iterable[str]) -> None:
+        """These cars' telemetry is no longer subscribed: their telemetry figures are last known, not live."""
+        for vid in vehicle_ids:
+            if (row := self.cars.get(vid)) is not None:
+                row.telemetry_live = False
+        self.cars_version += 1
 
     def watch(self, vehicle_id: str) -> None:
         """Keep a telemetry history for this car even past the history limit (drill-down)."""

@@ -14,10 +14,12 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tui.nodeview import COLUMN_KEYS, COLUMNS, NodeOrder, format_cells, header_cells
+from tui.nodeview import COLUMN_KEYS, COLUMNS, TELEMETRY_COLUMNS, NodeOrder, format_cells, header_cells
 from tui.store import FleetStore
 
 ROW_WIDTH = sum(c.width for c in COLUMNS) + len(COLUMNS) - 1
+TELEMETRY_CELLS = frozenset(COLUMN_KEYS.index(key) for key in TELEMETRY_COLUMNS)
+STALE_STYLE = Style(dim=True)  # a car's telemetry figures when its telemetry is not subscribed: last known
 
 STATE_STYLES = {
     "Id": Style(color="green"),
@@ -57,6 +59,9 @@ class NodeTable(ScrollView, can_focus=True):
             super().__init__()
             self.vehicle_id = vehicle_id
 
+    class OrderChanged(Message):
+        """The operator chose another sort: the app owes the node order a full pass."""
+
     def __init__(self, store: FleetStore, order: NodeOrder, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.store = store
@@ -71,6 +76,11 @@ class NodeTable(ScrollView, can_focus=True):
             self.cursor = max(len(self.order.ids) - 1, 0)
         self.refresh()
 
+    def visible_ids(self) -> list[str]:
+        """The vehicle ids of the rows on screen now."""
+        top = int(self.scroll_y)
+        return self.order.ids[top : top + max(self.size.height - 1, 0)]
+
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         width = self.size.width
@@ -84,11 +94,15 @@ class NodeTable(ScrollView, can_focus=True):
         car = self.store.cars[self.order.ids[index]]
         cells = format_cells(car)
         base = self.get_component_rich_style("nodetable--cursor") if index == self.cursor else self.rich_style
+        stale = base + STALE_STYLE if not car.telemetry_live else base
         segments = []
         for i, cell in enumerate(cells):
             if i:
                 segments.append(Segment(" ", base))
-            style = base + STATE_STYLES[car.code] if i == 1 and index != self.cursor else base
+            if i == 1 and index != self.cursor:
+                style = base + STATE_STYLES[car.code]
+            else:
+                style = stale if i in TELEMETRY_CELLS else base
             segments.append(Segment(cell, style))
         return Strip(segments, ROW_WIDTH).crop_extend(scroll_x, scroll_x + width, base)
 
@@ -128,8 +142,8 @@ class NodeTable(ScrollView, can_focus=True):
         """Sort by `key`; asking again for the same column reverses it."""
         reverse = not self.order.reverse if self.order.sort_key == key else False
         self.order.set_sort(key, reverse)
-        self.order.rebuild(self.store)
-        self.update_rows()
+        self.update_rows()  # the new header now; the rows when the app's pass is done
+        self.post_message(self.OrderChanged())
 
     def action_sort_next(self) -> None:
         keys = COLUMN_KEYS

@@ -1,0 +1,147 @@
+"""The control room's reading side: what it subscribes to, and the loop that feeds the store.
+
+`run_feed` needs no Textual app, so a benchmark runs the same ingest path headless. It takes
+every car's state (statuses, rosters, offers and offer frames) and the dispatcher's output on
+a few wildcard filters, and the telemetry of only the cars a `TelemetryWatch` names (the
+view), following it as it changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import aiomqtt
+
+from mqttlink import Backoff, BrokerUrl, LinkEvent, client_id_of, stay_connected
+from protocol import Topics
+from protocol.topics import Channel
+from tui.store import FleetStore
+from tui.watch import TelemetryWatch, WatchChange
+
+log = logging.getLogger(__name__)
+
+INGEST_YIELD_EVERY = 200  # let the UI paint between bursts of incoming messages
+FOLLOW_EVERY_S = 0.1  # how often the feed looks whether the view's wanted telemetry has settled
+TELEMETRY_QOS = 0
+
+
+def state_filters(topics: Topics) -> list[tuple[str, int]]:
+    """Every subscription but per-car telemetry: states, offers, frames, jobs, the dispatcher's output.
+
+    Gateways' connection statuses come first, so that a late control room knows which gateways
+    are gone before it reads their retained rosters (brokers send retained messages per filter).
+    """
+    root = topics.root
+    filters = [
+        topics.all_connections,
+        topics.all_rosters,
+        topics.all_offer_frames,
+        topics.all_vehicles(Channel.VEHICLE_STATUS),
+        topics.all_vehicles(Channel.OFFER),
+        topics.all_vehicles(Channel.SHARDS),
+        topics.all_job_states,
+        f"{root}/+",
+        f"{root}/+/+",  # summary, earnings, commands, job submissions
+    ]
+    return [(topic_filter, 1) for topic_filter in filters]
+
+
+class Subscriber(Protocol):
+    """The part of an MQTT client the feed subscribes with."""
+
+    async def subscribe(self, topic: list[tuple[str, int]], /) -> object: ...
+    async def unsubscribe(self, topic: list[str], /) -> object: ...
+
+
+def ingest_guarded(store: FleetStore, topic: str, payload: object) -> None:
+    """Hand one message to the store; even a bug in applying it must not stop the link."""
+    if not isinstance(payload, bytes | bytearray):
+        store.messages += 1
+        store.reject("invalid", f"payload of type {type(payload).__name__}")
+        return
+    try:
+        store.ingest(topic, payload)
+    except Exception as exc:  # counted, logged with its traceback, dropped; the link carries on
+        log.exception("could not apply a message on %s", topic)
+        store.reject("unhandled", f"{type(exc).__name__}: {exc}")
+
+
+async def apply_change(client: Subscriber, topics: Topics, store: FleetStore, watch: TelemetryWatch,
+                       change: WatchChange) -> None:
+    """Subscribe to the newly wanted cars' telemetry, then drop the others' (their rows go grey)."""
+    if change.add:
+        await client.subscribe([(topics.telemetry(vid), TELEMETRY_QOS) for vid in change.add])
+    if change.remove:
+        await client.unsubscribe([topics.telemetry(vid) for vid in change.remove])
+    watch.applied(change)
+    store.telemetry_unwatched(change.remove)
+
+
+async def follow_view(client: Subscriber, topics: Topics, store: FleetStore, watch: TelemetryWatch,
+                      clock: Callable[[], float]) -> None:
+    """Keep the telemetry subscriptions on the watch's wanted cars, and per-car earnings on drilled cars."""
+    earnings: set[str] = set(store.earnings.watched)
+    while True:
+        change = watch.change(clock())
+        if change is not None:
+            await apply_change(client, topics, store, watch, change)
+        new = store.earnings.watched - earnings
+        if new:  # their ledger figures, retained, as long as the session lasts
+            await client.subscribe([(topics.car_earnings(vid), 1) for vid in sorted(new)])
+            earnings |= new
+        await asyncio.sleep(FOLLOW_EVERY_S)
+
+
+async def read_session(client: aiomqtt.Client, topics: Topics, store: FleetStore, watch: TelemetryWatch | None,
+                       clock: Callable[[], float]) -> None:
+    """One connected session: subscribe, follow the view, and feed every message to the store."""
+    if watch is not None:  # a new session has none of the old one's subscriptions
+        store.telemetry_unwatched(watch.subscribed)
+        watch.lost()
+    watched = [(topics.car_earnings(vid), 1) for vid in sorted(store.earnings.watched)]
+    await client.subscribe([*state_filters(topics), *watched])
+    lost: aiomqtt.MqttError | None = None
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            follower = tasks.create_task(follow_view(client, topics, store, watch, clock)) if watch else None
+            count = 0
+            async for message in client.messages:
+                ingest_guarded(store, str(message.topic), message.payload)
+                count += 1
+                if count % INGEST_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+            if follower is not None:
+                follower.cancel()
+    except* aiomqtt.MqttError as group:
+        lost = group.exceptions[0]  # type: ignore[assignment]
+    if lost is not None:  # raised after except*, so that stay_connected sees the error itself
+        raise lost
+
+
+async def run_feed(url: BrokerUrl, store: FleetStore, *, client_id: str | None = None,
+                   watch: TelemetryWatch | None = None, clock: Callable[[], float] | None = None,
+                   on_state: Callable[[LinkEvent], None] | None = None,
+                   on_client: Callable[[aiomqtt.Client | None], None] | None = None,
+                   backoff: Backoff | None = None, must_connect_first: bool = False) -> None:
+    """Feed `store` from the broker at `url` until cancelled, reconnecting with backoff."""
+    tick = clock or time.monotonic
+    noticed = on_client or (lambda client: None)
+
+    def dropped() -> None:
+        store.dropped += 1
+
+    async def session(client: aiomqtt.Client) -> None:
+        noticed(client)
+        try:
+            await read_session(client, store.topics, store, watch, tick)
+        finally:
+            noticed(None)
+
+    await stay_connected(url, client_id or client_id_of(url, "observer"), session, on_state=on_state,
+                         backoff=backoff, must_connect_first=must_connect_first, max_queued_incoming=100_000,
+                         on_drop=dropped)
+
