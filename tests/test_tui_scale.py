@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 from dispatcher.views import scale_label
-from mqttlink import Backoff
+from mqttlink import Backoff, BrokerUrl
 from protocol import Topics, encode
 from tests.support import control_room as cr
 from tests.support.brokers import mosquitto_broker
@@ -102,3 +102,21 @@ def test_the_essay_header_says_a_million_cars_and_labels_only_an_emulated_scale(
     scaled = cr.summary(1_000_000, "HW5", scale=scale_label(500))  # 2,000 emulated cars shown as a million
     store.ingest(topics.summary, encode(scaled))
     assert panels.equivalence_line(store).endswith(f"[{scale_label(500)}]")
+
+
+async def test_a_row_out_of_view_shows_its_last_telemetry_greyed(topics: Topics) -> None:
+    store = FleetStore(topics)
+    store.ingest(topics.telemetry("car-a"), encode(cr.telemetry("car-a", soc=0.8)))
+    app = FleetroomApp(BrokerUrl("127.0.0.1", 1), topics, store=store, connect=False)
+
+    def soc_dim() -> bool | None:
+        segments = list(app.query_one(NodeTable).render_line(2))  # row 0 is the header, row 1 the cursor
+        return next(seg.style.dim for seg in segments if seg.text.strip() == "80%" and seg.style is not None)
+
+    store.ingest(topics.telemetry("car-b"), encode(cr.telemetry("car-b", soc=0.8)))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert not soc_dim()  # its telemetry is read: live
+        store.telemetry_unwatched(["car-b"])
+        await pilot.pause()
+        assert soc_dim()  # no longer read: its last value, greyed

@@ -94,7 +94,7 @@ class NodeTable(ScrollView, can_focus=True):
         car = self.store.cars[self.order.ids[index]]
         cells = format_cells(car)
         base = self.get_component_rich_style("nodetable--cursor") if index == self.cursor else self.rich_style
-        stale = base + STALE_STYLE if not car.telemetry_live else base
+        stale = base + STALE_STYLE if not car.telemetry_live and car.rated_tops > 0 else base  # heard, not now
         segments = []
         for i, cell in enumerate(cells):
             if i:
