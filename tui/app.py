@@ -43,7 +43,7 @@ from tui.dialogs import ConfirmScreen
 from tui.earningsview import EarningsView
 from tui.feed import ingest_guarded, run_feed
 from tui.jobview import JobTable
-from tui.nodeview import NodeOrder, OrderJob, state_strip
+from tui.nodeview import NodeOrder, state_strip
 from tui.power import PowerScreen
 from tui.screens import CarScreen, HelpScreen, JobForm, JobScreen, SubmitJobScreen
 from tui.store import FleetStore
@@ -93,7 +93,6 @@ class FleetroomApp(App[None]):
         self.store = store or FleetStore(topics)
         self.order = NodeOrder(auto_resort_limit=auto_resort_limit)
         self.telemetry_watch = watch or TelemetryWatch()  # the cars whose telemetry the feed reads
-        self._order_job: OrderJob | None = None  # the full pass running in a worker thread, if any
         self.clock = clock
         self.refresh_s = refresh_s
         self.connect = connect
@@ -191,7 +190,7 @@ class FleetroomApp(App[None]):
         self._show("faults", panels.faults_line(store))
         now = self.clock()
         moved = self.order.sync(store, now)
-        self._start_order_pass(now)
+        self._node_table.start_order_pass(now)
         strip = "  ".join(f"{code} {count:,}" for code, count in state_strip(store))
         busy = "" if self.order.settled else f"   ({'filtering' if self.order.filter.text else 'sorting'}…)"
         self._show("strip", f"{strip or 'no cars yet'}   |   showing {len(self.order.ids):,} of "
@@ -209,30 +208,6 @@ class FleetroomApp(App[None]):
         pinned = [screen.vehicle_id for screen in self.screen_stack if isinstance(screen, CarScreen)]
         visible = self._node_table.visible_ids() if self._tabs.active == "nodes" else []
         self.telemetry_watch.want(pinned, visible, now)
-
-    def _start_order_pass(self, now: float) -> None:
-        """Above the inline limit, run an owed full sort/filter pass in a worker thread."""
-        order, running = self.order, self._order_job
-        if len(self.store.arrival) <= order.auto_resort_limit or not order.due(self.store, now):
-            return
-        if running is not None and running.generation == order.generation:
-            return  # the pass under way already follows the current sort and filter
-        self._order_job = order.job(self.store)
-        self.run_order_pass(self._order_job)
-
-    @work(thread=True, group="order", exit_on_error=False)
-    def run_order_pass(self, job: OrderJob) -> None:
-        started = time.perf_counter()
-        ids = job.run()
-        self.call_from_thread(self._order_pass_done, job, ids, time.perf_counter() - started)
-
-    def _order_pass_done(self, job: OrderJob, ids: list[str], seconds: float) -> None:
-        if job is self._order_job:
-            self._order_job = None
-        self.order.pass_seconds = seconds
-        if self.order.adopt(job, ids, self.store, self.clock()):
-            self._painted_version = -1  # the rows moved: repaint the table even if no car changed
-            self.paint()
 
     def paint_history(self) -> None:
         for chart, spec in zip(self._charts, CHARTS, strict=True):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
-from textual import events
+from textual import events, work
 from textual.binding import Binding, BindingType
 from textual.geometry import Size
 from textual.message import Message
@@ -14,7 +15,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tui.nodeview import COLUMN_KEYS, COLUMNS, TELEMETRY_COLUMNS, NodeOrder, format_cells, header_cells
+from tui.nodeview import COLUMN_KEYS, COLUMNS, TELEMETRY_COLUMNS, NodeOrder, OrderJob, format_cells, header_cells
 from tui.store import FleetStore
 
 ROW_WIDTH = sum(c.width for c in COLUMNS) + len(COLUMNS) - 1
@@ -67,6 +68,31 @@ class NodeTable(ScrollView, can_focus=True):
         self.store = store
         self.order = order
         self.virtual_size = Size(ROW_WIDTH, 1)
+        self._order_job: OrderJob | None = None  # the full pass running in a worker thread, if any
+
+    # the order's full passes ----------------------------------------------------------------
+    def start_order_pass(self, now: float) -> None:
+        """Above the order's inline limit, run an owed full sort/filter pass in a worker thread."""
+        order, running = self.order, self._order_job
+        if len(self.store.arrival) <= order.auto_resort_limit or not order.due(self.store, now):
+            return
+        if running is not None and running.generation == order.generation:
+            return  # the pass under way already follows the current sort and filter
+        self._order_job = order.job(self.store)
+        self.run_order_pass(self._order_job, now)
+
+    @work(thread=True, group="order", exit_on_error=False)
+    def run_order_pass(self, job: OrderJob, now: float) -> None:
+        started = time.perf_counter()
+        ids = job.run()
+        self.app.call_from_thread(self._order_pass_done, job, ids, now, time.perf_counter() - started)
+
+    def _order_pass_done(self, job: OrderJob, ids: list[str], started_at: float, seconds: float) -> None:
+        if job is self._order_job:
+            self._order_job = None
+        self.order.pass_seconds = seconds
+        if self.order.adopt(job, ids, self.store, started_at):
+            self.update_rows()
 
     # painting -------------------------------------------------------------------------------
     def update_rows(self) -> None:
