@@ -16,7 +16,7 @@ from typing import Protocol
 
 import aiomqtt
 
-from mqttlink import Backoff, BrokerUrl, LinkEvent, client_id_of, stay_connected
+from mqttlink import Backoff, BrokerUrl, LinkEvent, LinkState, client_id_of, stay_connected
 from protocol import Topics
 from protocol.topics import Channel
 from tui.store import FleetStore
@@ -97,13 +97,14 @@ async def follow_view(client: Subscriber, topics: Topics, store: FleetStore, wat
 
 
 async def read_session(client: aiomqtt.Client, topics: Topics, store: FleetStore, watch: TelemetryWatch | None,
-                       clock: Callable[[], float]) -> None:
+                       clock: Callable[[], float], subscribed: Callable[[], None]) -> None:
     """One connected session: subscribe, follow the view, and feed every message to the store."""
     if watch is not None:  # a new session has none of the old one's subscriptions
         store.telemetry_unwatched(watch.subscribed)
         watch.lost()
     watched = [(topics.car_earnings(vid), 1) for vid in sorted(store.earnings.watched)]
     await client.subscribe([*state_filters(topics), *watched])
+    subscribed()
     lost: aiomqtt.MqttError | None = None
     try:
         async with asyncio.TaskGroup() as tasks:
@@ -130,18 +131,26 @@ async def run_feed(url: BrokerUrl, store: FleetStore, *, client_id: str | None =
     """Feed `store` from the broker at `url` until cancelled, reconnecting with backoff."""
     tick = clock or time.monotonic
     noticed = on_client or (lambda client: None)
+    notify = on_state or (lambda event: None)
 
     def dropped() -> None:
         store.dropped += 1
 
+    def link_event(event: LinkEvent) -> None:
+        if event.state is not LinkState.CONNECTED:  # said once subscribed: "connected" means "reading"
+            notify(event)
+
     async def session(client: aiomqtt.Client) -> None:
-        noticed(client)
+        def subscribed() -> None:
+            noticed(client)
+            notify(LinkEvent(LinkState.CONNECTED))
+
         try:
-            await read_session(client, store.topics, store, watch, tick)
+            await read_session(client, store.topics, store, watch, tick, subscribed)
         finally:
             noticed(None)
 
-    await stay_connected(url, client_id or client_id_of(url, "observer"), session, on_state=on_state,
+    await stay_connected(url, client_id or client_id_of(url, "observer"), session, on_state=link_event,
                          backoff=backoff, must_connect_first=must_connect_first, max_queued_incoming=100_000,
                          on_drop=dropped)
 
