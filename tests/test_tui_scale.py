@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from tests.support.mosquitto_clients import mosquitto_pub
 from tests.support.waiting import wait_until
 from tui import panels
 from tui.app import FleetroomApp
+from tui.feed import run_feed
 from tui.nodeview import NodeOrder, sort_in_runs
 from tui.screens import CarScreen
 from tui.store import FleetStore
@@ -120,3 +122,25 @@ async def test_a_row_out_of_view_shows_its_last_telemetry_greyed(topics: Topics)
         store.telemetry_unwatched(["car-b"])
         await pilot.pause()
         assert soc_dim()  # no longer read: its last value, greyed
+
+
+async def test_the_feed_runs_headless_learns_retained_rosters_and_reads_no_telemetry_unasked(
+        topics: Topics, tmp_path: Path) -> None:
+    store = FleetStore(topics)
+    events: list[str] = []
+    async with mosquitto_broker(topics, tmp_path / "mosquitto") as broker:
+        for topic, payload in cr.roster_feed(topics, 2_000):  # retained before the feed starts
+            assert await mosquitto_pub(broker, "gw-0", "-r", "-t", topic, "-s", stdin=payload) == 0
+        async with asyncio.TaskGroup() as tasks:
+            feed = tasks.create_task(run_feed(broker.url(), store, on_state=lambda e: events.append(e.state.value)))
+            await wait_until(lambda: len(store.cars) == 2_000, what="every car from the retained rosters")
+            assert events[-1] == "connected" and store.state_counts["On"] == 2_000
+            vid = "car-0001999"
+            telemetry = encode(cr.telemetry(vid, soc=0.5))
+            frame = encode(cr.offer_frame("gw-0", 0, [cr.offer(vid, 1_234.0)]))
+            assert await mosquitto_pub(broker, "car", "-t", topics.telemetry(vid), "-s", stdin=telemetry) == 0
+            assert await mosquitto_pub(broker, "gw-0", "-t", topics.offer_frames("gw-0"), "-s", stdin=frame) == 0
+            await wait_until(lambda: store.cars[vid].offered_tops == 1_234.0, what="the offer frame")
+            assert store.cars[vid].soc == 0.8 and not store.cars[vid].telemetry_live  # the offer's, not telemetry's
+            assert store.messages == 5 and not store.rejected
+            feed.cancel()

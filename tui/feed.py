@@ -24,7 +24,7 @@ from tui.watch import TelemetryWatch, WatchChange
 
 log = logging.getLogger(__name__)
 
-INGEST_YIELD_EVERY = 200  # let the UI paint between bursts of incoming messages
+INGEST_SLICE_S = 0.02  # the longest the feed holds the event loop (and the UI's paint) before yielding
 FOLLOW_EVERY_S = 0.1  # how often the feed looks whether the view's wanted telemetry has settled
 TELEMETRY_QOS = 0
 
@@ -109,12 +109,12 @@ async def read_session(client: aiomqtt.Client, topics: Topics, store: FleetStore
     try:
         async with asyncio.TaskGroup() as tasks:
             follower = tasks.create_task(follow_view(client, topics, store, watch, clock)) if watch else None
-            count = 0
+            slice_ends = time.perf_counter() + INGEST_SLICE_S
             async for message in client.messages:
                 ingest_guarded(store, str(message.topic), message.payload)
-                count += 1
-                if count % INGEST_YIELD_EVERY == 0:
+                if time.perf_counter() > slice_ends:  # a roster of 500 cars takes ~1 ms: yield by time, not count
                     await asyncio.sleep(0)
+                    slice_ends = time.perf_counter() + INGEST_SLICE_S
             if follower is not None:
                 follower.cancel()
     except* aiomqtt.MqttError as group:
