@@ -6,6 +6,8 @@ import asyncio
 import random
 from pathlib import Path
 
+from textual.widgets import Static
+
 from dispatcher.views import scale_label
 from mqttlink import Backoff, BrokerUrl
 from protocol import Topics, encode
@@ -44,6 +46,8 @@ async def test_filter_sort_and_drill_down_at_200k_cars_watch_only_the_view(topic
             top = table.visible_ids()
             assert top[0] == "car-0000000" and len(top) > 20
             await wait_until(lambda: app.telemetry_watch.subscribed == set(top), what="the view's telemetry")
+            await wait_until(lambda: f"telemetry read for the {len(top)} cars on show" in str(
+                app.query_one("#strip", Static).content), what="the strip to say whose telemetry is read")
 
             await pilot.press("1", "1")  # sort by vehicle id, then reversed: a pass in a worker thread
             await wait_until(lambda: app.order.settled and app.order.ids[0] == f"car-{CARS - 1:07d}", timeout=30,

@@ -193,8 +193,10 @@ class FleetroomApp(App[None]):
         self._node_table.start_order_pass(now)
         strip = "  ".join(f"{code} {count:,}" for code, count in state_strip(store))
         busy = "" if self.order.settled else f"   ({'filtering' if self.order.filter.text else 'sorting'}…)"
+        live = len(self.telemetry_watch.subscribed)
+        watched = f"   |   telemetry read for the {live:,} cars on show" if live else ""
         self._show("strip", f"{strip or 'no cars yet'}   |   showing {len(self.order.ids):,} of "
-                            f"{len(store.cars):,}{busy}")
+                            f"{len(store.cars):,}{busy}{watched}")
         if moved or store.cars_version != self._painted_version:
             self._painted_version = store.cars_version
             self._node_table.update_rows()
