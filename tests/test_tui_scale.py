@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from tests.support.mosquitto_clients import mosquitto_pub
 from tests.support.waiting import wait_until
 from tui import panels
 from tui.app import FleetroomApp
-from tui.feed import run_feed
+from tui.feed import FREEZE_EVERY_CARS, GrowthFreezer, run_feed
 from tui.nodeview import NodeOrder, sort_in_runs
 from tui.screens import CarScreen
 from tui.store import FleetStore
@@ -148,3 +149,19 @@ async def test_the_feed_runs_headless_learns_retained_rosters_and_reads_no_telem
             assert store.cars[vid].soc == 0.8 and not store.cars[vid].telemetry_live  # the offer's, not telemetry's
             assert store.messages == 5 and not store.rejected
             feed.cancel()
+
+
+def test_a_grown_fleet_is_frozen_out_of_the_collectors_walks(topics: Topics) -> None:
+    store = FleetStore(topics)
+    freezer = GrowthFreezer(store)
+    for topic, payload in cr.roster_feed(topics, FREEZE_EVERY_CARS - 500):
+        store.ingest(topic, payload)
+    frozen = gc.get_freeze_count()
+    freezer.check()
+    assert gc.get_freeze_count() == frozen  # not grown enough yet
+    store.ingest(*cr.roster_feed(topics, FREEZE_EVERY_CARS)[-1])
+    freezer.check()
+    try:
+        assert gc.get_freeze_count() > frozen + FREEZE_EVERY_CARS and freezer.frozen_at == FREEZE_EVERY_CARS
+    finally:
+        gc.unfreeze()

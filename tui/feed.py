@@ -9,6 +9,7 @@ view), following it as it changes.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from tui.watch import TelemetryWatch, WatchChange
 log = logging.getLogger(__name__)
 
 INGEST_SLICE_S = 0.02  # the longest the feed holds the event loop (and the UI's paint) before yielding
+FREEZE_EVERY_CARS = 100_000
 FOLLOW_EVERY_S = 0.1  # how often the feed looks whether the view's wanted telemetry has settled
 TELEMETRY_QOS = 0
 
@@ -55,6 +57,24 @@ class Subscriber(Protocol):
 
     async def subscribe(self, topic: list[tuple[str, int]], /) -> object: ...
     async def unsubscribe(self, topic: list[str], /) -> object: ...
+
+
+class GrowthFreezer:
+    """Moves the store's rows out of the cyclic collector's reach as the fleet grows.
+
+    A million long-lived rows make every full collection walk them all (about 0.3 s here, a
+    frozen paint) and make learning the fleet 1.6x slower; they never form garbage cycles, so
+    `gc.freeze()` after each `FREEZE_EVERY_CARS` new cars puts them in the permanent generation.
+    """
+
+    def __init__(self, store: FleetStore) -> None:
+        self.store = store
+        self.frozen_at = 0
+
+    def check(self) -> None:
+        if len(self.store.arrival) - self.frozen_at >= FREEZE_EVERY_CARS:
+            gc.freeze()
+            self.frozen_at = len(self.store.arrival)
 
 
 def ingest_guarded(store: FleetStore, topic: str, payload: object) -> None:
@@ -109,10 +129,12 @@ async def read_session(client: aiomqtt.Client, topics: Topics, store: FleetStore
     try:
         async with asyncio.TaskGroup() as tasks:
             follower = tasks.create_task(follow_view(client, topics, store, watch, clock)) if watch else None
+            freezer = GrowthFreezer(store)
             slice_ends = time.perf_counter() + INGEST_SLICE_S
             async for message in client.messages:
                 ingest_guarded(store, str(message.topic), message.payload)
                 if time.perf_counter() > slice_ends:  # a roster of 500 cars takes ~1 ms: yield by time, not count
+                    freezer.check()
                     await asyncio.sleep(0)
                     slice_ends = time.perf_counter() + INGEST_SLICE_S
             if follower is not None:
