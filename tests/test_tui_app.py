@@ -143,7 +143,7 @@ async def test_a_job_submitted_from_the_form_reaches_the_dispatcher_topic(amqtt_
     app = control_room(amqtt_broker, topics)
     async with listener(amqtt_broker, topics.job_submit) as submitted, app.run_test(size=SIZE) as pilot, \
             make_client(amqtt_broker.url(), new_client_id("dispatcher")) as dispatcher:
-        await wait_until(lambda: app.client is not None, what="the control room to connect")
+        await wait_until(lambda: app.ready, what="the control room to connect")
         notices: list[str] = []
         app.notify = lambda message, **_: notices.append(message)  # type: ignore[method-assign]
         await pilot.press("ctrl+n")
@@ -183,7 +183,7 @@ async def test_the_form_defaults_are_a_small_job_the_wire_contract_accepts() -> 
 async def test_a_bad_form_is_refused_in_place(amqtt_broker: TestBroker, topics: Topics) -> None:
     app = control_room(amqtt_broker, topics)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(lambda: app.client is not None, what="the control room to connect")
+        await wait_until(lambda: app.ready, what="the control room to connect")
         await pilot.press("ctrl+n")
         app.screen.query_one("#form-shards", Input).value = "many"
         await pilot.click("#form-submit")
@@ -199,7 +199,7 @@ async def test_jobs_are_shown_drilled_into_and_cancelled(amqtt_broker: TestBroke
     async with listener(amqtt_broker, topics.dispatcher_control) as control, \
             app.run_test(size=SIZE, message_hook=posted.append) as pilot, \
             make_client(amqtt_broker.url(), new_client_id("dispatcher")) as dispatcher:
-        await wait_until(lambda: app.client is not None, what="the control room to connect")
+        await wait_until(lambda: app.ready, what="the control room to connect")
         await send(dispatcher, topics.connection_status("dispatcher"), cr.dispatcher_status(), retain=True)
         await send(dispatcher, topics.job_state("job-0"), cr.job_state("job-0", JobStatus.DONE, 1.0), retain=True)
         await send(dispatcher, topics.job_state("job-1"), cr.job_state("job-1", JobStatus.QUEUED, 0.0), retain=True)
@@ -252,7 +252,7 @@ async def test_read_only_publishes_nothing(amqtt_broker: TestBroker, topics: Top
     app = control_room(amqtt_broker, topics, read_only=True)
     async with listener(amqtt_broker, topics.root + "/#") as everything, app.run_test(size=SIZE) as pilot, \
             make_client(amqtt_broker.url(), new_client_id("marker")) as marker:
-        await wait_until(lambda: app.client is not None, what="the control room to connect")
+        await wait_until(lambda: app.ready, what="the control room to connect")
         await pilot.press("ctrl+n")
         assert not isinstance(app.screen, SubmitJobScreen)
         await app.set_policy(MatchPolicy.CHEAPEST)
@@ -288,7 +288,7 @@ async def test_help_palette_pause_and_drive_away(amqtt_broker: TestBroker, topic
     async with listener(amqtt_broker, topics.fleet_control) as fleet, \
             app.run_test(size=SIZE, message_hook=posted.append) as pilot, \
             make_client(amqtt_broker.url(), new_client_id("cars")) as cars:
-        await wait_until(lambda: app.client is not None, what="the control room to connect")
+        await wait_until(lambda: app.ready, what="the control room to connect")
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")

@@ -43,7 +43,7 @@ async def test_filter_sort_and_drill_down_at_200k_cars_watch_only_the_view(topic
                            watch=TelemetryWatch(settle_s=0.1))
         async with app.run_test(size=SIZE) as pilot:
             table = app.query_one(NodeTable)
-            await wait_until(lambda: app.client is not None and app.order.settled, what="connected, rows ordered")
+            await wait_until(lambda: app.ready and app.order.settled, what="connected, rows ordered")
             top = table.visible_ids()
             assert top[0] == "car-0000000" and len(top) > 20
             await wait_until(lambda: app.telemetry_watch.subscribed == set(top), what="the view's telemetry")

@@ -34,6 +34,7 @@ from mqttlink import (
     OperatorLink,
     client_id_of,
     new_job_id,
+    stay_connected,
 )
 from protocol import JobSubmission, MatchPolicy, Topics, utc_now
 from tui import panels
@@ -144,20 +145,37 @@ class FleetroomApp(App[None]):
         self.query_one(NodeTable).focus()
         if self.connect:
             self.run_link()
+            if not self.read_only:
+                self.run_commands()
 
     # the MQTT worker -----------------------------------------------------------------------
     @work(exclusive=True, group="mqtt", exit_on_error=False)
     async def run_link(self) -> None:
         """Read every car's state and the view's telemetry (`tui.feed`), through broker restarts."""
         await run_feed(self.broker_url, self.store, client_id=client_id_of(self.broker_url, self.sender),
-                       watch=self.telemetry_watch, clock=self.clock, on_state=self._on_link, on_client=self._on_client,
-                       backoff=self.backoff)
+                       watch=self.telemetry_watch, clock=self.clock, on_state=self._on_link, backoff=self.backoff)
 
     def _on_link(self, event: LinkEvent) -> None:
         self.store.link_changed(event.state.value, event.reason, event.attempt)
 
-    def _on_client(self, client: aiomqtt.Client | None) -> None:
+    @work(exclusive=True, group="commands", exit_on_error=False)
+    async def run_commands(self) -> None:
+        """Hold the connection operator commands go out on (the feed reads on a connection of its own)."""
+        await stay_connected(self.broker_url, client_id_of(self.broker_url, self.sender), self._command_session,
+                             backoff=self.backoff, must_connect_first=False)
+
+    async def _command_session(self, client: aiomqtt.Client) -> None:
         self.client = client
+        try:
+            async for _ in client.messages:  # subscribed to nothing: this ends when the connection is lost
+                pass
+        finally:
+            self.client = None
+
+    @property
+    def ready(self) -> bool:
+        """Reading the broker and, unless read-only, able to send commands."""
+        return self.store.link.state == "connected" and (self.read_only or self.client is not None)
 
     def _ingest(self, topic: str, payload: object) -> None:
         """Hand one message to the store as the feed does (tests drive the app's store with it)."""
@@ -165,7 +183,7 @@ class FleetroomApp(App[None]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """If the MQTT worker itself fails, say so in the health bar rather than go quiet."""
-        if event.worker.group == "mqtt" and event.state is WorkerState.ERROR:
+        if event.worker.group in ("mqtt", "commands") and event.state is WorkerState.ERROR:
             self.store.link_changed("failed", str(event.worker.error))
             log.error("the MQTT worker failed: %r", event.worker.error)
 

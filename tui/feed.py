@@ -147,12 +147,10 @@ async def read_session(client: aiomqtt.Client, topics: Topics, store: FleetStore
 
 async def run_feed(url: BrokerUrl, store: FleetStore, *, client_id: str | None = None,
                    watch: TelemetryWatch | None = None, clock: Callable[[], float] | None = None,
-                   on_state: Callable[[LinkEvent], None] | None = None,
-                   on_client: Callable[[aiomqtt.Client | None], None] | None = None,
-                   backoff: Backoff | None = None, must_connect_first: bool = False) -> None:
+                   on_state: Callable[[LinkEvent], None] | None = None, backoff: Backoff | None = None,
+                   must_connect_first: bool = False) -> None:
     """Feed `store` from the broker at `url` until cancelled, reconnecting with backoff."""
     tick = clock or time.monotonic
-    noticed = on_client or (lambda client: None)
     notify = on_state or (lambda event: None)
 
     def dropped() -> None:
@@ -163,14 +161,7 @@ async def run_feed(url: BrokerUrl, store: FleetStore, *, client_id: str | None =
             notify(event)
 
     async def session(client: aiomqtt.Client) -> None:
-        def subscribed() -> None:
-            noticed(client)
-            notify(LinkEvent(LinkState.CONNECTED))
-
-        try:
-            await read_session(client, store.topics, store, watch, tick, subscribed)
-        finally:
-            noticed(None)
+        await read_session(client, store.topics, store, watch, tick, lambda: notify(LinkEvent(LinkState.CONNECTED)))
 
     await stay_connected(url, client_id or client_id_of(url, "observer"), session, on_state=link_event,
                          backoff=backoff, must_connect_first=must_connect_first, max_queued_incoming=100_000,
