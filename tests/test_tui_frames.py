@@ -62,8 +62,12 @@ def test_another_gateway_may_not_speak_for_a_car_while_its_gateway_is_online(sto
     assert store.cars["car-a"].reason == "gateway gw-0 offline"
     roster(store, "gw-1", 0, ["car-a"])  # its gateway is gone: another may take the car
     assert store.cars["car-a"].code == "On" and store.cars["car-a"].gateway == "gw-1"
-    roster(store, "gw-0", 0, [])  # the old gateway's empty roster no longer speaks for car-a
-    assert store.cars["car-a"].code == "On" and store.cars["car-b"].code == "Of"
+    roster(store, "gw-0", 0, ["car-b"])  # a dead gateway's retained roster: its cars are not online
+    assert store.cars["car-b"].code == "Of" and store.cars["car-b"].reason == "gateway gw-0 offline"
+    store.ingest(topics.connection_status("gw-0"), encode(cr.gateway_status("gw-0")))  # back, a new run
+    roster(store, "gw-0", 0, ["car-b"])  # its new roster no longer speaks for car-a, gw-1's now
+    assert store.cars["car-a"].code == "On" and store.cars["car-a"].gateway == "gw-1"
+    assert store.cars["car-b"].code == "On"
 
 
 def test_an_offer_frame_applies_each_cars_offer_and_withdrawal_in_order(store: FleetStore) -> None:

@@ -46,6 +46,7 @@ class GatewayFrames:
     def roster(self, store: FleetStore, roster: CarRoster) -> None:
         """Apply one roster: each listed car's status, then the departure of cars no longer listed."""
         gateway, block, cars = roster.sender, roster.block, store.cars
+        gone = "" if self.gateway_online(store, gateway) else f"gateway {gateway} offline"  # a stale retained roster
         listed: list[str] = []
         refused: list[str] = []
         for entry in roster.cars:
@@ -53,15 +54,16 @@ class GatewayFrames:
             if self._claim(store, gateway, row) is not None:
                 refused.append(entry.vehicle_id)
                 continue
+            state, reason = (Liveness.OFFLINE, gone) if gone else (entry.state, entry.reason)
             if row is None:
                 row = store.car(entry.vehicle_id)
-            elif (row.frame_block == block and row.frame_gateway == gateway and row.liveness is entry.state
+            elif (row.frame_block == block and row.frame_gateway == gateway and row.liveness is state
                   is Liveness.ONLINE and (entry.hardware is None or entry.hardware.value == row.hardware)):
                 listed.append(row.vehicle_id)  # unchanged since the block's last roster: most cars, most times
                 continue
             row.frame_gateway, row.frame_block = gateway, block
             hardware = entry.hardware.value if entry.hardware is not None else None
-            store.set_status(row, entry.state, hardware, entry.reason, gateway)
+            store.set_status(row, state, hardware, reason, gateway)
             listed.append(row.vehicle_id)
         previous = self.blocks.get((gateway, block), ())
         if previous:
