@@ -15,9 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-import aiomqtt
-
-from mqttlink import Backoff, BrokerUrl, LinkEvent, LinkState, client_id_of, stay_connected
+from mqttlink import Backoff, BrokerUrl, BulkLink, LinkEvent, LinkState, client_id_of, stay_connected_bulk
 from protocol import Topics
 from protocol.topics import Channel
 from tui.store import FleetStore
@@ -117,32 +115,38 @@ async def follow_view(client: Subscriber, topics: Topics, store: FleetStore, wat
         await asyncio.sleep(FOLLOW_EVERY_S)
 
 
-async def read_session(client: aiomqtt.Client, topics: Topics, store: FleetStore, watch: TelemetryWatch | None,
+async def ingest_batches(link: BulkLink, store: FleetStore) -> None:
+    """Feed the store every batch the link delivers, yielding to the UI every `INGEST_SLICE_S`."""
+    freezer = GrowthFreezer(store)
+    slice_ends = time.perf_counter() + INGEST_SLICE_S
+    async for batch in link.batches():
+        for received in batch:
+            ingest_guarded(store, received.topic, received.payload)
+            if time.perf_counter() > slice_ends:  # a roster of 500 cars takes ~1 ms: yield by time, not count
+                freezer.check()
+                await asyncio.sleep(0)
+                slice_ends = time.perf_counter() + INGEST_SLICE_S
+
+
+async def read_session(link: BulkLink, topics: Topics, store: FleetStore, watch: TelemetryWatch | None,
                        clock: Callable[[], float], subscribed: Callable[[], None]) -> None:
     """One connected session: subscribe, follow the view, and feed every message to the store."""
     if watch is not None:  # a new session has none of the old one's subscriptions
         store.telemetry_unwatched(watch.subscribed)
         watch.lost()
     watched = [(topics.car_earnings(vid), 1) for vid in sorted(store.earnings.watched)]
-    await client.subscribe([*state_filters(topics), *watched])
+    await link.subscribe([*state_filters(topics), *watched])
     subscribed()
-    lost: aiomqtt.MqttError | None = None
+    lost: OSError | None = None
     try:
         async with asyncio.TaskGroup() as tasks:
-            follower = tasks.create_task(follow_view(client, topics, store, watch, clock)) if watch else None
-            freezer = GrowthFreezer(store)
-            slice_ends = time.perf_counter() + INGEST_SLICE_S
-            async for message in client.messages:
-                ingest_guarded(store, str(message.topic), message.payload)
-                if time.perf_counter() > slice_ends:  # a roster of 500 cars takes ~1 ms: yield by time, not count
-                    freezer.check()
-                    await asyncio.sleep(0)
-                    slice_ends = time.perf_counter() + INGEST_SLICE_S
+            follower = tasks.create_task(follow_view(link, topics, store, watch, clock)) if watch else None
+            await ingest_batches(link, store)
             if follower is not None:
                 follower.cancel()
-    except* aiomqtt.MqttError as group:
+    except* OSError as group:  # BulkLinkError: the link was lost
         lost = group.exceptions[0]  # type: ignore[assignment]
-    if lost is not None:  # raised after except*, so that stay_connected sees the error itself
+    if lost is not None:  # raised after except*, so that stay_connected_bulk sees the error itself
         raise lost
 
 
@@ -150,21 +154,20 @@ async def run_feed(url: BrokerUrl, store: FleetStore, *, client_id: str | None =
                    watch: TelemetryWatch | None = None, clock: Callable[[], float] | None = None,
                    on_state: Callable[[LinkEvent], None] | None = None, backoff: Backoff | None = None,
                    must_connect_first: bool = False) -> None:
-    """Feed `store` from the broker at `url` until cancelled, reconnecting with backoff."""
+    """Feed `store` from the broker at `url` until cancelled, reconnecting with backoff.
+
+    Reads through `mqttlink.BulkLink`: whole batches at the broker's pace, no await per message;
+    a reader that falls behind makes the broker wait (TCP) rather than lose messages.
+    """
     tick = clock or time.monotonic
     notify = on_state or (lambda event: None)
-
-    def dropped() -> None:
-        store.dropped += 1
 
     def link_event(event: LinkEvent) -> None:
         if event.state is not LinkState.CONNECTED:  # said once subscribed: "connected" means "reading"
             notify(event)
 
-    async def session(client: aiomqtt.Client) -> None:
-        await read_session(client, store.topics, store, watch, tick, lambda: notify(LinkEvent(LinkState.CONNECTED)))
+    async def session(link: BulkLink) -> None:
+        await read_session(link, store.topics, store, watch, tick, lambda: notify(LinkEvent(LinkState.CONNECTED)))
 
-    await stay_connected(url, client_id or client_id_of(url, "observer"), session, on_state=link_event,
-                         backoff=backoff, must_connect_first=must_connect_first, max_queued_incoming=100_000,
-                         on_drop=dropped)
-
+    await stay_connected_bulk(url, client_id or client_id_of(url, "observer"), session, on_state=link_event,
+                              backoff=backoff, must_connect_first=must_connect_first)
