@@ -3,7 +3,8 @@
 One shard per car: an offer taken by an assignment, or one that arrives while its car runs a
 shard, is held and goes back to the book when the shard ends (unless the car withdrew it, left,
 or its expected departure has passed). Cars judged unreliable offer nothing. Offers that
-arrived or went are remembered until the ledger saves them, once per tick.
+arrived or went are remembered until the ledger saves them, once per tick: only a car's last
+offer of the tick is serialised, all of them in one transaction.
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ class Offers:
         self.book = book
         self.unreliable = unreliable  # cars whose results were refused or wrong too often: no more work
         self.held: dict[str, Offer] = {}  # offers of cars that run our work, restored when it ends
-        self.unsaved: dict[str, str | None] = {}  # vehicle -> its offer as JSON (None: gone), for the ledger
+        self.unsaved: dict[str, ComputeOffer | None] = {}  # vehicle -> its offer (None: gone), for the ledger
 
-    def stand(self, offer: Offer, *, car_busy: bool, as_json: str | None = None) -> None:
-        """A car offers: in the book, or held if the car runs a shard; `as_json` is kept for a restart."""
-        if as_json is not None:
-            self.unsaved[offer.vehicle_id] = as_json
+    def stand(self, offer: Offer, *, car_busy: bool, message: ComputeOffer | None = None) -> None:
+        """A car offers: in the book, or held if the car runs a shard; `message` is kept for a restart."""
+        if message is not None:
+            self.unsaved[offer.vehicle_id] = message
         if car_busy:
             self.held[offer.vehicle_id] = offer
         else:
@@ -77,5 +78,6 @@ class Offers:
     def save(self, ledger: Ledger) -> None:
         """Write the offers that arrived or went since the last save."""
         if self.unsaved:
-            ledger.save_offers(self.unsaved)
+            ledger.save_offers({vid: None if message is None else message.model_dump_json()
+                                for vid, message in self.unsaved.items()})
             self.unsaved = {}

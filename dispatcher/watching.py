@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dispatcher.claims import ShardMessage
-from dispatcher.registry import Registry
+from dispatcher.registry import RATED_TOPS, Registry
+from protocol.base import HardwareGeneration
 from protocol.job_messages import ShardRefused
+from protocol.power import compute_kw
 
 
 @dataclass(slots=True)
@@ -19,6 +22,7 @@ class WatchedAssignment:
     allocated_tops: float
     last_heard_wall: float
     silence_limit_s: float
+    compute_kw: float = 0.0  # what its car draws for it, by the power model (set when watched)
 
     def speaks_for(self, vehicle_id: str, message: ShardMessage) -> bool:
         """Whether a message about this assignment comes from its car and names its shard."""
@@ -26,11 +30,18 @@ class WatchedAssignment:
         return self.vehicle_id == vehicle_id and named in (None, (self.job_id, self.shard_id))
 
 
-class Watchlist:
-    """Active assignments by id and by car; each car's count of them is kept in the registry."""
+def assignment_kw(hardware: str, allocated_tops: float) -> float:
+    """The compute power a car of `hardware` draws running `allocated_tops` (`protocol.power`; 0 if unknown)."""
+    if hardware not in RATED_TOPS:
+        return 0.0
+    return compute_kw(HardwareGeneration(hardware), allocated_tops)
 
-    def __init__(self, registry: Registry, speed: float = 1.0) -> None:
-        self.registry, self.speed = registry, speed
+
+class Watchlist:
+    """Active assignments by id and by car; each car's count of them, and the power they draw, kept in the registry."""
+
+    def __init__(self, registry: Registry, speed: float = 1.0, now_s: Callable[[], float] = lambda: 0.0) -> None:
+        self.registry, self.speed, self.now_s = registry, speed, now_s
         self.watched: dict[str, WatchedAssignment] = {}  # by assignment id
         self.by_car: dict[str, set[str]] = {}  # vehicle -> its active assignment ids
 
@@ -39,6 +50,8 @@ class Watchlist:
         self.by_car.setdefault(info.vehicle_id, set()).add(aid)
         car = self.registry.car(info.vehicle_id)
         self.registry.update(car, active_assignments=car.active_assignments + 1)
+        info.compute_kw = assignment_kw(car.hardware, info.allocated_tops)
+        self.registry.draw(car, car.compute_kw + info.compute_kw, self.now_s())
 
     def silence_limit_for(self, checkpoint_interval_s: float) -> float:
         """How long (wall seconds) an assignment may go unmentioned: the heartbeat timeout, or three
@@ -54,6 +67,8 @@ class Watchlist:
             self.by_car.get(info.vehicle_id, set()).discard(aid)
             car = self.registry.car(info.vehicle_id)
             self.registry.update(car, active_assignments=max(0, car.active_assignments - 1))
+            left_kw = max(0.0, car.compute_kw - info.compute_kw) if car.active_assignments else 0.0
+            self.registry.draw(car, left_kw, self.now_s())
         return info
 
     def take_car(self, vehicle_id: str) -> list[str]:
