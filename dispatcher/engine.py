@@ -198,6 +198,7 @@ class Engine:
                 self.money.paid(vid)
                 self.watchlist.unwatch(aid)
                 self.offers.forget_held(vid)
+                self.cars.handed_back(vid, message.reason)
             return []
         return self._on_result(vid, message)
 

@@ -4,7 +4,7 @@ A roster is applied as the per-car statuses it stands for (diffed against the bl
 roster, so an unchanged car costs a dict lookup), and an offer frame as the offers and
 withdrawals it carries, in order; `dispatcher.gateways` decides which cars a gateway speaks for.
 The dispatcher reads no per-car telemetry: a car's owner mode comes with its status, whether it
-is parked from its offers and withdrawals (`suspended: not_in_park`), its rated TOPS from its
+is parked from its offers, withdrawals and hand-backs (`leaves_park`), its rated TOPS from its
 hardware generation, and its compute power from the assignments it runs (`dispatcher.watching`).
 Telemetry that does arrive is still checked and taken, but nothing depends on it.
 """
@@ -40,7 +40,13 @@ from protocol.vehicle_messages import (
 )
 
 SUSPENDED = "suspended: "  # how a car's withdrawal names its `SuspendReason`
-DRIVING = SUSPENDED + SuspendReason.NOT_IN_PARK.value
+LEAVING = ("driving away", SUSPENDED + SuspendReason.NOT_IN_PARK.value)
+OWNER_BACK = "owner returned"  # a withdrawal or a hand-back (ShardPreempted) for the owner: the car leaves
+
+
+def leaves_park(reason: str) -> bool:
+    """Whether a withdrawal's or a hand-back's reason says the car is leaving its parking place."""
+    return reason in LEAVING or reason.startswith(OWNER_BACK)
 
 
 class CarIntake:
@@ -163,15 +169,20 @@ class CarIntake:
         self.registry.update(car, offering=True, gear=Gear.PARK, compute_state=ComputeState.IDLE)
 
     def withdrawal(self, vid: str, message: OfferWithdrawal) -> None:
-        """A car withdrew its offer: driving away (`suspended: not_in_park`), suspended, or leaving."""
+        """A car withdrew its offer: it leaves (`leaves_park`), is suspended, busy, or its process stops."""
         self.offers.drop(vid)
         car = self.registry.car(vid)
-        if message.reason == DRIVING:
+        if leaves_park(message.reason):
             self.registry.update(car, offering=False, gear=Gear.DRIVE, compute_state=None)
         elif message.reason.startswith(SUSPENDED):
             self.registry.update(car, offering=False, gear=Gear.PARK, compute_state=ComputeState.SUSPENDED)
         else:
             self.registry.update(car, offering=False)
+
+    def handed_back(self, vid: str, reason: str) -> None:
+        """A car handed its shard back: if its owner came back for it, it is leaving."""
+        if leaves_park(reason):
+            self.registry.update(self.registry.car(vid), offering=False, gear=Gear.DRIVE, compute_state=None)
 
     def telemetry(self, vid: str, message: VehicleTelemetry) -> None:
         """Telemetry, if some arrives: checked, and taken for what it says; the dispatcher does not need it."""

@@ -318,7 +318,8 @@ def test_offers_beyond_the_catalogue_are_refused_and_counted(m: Money) -> None:
     m.send(m.topics.telemetry("car-ok"), big)
     book = m.engine.offers.book
     assert set(book.offers) == {"car-ok"} and book.tops_offered == TOPS
-    assert m.engine.summary().tops_total == sum(HARDWARE_TOPS[g] for g in HardwareGeneration if g != "HW4")  # catalogue's
+    catalogue = sum(HARDWARE_TOPS[g] for g in HardwareGeneration if g != "HW4")  # the three cars, whatever they claim
+    assert m.engine.summary().tops_total == catalogue
     assert m.rejections() == {"offer_beyond_catalogue": 2, "offer_hardware_mismatch": 1,
                               "telemetry_beyond_catalogue": 1}
     m.engine.tick()  # written to the ledger: they survive a restart
