@@ -93,7 +93,7 @@ class CarIntake:
         car = self.registry.car(vid)
         self.registry.forget_heartbeat(vid)
         self.offers.drop(vid)
-        self.registry.update(car, liveness=liveness, offering=False)
+        self.registry.update(car, liveness=liveness, offering=False, compute_state=None)
         outs: list[Out] = []
         for aid in self.watchlist.take_car(vid):
             self.faults["shards_lost_car_gone"] += 1

@@ -112,7 +112,8 @@ class DispatcherService:
             await client.subscribe(topics.all_vehicles(channel), qos=DELIVERY[channel].qos)
         for topic, channel in ((topics.all_connections, Channel.CONNECTION_STATUS),
                                (topics.job_submit, Channel.JOB_SUBMIT),
-                               (topics.dispatcher_control, Channel.DISPATCHER_CONTROL)):
+                               (topics.dispatcher_control, Channel.DISPATCHER_CONTROL),
+                               (topics.all_rosters, Channel.ROSTER), (topics.all_offer_frames, Channel.OFFER_FRAME)):
             await client.subscribe(topic, qos=DELIVERY[channel].qos)
         # online only once subscribed: fleets announce their cars again when they see it
         await self._publish_status(client, Liveness.ONLINE)
