@@ -291,3 +291,11 @@ class Engine:
     def earnings(self) -> list[Out]:
         """The ledger's earnings report and the changed cars' figures, to publish every few seconds."""
         return self.money.messages(self.clock.sim_now)
+
+    def earnings_cars(self) -> list[Out]:
+        """The owner modes heard written to the ledger, and the changed cars' figures (on the loop: cheap)."""
+        return self.money.car_messages(self.clock.sim_now())
+
+    def earnings_report(self) -> list[Out]:
+        """The earnings report, summed over every car on a read-only connection of its own: run it in a thread."""
+        return [self.money.report_off_loop(self.clock.sim_now())]

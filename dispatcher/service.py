@@ -200,8 +200,11 @@ class DispatcherService:
                 outbox.put_nowait(Out.on(Channel.SUMMARY, self.engine.topics.summary, summary))
                 self.metrics.observe(summary)  # the same summary, never a second computation
                 self.on_summary(summary)
-            if count % self.settings.earnings_every == 0:
-                for out in self._contained(self.engine.earnings, "building the earnings") or ():
+            if count % self.settings.earnings_every == 0:  # the report sums every car: in a thread, its own connection
+                for out in self._contained(self.engine.earnings_cars, "building the cars' earnings") or ():
+                    outbox.put_nowait(out)
+                report = self._contained
+                for out in await asyncio.to_thread(report, self.engine.earnings_report, "building the earnings") or ():
                     outbox.put_nowait(out)
             await asyncio.sleep(self.settings.summary_interval_s)
 

@@ -47,20 +47,28 @@ def money(tera_ops: float | None, compute: float | None, robotaxi: float | None,
 def set_modes(db: sqlite3.Connection, changes: Iterable[tuple[str, str, OwnerMode]], now_s: float) -> None:
     """Record each (car, owner, mode) from `now_s` on, closing the time spent in the car's previous mode.
 
-    A car first booked as its own owner takes the owner its status named since."""
-    for vehicle_id, owner_id, mode in changes:
-        ensure_car(db, vehicle_id, owner_id)
-        if owner_id != vehicle_id:  # an owner heard after the car's first payment
-            db.execute("UPDATE cars SET owner_id = ? WHERE vehicle_id = ? AND owner_id = vehicle_id",
-                       (owner_id, vehicle_id))
-        old, since = db.execute("SELECT owner_mode, mode_since_s FROM cars WHERE vehicle_id = ?",
-                                (vehicle_id,)).fetchone()
-        if since is not None and old == mode.value:
-            continue
-        if since is not None:
-            add_to_mode(db, vehicle_id, seconds=max(0.0, now_s - float(since)))
-        db.execute("UPDATE cars SET owner_mode = ?, mode_since_s = ? WHERE vehicle_id = ?",
-                   (mode.value, now_s, vehicle_id))
+    A car first booked as its own owner takes the owner its status named since. Set-based (a
+    temporary table joined once per statement), so that a million cars' first modes are one
+    short transaction, not three statements per car."""
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS mode_changes(vehicle_id TEXT PRIMARY KEY, owner_id TEXT NOT NULL,"
+               " owner_mode TEXT NOT NULL)")
+    db.execute("DELETE FROM mode_changes")
+    db.executemany("INSERT OR REPLACE INTO mode_changes VALUES (?, ?, ?)",
+                   [(vid, owner, mode.value) for vid, owner, mode in changes])
+    db.execute("INSERT OR IGNORE INTO cars(vehicle_id, owner_id) SELECT vehicle_id, owner_id FROM mode_changes")
+    db.execute(  # an owner heard after the car's first payment
+        "UPDATE cars SET owner_id = m.owner_id FROM mode_changes m WHERE cars.vehicle_id = m.vehicle_id"
+        " AND cars.owner_id = cars.vehicle_id AND m.owner_id != m.vehicle_id")
+    db.execute(  # the time spent in the mode each changing car leaves
+        "INSERT INTO mode_money(vehicle_id, owner_mode, seconds) SELECT c.vehicle_id, c.owner_mode,"
+        " MAX(0.0, ? - c.mode_since_s) FROM cars c JOIN mode_changes m ON m.vehicle_id = c.vehicle_id"
+        " WHERE c.mode_since_s IS NOT NULL AND c.owner_mode != m.owner_mode"
+        " ON CONFLICT(vehicle_id, owner_mode) DO UPDATE SET seconds = seconds + excluded.seconds", (now_s,))
+    db.execute(
+        "UPDATE cars SET owner_mode = m.owner_mode, mode_since_s = ? FROM mode_changes m"
+        " WHERE cars.vehicle_id = m.vehicle_id AND (cars.mode_since_s IS NULL OR cars.owner_mode != m.owner_mode)",
+        (now_s,))
+    db.execute("DELETE FROM mode_changes")
 
 
 def trip_refusal(db: sqlite3.Connection, vehicle_id: str, trip: RobotaxiTrip, ends_at_s: float,

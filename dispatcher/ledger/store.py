@@ -42,7 +42,15 @@ class Ledger:
     """The durable record of jobs and money; one SQLite file, written in short transactions."""
 
     def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
         self.db = open_ledger_file(path)
+        self._submissions: dict[str, JobSubmission] = {}  # open jobs' submissions, parsed once (they never change)
+
+    def reader(self) -> sqlite3.Connection | None:
+        """A read-only connection of its own (for a report built in another thread), None for ":memory:"."""
+        if self.path == ":memory:":
+            return None
+        return sqlite3.connect(f"file:{Path(self.path).resolve()}?mode=ro", uri=True, check_same_thread=False)
 
     def close(self) -> None:
         self.db.close()
@@ -61,6 +69,7 @@ class Ledger:
     # job events ----------------------------------------------------------------------------
     def add_job(self, job: JobSubmission, deadline_s: float | None) -> bool:
         """Queue a job with its shards and replica slots; False if a job has the id already."""
+        self._submissions.pop(job.job_id, None)
         with self.transaction() as db:
             return job_events.add_job(db, job, deadline_s)
 
@@ -122,15 +131,25 @@ class Ledger:
         return JobSubmission.model_validate_json(str(row[0]))
 
     def open_jobs(self) -> list[OpenJob]:
-        """Queued and running jobs in the order cars rank them: priority, then price cap, then age."""
-        found = [
-            OpenJob(str(job_id), JobSubmission.model_validate_json(str(submission)), JobStatus(status), deadline_s)
-            for job_id, submission, status, deadline_s in self.db.execute(
-                "SELECT job_id, submission, status, deadline_s FROM jobs WHERE status IN (?, ?)"
-                " ORDER BY priority DESC, seq", OPEN_JOB)
-        ]
-        found.sort(key=lambda job: (-job.submission.priority, -(job.submission.price_cap_per_tops_hour or 1e18)))
-        return found
+        """Queued and running jobs in the order cars rank them: priority, then price cap, then age.
+
+        Each submission is parsed once, when its job is first seen open, and forgotten when the
+        job is no longer open or its id is taken by a new submission.
+        """
+        found = self.db.execute("SELECT job_id, status, deadline_s FROM jobs WHERE status IN (?, ?)"
+                                " ORDER BY priority DESC, seq", OPEN_JOB).fetchall()
+        known, parsed = self._submissions, {}
+        for job_id, _, _ in found:
+            submission = known.get(job_id)
+            if submission is None:
+                row = self.db.execute("SELECT submission FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+                submission = JobSubmission.model_validate_json(str(row[0]))
+            parsed[str(job_id)] = submission
+        self._submissions = parsed
+        jobs = [OpenJob(str(job_id), parsed[job_id], JobStatus(status), deadline_s)
+                for job_id, status, deadline_s in found]
+        jobs.sort(key=lambda job: (-job.submission.priority, -(job.submission.price_cap_per_tops_hour or 1e18)))
+        return jobs
 
     def waiting_slots(self, job_id: str, limit: int) -> list[Slot]:
         """Up to `limit` of a job's slots that wait for a car, oldest first."""
