@@ -1,0 +1,91 @@
+"""What keeps the dispatcher's loop free at a million cars, as behaviour (timings: bench/dispatcher_ingest.py).
+
+Open jobs' submissions are parsed once and forgotten when the job ends or its id is taken
+again; owner modes are written set-based; the earnings report is built on a read-only
+connection of its own (so, in a thread, it neither waits for the loop's writes nor sees half of one).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dispatcher.ledger import Ledger
+from dispatcher.ledger import earnings as book
+from protocol import JobStatus, Liveness, OwnerMode, VehicleStatus, decode
+from protocol.owners import EarningsReport
+from tests.test_dispatcher_money import Money
+
+
+@pytest.fixture
+def m(tmp_path: Path) -> Money:
+    return Money(tmp_path / "ledger.sqlite")
+
+
+def test_open_jobs_parse_each_submission_once_and_follow_submissions_and_cancels(m: Money) -> None:
+    m.job(job_id="job-1")
+    m.job(job_id="job-2")
+    first = m.ledger.open_jobs()
+    again = m.ledger.open_jobs()
+    assert [j.job_id for j in first] == ["job-1", "job-2"]
+    assert all(a.submission is b.submission for a, b in zip(first, again, strict=True))  # not parsed again
+    m.job(job_id="job-3")
+    assert [j.job_id for j in m.ledger.open_jobs()] == ["job-1", "job-2", "job-3"]
+    m.ledger.end_job("job-2", JobStatus.CANCELLED, "by the operator")
+    assert [j.job_id for j in m.ledger.open_jobs()] == ["job-1", "job-3"]
+    fresh = Ledger(m.ledger.path)  # what a restarted dispatcher would parse from the file
+    assert [(j.job_id, j.submission, j.deadline_s) for j in fresh.open_jobs()] == \
+        [(j.job_id, j.submission, j.deadline_s) for j in m.ledger.open_jobs()]
+
+
+def test_a_rejected_id_taken_by_a_corrected_job_is_parsed_anew(m: Money) -> None:
+    m.ledger.reject_job("job-9", "bad", "shards 0")
+    assert m.ledger.open_jobs() == []
+    m.job(job_id="job-9", shards=3)
+    (job,) = m.ledger.open_jobs()
+    assert job.submission.shards == 3
+    m.ledger.end_job("job-9", JobStatus.CANCELLED, "gone")
+    m.job(job_id="job-10", shards=5)
+    assert [(j.job_id, j.submission.shards) for j in m.ledger.open_jobs()] == [("job-10", 5)]
+
+
+def _report(out_payload: bytes) -> dict[str, object]:
+    report = decode(out_payload)
+    assert isinstance(report, EarningsReport)
+    return json.loads(report.model_dump_json(exclude={"sent_at"}))  # type: ignore[no-any-return]
+
+
+def test_the_report_built_off_the_loop_equals_a_full_recomputation(m: Money) -> None:
+    for i, mode in enumerate([OwnerMode.COMPUTE, OwnerMode.BOTH, OwnerMode.ROBOTAXI, OwnerMode.NONE] * 3):
+        vid = f"car-{i:02d}"
+        m.send(m.topics.vehicle_status(vid), VehicleStatus(**m.env(vid), state=Liveness.ONLINE,
+                                                           owner_id=f"owner-{i % 4}", owner_mode=mode))
+    m.car("car-a")
+    m.car("car-b")
+    m.job(redundancy=2)
+    first, second = m.assign()
+    m.later(11.0)
+    m.result(first)
+    m.result(second)
+    m.engine.earnings_cars()  # the modes heard are in the ledger before the report
+    (off_loop,) = m.engine.earnings_report()
+    recomputed = m.engine.money.report(m.sim_now())  # on the loop's own connection, every sum again
+    assert _report(off_loop.payload) == _report(recomputed.model_dump_json().encode())
+    fleet = book.fleet_money(m.ledger.db)
+    assert fleet.compute_gross == pytest.approx(m.ledger.totals()["earnings_gross"]) and fleet.compute_gross > 0
+    assert {mode.owner_mode.value: mode.cars for mode in recomputed.by_mode} == \
+        {"compute": 5, "both": 3, "robotaxi": 3, "none": 3}
+
+
+def test_the_report_does_not_wait_for_a_write_held_on_the_loops_connection(m: Money) -> None:
+    m.send(m.topics.vehicle_status("car-a"), VehicleStatus(**m.env("car-a"), state=Liveness.ONLINE,
+                                                             owner_mode=OwnerMode.COMPUTE))
+    m.engine.earnings_cars()
+    with m.ledger.transaction() as db:  # the loop is in the middle of a write ...
+        db.execute("UPDATE totals SET value = value + 1 WHERE name = 'earnings_gross'")
+        db.execute("UPDATE cars SET gross = gross + 1")
+        (out,) = m.engine.earnings_report()  # ... the report reads the last committed state, unblocked
+    report = decode(out.payload)
+    assert isinstance(report, EarningsReport) and report.fleet.compute_gross == 0.0 and report.cars == 1
