@@ -28,7 +28,7 @@ from dispatcher.earnings import OwnersMoney
 from dispatcher.intake import CarIntake
 from dispatcher.ledger import Ledger
 from dispatcher.matchmaker import OfferBook
-from dispatcher.offers import Offers
+from dispatcher.offers import Offers, offer_of_row
 from dispatcher.records import AssignmentStatus
 from dispatcher.registry import Registry
 from dispatcher.scheduling import Scheduler
@@ -99,11 +99,13 @@ class Engine:
     def startup(self) -> list[Out]:
         """Resume from the ledger: watch active assignments again and republish every job's state."""
         self.assignments.watch_active()
+        for row in self.ledger.standing_offers():  # a stale one is refused by its car
+            self.cars.restore(offer_of_row(row))
         local_s = local_seconds(self.clock.sim_now())
-        for offer_json in self.ledger.standing_offers():
-            offer = ComputeOffer.model_validate_json(offer_json)  # a stale one is refused by its car
+        for offer_json in self.ledger.take_legacy_offers():  # kept as JSON by an older version: saved anew
+            offer = ComputeOffer.model_validate_json(offer_json)
             self.registry.heard(offer.sender, self.clock.wall())
-            self.cars.offer(offer.sender, offer, self.clock.now_s, local_s, save=False)
+            self.cars.offer(offer.sender, offer, self.clock.now_s, local_s)
         for job_id in self.ledger.job_ids():
             self.job_states.mark(job_id)
         return self.job_states.flush()

@@ -17,10 +17,11 @@ from dispatcher.assignments import Assignments
 from dispatcher.claims import Refusals, offer_refusal, telemetry_refusal
 from dispatcher.clock import LedgerClock
 from dispatcher.earnings import OwnersMoney
-from dispatcher.gateways import Gateways
+from dispatcher.gateways import UNLISTED, Gateways
+from dispatcher.matchmaker import Offer
 from dispatcher.offers import Offers, offer_from
 from dispatcher.records import AssignmentStatus
-from dispatcher.registry import Registry
+from dispatcher.registry import IDLE, ONLINE, PARK, Car, Registry
 from dispatcher.views import Out
 from dispatcher.watching import Watchlist
 from protocol.base import HardwareGeneration
@@ -72,19 +73,22 @@ class CarIntake:
     ) -> list[Out]:
         """What a status says (from the car or a roster), at wall time `wall` and ledger time `now_s`."""
         registry = self.registry
-        car = registry.car(vid)
-        registry.set_gateway(car, gateway)
-        if hardware is not None:
-            registry.set_hardware(car, hardware.value)
-        if owner_id:
-            car.owner_id = owner_id
+        car = registry.cars.get(vid)
+        if car is None:
+            car = registry.join(vid, None if hardware is None else hardware.value, gateway, owner_id)
+        else:
+            registry.set_gateway(car, gateway)
+            if hardware is not None:
+                registry.set_hardware(car, hardware.value)
+            if owner_id:
+                car.owner_id = owner_id
         if owner_mode is not None:
             self.money.saw_mode(vid, owner_mode)
-        if state is Liveness.ONLINE:
+        if state is ONLINE:
             registry.heard(vid, wall)
             car.spoke_at_s = now_s
-            if car.liveness is not Liveness.ONLINE:
-                registry.update(car, liveness=Liveness.ONLINE)
+            if car.liveness is not ONLINE:
+                registry.update(car, liveness=ONLINE)
             return []
         return self.car_gone(vid, state, f"car {state.value}")
 
@@ -139,25 +143,27 @@ class CarIntake:
         wall, now_s = self.clock.wall(), self.clock.now_s
         local_s = local_seconds(self.clock.sim_now())
         gateways, registry = self.gateways, self.registry
+        bound = gateways.bound
         for item in frame.offers:
             vid = item.sender
-            refusal = gateways.offer_refusal(gateway, vid)
-            if refusal is not None:
-                self.refusals.count(refusal, "%s from %s for %s", item.kind, gateway, vid)
+            if bound.get(vid) != gateway:
+                refusal = gateways.offer_refusal(gateway, vid)
+                self.refusals.count(refusal or UNLISTED, "%s from %s for %s", item.kind, gateway, vid)
                 continue
             car = registry.heard(vid, wall)
             car.spoke_at_s = now_s
             if isinstance(item, ComputeOffer):
-                self.offer(vid, item, now_s, local_s)
+                self.offer(vid, item, now_s, local_s, car=car)
             else:
                 self.withdrawal(vid, item)
 
     # offers --------------------------------------------------------------------------------
-    def offer(self, vid: str, message: ComputeOffer, now_s: float, local_s: float, *, save: bool = True) -> None:
+    def offer(self, vid: str, message: ComputeOffer, now_s: float, local_s: float, *, save: bool = True,
+              car: Car | None = None) -> None:
         """A car offers compute: it is parked and eligible; its offer stands (held while it runs our work)."""
         if vid in self.offers.unreliable:
             return
-        car = self.registry.car(vid)
+        car = car or self.registry.car(vid)
         refusal = offer_refusal(message, car.hardware)
         if refusal is not None:
             self.refusals.count(refusal, "offer of %s: %g TOPS on %s", vid, message.free_tops, message.hardware.value)
@@ -165,8 +171,18 @@ class CarIntake:
         if car.hardware == "unknown":
             self.registry.set_hardware(car, message.hardware.value)
         offer = offer_from(message, vid, now_s, local_s)
-        self.offers.stand(offer, car_busy=car.active_assignments > 0, message=message if save else None)
-        self.registry.update(car, offering=True, gear=Gear.PARK, compute_state=ComputeState.IDLE)
+        self.offers.stand(offer, car_busy=car.active_assignments > 0, save=save)
+        if not car.offering or car.gear is not PARK or car.compute_state is not IDLE:
+            self.registry.update(car, offering=True, gear=PARK, compute_state=IDLE)
+
+    def restore(self, offer: Offer) -> None:
+        """An offer the ledger kept across a restart (checked when it arrived): it stands again, unsaved."""
+        if offer.vehicle_id in self.offers.unreliable:
+            return
+        car = self.registry.heard(offer.vehicle_id, self.clock.wall())
+        self.registry.set_hardware(car, offer.hardware.value)
+        self.offers.stand(offer, car_busy=car.active_assignments > 0, save=False)
+        self.registry.update(car, offering=True, gear=PARK, compute_state=IDLE)
 
     def withdrawal(self, vid: str, message: OfferWithdrawal) -> None:
         """A car withdrew its offer: it leaves (`leaves_park`), is suspended, busy, or its process stops."""

@@ -20,6 +20,8 @@ from protocol.vehicle_messages import HARDWARE_TOPS, ComputeState, Gear, Livenes
 from protocol.vocabulary import CarState
 
 RATED_TOPS: dict[str, float] = {generation.value: tops for generation, tops in HARDWARE_TOPS.items()}
+ONLINE, OFFLINE, PARK = Liveness.ONLINE, Liveness.OFFLINE, Gear.PARK  # reading an enum member costs a descriptor call
+VACATING, BUSY, SUSPENDED, IDLE = ComputeState.VACATING, ComputeState.BUSY, ComputeState.SUSPENDED, ComputeState.IDLE
 
 
 @dataclass(slots=True)
@@ -49,17 +51,18 @@ class Car:
 
 def derive_state(car: Car) -> CarState:
     """The one state a car is counted under (`protocol.vocabulary.CarState`)."""
-    if car.liveness is not Liveness.ONLINE:
+    if car.liveness is not ONLINE:
         return CarState(car.liveness)
-    if car.gear is not Gear.PARK:
+    if car.gear is not PARK:
         return CarState.DRIVING
-    if car.compute_state is ComputeState.VACATING:
+    compute = car.compute_state
+    if compute is VACATING:
         return CarState.VACATING
-    if car.active_assignments > 0 or car.compute_state is ComputeState.BUSY:
+    if car.active_assignments > 0 or compute is BUSY:
         return CarState.BUSY
-    if car.compute_state is ComputeState.SUSPENDED:
+    if compute is SUSPENDED:
         return CarState.SUSPENDED
-    if car.offering or car.compute_state is ComputeState.IDLE:
+    if car.offering or compute is IDLE:
         return CarState.IDLE
     return CarState.ONLINE
 
@@ -90,13 +93,26 @@ class Registry:
             self._count_online(car, +1)
         return car
 
+    def join(self, vehicle_id: str, hardware: str | None, gateway: str | None, owner_id: str | None) -> Car:
+        """A car first heard of in a status: created with what it says, counted once."""
+        car = Car(vehicle_id, owner_id=owner_id or "")
+        if hardware is not None:
+            car.hardware, car.rated_tops = hardware, RATED_TOPS.get(hardware, 0.0)
+        self.cars[vehicle_id] = car
+        self.by_state[car.state] += 1
+        self._count_online(car, +1)
+        self.set_gateway(car, gateway)
+        return car
+
     def heard(self, vehicle_id: str, now_wall: float) -> Car:
         """A car spoke: it is alive now."""
-        car = self.car(vehicle_id)
-        self._last_heard.pop(vehicle_id, None)
-        self._last_heard[vehicle_id] = now_wall
-        if car.liveness is Liveness.OFFLINE:
-            self.update(car, liveness=Liveness.ONLINE)
+        car = self.cars.get(vehicle_id) or self.car(vehicle_id)
+        last_heard = self._last_heard
+        if vehicle_id in last_heard:
+            del last_heard[vehicle_id]
+        last_heard[vehicle_id] = now_wall
+        if car.liveness is OFFLINE:
+            self.update(car, liveness=ONLINE)
         return car
 
     def update(self, car: Car, **changes: object) -> None:
@@ -181,8 +197,9 @@ class Registry:
         return counts
 
     def _count_online(self, car: Car, sign: int) -> None:
-        if car.liveness is Liveness.ONLINE:
+        if car.liveness is ONLINE:
             self.by_hardware[car.hardware] += sign
             self.tops_by_hardware[car.hardware] += sign * car.rated_tops
-            self.compute_kw += sign * car.compute_kw
-            self.compute_kw_from_grid += sign * car.compute_kw * car.on_grid
+            if car.compute_kw:
+                self.compute_kw += sign * car.compute_kw
+                self.compute_kw_from_grid += sign * car.compute_kw * car.on_grid

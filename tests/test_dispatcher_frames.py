@@ -110,7 +110,7 @@ def test_an_offer_frame_applies_offers_and_withdrawals_in_order(e: Engine1) -> N
     assert set(book.offers) == {"car-a", "car-c"}
     assert (e.state("car-a"), e.state("car-b")) == ("idle", "driving")
     e.engine.tick()  # the standing offers are kept for a restart, one transaction for the tick
-    assert sorted(v for (v,) in e.ledger.db.execute("SELECT vehicle_id FROM offers")) == ["car-a", "car-c"]
+    assert sorted(row[0] for row in e.ledger.standing_offers()) == ["car-a", "car-c"]
 
 
 def test_a_roster_diff_takes_away_the_cars_it_no_longer_lists_or_lists_offline(e: Engine1) -> None:
@@ -206,9 +206,11 @@ async def test_frames_published_by_a_gateway_reach_the_dispatcher_and_forgeries_
         assert await mosquitto_pub(secure_broker, "operator", "-t", topics.job_submit,
                                    "-m", encode(job).decode()) == 0
         await wait_until(lambda: len(engine.watchlist.watched) == 1, 10, "an assignment")
-        (running,) = engine.watchlist.watched.values()
+        ((aid, running),) = engine.watchlist.watched.items()
         kept = [c for c in cars if c.vehicle_id != running.vehicle_id]
         assert await mosquitto_pub(secure_broker, "gw-0", "-t", topics.roster("gw-0", 0), "-r",
                                    "-m", encode(roster("gw-0", kept, at=now)).decode()) == 0
         await wait_until(lambda: engine.summary().preemptions == 1, 10, "the shard lost with its car")
-        assert engine.registry.cars[running.vehicle_id].state == "offline" and not engine.watchlist.watched
+        assert engine.registry.cars[running.vehicle_id].state == "offline" and aid not in engine.watchlist.watched
+        attempt = engine.ledger.attempt(aid)
+        assert attempt is not None and attempt.status == "lost"

@@ -8,13 +8,14 @@ connection of its own (so, in a thread, it neither waits for the loop's writes n
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from dispatcher.ledger import Ledger
 from dispatcher.ledger import earnings as book
-from protocol import JobStatus, Liveness, OwnerMode, VehicleStatus, decode
+from protocol import ComputeOffer, HardwareGeneration, JobStatus, Liveness, OwnerMode, VehicleStatus, decode
 from protocol.owners import EarningsReport
 from tests.test_dispatcher_money import Money
 
@@ -89,3 +90,27 @@ def test_the_report_does_not_wait_for_a_write_held_on_the_loops_connection(m: Mo
         (out,) = m.engine.earnings_report()  # ... the report reads the last committed state, unblocked
     report = decode(out.payload)
     assert isinstance(report, EarningsReport) and report.fleet.compute_gross == 0.0 and report.cars == 1
+
+
+def test_standing_offers_survive_a_restart_as_rows_and_old_json_ones_are_taken_over(tmp_path: Path) -> None:
+    first = Money(tmp_path / "l.sqlite")
+    first.car("car-a")
+    first.car("car-b")
+    first.engine.tick()  # the standing offers are written once per tick
+    kept = first.engine.offers.book.offers["car-a"]
+    legacy = ComputeOffer(**first.env("car-old"), offer_id="o9", hardware=HardwareGeneration.HW5, free_tops=4000.0,
+                          energy_budget_kwh=5.0, expected_departure=first.sim_now() + timedelta(hours=3),
+                          departure_confidence=0.5, price_per_tops_hour=0.03, soc=0.6)
+    first.ledger.db.execute("INSERT INTO offers VALUES (?, ?)", ("car-old", legacy.model_dump_json()))  # as 1.0 kept
+    first.ledger.close()
+    again = Money(tmp_path / "l.sqlite")
+    again.engine.startup()
+    book = again.engine.offers.book.offers
+    assert set(book) == {"car-a", "car-b", "car-old"}
+    restored = book["car-a"]
+    assert (restored.offer_id, restored.free_tops, restored.departure_at_s, restored.local_offered_s) == \
+        (kept.offer_id, kept.free_tops, kept.departure_at_s, kept.local_offered_s)
+    assert again.engine.registry.cars["car-a"].state == "idle" and book["car-old"].free_tops == 4000.0
+    again.engine.tick()
+    assert again.ledger.db.execute("SELECT COUNT(*) FROM offers").fetchone() == (0,)
+    assert sorted(row[0] for row in again.ledger.standing_offers()) == ["car-a", "car-b", "car-old"]

@@ -57,17 +57,18 @@ def set_modes(db: sqlite3.Connection, changes: Iterable[tuple[str, str, OwnerMod
                    [(vid, owner, mode.value) for vid, owner, mode in changes])
     db.execute("INSERT OR IGNORE INTO cars(vehicle_id, owner_id) SELECT vehicle_id, owner_id FROM mode_changes")
     db.execute(  # an owner heard after the car's first payment
-        "UPDATE cars SET owner_id = m.owner_id FROM mode_changes m WHERE cars.vehicle_id = m.vehicle_id"
-        " AND cars.owner_id = cars.vehicle_id AND m.owner_id != m.vehicle_id")
+        "UPDATE cars SET owner_id = (SELECT owner_id FROM mode_changes m WHERE m.vehicle_id = cars.vehicle_id)"
+        " WHERE vehicle_id IN (SELECT vehicle_id FROM mode_changes WHERE owner_id != vehicle_id)"
+        " AND owner_id = vehicle_id")
     db.execute(  # the time spent in the mode each changing car leaves
         "INSERT INTO mode_money(vehicle_id, owner_mode, seconds) SELECT c.vehicle_id, c.owner_mode,"
-        " MAX(0.0, ? - c.mode_since_s) FROM cars c JOIN mode_changes m ON m.vehicle_id = c.vehicle_id"
+        " MAX(0.0, ? - c.mode_since_s) FROM mode_changes m CROSS JOIN cars c ON c.vehicle_id = m.vehicle_id"
         " WHERE c.mode_since_s IS NOT NULL AND c.owner_mode != m.owner_mode"
         " ON CONFLICT(vehicle_id, owner_mode) DO UPDATE SET seconds = seconds + excluded.seconds", (now_s,))
     db.execute(
-        "UPDATE cars SET owner_mode = m.owner_mode, mode_since_s = ? FROM mode_changes m"
-        " WHERE cars.vehicle_id = m.vehicle_id AND (cars.mode_since_s IS NULL OR cars.owner_mode != m.owner_mode)",
-        (now_s,))
+        "UPDATE cars SET owner_mode = (SELECT owner_mode FROM mode_changes m WHERE m.vehicle_id = cars.vehicle_id),"
+        " mode_since_s = ? WHERE vehicle_id IN (SELECT vehicle_id FROM mode_changes) AND (mode_since_s IS NULL"
+        " OR owner_mode != (SELECT owner_mode FROM mode_changes m WHERE m.vehicle_id = cars.vehicle_id))", (now_s,))
     db.execute("DELETE FROM mode_changes")
 
 

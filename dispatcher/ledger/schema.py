@@ -3,8 +3,9 @@
 Status columns hold the values of the enums in `dispatcher.records`; `assignments.paid` holds a
 `Payment`. `trips` keeps each robotaxi trip booked (once), `mode_money` what each car earned and
 spent in each owner mode and how long it spent in it (`cars.mode_since_s` opens the current
-stretch). `offers` keeps each car's last accepted `ComputeOffer` as it arrived (JSON), so that a
-restarted dispatcher knows the offers that still stand.
+stretch). `offer_book` keeps each car's standing offer as the book holds it (its times on the
+ledger's clock, which a restart continues), so that a restarted dispatcher knows the offers that
+still stand; `offers` is where older versions kept them as JSON, read once and emptied on start.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ CREATE TABLE IF NOT EXISTS cars(
   wrong INTEGER NOT NULL DEFAULT 0, reliability REAL NOT NULL DEFAULT 1.0);
 CREATE TABLE IF NOT EXISTS totals(name TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS offers(vehicle_id TEXT PRIMARY KEY, offer TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS offer_book(
+  vehicle_id TEXT PRIMARY KEY, offer_id TEXT NOT NULL, hardware TEXT NOT NULL, free_tops REAL NOT NULL,
+  price REAL NOT NULL, offered_at_s REAL NOT NULL, departure_at_s REAL NOT NULL, confidence REAL NOT NULL,
+  energy_budget_kwh REAL NOT NULL, soc REAL NOT NULL, min_price REAL NOT NULL, max_shard_hours REAL,
+  pack_temp_c REAL, local_offered_s REAL);
 CREATE TABLE IF NOT EXISTS rejections(reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS trips(
   vehicle_id TEXT NOT NULL, trip_id TEXT NOT NULL, fare REAL NOT NULL, owner_income REAL NOT NULL,

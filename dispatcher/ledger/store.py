@@ -248,18 +248,24 @@ class Ledger:
     def save_clock(self, sim_s: float, unix_s: float) -> None:
         self.db.execute("INSERT OR REPLACE INTO clock VALUES (1, ?, ?)", (sim_s, unix_s))
 
-    def save_offers(self, changes: dict[str, str | None]) -> None:
-        """Keep cars' standing offers as the JSON they arrived in (None: withdrawn), so that a restarted
+    def save_offers(self, standing: list[tuple[object, ...]], gone: list[str]) -> None:
+        """Keep cars' standing offers (rows of `offer_book`) and forget withdrawn ones, so that a restarted
         dispatcher knows them.
 
         Offers are soft state: they are written in batches, and the last batch before a kill -9
         may be lost; the cars' next offers, refusals and departures correct that.
         """
         with self.transaction() as db:
-            db.executemany("DELETE FROM offers WHERE vehicle_id = ?", [(v,) for v, o in changes.items() if o is None])
-            db.executemany("INSERT OR REPLACE INTO offers VALUES (?, ?)",
-                           [(v, o) for v, o in changes.items() if o is not None])
+            db.executemany("DELETE FROM offer_book WHERE vehicle_id = ?", [(vid,) for vid in gone])
+            db.executemany(f"INSERT OR REPLACE INTO offer_book VALUES ({', '.join('?' * 14)})", standing)
 
-    def standing_offers(self) -> list[str]:
-        """The offers kept by `save_offers`, as JSON."""
-        return [str(offer) for (offer,) in self.db.execute("SELECT offer FROM offers")]
+    def standing_offers(self) -> list[tuple[object, ...]]:
+        """The rows kept by `save_offers`."""
+        return self.db.execute("SELECT * FROM offer_book").fetchall()
+
+    def take_legacy_offers(self) -> list[str]:
+        """Offers an older version kept as JSON, emptied as they are read (the caller saves them anew)."""
+        with self.transaction() as db:
+            found = [str(offer) for (offer,) in db.execute("SELECT offer FROM offers")]
+            db.execute("DELETE FROM offers")
+        return found
