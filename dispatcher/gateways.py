@@ -32,8 +32,9 @@ class Gateways:
     """Car-to-gateway bindings, each roster block's last entries, and the gateways known to be offline."""
 
     def __init__(self) -> None:
-        self.bound: dict[str, str] = {}  # vehicle -> the gateway whose roster lists it
-        self.blocks: dict[tuple[str, int], dict[str, RosterEntry]] = {}  # (gateway, block) -> vehicle -> entry
+        self.bound: dict[str, tuple[str, int]] = {}  # vehicle -> (gateway, block) whose roster lists it
+        # (gateway, block) -> vehicle -> what its last roster said of it, as a small tuple (a million are kept)
+        self.blocks: dict[tuple[str, int], dict[str, tuple[object, ...]]] = {}
         self.offline: set[str] = set()  # gateways whose connection status said offline
 
     def connection(self, gateway: str, online: bool) -> None:
@@ -43,14 +44,14 @@ class Gateways:
         else:
             self.offline.add(gateway)
 
-    def owner_elsewhere(self, gateway: str, vehicle_id: str) -> bool:
-        """Whether the car is bound to another gateway that is not known to be offline."""
+    def gateway_of(self, vehicle_id: str) -> str | None:
+        """The gateway whose roster lists the car, if any."""
         holder = self.bound.get(vehicle_id)
-        return holder is not None and holder != gateway and holder not in self.offline
+        return None if holder is None else holder[0]
 
     def offer_refusal(self, gateway: str, vehicle_id: str) -> str | None:
         """Why `gateway` may not offer for the car, or None if its rosters list it."""
-        holder = self.bound.get(vehicle_id)
+        holder = self.gateway_of(vehicle_id)
         if holder == gateway:
             return None
         return ANOTHER_GATEWAY if holder is not None and holder not in self.offline else UNLISTED
@@ -58,27 +59,27 @@ class Gateways:
     def roster(self, gateway: str, block: int, entries: list[RosterEntry]) -> RosterDiff:
         """Take a block's new roster: bind its cars, and say what changed since the block's last one."""
         diff = RosterDiff()
-        bound = self.bound
-        previous = self.blocks.get((gateway, block), {})
-        current: dict[str, RosterEntry] = {}
+        bound, here = self.bound, (gateway, block)  # one tuple shared by the block's cars
+        previous = self.blocks.get(here, {})
+        current: dict[str, tuple[object, ...]] = {}
         for entry in entries:
             vid = entry.vehicle_id
+            said = (entry.state, entry.hardware, entry.owner_id, entry.owner_mode, entry.reason)
             holder = bound.get(vid)
-            if holder != gateway:
-                if holder is not None and holder not in self.offline:
+            if holder != here:
+                if holder is not None and holder[0] != gateway and holder[0] not in self.offline:
                     diff.refused.append(vid)
                     continue
-                bound[vid] = gateway
-            current[vid] = entry
-            old = previous.get(vid)
-            if holder == gateway and old is not None and old == entry:
+                bound[vid] = here  # new, moved from an offline gateway, or from another block of this one
+            current[vid] = said
+            if holder == here and previous.get(vid) == said:
                 if entry.state == "online":
                     diff.unchanged_online.append(vid)
             else:
                 diff.changed.append(entry)
         for vid in previous:
-            if vid not in current and bound.get(vid) == gateway:
+            if vid not in current and bound.get(vid) == here:
                 del bound[vid]
                 diff.gone.append(vid)
-        self.blocks[(gateway, block)] = current
+        self.blocks[here] = current
         return diff

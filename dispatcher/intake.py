@@ -124,7 +124,7 @@ class CarIntake:
         diff = self.gateways.roster(gateway, roster.block, roster.cars)
         for vid in diff.refused:
             self.refusals.count("car_of_another_gateway", "roster of %s lists %s, which %s speaks for", gateway, vid,
-                                self.gateways.bound.get(vid))
+                                self.gateways.gateway_of(vid))
         wall, now_s = self.clock.wall(), self.clock.now_s
         outs: list[Out] = []
         for entry in diff.changed:
@@ -146,7 +146,8 @@ class CarIntake:
         bound = gateways.bound
         for item in frame.offers:
             vid = item.sender
-            if bound.get(vid) != gateway:
+            holder = bound.get(vid)
+            if holder is None or holder[0] != gateway:
                 refusal = gateways.offer_refusal(gateway, vid)
                 self.refusals.count(refusal or UNLISTED, "%s from %s for %s", item.kind, gateway, vid)
                 continue

@@ -123,6 +123,15 @@ def test_a_roster_diff_takes_away_the_cars_it_no_longer_lists_or_lists_offline(e
     assert "car-b" not in e.engine.offers.book and e.refused() == {"offer_for_unlisted_car": 1}
 
 
+def test_a_car_moved_to_another_block_of_its_gateway_has_not_left(e: Engine1) -> None:
+    e.roster("gw-0", [entry("car-a"), entry("car-b")], block=0)
+    e.roster("gw-0", [entry("car-b")], block=1)  # the gateway renumbered it: block 1 lists it first ...
+    e.roster("gw-0", [entry("car-a")], block=0)  # ... then block 0 no longer does
+    assert (e.state("car-a"), e.state("car-b")) == ("online", "online")
+    e.roster("gw-0", [], block=1)
+    assert e.state("car-b") == "offline"
+
+
 def test_a_car_leaving_a_roster_loses_its_running_shard(e: Engine1) -> None:
     e.roster("gw-0", [entry("car-a")])
     e.offers("gw-0", [offer("car-a")])
