@@ -107,11 +107,10 @@ class CarIntake:
     def connection(self, gateway: str, online: bool) -> list[Out]:
         """A gateway's connection status: the heartbeat of its cars, or all of them gone with it."""
         self.gateways.connection(gateway, online)
+        if not online:
+            self.registry.gateway_heard.pop(gateway, None)
         if online:
-            now = self.clock.wall()
-            for vid in tuple(self.registry.by_gateway.get(gateway, ())):
-                if self.registry.cars[vid].liveness is not Liveness.OFFLINE:
-                    self.registry.heard(vid, now)
+            self.registry.heard_gateway(gateway, self.clock.wall())
             return []
         outs: list[Out] = []
         for vid in self.registry.gateway_cars(gateway):

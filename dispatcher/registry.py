@@ -81,7 +81,8 @@ class Registry:
         self.compute_kw_from_grid = 0.0
         self.energy_kwh = {"battery": 0.0, "grid": 0.0}  # compute energy drawn up to each car's last change
         self._drawing: set[str] = set()  # cars whose power is above zero: their energy since is open
-        self._last_heard: dict[str, float] = {}  # insertion order = oldest first
+        self._last_heard: dict[str, float] = {}  # insertion order = oldest first (give or take a timeout)
+        self.gateway_heard: dict[str, float] = {}  # a gateway's heartbeat is that of every car it speaks for
 
     def car(self, vehicle_id: str) -> Car:
         """The record of `vehicle_id`, created (online) if new."""
@@ -168,16 +169,29 @@ class Registry:
     def gateway_cars(self, gateway: str) -> list[str]:
         return sorted(self.by_gateway.get(gateway, ()))
 
+    def heard_gateway(self, gateway: str, now_wall: float) -> None:
+        """A gateway's heartbeat: its cars count as heard now (looked at lazily, by `expire`)."""
+        self.gateway_heard[gateway] = now_wall
+
     def expire(self, now_wall: float) -> list[str]:
-        """Cars not heard from within the heartbeat timeout: mark them offline and return them."""
+        """Cars not heard from within the heartbeat timeout, nor their gateway: mark them offline and return them.
+
+        A car whose gateway was heard since goes to the back of the queue with the gateway's time,
+        so a heartbeat costs nothing per car and each car is looked at about once per timeout.
+        """
         gone: list[str] = []
         limit = now_wall - self.heartbeat_timeout_s
-        while self._last_heard:
-            vehicle_id, heard_at = next(iter(self._last_heard.items()))
+        last_heard = self._last_heard
+        while last_heard:
+            vehicle_id, heard_at = next(iter(last_heard.items()))
             if heard_at > limit:
                 break
-            del self._last_heard[vehicle_id]
+            del last_heard[vehicle_id]
             car = self.cars[vehicle_id]
+            gateway_at = self.gateway_heard.get(car.gateway) if car.gateway is not None else None
+            if gateway_at is not None and gateway_at > limit:
+                last_heard[vehicle_id] = gateway_at
+                continue
             if car.liveness is not Liveness.OFFLINE:
                 self.update(car, liveness=Liveness.OFFLINE, offering=False)
                 gone.append(vehicle_id)
