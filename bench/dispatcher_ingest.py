@@ -10,6 +10,7 @@ timed at the fleet's full size.
     python bench/dispatcher_ingest.py            # 1,000,000 cars
     python bench/dispatcher_ingest.py --quick    # 200,000 cars
     python bench/dispatcher_ingest.py --profile  # cProfile of the frame run, top 25 by own time
+    python bench/dispatcher_ingest.py --frames-only  # the frame run and the costs at full size, no reference
 
 Last line: `dispatcher_ingest: <n> cars/s in frames; ratio <r> vs per-car messages (<p> cars/s)`.
 """
@@ -21,6 +22,7 @@ import cProfile
 import gc
 import pstats
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -148,20 +150,30 @@ def timed(what: str, step: object) -> None:
     print(f"  {what}: {1000 * (time.perf_counter() - started):.1f} ms")
 
 
+def resident_mib() -> float:
+    """This process's peak resident memory."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="200,000 cars instead of 1,000,000")
     parser.add_argument("--profile", action="store_true", help="cProfile the frame run")
     parser.add_argument("--cars", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--frames-only", action="store_true", help="no per-car reference (nor its last line)")
     args = parser.parse_args()
     cars = args.cars or (200_000 if args.quick else 1_000_000)
     frames_s, engine, _ = run(cars, per_car=False, profile=args.profile)
     known = len(engine.registry.cars)
     assert known == cars and len(engine.offers.book) == cars, (known, len(engine.offers.book))
     print(f"frames: {cars:,} cars in {frames_s:.2f} s ({1e6 * frames_s / cars:.2f} us/car)")
+    engine.summary()  # the first one also builds the owner-day model's tables, once per process
     timed(f"summary at {cars:,} cars", engine.summary)
     timed(f"earnings report at {cars:,} cars (its own read-only connection)", engine.earnings_report)
     timed(f"scheduling tick at {cars:,} cars", engine.tick)
+    print(f"  resident memory: {resident_mib():,.0f} MiB")
+    if args.frames_only:
+        return
     del engine
     gc.collect()
     per_car_s, engine, _ = run(cars, per_car=True)
