@@ -85,13 +85,16 @@ class Need:
     checkpoint_interval_s: float = 60.0
 
 
+FASTEST, CHEAPEST, DEPARTURE_AWARE = MatchPolicy.FASTEST, MatchPolicy.CHEAPEST, MatchPolicy.DEPARTURE_AWARE
+
+
 def policy_score(policy: MatchPolicy, offer: Offer) -> float:
     """The job's rank of a car under `policy`; lower is better (heap order)."""
-    if policy is MatchPolicy.FASTEST:
+    if policy is FASTEST:
         return -offer.free_tops
-    if policy is MatchPolicy.CHEAPEST:
+    if policy is CHEAPEST:
         return offer.asking_price
-    if policy is MatchPolicy.DEPARTURE_AWARE:
+    if policy is DEPARTURE_AWARE:
         return -offer.likely_leave_s
     return WATTS_PER_TOPS[offer.hardware] * (2.0 - offer.soc)
 

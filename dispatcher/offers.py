@@ -35,7 +35,7 @@ def offer_from(message: ComputeOffer, vehicle_id: str, now_s: float, local_s: fl
 
 def offer_row(offer: Offer) -> tuple[object, ...]:
     """An offer as the ledger's `offer_book` keeps it."""
-    return (offer.vehicle_id, offer.offer_id, offer.hardware.value, offer.free_tops, offer.price_per_tops_hour,
+    return (offer.vehicle_id, offer.offer_id, offer.hardware, offer.free_tops, offer.price_per_tops_hour,
             offer.offered_at_s, offer.departure_at_s, offer.departure_confidence, offer.energy_budget_kwh, offer.soc,
             offer.min_price_per_tops_hour, offer.max_shard_hours, offer.pack_temp_c, offer.local_offered_s)
 

@@ -54,7 +54,7 @@ def set_modes(db: sqlite3.Connection, changes: Iterable[tuple[str, str, OwnerMod
                " owner_mode TEXT NOT NULL)")
     db.execute("DELETE FROM mode_changes")
     db.executemany("INSERT OR REPLACE INTO mode_changes VALUES (?, ?, ?)",
-                   [(vid, owner, mode.value) for vid, owner, mode in changes])
+                   list(changes))  # an OwnerMode is a str: bound as its value
     db.execute("INSERT OR IGNORE INTO cars(vehicle_id, owner_id) SELECT vehicle_id, owner_id FROM mode_changes")
     db.execute(  # an owner heard after the car's first payment
         "UPDATE cars SET owner_id = (SELECT owner_id FROM mode_changes m WHERE m.vehicle_id = cars.vehicle_id)"
