@@ -370,7 +370,7 @@ def test_redone_counts_the_work_a_vanished_car_probably_did_past_its_checkpoint(
     m.later(1.0)
     m.progress(a, 300_000.0)  # checkpoint at 60 s
     m.later(1.0)
-    m.send(m.topics.telemetry("car-a"), telemetry("car-a"))  # still there at 120 s
+    m.send(m.topics.vehicle_status("car-a"), VehicleStatus(**m.env("car-a"), state=Liveness.ONLINE))  # at 120 s
     m.later(1.0)
     m.send(m.topics.vehicle_status("car-a"), VehicleStatus(**m.env("car-a"), state=Liveness.OFFLINE))
     summary = m.engine.summary()
