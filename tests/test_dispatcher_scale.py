@@ -15,6 +15,8 @@ import pytest
 
 from dispatcher.ledger import Ledger
 from dispatcher.ledger import earnings as book
+from dispatcher.registry import Registry
+from dispatcher.watching import WatchedAssignment, Watchlist
 from protocol import ComputeOffer, HardwareGeneration, JobStatus, Liveness, OwnerMode, VehicleStatus, decode
 from protocol.owners import EarningsReport
 from tests.test_dispatcher_money import Money
@@ -114,3 +116,25 @@ def test_standing_offers_survive_a_restart_as_rows_and_old_json_ones_are_taken_o
     again.engine.tick()
     assert again.ledger.db.execute("SELECT COUNT(*) FROM offers").fetchone() == (0,)
     assert sorted(row[0] for row in again.ledger.standing_offers()) == ["car-a", "car-b", "car-old"]
+
+
+def test_silences_come_due_from_the_heap_and_the_totals_match_a_recount() -> None:
+    registry = Registry(heartbeat_timeout_s=10.0)
+    watch = Watchlist(registry)
+    for i in range(6):
+        watch.watch(f"a{i}", WatchedAssignment(f"car-{i % 3}", "job-1", f"s{i % 4}", 100.0 * (i + 1), 0.0, 10.0))
+    watch.watched["a1"].last_heard_wall = 8.0  # heard since it was watched: silent only at 18
+    watch.watched["a2"].silence_limit_s = 30.0
+    assert watch.silent(5.0) == []
+    assert sorted(watch.silent(11.0)) == ["a0", "a3", "a4", "a5"]
+    watch.unwatch("a0")
+    watch.unwatch("a3")
+    assert sorted(watch.silent(12.0)) == ["a4", "a5"]  # still watched until their loss is recorded
+    assert sorted(watch.silent(19.0)) == ["a1", "a4", "a5"]
+    assert sorted(watch.silent(31.0)) == ["a1", "a2", "a4", "a5"]
+    live = watch.watched.values()
+    assert watch.tops_allocated == sum(w.allocated_tops for w in live)
+    assert watch.shards_running == len({(w.job_id, w.shard_id) for w in live}) == 3
+    for aid in list(watch.watched):
+        watch.unwatch(aid)
+    assert (watch.tops_allocated, watch.shards_running, watch.silent(100.0)) == (0.0, 0, [])
