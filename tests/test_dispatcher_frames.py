@@ -23,6 +23,7 @@ from protocol import (
     OfferWithdrawal,
     OwnerMode,
     ShardAssignment,
+    ShardProgress,
     Topics,
     decode,
     encode,
@@ -141,6 +142,12 @@ def test_a_car_leaving_a_roster_loses_its_running_shard(e: Engine1) -> None:
     (assignment,) = [m for m in (decode(o.payload) for o in e.engine.tick()) if isinstance(m, ShardAssignment)]
     assert assignment.vehicle_id == "car-a" and e.engine.summary().compute_power_kw > 0
     e.wall.advance(30.0)
+    progress = ShardProgress(**env("car-a", T0 + timedelta(seconds=30)), assignment_id=assignment.assignment_id,
+                             job_id="job-1", shard_id=assignment.shard_id, done_tera_ops=1000.0,
+                             checkpoint_tera_ops=1000.0, checkpoint="c1")
+    e.engine.handle(e.topics.shards("car-a"), encode(progress))  # shards stay on the car's own topic
+    attempt = e.ledger.attempt(assignment.assignment_id)
+    assert attempt is not None and attempt.checkpoint_tera_ops == 1000.0
     e.roster("gw-0", [])
     attempt = e.ledger.attempt(assignment.assignment_id)
     assert attempt is not None and attempt.status == "lost"
