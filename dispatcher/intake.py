@@ -65,11 +65,11 @@ class CarIntake:
     def status(self, vid: str, message: VehicleStatus) -> list[Out]:
         """A car's own retained status."""
         return self.apply_status(vid, message.state, message.hardware, message.gateway, message.owner_id,
-                                 message.owner_mode, self.clock.wall(), self.clock.now_s)
+                                 message.owner_mode, self.clock.wall(), self.clock.now_s, message.reason)
 
     def apply_status(
         self, vid: str, state: Liveness, hardware: HardwareGeneration | None, gateway: str | None,
-        owner_id: str | None, owner_mode: OwnerMode | None, wall: float, now_s: float,
+        owner_id: str | None, owner_mode: OwnerMode | None, wall: float, now_s: float, reason: str = "",
     ) -> list[Out]:
         """What a status says (from the car or a roster), at wall time `wall` and ledger time `now_s`."""
         registry = self.registry
@@ -90,7 +90,7 @@ class CarIntake:
             if car.liveness is not ONLINE:
                 registry.update(car, liveness=ONLINE)
             return []
-        return self.car_gone(vid, state, f"car {state.value}")
+        return self.car_gone(vid, state, (f"car {state.value}" + (f": {reason}" if reason else ""))[:500])  # a Text
 
     def car_gone(self, vid: str, liveness: Liveness, why: str) -> list[Out]:
         """The car left (offline, asleep, or no longer spoken for): its offer goes, its shards are lost."""
@@ -107,11 +107,10 @@ class CarIntake:
     def connection(self, gateway: str, online: bool) -> list[Out]:
         """A gateway's connection status: the heartbeat of its cars, or all of them gone with it."""
         self.gateways.connection(gateway, online)
-        if not online:
-            self.registry.gateway_heard.pop(gateway, None)
         if online:
             self.registry.heard_gateway(gateway, self.clock.wall())
             return []
+        self.registry.gateway_heard.pop(gateway, None)
         outs: list[Out] = []
         for vid in self.registry.gateway_cars(gateway):
             outs += self.car_gone(vid, Liveness.OFFLINE, f"gateway {gateway} offline")
@@ -128,7 +127,7 @@ class CarIntake:
         outs: list[Out] = []
         for entry in diff.changed:
             outs += self.apply_status(entry.vehicle_id, entry.state, entry.hardware, gateway, entry.owner_id,
-                                      entry.owner_mode, wall, now_s)
+                                      entry.owner_mode, wall, now_s, entry.reason)
         heard = self.registry.heard
         for vid in diff.unchanged_online:
             heard(vid, wall)
