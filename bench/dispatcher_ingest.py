@@ -113,35 +113,37 @@ def new_engine(directory: Path) -> Engine:
                   rng=random.Random(1), heartbeat_timeout_s=1e9)
 
 
-def feed(engine: Engine, chunks: Iterator[list[tuple[str, bytes]]]) -> float:
-    """Seconds spent in `handle` and `tick` for every chunk (building the payloads not counted)."""
-    spent = 0.0
+def feed(engine: Engine, chunks: Iterator[list[tuple[str, bytes]]]) -> tuple[float, float]:
+    """(wall, CPU) seconds spent in `handle` and `tick` for every chunk (building the payloads not counted)."""
+    spent = cpu = 0.0
     for chunk in chunks:
-        started = ticked = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
+        ticked = started
         for topic, payload in chunk:
             engine.handle(topic, payload)
             if time.perf_counter() - ticked >= TICK_S:  # as the service ticks
                 engine.tick()
                 ticked = time.perf_counter()
         spent += time.perf_counter() - started
-    started = time.perf_counter()
+        cpu += time.process_time() - cpu_started
+    started, cpu_started = time.perf_counter(), time.process_time()
     engine.tick()
-    return spent + time.perf_counter() - started
+    return spent + time.perf_counter() - started, cpu + time.process_time() - cpu_started
 
 
-def run(cars: int, per_car: bool, profile: bool = False) -> tuple[float, Engine, Path]:
-    directory = Path(tempfile.mkdtemp(prefix="dispatcher-ingest-"))
+def run(cars: int, per_car: bool, directory: Path, profile: bool = False) -> tuple[tuple[float, float], Engine]:
+    """(wall, CPU) seconds to feed `cars` cars to a new engine whose ledger is in `directory`, and the engine."""
     engine = new_engine(directory)
     gc.collect()
     chunks = per_car_chunks(cars) if per_car else frame_chunks(cars)
     if not profile:
-        return feed(engine, chunks), engine, directory
+        return feed(engine, chunks), engine
     profiler = cProfile.Profile()
     profiler.enable()
     seconds = feed(engine, chunks)
     profiler.disable()
     pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
-    return seconds, engine, directory
+    return seconds, engine
 
 
 def timed(what: str, step: object) -> None:
@@ -163,22 +165,26 @@ def main() -> None:
     parser.add_argument("--frames-only", action="store_true", help="no per-car reference (nor its last line)")
     args = parser.parse_args()
     cars = args.cars or (200_000 if args.quick else 1_000_000)
-    frames_s, engine, _ = run(cars, per_car=False, profile=args.profile)
-    known = len(engine.registry.cars)
-    assert known == cars and len(engine.offers.book) == cars, (known, len(engine.offers.book))
-    print(f"frames: {cars:,} cars in {frames_s:.2f} s ({1e6 * frames_s / cars:.2f} us/car)")
-    engine.summary()  # the first one also builds the owner-day model's tables, once per process
-    timed(f"summary at {cars:,} cars", engine.summary)
-    timed(f"earnings report at {cars:,} cars (its own read-only connection)", engine.earnings_report)
-    timed(f"scheduling tick at {cars:,} cars", engine.tick)
-    print(f"  resident memory: {resident_mib():,.0f} MiB")
-    if args.frames_only:
-        return
-    del engine
-    gc.collect()
-    per_car_s, engine, _ = run(cars, per_car=True)
-    assert len(engine.registry.cars) == cars and len(engine.offers.book) == cars
-    print(f"per-car messages: {cars:,} cars in {per_car_s:.2f} s ({1e6 * per_car_s / cars:.2f} us/car)")
+    with tempfile.TemporaryDirectory(prefix="dispatcher-ingest-") as tmp:
+        (frames_s, frames_cpu), engine = run(cars, False, Path(tmp) / "frames", profile=args.profile)
+        known = len(engine.registry.cars)
+        assert known == cars and len(engine.offers.book) == cars, (known, len(engine.offers.book))
+        print(f"frames: {cars:,} cars in {frames_s:.2f} s ({1e6 * frames_s / cars:.2f} us/car; CPU {frames_cpu:.2f} s)")
+        engine.summary()  # the first one also builds the owner-day model's tables, once per process
+        timed(f"summary at {cars:,} cars", engine.summary)
+        timed(f"earnings report at {cars:,} cars (its own read-only connection)", engine.earnings_report)
+        timed(f"scheduling tick at {cars:,} cars", engine.tick)
+        print(f"  resident memory: {resident_mib():,.0f} MiB")
+        engine.ledger.close()
+        if args.frames_only:
+            return
+        del engine
+        gc.collect()
+        (per_car_s, per_car_cpu), engine = run(cars, True, Path(tmp) / "per-car")
+        assert len(engine.registry.cars) == cars and len(engine.offers.book) == cars
+        engine.ledger.close()
+    print(f"per-car messages: {cars:,} cars in {per_car_s:.2f} s ({1e6 * per_car_s / cars:.2f} us/car; "
+          f"CPU {per_car_cpu:.2f} s)")
     rate, reference = cars / frames_s, cars / per_car_s
     print(f"dispatcher_ingest: {rate:,.0f} cars/s in frames; ratio {rate / reference:.2f} vs per-car messages "
           f"({reference:,.0f} cars/s)")
