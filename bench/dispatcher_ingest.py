@@ -4,7 +4,8 @@ The same cars are fed twice to a fresh engine with a real SQLite ledger in a tem
 directory: as 500-car rosters and 400-offer frames (`protocol.frames`), and as one status and
 one offer message per car (the reference). Payloads are built beforehand, in chunks, outside
 the timing; the engine's tick (which writes offers and owner modes to the ledger) runs every
-`TICK_S` seconds as in the service, and is timed with the rest. Then the summary and the earnings report are
+`TICK_S` seconds as in the service, and is timed with the rest; the garbage collector is tuned as the
+service tunes it (`dispatcher.collector`). Then the summary and the earnings report are
 timed at the fleet's full size.
 
     python bench/dispatcher_ingest.py            # 1,000,000 cars
@@ -32,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dispatcher.collector import tune_collector
 from dispatcher.engine import Engine
 from dispatcher.ledger import Ledger
 from protocol import Topics
@@ -165,6 +167,7 @@ def main() -> None:
     parser.add_argument("--frames-only", action="store_true", help="no per-car reference (nor its last line)")
     args = parser.parse_args()
     cars = args.cars or (200_000 if args.quick else 1_000_000)
+    tune_collector()  # as the dispatcher's service does
     with tempfile.TemporaryDirectory(prefix="dispatcher-ingest-") as tmp:
         (frames_s, frames_cpu), engine = run(cars, False, Path(tmp) / "frames", profile=args.profile)
         known = len(engine.registry.cars)
