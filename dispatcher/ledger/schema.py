@@ -75,6 +75,7 @@ ADDED_COLUMNS = (  # columns a ledger written by an older version lacks: added o
     ("cars", "robotaxi_trips INTEGER NOT NULL DEFAULT 0"),
     ("cars", "trip_until_s REAL"),  # when the car's last booked trip ended, on the ledger's clock
 )
+CACHE_KIB = 128 * 1024  # page cache: a million cars' rows are written at random places of their tables
 TOTALS = (
     "shards_completed", "work_done", "preemptions", "redone", "wrong_results",
     "earnings_gross", "energy_kwh", "energy_cost", "robotaxi_gross", "robotaxi_trips", "robotaxi_km",
@@ -89,6 +90,7 @@ def open_ledger_file(path: Path | str) -> sqlite3.Connection:
     db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
     db.executescript(SCHEMA)
     for table, column in ADDED_COLUMNS:
         present = {str(row[1]) for row in db.execute(f"PRAGMA table_info({table})")}
