@@ -55,7 +55,9 @@ def set_modes(db: sqlite3.Connection, changes: Iterable[tuple[str, str, OwnerMod
     db.execute("DELETE FROM mode_changes")
     db.executemany("INSERT OR REPLACE INTO mode_changes VALUES (?, ?, ?)",
                    list(changes))  # an OwnerMode is a str: bound as its value
-    db.execute("INSERT OR IGNORE INTO cars(vehicle_id, owner_id) SELECT vehicle_id, owner_id FROM mode_changes")
+    db.execute(  # a car new to the ledger starts in its mode now: one write
+        "INSERT INTO cars(vehicle_id, owner_id, owner_mode, mode_since_s) SELECT vehicle_id, owner_id, owner_mode, ?"
+        " FROM mode_changes WHERE true ON CONFLICT(vehicle_id) DO NOTHING", (now_s,))
     db.execute(  # an owner heard after the car's first payment
         "UPDATE cars SET owner_id = (SELECT owner_id FROM mode_changes m WHERE m.vehicle_id = cars.vehicle_id)"
         " WHERE vehicle_id IN (SELECT vehicle_id FROM mode_changes WHERE owner_id != vehicle_id)"
