@@ -96,7 +96,8 @@ class CarEvent(StrEnum):
 def initial_odometer_km(generation: HardwareGeneration, rng: random.Random) -> float:
     """A plausible odometer for a car of this hardware when the simulation starts: its age times a yearly distance."""
     low, high = AGE_YEARS.get(generation, (0.0, 3.0))
-    return round(rng.uniform(low, high) * TYPICAL_ANNUAL_KM * rng.uniform(0.5, 1.5), 1)
+    age = low + (high - low) * rng.random()  # rng.uniform(low, high), as random.py computes it
+    return round(age * TYPICAL_ANNUAL_KM * (0.5 + (1.5 - 0.5) * rng.random()), 1)
 
 
 class Car:
@@ -155,7 +156,10 @@ class Car:
         car.reserve_soc = RESERVE_SOC[car.model.name]
         markup = 1.5 + (3.0 - 1.5) * draw()  # rng.uniform(1.5, 3.0)
         car.price = hardware.compute_power_kw / hardware.tops * ELECTRICITY_PRICE_PER_KWH * markup
-        car.region = rng.randrange(4)
+        region = rng.getrandbits(3)  # rng.randrange(4), as random.py draws it
+        while region >= 4:
+            region = rng.getrandbits(3)
+        car.region = region
         car.odometer_km = initial_odometer_km(hardware.generation, rng)  # drawn last: earlier traits unchanged
         car.t = t
         if place:
@@ -190,7 +194,7 @@ class Car:
         return days.day_plan(self.profile, (day + 3) % 7, rng)
 
     def schedule_next(self, t: float, rng: random.Random, legs: list[days.Leg] | None = None) -> None:
-        """Find the next planned departure after `t` (never sooner than a minimal stay); `legs`: today's plan, if known."""
+        """Find the next planned departure after `t` (never sooner than a minimal stay); `legs`: today's, if known."""
         if legs is None:
             legs = self.plan(self.day, rng)
         while self.leg_idx >= len(legs):

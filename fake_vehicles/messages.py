@@ -84,6 +84,11 @@ class Encoder:
         self.sim_time = self.to_datetime(local_t)
         self._stamp = f'"sent_at":"{_iso(sent_at)}","sim_time":"{_iso(self.sim_time)}"'
 
+    @property
+    def stamp_json(self) -> str:
+        """`"sent_at":...,"sim_time":...` of the current stamp, for messages formatted directly as JSON."""
+        return self._stamp
+
     def to_datetime(self, local_t: float) -> datetime:
         return _EPOCH + timedelta(seconds=local_t - self.utc_offset_s)
 
@@ -100,10 +105,11 @@ class Encoder:
             owner_mode=car.owner_mode,
         ))
 
-    def connection_status(self, name: str, state: Liveness, vehicle_count: int, instance: str = "") -> bytes:
+    def connection_status(self, name: str, state: Liveness, vehicle_count: int, instance: str = "", *,
+                          frames: bool = False) -> bytes:
         return encode(ConnectionStatus(
             sender=name, sent_at=self.sent_at, sim_time=self.sim_time, role="gateway",
-            state=state, vehicle_count=vehicle_count, instance=instance,
+            state=state, vehicle_count=vehicle_count, instance=instance, frames=frames,
         ))
 
     def offer(self, car: Car, offer_id: str) -> bytes:

@@ -31,6 +31,7 @@ from mqttlink import BrokerUrl, silent_close_hint
 from protocol.base import utc_now
 from protocol.clock import SimClock
 from protocol.fleet_telemetry import CONNECTIVITY_DELIVERY
+from protocol.frames import ROSTER_BLOCK
 from protocol.topics import DELIVERY, Channel, Delivery
 from protocol.vehicle_messages import ConnectionStatus, Liveness
 
@@ -38,7 +39,9 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.05
 SWEEP_BATCH = 256
-JOIN_BATCH = 500
+JOIN_BATCH = ROSTER_BLOCK  # a gateway's batch of joining cars fills one roster block
+JOIN_SHARE = 0.75  # of a tick, at most, for joining cars (and announcing them again) while some wait
+PLACE_SHARE = 0.85  # ... and up to here for placing the cars that joined unplaced, before the sweep
 GOODBYE_TIMEOUT_S = 30.0
 CONFIRM_HEARTBEATS = 2.5  # how long a suspected rival has to prove it is alive, in heartbeat periods
 
@@ -164,7 +167,8 @@ class Runner:
         return link.ready and self.guard.may_speak(link.connects)
 
     def _status(self, state: Liveness, cars: int) -> bytes:
-        return self.fleet.encoder.connection_status(self.settings.gateway_id, state, cars, self.instance)
+        return self.fleet.encoder.connection_status(self.settings.gateway_id, state, cars, self.instance,
+                                                    frames=self.fleet.frames is not None)
 
     def heartbeat(self) -> None:
         """The connection's retained status again, with the cars it speaks for: liveness in gateway mode."""
@@ -295,8 +299,10 @@ class Runner:
     def sim_now(self) -> float:
         return self.settings.local_start + self.clock.elapsed_sim_s()
 
-    def pump(self) -> None:
-        """Hand the fleet's outbox to the connections and write it."""
+    def pump(self, final: bool = False) -> None:
+        """Hand the fleet's frames and outbox to the connections and write them; `final`: the tick's last offers too."""
+        if self.fleet.frames is not None:
+            self._publish_frames(final)
         outbox = self.fleet.outbox
         if not outbox:
             return
@@ -324,6 +330,37 @@ class Runner:
         self.published += n
         self.net.flush()
 
+    def _publish_frames(self, final: bool, *, offers_first: bool = False) -> mqtt.MQTTMessageInfo | None:
+        """Publish the changed blocks' rosters and whole offer frames (`final`: every offer); the last one's info.
+
+        Rosters go first, so that a receiver knows a car before its offer; at goodbye (`offers_first`)
+        the withdrawals go before the rosters that list their cars offline.
+        """
+        frames, fleet = self.fleet.frames, self.fleet
+        assert frames is not None
+        batches = [(Channel.ROSTER, frames.rosters(fleet.cars)), (Channel.OFFER_FRAME, frames.offer_frames(final))]
+        if offers_first:
+            batches.reverse()
+        changes, frames.status_changes = frames.status_changes, []
+        if not self.speaking():
+            fleet.counts["unsent_while_disconnected"] += sum(len(batch) for _, batch in batches)
+            return None  # announced again on reconnect
+        last = None
+        for channel, batch in batches:
+            delivery = DELIVERY[channel]
+            for topic, payload in batch:
+                last = self.gateway.publish(topic, payload, delivery.qos, delivery.retain)
+            self.published_by_channel[channel] += len(batch)
+            self.published += len(batch)
+        ft = self.settings.fleet_telemetry
+        if ft is not None:  # fleet-telemetry's connectivity events follow the status changes the rosters carry
+            for index in changes:
+                car = fleet.cars[index]
+                records, delivery = ft.following(car, Channel.VEHICLE_STATUS, fleet.encoder.sim_time,
+                                                 leaving=car.status_state is not Liveness.ONLINE)
+                self.published += self._publish_records(self.gateway, records, delivery)
+        return last
+
     def tick(self) -> None:
         """One round: join, events, publish, then sweep until the tick's time is used."""
         start = time.monotonic()
@@ -332,24 +369,30 @@ class Runner:
         t = self.sim_now()
         self.fleet.encoder.stamp(utc_now(), t)
         self._grow(start)
-        batch = JOIN_BATCH if not self.settings.per_car else 50
-        while (self.fleet.pending or self.fleet.reannouncing) and time.monotonic() < start + TICK_S / 2:
-            if self.net.backlogged:  # the sockets are behind: do not queue more
-                break
-            self.fleet.reannounce_some(batch)
-            self.fleet.join(t, batch)
+        per_car, fleet = self.settings.per_car, self.fleet
+        batch = JOIN_BATCH if not per_car else 50
+        join_until = start + TICK_S * JOIN_SHARE
+        while (fleet.pending or fleet.reannouncing) and (now := time.monotonic()) < join_until:
+            if self.net.backlogged:  # the sockets are behind: wait for them (within the share), do not queue more
+                self.net.poll(min(0.005, join_until - now))
+                continue
+            fleet.reannounce_some(batch)
+            fleet.join(t, batch, place=per_car)  # a gateway places its cars just after announcing them
             self._link_events()
             self.pump()
-        self.fleet.advance(t)
+        while fleet.unplaced and time.monotonic() < start + TICK_S * PLACE_SHARE:
+            fleet.place_some(SWEEP_BATCH)
+        fleet.advance(t, place_max=0)
         self._link_events()
         self.pump()
-        while self.fleet.sweep_due and time.monotonic() < deadline:
-            if self.net.backlogged or not (self.settings.per_car or self.speaking()):
+        while fleet.sweep_due and time.monotonic() < deadline:
+            if self.net.backlogged or not (per_car or self.speaking()):
                 self.net.poll(max(0.0, deadline - time.monotonic()))
                 continue
-            self.fleet.sweep(t, SWEEP_BATCH)
+            fleet.sweep(t, SWEEP_BATCH)
             self.pump()
             self.net.poll(0)
+        self.pump(final=True)
         self.net.poll(max(0.0, deadline - time.monotonic()))
 
     def _grow(self, now: float) -> None:
@@ -390,12 +433,13 @@ class Runner:
         f = self.fleet
         s = f.summary()
         offering = f"{s['offering']} offering, " if s["offering"] >= 0 else ""
-        print(f"vehicles: {len(f.cars)} cars: {s['online']} online, {s['parked']} parked, {s['busy']} busy, "
+        unplaced = f" ({len(f.unplaced)} unplaced)" if f.unplaced else ""  # joined, not yet placed in their day
+        print(f"vehicles: {len(f.cars)} cars{unplaced}: {s['online']} online, {s['parked']} parked, {s['busy']} busy, "
               f"{offering}{rate:,.0f} msgs/s, {f.counts['refused']} refused, {f.counts['rejected']} bad in"
               f"{injected_text(f.counts)}", file=self.settings.progress_out, flush=True)
 
     def goodbye(self) -> None:
-        """Offline statuses for every car, a batch at a time, then the connection's; a clean disconnect.
+        """Every car offline (a gateway: in its rosters), a batch at a time, then the connection; a clean disconnect.
 
         QoS 1 acknowledgements come back in order on each connection, so waiting for the last
         message of each connection is waiting for all of them.
@@ -416,6 +460,10 @@ class Runner:
                         records, delivery = ft.following(f.cars[index], channel, f.encoder.sim_time, leaving=True)
                         for record_topic, record in records:
                             last[link] = link.publish(record_topic, record, delivery.qos, delivery.retain)
+            if f.frames is not None:  # every roster once more, its cars offline, after their withdrawals
+                info = self._publish_frames(final=True, offers_first=True)
+                if info is not None:
+                    last[self.gateway] = info
             self.net.flush()
             while self.net.backlogged and time.monotonic() < deadline:
                 self.net.poll(0.02)
