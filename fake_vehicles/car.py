@@ -9,6 +9,7 @@ when it is looked at. State is kept in `__slots__` so that a million cars fit in
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import math
 import random
@@ -25,7 +26,6 @@ from fake_vehicles.catalogue import (
     WORK_CHARGER_KW,
     CarModel,
     Hardware,
-    pick_by_share,
 )
 from fake_vehicles.work import CHECKPOINT_PREFIX, RunningShard
 from protocol import owner_day as days
@@ -69,6 +69,17 @@ def reseed(rng: random.Random, seed: int) -> None:
     """`rng.seed(seed)` for an int seed without random.py's type checks: a car reseeds twice as it joins."""
     _seed(rng, seed)
     rng.gauss_next = None  # type: ignore[attr-defined]  # as random.Random.seed does
+
+
+@functools.lru_cache(maxsize=64)
+def _running_sums(shares: tuple[tuple[float, HardwareGeneration], ...]) -> tuple[list[float], list[HardwareGeneration]]:
+    return list(itertools.accumulate(share for share, _ in shares)), [item for _, item in shares]
+
+
+def _pick_from(mix: list[tuple[float, HardwareGeneration]], u: float) -> HardwareGeneration:
+    """`pick_by_share(mix, u)`, from the mix's running sums (computed once per mix)."""
+    sums, items = _running_sums(tuple(mix))
+    return items[_pick(sums, u)]
 
 
 def _pick(cumulative: list[float], u: float) -> int:
@@ -143,7 +154,7 @@ class Car:
         """
         reseed(rng, seed)
         draw = rng.random
-        hardware = HARDWARE[pick_by_share(mix, draw())]
+        hardware = HARDWARE[_pick_from(mix, draw())]
         car = cls(index, vehicle_id, seed, hardware, CAR_MODELS[_pick(MODEL_CUMULATIVE, draw())])
         car.profile = days.COMMUTER if draw() < days.COMMUTER_SHARE else days.HOMEBODY
         car.owner_mode = OWNER_MODES[_pick(OWNER_MODE_CUMULATIVE, draw())]

@@ -16,11 +16,14 @@ from collections.abc import Sequence
 
 from fake_vehicles.car import Car
 from fake_vehicles.messages import Encoder, owner_of
-from protocol.base import FRAME_MAX_BYTES
+from protocol.base import FRAME_MAX_BYTES, HardwareGeneration
 from protocol.frames import OFFER_FRAME_MAX, ROSTER_BLOCK, CarRoster, OfferFrame, RosterEntry
-from protocol.vehicle_messages import ComputeOffer, Liveness, OfferWithdrawal
+from protocol.vehicle_messages import ComputeOffer, Liveness, OfferWithdrawal, OwnerMode
 
 Frame = tuple[str, bytes]  # (topic, payload)
+_STATE: dict[Liveness | None, str] = {state: f'"{state.value}"' for state in Liveness}  # JSON, formatted once
+_HARDWARE = {generation: f'"{generation.value}"' for generation in HardwareGeneration}
+_MODE = {mode: f'"{mode.value}"' for mode in OwnerMode}
 _FRAME_HEADROOM = 512  # bytes an offer frame's envelope takes at most, besides its items
 
 
@@ -35,7 +38,6 @@ class GatewayFrames:
         self.offer_bytes = 0
         self.seq = 0  # of the last offer frame this process published
         self.status_changes: list[int] = []  # cars whose listed status changed, for fleet-telemetry's events
-        self._hardware: dict[object, str] = {}
         self._reasons: dict[str, str] = {"": '""'}
         self.offers_topic = encoder.topics.offer_frames(gateway)
 
@@ -94,17 +96,14 @@ class GatewayFrames:
                 f'"block":{block},"cars":[{entries}]}}').encode()
 
     def _entry(self, car: Car) -> str:
-        hw = self._hardware.get(car.hardware)
-        if hw is None:
-            hw = self._hardware[car.hardware] = f'"{car.hardware.generation.value}"'
         reason = self._reasons.get(car.status_reason)
         if reason is None:
             reason = self._reasons[car.status_reason] = json.dumps(car.status_reason)
         owner = owner_of(car)
-        state = car.status_state.value if car.status_state is not None else "offline"
-        return (f'{{"vehicle_id":"{car.vehicle_id}","state":"{state}","hardware":{hw},"reason":{reason},'
+        return (f'{{"vehicle_id":"{car.vehicle_id}","state":{_STATE[car.status_state]},'
+                f'"hardware":{_HARDWARE[car.hardware.generation]},"reason":{reason},'
                 f'"owner_id":{"null" if owner is None else chr(34) + owner + chr(34)},'
-                f'"owner_mode":"{car.owner_mode.value}"}}')
+                f'"owner_mode":{_MODE[car.owner_mode]}}}')
 
     def offer_frame(self, items: Sequence[bytes]) -> bytes:
         """One offer frame of these encoded offers and withdrawals, equal after decoding to `offer_frame_model`."""
