@@ -24,18 +24,17 @@ from fake_vehicles.faults import FaultConfig
 from fake_vehicles.frames import GatewayFrames
 from fake_vehicles.messages import Encoder
 from fake_vehicles.robotaxi import Robotaxi
+from fake_vehicles.sweep import Sweep
 from fake_vehicles.work import RunningShard, result_digest, wrong_digest
 from protocol.base import HardwareGeneration
 from protocol.frames import ROSTER_BLOCK
 from protocol.job_messages import ShardAssignment
-from protocol.owners import ROBOTAXI_MODES
 from protocol.topics import Channel
 from protocol.vehicle_messages import Liveness
 
 log = logging.getLogger(__name__)
 
 VACATE_REASON = f"owner returned: checkpointed and handed back within the {VACATE_DEADLINE_S:.0f} s vacate deadline"
-SWEEP_PASS_S = 60.0  # eligibility is re-checked this often, or at each telemetry report if rarer
 NO_FAULTS = FaultConfig()
 LOG_FIRST = 20  # refusals logged before only every thousandth is
 Outgoing = tuple[int, Channel, str, bytes]  # (car index, channel, topic, payload)
@@ -89,14 +88,7 @@ class Fleet:
         self.driving = 0
         self.silent = 0
         self.t = 0.0
-        # A car offers as soon as it has settled after parking (an event); other changes of
-        # eligibility (charge, pack, schedule) are found by the sweep. With a million cars and
-        # hourly telemetry, checking them every simulated minute would take the whole CPU.
-        self._pass_interval = min(config.telemetry_interval_s, max(SWEEP_PASS_S, config.count / 300))
-        self._telemetry_every = max(1, round(config.telemetry_interval_s / self._pass_interval))
-        self._sweep_ptr = 0
-        self._sweep_pass = 0
-        self._sweep_credit = 0.0
+        self.sweeper = Sweep(config.count, config.telemetry_interval_s)
         self.grow_to(config.count)
 
     # population ---------------------------------------------------------------------------
@@ -147,7 +139,7 @@ class Fleet:
             heapq.heappush(self.heap, (car.next_event_at(), car.index))
         else:
             self.unplaced.append(car.index)
-        self._sweep_credit += 1  # a new car is looked at soon
+        self.sweeper.credit += 1  # a new car is looked at soon
 
     def place_some(self, max_cars: int) -> int:
         """Place up to `max_cars` of the cars joined unplaced, oldest first; return how many."""
@@ -211,8 +203,7 @@ class Fleet:
         """Place the cars that joined unplaced (up to `place_max`), process every owner return, departure and
         arrival up to `t`, then run the busy cars."""
         if t > self.t:
-            self._sweep_credit = min(len(self.cars), self._sweep_credit + len(self.cars) * (t - self.t)
-                                     / self._pass_interval)
+            self.sweeper.earn(len(self.cars), t - self.t)
         self.t = max(self.t, t)
         self.place_some(len(self.unplaced) if place_max is None else place_max)
         heap = self.heap
@@ -401,48 +392,11 @@ class Fleet:
     # the sweep: eligibility, offers and telemetry ----------------------------------------------
     @property
     def sweep_due(self) -> int:
-        return int(self._sweep_credit)
+        return self.sweeper.due
 
     def sweep(self, t: float, budget: int) -> int:
-        """Look at up to `budget` cars that are due; return how many were looked at."""
-        n = min(budget, int(self._sweep_credit), len(self.cars))
-        cars = self.cars
-        count = len(cars)
-        ptr = self._sweep_ptr
-        telemetry = self._sweep_pass % self._telemetry_every == 0
-        dropped = self.config.faults.dropped_signals
-        encoder = self.encoder
-        sent = 0
-        for _ in range(n):
-            car = cars[ptr]
-            ptr += 1
-            if ptr == count:
-                ptr = 0
-                self._sweep_pass += 1
-                telemetry = self._sweep_pass % self._telemetry_every == 0
-            if car.silent:
-                continue
-            if not car.placed:
-                self.place(car)
-            if car.shard is None:
-                car.advance(t)
-            reason = car.suspend_reason(t)
-            if reason is None:
-                if car.offer_id is None and car.shard is None:
-                    self.offer(car)
-            elif car.offer_id is not None:
-                self.withdraw(car, f"suspended: {reason.value}")
-            looked = car.owner_mode in ROBOTAXI_MODES or car.index in self.robotaxi.looked_at  # to forget it
-            if looked and self.robotaxi.look(car, t, self.send, (encoder.sent_at, encoder.sim_time)):
-                self.counts["robotaxi_trips"] += 1
-            if telemetry and not (dropped and self.fault_rng.random() < dropped):
-                sent += 1
-                self.outbox.append((car.index, Channel.TELEMETRY, encoder.topic(car.vehicle_id, Channel.TELEMETRY),
-                                    encoder.telemetry(car, reason, car.compute_state(reason))))
-        self.counts["telemetry"] += sent
-        self._sweep_ptr = ptr
-        self._sweep_credit -= n
-        return n
+        """Look at up to `budget` cars that are due (see `fake_vehicles.sweep`); return how many were looked at."""
+        return self.sweeper.run(self, t, budget)
 
     # shutting down ------------------------------------------------------------------------
     def say_goodbye(self, cars: range) -> None:
