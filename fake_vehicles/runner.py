@@ -13,7 +13,6 @@ import logging
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,16 +22,17 @@ import paho.mqtt.client as mqtt
 
 from fake_vehicles.commands import CommandHandler
 from fake_vehicles.fleet import Fleet, LinkEvent
-from fake_vehicles.fleet_telemetry import FleetTelemetryEncoder, Record
+from fake_vehicles.fleet_telemetry import FleetTelemetryEncoder
 from fake_vehicles.metrics import FleetMetrics, take_snapshot
 from fake_vehicles.network import Link, Net, Will, settled
+from fake_vehicles.outlet import Outlet
 from fake_vehicles.rivals import NameGuard, Verdict, new_instance
 from mqttlink import BrokerUrl, silent_close_hint
 from protocol.base import utc_now
 from protocol.clock import SimClock
 from protocol.fleet_telemetry import CONNECTIVITY_DELIVERY
 from protocol.frames import ROSTER_BLOCK
-from protocol.topics import DELIVERY, Channel, Delivery
+from protocol.topics import DELIVERY, Channel
 from protocol.vehicle_messages import ConnectionStatus, Liveness
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,6 @@ class Runner:
         self.fleet, self.clock, self.settings, self.stop = fleet, clock, settings, stop
         self.net = Net()
         self.car_links: dict[int, Link] = {}
-        self.published = 0
-        self.published_by_channel: Counter[Channel] = Counter()
         self.reconnects = 0  # connections that came back after being lost
         self.metrics = FleetMetrics()
         self.running = False  # True once `run` has begun
@@ -112,6 +110,17 @@ class Runner:
                       DELIVERY[Channel.CONNECTION_STATUS]),
             subscriptions=subs, on_message=self._on_message, on_connected=self._gateway_connected,
         ))
+        self.out = Outlet(fleet, self.net, self.gateway, self.car_links, per_car=settings.per_car,
+                          fleet_telemetry=settings.fleet_telemetry, speaking=self.speaking)
+
+    @property
+    def published(self) -> int:
+        """Messages handed to a connection so far."""
+        return self.out.published
+
+    @published.setter
+    def published(self, value: int) -> None:
+        self.out.published = value
 
     # start-up ---------------------------------------------------------------------------------
     def connect(self, timeout: float = 10.0) -> None:
@@ -159,7 +168,7 @@ class Runner:
 
     def snapshot(self) -> None:
         """Hand the metrics a fresh snapshot of the fleet and its connections."""
-        self.metrics.observe(take_snapshot(self.fleet, self.net, self.published_by_channel, self.reconnects))
+        self.metrics.observe(take_snapshot(self.fleet, self.net, self.out.published_by_channel, self.reconnects))
 
     def speaking(self) -> bool:
         """True while the process's own connection is up and its name is claimed on it."""
@@ -266,13 +275,7 @@ class Runner:
         ft = self.settings.fleet_telemetry
         if ft is not None and self.speaking():
             event = ft.disconnected(self.fleet.cars[index].vehicle_id, self.fleet.encoder.sim_time)
-            self.published += self._publish_records(self.gateway, [event] if event else [], CONNECTIVITY_DELIVERY)
-
-    @staticmethod
-    def _publish_records(link: Link, records: list[Record], delivery: Delivery) -> int:
-        for topic, payload in records:
-            link.publish(topic, payload, delivery.qos, delivery.retain)
-        return len(records)
+            self.out.published += self.out.records(self.gateway, [event] if event else [], CONNECTIVITY_DELIVERY)
 
     def _open_car(self, index: int) -> None:
         car = self.fleet.cars[index]
@@ -300,66 +303,8 @@ class Runner:
         return self.settings.local_start + self.clock.elapsed_sim_s()
 
     def pump(self, final: bool = False) -> None:
-        """Hand the fleet's frames and outbox to the connections and write them; `final`: the tick's last offers too."""
-        if self.fleet.frames is not None:
-            self._publish_frames(final)
-        outbox = self.fleet.outbox
-        if not outbox:
-            return
-        gateway = None if self.settings.per_car else self.gateway
-        gateway_up = self.speaking()
-        links = self.car_links
-        ft = self.settings.fleet_telemetry
-        sim_time = self.fleet.encoder.sim_time
-        n = 0
-        while outbox:
-            index, channel, topic, payload = outbox.popleft()
-            link = gateway or links.get(index)
-            if link is None or not link.wanted:
-                continue
-            up = gateway_up if gateway is not None else link.connected
-            if not up and channel is not Channel.SHARDS:
-                self.fleet.counts["unsent_while_disconnected"] += 1  # announced again on reconnect
-                continue
-            delivery = DELIVERY[channel]
-            link.publish(topic, payload, delivery.qos, delivery.retain)
-            self.published_by_channel[channel] += 1
-            n += 1
-            if ft is not None:
-                n += self._publish_records(link, *ft.following(self.fleet.cars[index], channel, sim_time))
-        self.published += n
-        self.net.flush()
-
-    def _publish_frames(self, final: bool, *, offers_first: bool = False) -> mqtt.MQTTMessageInfo | None:
-        """Publish the changed blocks' rosters and whole offer frames (`final`: every offer); the last one's info.
-
-        Rosters go first, so that a receiver knows a car before its offer; at goodbye (`offers_first`)
-        the withdrawals go before the rosters that list their cars offline.
-        """
-        frames, fleet = self.fleet.frames, self.fleet
-        assert frames is not None
-        batches = [(Channel.ROSTER, frames.rosters(fleet.cars)), (Channel.OFFER_FRAME, frames.offer_frames(final))]
-        if offers_first:
-            batches.reverse()
-        changes, frames.status_changes = frames.status_changes, []
-        if not self.speaking():
-            fleet.counts["unsent_while_disconnected"] += sum(len(batch) for _, batch in batches)
-            return None  # announced again on reconnect
-        last = None
-        for channel, batch in batches:
-            delivery = DELIVERY[channel]
-            for topic, payload in batch:
-                last = self.gateway.publish(topic, payload, delivery.qos, delivery.retain)
-            self.published_by_channel[channel] += len(batch)
-            self.published += len(batch)
-        ft = self.settings.fleet_telemetry
-        if ft is not None:  # fleet-telemetry's connectivity events follow the status changes the rosters carry
-            for index in changes:
-                car = fleet.cars[index]
-                records, delivery = ft.following(car, Channel.VEHICLE_STATUS, fleet.encoder.sim_time,
-                                                 leaving=car.status_state is not Liveness.ONLINE)
-                self.published += self._publish_records(self.gateway, records, delivery)
-        return last
+        """Hand what the fleet said to the connections (see `Outlet.pump`)."""
+        self.out.pump(final)
 
     def tick(self) -> None:
         """One round: join, events, publish, then sweep until the tick's time is used."""
@@ -444,26 +389,13 @@ class Runner:
         QoS 1 acknowledgements come back in order on each connection, so waiting for the last
         message of each connection is waiting for all of them.
         """
-        f, ft = self.fleet, self.settings.fleet_telemetry
+        f = self.fleet
         f.encoder.stamp(utc_now(), self.sim_now())
         deadline = time.monotonic() + max(GOODBYE_TIMEOUT_S, len(f.cars) / 20_000)
         last: dict[Link, mqtt.MQTTMessageInfo] = {}
         for start in range(0, len(f.cars), JOIN_BATCH):
             f.say_goodbye(range(start, min(start + JOIN_BATCH, len(f.cars))))
-            while f.outbox:
-                index, channel, topic, payload = f.outbox.popleft()
-                link = self.car_links.get(index) if self.settings.per_car else self.gateway
-                if link is not None and link.connected:
-                    delivery = DELIVERY[channel]
-                    last[link] = link.publish(topic, payload, delivery.qos, delivery.retain)
-                    if ft is not None:  # each DISCONNECTED after its car's offline status
-                        records, delivery = ft.following(f.cars[index], channel, f.encoder.sim_time, leaving=True)
-                        for record_topic, record in records:
-                            last[link] = link.publish(record_topic, record, delivery.qos, delivery.retain)
-            if f.frames is not None:  # every roster once more, its cars offline, after their withdrawals
-                info = self._publish_frames(final=True, offers_first=True)
-                if info is not None:
-                    last[self.gateway] = info
+            last.update(self.out.goodbyes())
             self.net.flush()
             while self.net.backlogged and time.monotonic() < deadline:
                 self.net.poll(0.02)
