@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 TICK_S = 0.05
 SWEEP_BATCH = 256
 JOIN_BATCH = ROSTER_BLOCK  # a gateway's batch of joining cars fills one roster block
-JOIN_SHARE = 0.75  # of a tick, at most, for joining cars (and announcing them again) while some wait
-PLACE_SHARE = 0.85  # ... and up to here for placing the cars that joined unplaced, before the sweep
+JOIN_SHARE = 0.9  # of a tick, at most, for joining cars (and announcing them again) while some wait
+PLACE_SHARE = 0.95  # ... and up to here for placing the cars that joined unplaced, before the sweep
 GOODBYE_TIMEOUT_S = 30.0
 CONFIRM_HEARTBEATS = 2.5  # how long a suspected rival has to prove it is alive, in heartbeat periods
 
