@@ -4,7 +4,8 @@ The fleet process runs against a Mosquitto secured as `fleetroom broker --write-
 writes it; `mosquitto_sub` (a C client, logged in as the observer) reads the gateway's rosters,
 and a car counts as joined when the roster listing it has arrived: the rate is taken from the
 fleet process's start to the arrival of the last block's roster. The process's resident memory
-is read then, and again once every car is placed in its owner's day. The reference, measured in
+is read then, and again once every car is placed in its owner's day. The process's CPU seconds
+are read too: on a shared machine they say what wall time cannot. The reference, measured in
 the same run, is the fleet core alone creating and announcing as many cars (no process start-up,
 no network); the ratio says how much of the core's pace reaches the broker.
 Run: python bench/fleet_join.py [--quick]
@@ -13,6 +14,7 @@ Run: python bench/fleet_join.py [--quick]
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import socket
@@ -45,6 +47,12 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def core_rate(cars: int) -> float:
@@ -107,8 +115,9 @@ class RosterWatch:
         self.proc.wait()
 
 
-def run_fleet(cars: int, port: int, secret_file: Path, watch: RosterWatch) -> tuple[float, int, float, int]:
-    """(seconds until every block's roster arrived, RSS then, seconds until every car was placed, RSS then)."""
+def run_fleet(cars: int, port: int, secret_file: Path, watch: RosterWatch) -> tuple[float, float, int, float, int]:
+    """(seconds until every block's roster arrived, the process's CPU seconds and RSS then, seconds until every
+    car was placed, RSS then)."""
     argv = [sys.executable, "-m", "fleetroom", "vehicles", "--broker", f"mqtt://127.0.0.1:{port}",
             "--secret-file", str(secret_file), "--topic-prefix", PREFIX, "--count", str(cars), "--mode", "gateway",
             "--speed", "1", "--telemetry-interval", "60", "--sim-start", SIM_START]
@@ -120,9 +129,10 @@ def run_fleet(cars: int, port: int, secret_file: Path, watch: RosterWatch) -> tu
             if proc.poll() is not None:
                 raise SystemExit(f"the fleet process exited: {proc.stderr.read() if proc.stderr else ''}")
             time.sleep(0.05)
-        joined_s, joined_rss = max(watch.first.values()) - started, rss_bytes(proc.pid)
+        joined_s = max(watch.first.values()) - started
+        joined_cpu, joined_rss = cpu_seconds(proc.pid), rss_bytes(proc.pid)
         placed_s, placed_rss = placed(proc, started)
-        return joined_s, joined_rss, placed_s, placed_rss
+        return joined_s, joined_cpu, joined_rss, placed_s, placed_rss
     finally:
         proc.terminate()
         proc.wait(120)
@@ -151,7 +161,7 @@ def main() -> None:
         broker, port = start_mosquitto(directory / "mosquitto", secret_file)
         watch = RosterWatch(port, secret)
         try:
-            joined_s, joined_rss, placed_s, placed_rss = run_fleet(cars, port, secret_file, watch)
+            joined_s, joined_cpu, joined_rss, placed_s, placed_rss = run_fleet(cars, port, secret_file, watch)
         finally:
             watch.close()
             broker.terminate()
@@ -160,7 +170,8 @@ def main() -> None:
     print(f"fleet core alone: {reference:,.0f} cars/s created and announced (CPU time)")
     print(f"{cars:,} cars joined in {joined_s:.1f} s from the process's start (last roster read by mosquitto_sub); "
           f"RSS {joined_rss / 2**20:,.0f} MiB; every car placed after {placed_s:.1f} s, "
-          f"RSS {placed_rss / 2**20:,.0f} MiB")
+          f"RSS {placed_rss / 2**20:,.0f} MiB; the process had used {joined_cpu:.1f} s of CPU by the last roster "
+          f"({cars / joined_cpu:,.0f} cars per CPU second, start-up included)")
     print(f"fleet_join: {rate:,.0f} cars/s; ratio {rate / reference:.2f} vs the fleet core alone "
           f"({reference:,.0f} cars/s)")
 

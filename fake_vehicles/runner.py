@@ -9,6 +9,7 @@ port, a snapshot for `/metrics` is taken about once a second (`fake_vehicles.met
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import threading
@@ -42,6 +43,7 @@ SWEEP_BATCH = 256
 JOIN_BATCH = ROSTER_BLOCK  # a gateway's batch of joining cars fills one roster block
 JOIN_SHARE = 0.9  # of a tick, at most, for joining cars (and announcing them again) while some wait
 PLACE_SHARE = 0.95  # ... and up to here for placing the cars that joined unplaced, before the sweep
+FREEZE_EVERY = 100_000  # cars joined between two gc.freeze(): cars live as long as the process
 GOODBYE_TIMEOUT_S = 30.0
 CONFIRM_HEARTBEATS = 2.5  # how long a suspected rival has to prove it is alive, in heartbeat periods
 
@@ -86,6 +88,7 @@ class Runner:
         self.fleet, self.clock, self.settings, self.stop = fleet, clock, settings, stop
         self.net = Net()
         self.car_links: dict[int, Link] = {}
+        self._frozen = 0  # cars there were at the last gc.freeze()
         self.reconnects = 0  # connections that came back after being lost
         self.metrics = FleetMetrics()
         self.running = False  # True once `run` has begun
@@ -325,6 +328,11 @@ class Runner:
             fleet.join(t, batch, place=per_car)  # a gateway places its cars just after announcing them
             self._link_events()
             self.pump()
+        if len(fleet.cars) >= self._frozen + FREEZE_EVERY:
+            # A full collection walks every car (about 0.5 s at a million, several of them while a fleet
+            # joins); frozen, they are left out of it. The join goes 10-20% faster.
+            gc.freeze()
+            self._frozen = len(fleet.cars)
         while fleet.unplaced and time.monotonic() < start + TICK_S * PLACE_SHARE:
             fleet.place_some(SWEEP_BATCH)
         fleet.advance(t, place_max=0)
