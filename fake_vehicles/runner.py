@@ -318,21 +318,7 @@ class Runner:
         self.fleet.encoder.stamp(utc_now(), t)
         self._grow(start)
         per_car, fleet = self.settings.per_car, self.fleet
-        batch = JOIN_BATCH if not per_car else 50
-        join_until = start + TICK_S * JOIN_SHARE
-        while (fleet.pending or fleet.reannouncing) and (now := time.monotonic()) < join_until:
-            if self.net.backlogged:  # the sockets are behind: wait for them (within the share), do not queue more
-                self.net.poll(min(0.005, join_until - now))
-                continue
-            fleet.reannounce_some(batch)
-            fleet.join(t, batch, place=per_car)  # a gateway places its cars just after announcing them
-            self._link_events()
-            self.pump()
-        if len(fleet.cars) >= self._frozen + FREEZE_EVERY:
-            # A full collection walks every car (about 0.5 s at a million, several of them while a fleet
-            # joins); frozen, they are left out of it. The join goes 10-20% faster.
-            gc.freeze()
-            self._frozen = len(fleet.cars)
+        self._join(t, start + TICK_S * JOIN_SHARE)
         while fleet.unplaced and time.monotonic() < start + TICK_S * PLACE_SHARE:
             fleet.place_some(SWEEP_BATCH)
         fleet.advance(t, place_max=0)
@@ -347,6 +333,24 @@ class Runner:
             self.net.poll(0)
         self.pump(final=True)
         self.net.poll(max(0.0, deadline - time.monotonic()))
+
+    def _join(self, t: float, until: float) -> None:
+        """Let waiting cars join (and announce cars again) a batch at a time until `until`, at the sockets' pace."""
+        fleet, per_car = self.fleet, self.settings.per_car
+        batch = JOIN_BATCH if not per_car else 50
+        while (fleet.pending or fleet.reannouncing) and (now := time.monotonic()) < until:
+            if self.net.backlogged:  # the sockets are behind: wait for them (within the share), do not queue more
+                self.net.poll(min(0.005, until - now))
+                continue
+            fleet.reannounce_some(batch)
+            fleet.join(t, batch, place=per_car)  # a gateway places its cars just after announcing them
+            self._link_events()
+            self.pump()
+        if len(fleet.cars) >= self._frozen + FREEZE_EVERY:
+            # A full collection walks every car (about 0.5 s at a million, several of them while a fleet
+            # joins); frozen, they are left out of it. The join goes 10-20% faster.
+            gc.freeze()
+            self._frozen = len(fleet.cars)
 
     def _grow(self, now: float) -> None:
         s = self.settings
