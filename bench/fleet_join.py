@@ -131,18 +131,18 @@ def run_fleet(cars: int, port: int, secret_file: Path, watch: RosterWatch) -> tu
             time.sleep(0.05)
         joined_s = max(watch.first.values()) - started
         joined_cpu, joined_rss = cpu_seconds(proc.pid), rss_bytes(proc.pid)
-        placed_s, placed_rss = placed(proc, started)
+        placed_s, placed_rss = placed(proc, started, cars)
         return joined_s, joined_cpu, joined_rss, placed_s, placed_rss
     finally:
         proc.terminate()
         proc.wait(120)
 
 
-def placed(proc: subprocess.Popen[str], started: float) -> tuple[float, int]:
-    """When the fleet's progress line first counts every car as parked or driving with none left to place."""
+def placed(proc: subprocess.Popen[str], started: float, cars: int) -> tuple[float, int]:
+    """When the fleet's progress line (every 5 s) first counts every car joined, none left to place."""
     assert proc.stderr is not None
     for line in proc.stderr:
-        if line.startswith("vehicles:") and "unplaced" not in line:
+        if line.startswith(f"vehicles: {cars} cars: "):  # "vehicles: N cars (M unplaced): ..." until then
             return time.monotonic() - started, rss_bytes(proc.pid)
     return float("nan"), 0
 
