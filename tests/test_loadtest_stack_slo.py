@@ -1,5 +1,6 @@
 """A short scenario run for real: the objectives million.toml relies on (the whole stack's peak
-memory, assignment p99, offer frames missed) are measured and judged; an impossible one fails the run."""
+memory, assignment p99, offer frames missed) are measured and judged, an impossible one fails the
+run; and jobs wait for `jobs.start_s`, as million.toml's wait for the end of the join."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ hardware_mix = { HW5 = 1.0 }
 rate_per_s = 2.0
 mix = { inference = 1.0 }
 scale = 0.2
+start_s = 3  # jobs flow in the steady stage only: 4 s at 2 a second
 [[stages]]
 kind = "connect_ramp"
 duration_s = 3
@@ -52,6 +54,7 @@ def test_an_impossible_memory_bound_fails_the_run_and_the_figures_are_shown(tmp_
     assert verdicts["max_assignment_p99_ms"]["passed"] and report["assignment_latency"]["count"] > 0
     assert verdicts["max_assignment_p99_ms"]["measured"] == report["assignment_latency"]["p99_ms"]
     assert verdicts["max_frames_missed"]["passed"] and verdicts["max_observer_dropped"]["passed"]
+    assert 0 < report["jobs"]["submitted"] <= 9  # none during the 3 s connect ramp (it would be about 14)
     assert "FAIL  peak resident memory of the whole stack" in result.stdout
     assert "whole stack peak memory" in result.stdout
     assert wait_gone(out) == []

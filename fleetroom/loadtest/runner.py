@@ -260,6 +260,10 @@ class LoadTest:
                 self.ledger.resubmissions += 1
                 self.observer.submit(job.model_copy(update={"sent_at": utc_now()}))
 
+    def _jobs_due(self) -> bool:
+        """Whether jobs flow yet: `jobs.start_s` after the first stage began (a steady-state measure skips the join)."""
+        return self.now_s() - self._first_stage_at >= self.scenario.jobs.start_s
+
     def _sample_memory(self) -> None:
         """Once a second: the resident memory of every process of the run, the harness included."""
         if self.now_s() >= self._next_rss_at:
@@ -269,7 +273,7 @@ class LoadTest:
     def _tick(self, index: int, label: str) -> None:
         self.stack.supervisor.check()
         self._sample_memory()
-        if self.submitting and self._fleet_started:
+        if self.submitting and self._fleet_started and self._jobs_due():
             self._job_credit += self.scenario.jobs.rate_per_s * TICK_S
             while self._job_credit >= 1.0:
                 self._job_credit -= 1.0

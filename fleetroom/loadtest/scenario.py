@@ -69,6 +69,7 @@ class JobSpec(BaseModel):
         default_factory=lambda: {"inference": 0.5, "training": 0.3, "rendering": 0.2})
     scale: Annotated[float, ranged(1e-6, 1e6)] = 1.0
     seed: Annotated[int, counted(0, MAX_SEED)] = 7
+    start_s: Annotated[float, ranged(0.0, MAX_STAGE_S)] = 0.0  # wall seconds into the first stage before the first job
 
 
 class _Stage(BaseModel):
