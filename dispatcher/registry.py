@@ -22,6 +22,8 @@ from protocol.vocabulary import CarState
 RATED_TOPS: dict[str, float] = {generation.value: tops for generation, tops in HARDWARE_TOPS.items()}
 ONLINE, OFFLINE, PARK = Liveness.ONLINE, Liveness.OFFLINE, Gear.PARK  # reading an enum member costs a descriptor call
 VACATING, BUSY, SUSPENDED, IDLE = ComputeState.VACATING, ComputeState.BUSY, ComputeState.SUSPENDED, ComputeState.IDLE
+COUNTED_FIELDS = frozenset({"liveness", "hardware", "rated_tops", "compute_kw", "on_grid"})
+"""The fields of a car that the counts of cars online (`Registry._count_online`) depend on."""
 
 
 @dataclass(slots=True)
@@ -109,8 +111,7 @@ class Registry:
         """A car spoke: it is alive now."""
         car = self.cars.get(vehicle_id) or self.car(vehicle_id)
         last_heard = self._last_heard
-        if vehicle_id in last_heard:
-            del last_heard[vehicle_id]
+        last_heard.pop(vehicle_id, None)  # to the back of the queue
         last_heard[vehicle_id] = now_wall
         if car.liveness is OFFLINE:
             self.update(car, liveness=ONLINE)
@@ -119,11 +120,14 @@ class Registry:
     def update(self, car: Car, **changes: object) -> None:
         """Change fields of `car` and keep every count right."""
         old_state = car.state
-        self._count_online(car, -1)
+        counted = not COUNTED_FIELDS.isdisjoint(changes)  # most changes (offering, gear) leave them as they are
+        if counted:
+            self._count_online(car, -1)
         for name, value in changes.items():
             setattr(car, name, value)
         car.state = derive_state(car)
-        self._count_online(car, +1)
+        if counted:
+            self._count_online(car, +1)
         if car.state != old_state:
             self.by_state[old_state] -= 1
             self.by_state[car.state] += 1
