@@ -138,3 +138,18 @@ def test_silences_come_due_from_the_heap_and_the_totals_match_a_recount() -> Non
     for aid in list(watch.watched):
         watch.unwatch(aid)
     assert (watch.tops_allocated, watch.shards_running, watch.silent(100.0)) == (0.0, 0, [])
+
+
+def test_only_cars_that_earned_something_get_their_own_earnings_message(m: Money) -> None:
+    for vid, mode in (("car-a", OwnerMode.COMPUTE), ("car-b", OwnerMode.COMPUTE), ("car-z", OwnerMode.ROBOTAXI)):
+        m.send(m.topics.vehicle_status(vid), VehicleStatus(**m.env(vid), state=Liveness.ONLINE, owner_mode=mode))
+    m.car("car-a")
+    m.job(shards=1)
+    (assignment,) = m.assign()
+    m.later(11.0)
+    m.result(assignment)
+    m.send(m.topics.vehicle_status("car-z"), VehicleStatus(**m.env("car-z"), state=Liveness.ONLINE,
+                                                             owner_mode=OwnerMode.NONE))  # a change, no money
+    published = [decode(out.payload) for out in m.engine.earnings_cars()]
+    assert [message.car.vehicle_id for message in published] == ["car-a"]  # type: ignore[union-attr]
+    assert m.engine.money.changed == set()  # the others were looked at and left out, not kept for later
