@@ -196,7 +196,7 @@ class CarIntake:
         offer = offer_from(message, vid, now_s, local_s)
         self.offers.stand(offer, car_busy=car.active_assignments > 0, save=save)
         if not car.offering or car.gear is not PARK or car.compute_state is not IDLE:
-            self.registry.update(car, offering=True, gear=PARK, compute_state=IDLE)
+            self.registry.offers_parked(car)
 
     def restore(self, offer: Offer) -> None:
         """An offer the ledger kept across a restart (checked when it arrived): it stands again, unsaved."""

@@ -132,6 +132,15 @@ class Registry:
             self.by_state[old_state] -= 1
             self.by_state[car.state] += 1
 
+    def offers_parked(self, car: Car) -> None:
+        """The car offers compute: parked, idle and offering (what `update` would do, without its generality)."""
+        old_state = car.state
+        car.offering, car.gear, car.compute_state = True, PARK, IDLE
+        car.state = new_state = derive_state(car)
+        if new_state is not old_state:
+            self.by_state[old_state] -= 1
+            self.by_state[new_state] += 1
+
     def set_hardware(self, car: Car, hardware: str) -> None:
         """The car's generation is known: its rated TOPS are the catalogue's (`HARDWARE_TOPS`)."""
         if car.hardware != hardware:
