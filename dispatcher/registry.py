@@ -179,9 +179,6 @@ class Registry:
             self.by_gateway.setdefault(gateway, set()).add(car.vehicle_id)
         car.gateway = gateway
 
-    def gateway_cars(self, gateway: str) -> list[str]:
-        return sorted(self.by_gateway.get(gateway, ()))
-
     def heard_gateway(self, gateway: str, now_wall: float) -> None:
         """A gateway's heartbeat: its cars count as heard now (looked at lazily, by `expire`)."""
         self.gateway_heard[gateway] = now_wall
