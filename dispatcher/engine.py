@@ -266,10 +266,11 @@ class Engine:
             self.faults_detected["shards_lost_car_silent"] += 1
             outs += self.assignments.lose(aid, AssignmentStatus.LOST, "no word from the car", preemption=True)
         outs += self.scheduler.run_round()
-        self.money.flush_modes()
-        self.offers.save(self.ledger)
-        self.refusals.flush()
-        self.clock.save_if_due()
+        with self.ledger.bulk():  # one transaction on the ledger's writer thread
+            self.money.flush_modes()
+            self.offers.save(self.ledger)
+            self.refusals.flush()
+            self.clock.save_if_due()
         return outs + self.job_states.flush()
 
     def summary(self, ingest_backlog: int = 0) -> FleetSummary:

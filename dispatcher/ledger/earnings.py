@@ -8,6 +8,7 @@ gross (compute + robotaxi) minus energy cost, from the same rows.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable
 
@@ -52,16 +53,17 @@ def set_modes(db: sqlite3.Connection, changes: Iterable[tuple[str, str, OwnerMod
     is all. Otherwise set-based (a temporary table joined once per statement), so that a million
     cars' modes are one short transaction, not three statements per car."""
     rows = list({row[0]: row for row in changes}.values())  # a car's last change counts
+    packed = json.dumps(rows)  # one statement each, not one row at a time: see `offer_book`
     before = db.total_changes
-    db.executemany(  # a car new to the ledger starts in its mode now: one write (an OwnerMode is bound as its value)
-        "INSERT INTO cars(vehicle_id, owner_id, owner_mode, mode_since_s) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT(vehicle_id) DO NOTHING", [(vid, owner, mode, now_s) for vid, owner, mode in rows])
+    db.execute(  # a car new to the ledger starts in its mode now: one write
+        "INSERT INTO cars(vehicle_id, owner_id, owner_mode, mode_since_s) SELECT value->>0, value->>1, value->>2, ?"
+        " FROM json_each(?) WHERE true ON CONFLICT(vehicle_id) DO NOTHING", (now_s, packed))
     if db.total_changes - before == len(rows):  # every car was new (a fleet joining): nothing else to change
         return
     db.execute("CREATE TEMP TABLE IF NOT EXISTS mode_changes(vehicle_id TEXT PRIMARY KEY, owner_id TEXT NOT NULL,"
                " owner_mode TEXT NOT NULL)")
     db.execute("DELETE FROM mode_changes")
-    db.executemany("INSERT INTO mode_changes VALUES (?, ?, ?)", rows)
+    db.execute("INSERT INTO mode_changes SELECT value->>0, value->>1, value->>2 FROM json_each(?)", (packed,))
     db.execute(  # an owner heard after the car's first payment
         "UPDATE cars SET owner_id = (SELECT owner_id FROM mode_changes m WHERE m.vehicle_id = cars.vehicle_id)"
         " WHERE vehicle_id IN (SELECT vehicle_id FROM mode_changes WHERE owner_id != vehicle_id)"

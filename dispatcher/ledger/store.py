@@ -7,20 +7,26 @@ assignment is one attempt of a slot on one car. A preempted attempt puts its slo
 waiting with the checkpoint it handed back. Times (`assigned_at`, `heard_at`) are the
 dispatcher's simulation seconds, and rejected claims are counted by reason in `rejections`.
 All of the dispatcher's SQL is in this package, behind the methods of `Ledger`.
+
+The bulk writes of each tick (standing offers, owner modes, refusal counts, the clock) go to a
+writer thread with its own connection (`dispatcher.ledger.writer`), one transaction per tick
+(`bulk`); the loop's connection (`db`) first waits for them, so the loop always sees what it
+wrote. Reads of the job tables, which the writer never touches, do not wait (`_db`).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from dispatcher.credit import Moment
-from dispatcher.ledger import earnings, job_events, result_events, rows, shard_events
+from dispatcher.ledger import earnings, job_events, offer_book, result_events, rows, shard_events
 from dispatcher.ledger.accounts import count_rejection
 from dispatcher.ledger.reports import job_report
 from dispatcher.ledger.schema import open_ledger_file
+from dispatcher.ledger.writer import Writer
 from dispatcher.records import (
     OPEN_JOB,
     AssignmentStatus,
@@ -43,28 +49,69 @@ class Ledger:
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
-        self.db = open_ledger_file(path)
+        self._db = open_ledger_file(path)  # the loop's connection: reads of tables the writer never touches
+        self._writer = None if self.path == ":memory:" else Writer(path)  # ":memory:" has no second connection
+        self._batch: list[Callable[[sqlite3.Connection], None]] | None = None  # the writes of a `bulk` block
         self._submissions: dict[str, JobSubmission] = {}  # open jobs' submissions, parsed once (they never change)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The loop's connection, once the bulk writes handed so far are written."""
+        if self._writer is not None:
+            self._writer.wait()
+        return self._db
 
     def reader(self) -> sqlite3.Connection | None:
         """A read-only connection of its own (for a report built in another thread), None for ":memory:"."""
-        if self.path == ":memory:":
+        if self._writer is None:
             return None
+        self._writer.wait()  # the report includes every write handed before it was asked for
         return sqlite3.connect(f"file:{Path(self.path).resolve()}?mode=ro", uri=True, check_same_thread=False)
 
     def close(self) -> None:
-        self.db.close()
+        """Write what was handed to the writer, then close both connections."""
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            self._db.close()
+
+    @contextmanager
+    def bulk(self) -> Iterator[None]:
+        """The bulk writes made inside are handed to the writer together, as one transaction, at the end."""
+        if self._batch is not None:  # already in a bulk block: its end hands them
+            yield
+            return
+        batch: list[Callable[[sqlite3.Connection], None]] = []
+        self._batch = batch
+        try:
+            yield
+        finally:
+            self._batch = None
+        if batch:
+            self._write(lambda db: _run_all(batch, db))
+
+    def _write(self, work: Callable[[sqlite3.Connection], None]) -> None:
+        """A bulk write: into the current `bulk` block, else to the writer, else (":memory:") here and now."""
+        if self._batch is not None:
+            self._batch.append(work)
+        elif self._writer is not None:
+            self._writer.hand(work)
+        else:
+            with self.transaction() as db:
+                work(db)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One atomic change: all of it survives a kill -9, or none of it."""
-        self.db.execute("BEGIN IMMEDIATE")
+        db = self.db  # after the writer's batches: one writer at a time, and in the order they were made
+        db.execute("BEGIN IMMEDIATE")
         try:
-            yield self.db
+            yield db
         except BaseException:
-            self.db.execute("ROLLBACK")
+            db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
+        db.execute("COMMIT")
 
     # job events ----------------------------------------------------------------------------
     def add_job(self, job: JobSubmission, deadline_s: float | None) -> bool:
@@ -116,16 +163,16 @@ class Ledger:
     # jobs ----------------------------------------------------------------------------------
     def job_ids(self) -> list[str]:
         """Every job the ledger holds, rejected ones included."""
-        return [str(job_id) for (job_id,) in self.db.execute("SELECT job_id FROM jobs ORDER BY seq")]
+        return [str(job_id) for (job_id,) in self._db.execute("SELECT job_id FROM jobs ORDER BY seq")]
 
     def has_job(self, job_id: str) -> bool:
         """Whether a job (not a rejected submission) has this id."""
-        found = self.db.execute("SELECT 1 FROM jobs WHERE job_id = ? AND status != ?", (job_id, JobStatus.REJECTED))
+        found = self._db.execute("SELECT 1 FROM jobs WHERE job_id = ? AND status != ?", (job_id, JobStatus.REJECTED))
         return found.fetchone() is not None
 
     def submission(self, job_id: str) -> JobSubmission | None:
         """The submission of a job, None if there is none or it was rejected."""
-        row = self.db.execute("SELECT submission, status FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        row = self._db.execute("SELECT submission, status FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None or row[1] == JobStatus.REJECTED:
             return None
         return JobSubmission.model_validate_json(str(row[0]))
@@ -136,13 +183,13 @@ class Ledger:
         Each submission is parsed once, when its job is first seen open, and forgotten when the
         job is no longer open or its id is taken by a new submission.
         """
-        found = self.db.execute("SELECT job_id, status, deadline_s FROM jobs WHERE status IN (?, ?)"
+        found = self._db.execute("SELECT job_id, status, deadline_s FROM jobs WHERE status IN (?, ?)"
                                 " ORDER BY priority DESC, seq", OPEN_JOB).fetchall()
         known, parsed = self._submissions, {}
         for job_id, _, _ in found:
             submission = known.get(job_id)
             if submission is None:
-                row = self.db.execute("SELECT submission FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+                row = self._db.execute("SELECT submission FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
                 submission = JobSubmission.model_validate_json(str(row[0]))
             parsed[str(job_id)] = submission
         self._submissions = parsed
@@ -153,7 +200,7 @@ class Ledger:
 
     def waiting_slots(self, job_id: str, limit: int) -> list[Slot]:
         """Up to `limit` of a job's slots that wait for a car, oldest first."""
-        found = self.db.execute(
+        found = self._db.execute(
             "SELECT sl.slot_id, sl.job_id, sl.shard_id, sl.resume_from, sl.checkpoint, sh.work, sh.input_digest"
             " FROM slots sl JOIN shards sh USING(job_id, shard_id)"
             " WHERE sl.job_id = ? AND sl.status = ? ORDER BY sl.slot_id LIMIT ?",
@@ -163,13 +210,13 @@ class Ledger:
 
     def running_slot_count(self, job_id: str) -> int:
         """How many of a job's slots run on a car now."""
-        found = self.db.execute("SELECT COUNT(*) FROM slots WHERE job_id = ? AND status = ?",
+        found = self._db.execute("SELECT COUNT(*) FROM slots WHERE job_id = ? AND status = ?",
                                 (job_id, SlotStatus.RUNNING))
         return int(found.fetchone()[0])
 
     def shard_cars(self, job_id: str, shard_id: str) -> set[str]:
         """Cars that ran (or run) this shard, or had a result for it refused: a replica goes elsewhere."""
-        found = self.db.execute(
+        found = self._db.execute(
             "SELECT vehicle_id FROM assignments WHERE job_id = ? AND shard_id = ? AND status IN (?, ?, ?)",
             (job_id, shard_id, AssignmentStatus.ACTIVE, AssignmentStatus.DONE, AssignmentStatus.REJECTED),
         )
@@ -177,25 +224,25 @@ class Ledger:
 
     def job_report(self, job_id: str) -> JobReport | None:
         """Where a job stands (shards, work, money), None if the ledger has no such job."""
-        return job_report(self.db, job_id)
+        return job_report(self._db, job_id)
 
     def jobs_by_status(self) -> dict[JobStatus, int]:
-        return {JobStatus(s): int(n) for s, n in self.db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")}
+        return {JobStatus(s): int(n) for s, n in self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")}
 
     # assignments ---------------------------------------------------------------------------
     def assignment_count(self) -> int:
         """How many assignments were ever made: new ids count on from it."""
-        return int(self.db.execute("SELECT COUNT(*) FROM assignments").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM assignments").fetchone()[0])
 
     def attempt(self, assignment_id: str) -> Attempt | None:
-        return rows.attempt(self.db, assignment_id)
+        return rows.attempt(self._db, assignment_id)
 
     def active_attempts(self) -> list[Attempt]:
-        return rows.active_attempts(self.db)
+        return rows.active_attempts(self._db)
 
     # cars and money ------------------------------------------------------------------------
     def totals(self) -> dict[str, float]:
-        return {str(n): float(v) for n, v in self.db.execute("SELECT name, value FROM totals")}
+        return {str(n): float(v) for n, v in self._db.execute("SELECT name, value FROM totals")}
 
     def statement(self, vehicle_id: str) -> Statement:
         row = self.db.execute("SELECT tera_ops, gross, energy_kwh, energy_cost FROM cars WHERE vehicle_id = ?",
@@ -212,8 +259,7 @@ class Ledger:
 
     def set_owner_modes(self, changes: list[tuple[str, str, OwnerMode]], now_s: float) -> None:
         """Record each (car, owner, owner mode) from `now_s` on; see `earnings.set_modes`."""
-        with self.transaction() as db:
-            earnings.set_modes(db, changes, now_s)
+        self._write(lambda db: earnings.set_modes(db, changes, now_s))
 
     def record_trip(self, vehicle_id: str, owner_id: str, trip: RobotaxiTrip, energy_price: float,
                     at: Moment, ends_at_s: float) -> float | None:
@@ -236,9 +282,7 @@ class Ledger:
 
     def add_rejections(self, counts: dict[str, int]) -> None:
         """Count refusals the engine decided outside a ledger event (written once per tick)."""
-        with self.transaction() as db:
-            for reason, n in counts.items():
-                count_rejection(db, reason, n)
+        self._write(lambda db: _count_rejections(db, counts))
 
     def last_clock(self) -> tuple[float, float] | None:
         """(simulation seconds, Unix seconds) when the dispatcher last recorded its clock."""
@@ -246,7 +290,8 @@ class Ledger:
         return (float(row[0]), float(row[1])) if row else None
 
     def save_clock(self, sim_s: float, unix_s: float) -> None:
-        self.db.execute("INSERT OR REPLACE INTO clock VALUES (1, ?, ?)", (sim_s, unix_s))
+        """Record the clock, for a restart to continue it."""
+        self._write(lambda db: _save_clock(db, sim_s, unix_s))
 
     def save_offers(self, standing: list[tuple[object, ...]], gone: list[str]) -> None:
         """Keep cars' standing offers (rows of `offer_book`) and forget withdrawn ones, so that a restarted
@@ -255,10 +300,7 @@ class Ledger:
         Offers are soft state: they are written in batches, and the last batch before a kill -9
         may be lost; the cars' next offers, refusals and departures correct that.
         """
-        with self.transaction() as db:
-            if gone:
-                db.executemany("DELETE FROM offer_book WHERE vehicle_id = ?", [(vid,) for vid in gone])
-            db.executemany(f"INSERT OR REPLACE INTO offer_book VALUES ({', '.join('?' * 14)})", standing)
+        self._write(lambda db: offer_book.save_offers(db, standing, gone))
 
     def standing_offers(self) -> list[tuple[object, ...]]:
         """The rows kept by `save_offers`."""
@@ -270,3 +312,17 @@ class Ledger:
             found = [str(offer) for (offer,) in db.execute("SELECT offer FROM offers")]
             db.execute("DELETE FROM offers")
         return found
+
+
+def _run_all(batch: list[Callable[[sqlite3.Connection], None]], db: sqlite3.Connection) -> None:
+    for work in batch:
+        work(db)
+
+
+def _count_rejections(db: sqlite3.Connection, counts: dict[str, int]) -> None:
+    for reason, n in counts.items():
+        count_rejection(db, reason, n)
+
+
+def _save_clock(db: sqlite3.Connection, sim_s: float, unix_s: float) -> None:
+    db.execute("INSERT OR REPLACE INTO clock VALUES (1, ?, ?)", (sim_s, unix_s))

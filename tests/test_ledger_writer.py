@@ -1,0 +1,114 @@
+"""The ledger's bulk writes on a writer thread: the loop sees what it wrote, a restart finds it, failures surface.
+
+Timings are in bench/dispatcher_ingest.py; here only behaviour, on real SQLite files.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from dispatcher.ledger import Ledger
+from dispatcher.ledger import earnings as book
+from dispatcher.ledger.writer import LedgerWriterError
+from protocol import OwnerMode
+from tests.test_dispatcher_money import Money
+
+ROOT = Path(__file__).resolve().parent.parent
+CARS = 20_000  # enough that the writer is still at it when the child closes its ledger
+
+CHILD = f"""
+import sys
+from dispatcher.ledger import Ledger
+from protocol import OwnerMode
+ledger = Ledger(sys.argv[1])
+rows = [(f"car-{{i:05d}}", "o1", "HW5", 1000.0 + i / 7, 0.03, 1.5, 9e3 + i / 3, 0.9, 12.5, 0.8, 0.02,
+         None if i % 2 else 2.0, None, 36000.1) for i in range({CARS})]
+with ledger.bulk():
+    ledger.save_offers(rows, [])
+    ledger.set_owner_modes([(row[0], "owner-1", OwnerMode.COMPUTE) for row in rows], 100.0)
+    ledger.add_rejections({{"bad_payload": 3}})
+    ledger.save_clock(100.0, 1.7e9)
+ledger.set_owner_modes([("car-00007", "owner-1", OwnerMode.ROBOTAXI)], 160.0)  # after the batch above
+ledger.save_offers([], ["car-00003"])
+ledger.close()  # no wait here: close writes what was handed
+"""
+
+
+def test_a_restart_finds_every_bulk_write_handed_to_the_writer_before_close(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.sqlite"
+    subprocess.run([sys.executable, "-c", CHILD, str(db)], cwd=ROOT, check=True, timeout=120)
+    again = Ledger(db)
+    offers = {row[0]: row for row in again.standing_offers()}
+    assert len(offers) == CARS - 1 and "car-00003" not in offers
+    i = 12_345
+    assert offers[f"car-{i:05d}"] == (f"car-{i:05d}", "o1", "HW5", 1000.0 + i / 7, 0.03, 1.5, 9e3 + i / 3, 0.9,
+                                      12.5, 0.8, 0.02, None, None, 36000.1)  # the same doubles, NULLs kept
+    assert offers["car-00010"][11] == 2.0
+    assert book.counts(again.db) == (CARS, 1)
+    assert book.car_money(again.db, "car-00007").owner_mode is OwnerMode.ROBOTAXI  # type: ignore[union-attr]
+    seconds = again.db.execute("SELECT seconds FROM mode_money WHERE vehicle_id = 'car-00007'").fetchone()
+    assert seconds == (60.0,)  # the stretch in compute, closed by the later batch
+    assert again.rejections() == {"bad_payload": 3} and again.last_clock() == (100.0, 1.7e9)
+    again.close()
+
+
+def test_bulk_writes_run_on_the_writer_thread_and_the_loop_then_sees_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    m = Money(tmp_path / "ledger.sqlite")
+    threads: list[str] = []
+    set_modes = book.set_modes
+
+    def recording(*args: object) -> None:
+        threads.append(threading.current_thread().name)
+        set_modes(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(book, "set_modes", recording)
+    m.ledger.set_owner_modes([("car-a", "owner-1", OwnerMode.ROBOTAXI)], 10.0)
+    assert book.car_money(m.ledger.db, "car-a").owner_mode is OwnerMode.ROBOTAXI  # type: ignore[union-attr]
+    assert threads == ["ledger-writer"]
+
+
+def test_a_new_batch_waits_for_the_one_in_flight(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    release, started = threading.Event(), threading.Event()
+
+    def slow(_: object) -> None:
+        started.set()
+        release.wait(30)
+
+    ledger._write(slow)  # as a bulk write: handed to the writer
+    assert started.wait(10)
+    handed = threading.Event()
+
+    def hand_another() -> None:
+        ledger.save_clock(1.0, 2.0)
+        handed.set()
+
+    second = threading.Thread(target=hand_another)
+    second.start()
+    assert not handed.wait(0.3)  # at most one batch in flight: a crash loses no more than it
+    release.set()
+    second.join(10)
+    assert handed.is_set() and ledger.last_clock() == (1.0, 2.0)
+    ledger.close()
+
+
+def test_a_failed_bulk_write_is_raised_on_the_loop_and_nothing_after_it_is_written(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+
+    def broken(db: object) -> None:
+        raise ValueError("disk on fire")
+
+    ledger._write(broken)
+    with pytest.raises(LedgerWriterError, match="disk on fire"):
+        ledger.save_clock(1.0, 2.0)  # handing a batch waits for the failed one, and raises
+    with pytest.raises(LedgerWriterError, match="disk on fire"):
+        ledger.db  # noqa: B018 -- and so does the loop's next use of the ledger
+    with pytest.raises(LedgerWriterError):
+        ledger.close()
+    assert Ledger(tmp_path / "ledger.sqlite").last_clock() is None
