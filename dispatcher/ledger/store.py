@@ -65,7 +65,7 @@ class Ledger:
         """A read-only connection of its own (for a report built in another thread), None for ":memory:"."""
         if self._writer is None:
             return None
-        self._writer.wait()  # the report includes every write handed before it was asked for
+        self._writer.wait(raise_error=False)  # every write handed before the report was asked for (errors: the loop's)
         return sqlite3.connect(f"file:{Path(self.path).resolve()}?mode=ro", uri=True, check_same_thread=False)
 
     def close(self) -> None:

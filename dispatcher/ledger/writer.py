@@ -6,7 +6,9 @@ loop's thread goes on meanwhile. At most one batch is in flight: handing a new o
 for the last, so a kill -9 loses at most the batch being written and what was heard since, as
 when the loop wrote them itself. `wait` returns once every batch handed before it is written:
 the ledger calls it before the loop reads or writes what a batch may touch, before a report on
-another connection, and on close. A batch that fails makes every later `wait` raise its error.
+another connection, and on close. A batch that fails is rolled back and its error raised once, by
+the next `wait` on the loop: that step is lost and the next ones are written, as when the loop
+wrote them itself (the service logs and counts a failed step, and goes on).
 """
 
 from __future__ import annotations
@@ -46,14 +48,21 @@ class Writer:
             self._queue.append(work)
             self._changed.notify_all()
 
-    def wait(self) -> None:
-        """Return once every batch handed so far is written (at once if they are); raise if one failed."""
+    def wait(self, *, raise_error: bool = True) -> None:
+        """Return once every batch handed so far is written (at once if they are); raise the error of one that
+        failed since the last raise, unless told not to (a thread other than the loop's)."""
         target = self._handed
         if self._done < target:
             with self._changed:
                 self._changed.wait_for(lambda: self._done >= target)
-        if self._error is not None:
-            raise LedgerWriterError(f"a bulk ledger write failed: {self._error!r}") from self._error
+        if raise_error and self._error is not None:
+            self._raise()
+
+    def _raise(self) -> None:
+        with self._changed:
+            error, self._error = self._error, None
+        if error is not None:
+            raise LedgerWriterError(f"a bulk ledger write failed: {error!r}") from error
 
     def close(self) -> None:
         """Write what was handed, then stop the thread and close its connection."""
@@ -64,8 +73,7 @@ class Writer:
             self._changed.notify_all()
         self._thread.join()
         self._db.close()
-        if self._error is not None:
-            raise LedgerWriterError(f"a bulk ledger write failed: {self._error!r}") from self._error
+        self._raise()
 
     def _run(self) -> None:
         while True:
@@ -75,10 +83,9 @@ class Writer:
             if work is None:
                 return
             try:
-                if self._error is None:  # after a failure nothing more is written: the next wait raises
-                    self._write(work)
-            except BaseException as exc:  # kept, and raised on the loop's next wait
-                self._error = exc
+                self._write(work)
+            except BaseException as exc:  # raised on the loop's next wait (the first one, if several failed)
+                self._error = self._error or exc
             finally:
                 with self._changed:
                     self._done += 1
