@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.support.feeds import child_main
-from bench.support.stack import TopicWatch, rate_over, start_mosquitto, stop_on_signals
+from bench.support.stack import TopicWatch, rate_over, start_mosquitto, stop_on_signals, supervisor
 from fleetroom.compose.supervisor import Supervisor, fleetroom_command, wait_for
 from mqttlink import BrokerUrl
 from protocol.codec import decode
@@ -128,7 +128,7 @@ def main() -> int:
         print("bench/ingest.py: --cars must be at least --publishers, which must be at least 1", file=sys.stderr)
         return 2
     stop_on_signals()
-    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp, Supervisor(Path(tmp)) as sup:
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp, supervisor(Path(tmp)) as sup:
         measure(args, sup)
     return 0
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from types import FrameType
@@ -19,6 +21,15 @@ from fleetroom.compose.supervisor import Supervisor, wait_for
 from mqttlink import BrokerUrl
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def supervisor(run_dir: Path) -> Supervisor:
+    """A `Supervisor` whose Python children import this checkout (children run in `run_dir`, where a
+    relative PYTHONPATH, or the venv's own install of fleetroom, would give them other code)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return Supervisor(run_dir, env=env)
 
 
 def stop_on_signals() -> None:
@@ -144,3 +155,36 @@ def reached_at(samples: list[tuple[float, int]], target: int) -> float | None:
             return pt + (t - pt) * (target - pc) / (count - pc)
         previous = (t, count)
     return None
+
+
+class FleetMetrics:
+    """Polls the `/metrics` of fleet processes in a thread: (snapshot time, cars joined over all of them)."""
+
+    CARS = re.compile(rb"^fleetroom_fleet_cars_known (\S+)$", re.MULTILINE)
+    TAKEN = re.compile(rb"^fleetroom_fleet_snapshot_timestamp_seconds (\S+)$", re.MULTILINE)
+
+    def __init__(self, ports: list[int], interval: float = 0.25) -> None:
+        self.ports, self.interval = ports, interval
+        self.latest: dict[int, tuple[float, int]] = {}
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fleet-metrics", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            for port in self.ports:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                        text = response.read()
+                except OSError:
+                    continue  # not serving yet
+                cars, taken = self.CARS.search(text), self.TAKEN.search(text)
+                if cars and taken and self.latest.get(port, (0.0, 0))[0] != float(taken[1]):
+                    self.latest[port] = (float(taken[1]), int(float(cars[1])))
+                    self.samples.append((max(t for t, _ in self.latest.values()),
+                                         sum(c for _, c in self.latest.values())))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
