@@ -32,6 +32,7 @@ from bench.support.stack import (
     FleetMetrics,
     PeakRss,
     TopicWatch,
+    essay_fleet_flags,
     reached_at,
     start_mosquitto,
     stop_on_signals,
@@ -59,12 +60,6 @@ class Outcome(NamedTuple):
     dispatcher_s: float | None
     cars_seen: int  # at the end, by the last of the two measured
     peak_rss: int  # bytes, summed over the stack's processes
-
-
-def fleet_flags(cars: int, processes: int, index: int, clock: list[str]) -> list[str]:
-    """What `fleetroom demo --scenario essay --emulate CARS` gives a fleet process, with its shard."""
-    return ["--count", str(cars), "--hardware-mix", "HW5=1", "--telemetry-interval", "600", "--seed", "1",
-            *clock, "--mode", "gateway", "--faulty-share", "0", "--shard", f"{index}/{processes}"]
 
 
 def known(watch: TopicWatch) -> list[tuple[float, int]]:
@@ -103,7 +98,7 @@ def start_fleets(sup: Supervisor, url: BrokerUrl, args: argparse.Namespace, cloc
     for k, port in enumerate(ports):
         sup.start(f"fleet-{k}", fleetroom_command(
             "vehicles", "--broker", str(url), "--topic-prefix", PREFIX, "--metrics-port", str(port),
-            *fleet_flags(args.cars, args.fleet_processes, k, clock)))
+            *essay_fleet_flags(args.cars, args.fleet_processes, k, clock)))
     return FleetMetrics(ports)
 
 

@@ -62,6 +62,12 @@ def start_mosquitto(supervisor: Supervisor, name: str = "mosquitto") -> BrokerUr
     return BrokerUrl("127.0.0.1", port)
 
 
+def essay_fleet_flags(cars: int, processes: int, index: int, clock: list[str]) -> list[str]:
+    """What `fleetroom demo --scenario essay --emulate CARS` gives a fleet process, with its shard."""
+    return ["--count", str(cars), "--hardware-mix", "HW5=1", "--telemetry-interval", "600", "--seed", "1",
+            *clock, "--mode", "gateway", "--faulty-share", "0", "--shard", f"{index}/{processes}"]
+
+
 def descendants(pid: int) -> list[int]:
     """`pid` and every process below it, from /proc (children of every thread)."""
     out, todo = [], [pid]
