@@ -38,12 +38,15 @@ def rules_for(topics: Topics) -> dict[Role, RoleRules]:
     own_car = (*(f"{r}/vehicles/%u/{leaf}" for leaf in VEHICLE_LEAVES), f"{ft}/%u/v/+", f"{ft}/%u/connectivity")
     any_car = (*(f"{r}/vehicles/+/{leaf}" for leaf in VEHICLE_LEAVES), f"{ft}/+/v/+", f"{ft}/+/connectivity")
     earnings = (f"{r}/dispatcher/earnings", f"{r}/dispatcher/earnings/cars/+")
+    # a gateway's frames (protocol.frames) go only below its own name; which cars it may speak
+    # for in them is checked by the receivers, as per-car topics cannot say it
+    own_rosters, own_offer_frames = f"{r}/gateways/%u/roster/+", f"{r}/gateways/%u/offers"
     return {
         Role.VEHICLE: RoleRules(publish=own_car, read=(f"{r}/commands/%u",), retain=(f"{r}/vehicles/%u/status",)),
         Role.GATEWAY: RoleRules(
-            publish=(*any_car, own_status),
+            publish=(*any_car, own_rosters, own_offer_frames, own_status),
             read=(f"{r}/commands/+", f"{r}/control/fleet", f"{r}/connections/+/status"),
-            retain=(f"{r}/vehicles/+/status", own_status),
+            retain=(f"{r}/vehicles/+/status", own_rosters, own_status),
         ),
         Role.DISPATCHER: RoleRules(
             publish=(f"{r}/commands/+", f"{r}/jobs/+/state", f"{r}/dispatcher/summary", *earnings, own_status),

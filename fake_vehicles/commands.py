@@ -25,7 +25,7 @@ from protocol.fleet_messages import AddCars, DriveAway
 from protocol.job_messages import ShardAssignment, ShardCancel
 from protocol.owners import SetOwnerMode
 from protocol.topics import Channel, TopicError
-from protocol.vehicle_messages import ConnectionStatus
+from protocol.vehicle_messages import ConnectionStatus, Liveness
 from protocol.vocabulary import is_online_dispatcher
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,8 @@ class CommandHandler:
             fleet.withdraw(car, f"suspended: {reason.value}")
         elif car.offer_id is None and car.shard is None and not car.silent:
             fleet.offer(car)
-        if not car.silent:
+        if not car.silent:  # the status tells the dispatcher (which reads no telemetry), telemetry the control room
+            fleet.send(car, Channel.VEHICLE_STATUS, fleet.encoder.status(car, Liveness.ONLINE))
             fleet.send(car, Channel.TELEMETRY, fleet.encoder.telemetry(car, reason, car.compute_state(reason)))
 
     def _add_cars(self, message: AddCars) -> None:

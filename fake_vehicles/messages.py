@@ -97,6 +97,7 @@ class Encoder:
         return encode(VehicleStatus(
             sender=car.vehicle_id, sent_at=self.sent_at, sim_time=self.sim_time, state=state,
             hardware=car.hardware.generation, gateway=self.gateway, reason=reason, owner_id=owner_of(car),
+            owner_mode=car.owner_mode,
         ))
 
     def connection_status(self, name: str, state: Liveness, vehicle_count: int, instance: str = "") -> bytes:

@@ -14,6 +14,13 @@ SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 64 * 1024
 """The largest payload the codec accepts; bigger ones are rejected before parsing."""
 
+FRAME_MAX_BYTES = 240 * 1024
+"""The largest gateway frame (`protocol.frames`): under the brokers' 256 KiB packet cap."""
+
+WIRE_CONTRACT_VERSION = "1.1.0"
+"""The wire contract's version (AsyncAPI `info.version`): 1.1 added gateway frames, which receivers
+of 1.0 do not subscribe to; every 1.0 message is unchanged. Per-message `schema_version` stays 1."""
+
 Identifier = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$", strict=True)
 ]
@@ -37,6 +44,15 @@ TeraOpsOrZero = Annotated[float, Field(ge=0.0, le=MAX_TERA_OPS, allow_inf_nan=Fa
 Kwh = Annotated[float, Field(ge=0.0, le=MAX_KWH, allow_inf_nan=False)]
 Kw = Kwh  # a power in kW, bounded like an energy in kWh
 Price = Annotated[float, Field(ge=0.0, le=MAX_PRICE, allow_inf_nan=False)]
+
+
+class ProtocolError(ValueError):
+    """A message that is rejected; `reason` is a short code for counting."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 class WireModel(BaseModel):

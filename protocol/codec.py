@@ -6,8 +6,10 @@ from typing import Annotated, Final
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from protocol.base import MAX_PAYLOAD_BYTES, Message
+from protocol.base import FRAME_MAX_BYTES, MAX_PAYLOAD_BYTES, Message
+from protocol.base import ProtocolError as ProtocolError  # re-exported: receivers catch it from here
 from protocol.fleet_messages import AddCars, CancelJob, DriveAway, FleetSummary, SetPolicy
+from protocol.frames import FRAME_CHANNELS, CarRoster, OfferFrame, validation_problem
 from protocol.job_messages import (
     JobState,
     JobSubmission,
@@ -50,7 +52,9 @@ AnyMessage = Annotated[
     | RobotaxiTrip
     | SetOwnerMode
     | EarningsReport
-    | CarEarnings,
+    | CarEarnings
+    | CarRoster
+    | OfferFrame,
     Field(discriminator="kind"),
 ]
 
@@ -71,17 +75,10 @@ CHANNEL_KINDS: Final[dict[Channel, frozenset[type[Message]]]] = {
     Channel.TRIPS: frozenset({RobotaxiTrip}),
     Channel.EARNINGS: frozenset({EarningsReport}),
     Channel.CAR_EARNINGS: frozenset({CarEarnings}),
+    Channel.ROSTER: frozenset({CarRoster}),
+    Channel.OFFER_FRAME: frozenset({OfferFrame}),
 }
 """Which message kinds may appear on which channel."""
-
-
-class ProtocolError(ValueError):
-    """A message that is rejected; `reason` is a short code for counting."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 def encode(message: AnyMessage) -> bytes:
@@ -89,16 +86,14 @@ def encode(message: AnyMessage) -> bytes:
     return message.__pydantic_serializer__.to_json(message)
 
 
-def decode(payload: bytes | bytearray) -> AnyMessage:
-    """Parse and validate one payload, or raise `ProtocolError`."""
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise ProtocolError("oversized", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+def decode(payload: bytes | bytearray, max_bytes: int = MAX_PAYLOAD_BYTES) -> AnyMessage:
+    """Parse and validate one payload of at most `max_bytes`, or raise `ProtocolError`."""
+    if len(payload) > max_bytes:
+        raise ProtocolError("oversized", f"{len(payload)} bytes > {max_bytes}")
     try:
         return MESSAGE_ADAPTER.validate_json(payload)
     except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "payload"
-        raise ProtocolError("invalid", f"{where}: {first['msg']}") from None
+        raise validation_problem(exc) from None
 
 
 def check_on_topic(info: TopicInfo, message: AnyMessage) -> None:
@@ -109,7 +104,7 @@ def check_on_topic(info: TopicInfo, message: AnyMessage) -> None:
     if info.vehicle_id is None:
         if isinstance(message, JobState) and message.job_id != info.job_id:
             raise ProtocolError("topic_mismatch", f"job {message.job_id} on the topic of {info.job_id}")
-        if isinstance(message, ConnectionStatus) and message.sender != info.client_id:
+        if isinstance(message, ConnectionStatus | CarRoster | OfferFrame) and message.sender != info.client_id:
             raise ProtocolError("sender_mismatch", f"{message.sender} on the topic of {info.client_id}")
         return
     if info.channel is Channel.CAR_EARNINGS:
@@ -129,6 +124,8 @@ def decode_on(topics: Topics, topic: str, payload: bytes | bytearray) -> tuple[T
         info = topics.parse(topic)
     except TopicError as exc:
         raise ProtocolError("unknown_topic", str(exc)) from None
-    message = decode(payload)
+    message = decode(payload, FRAME_MAX_BYTES if info.channel in FRAME_CHANNELS else MAX_PAYLOAD_BYTES)
+    if isinstance(message, CarRoster) and message.block != info.block:
+        raise ProtocolError("topic_mismatch", f"roster of block {message.block} on the topic of block {info.block}")
     check_on_topic(info, message)
     return info, message

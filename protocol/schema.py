@@ -11,7 +11,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel
 
-from protocol.base import SCHEMA_VERSION
+from protocol.base import SCHEMA_VERSION, WIRE_CONTRACT_VERSION
 from protocol.codec import CHANNEL_KINDS, AnyMessage
 from protocol.fleet_telemetry import (
     CONNECTIVITY_DELIVERY,
@@ -47,12 +47,18 @@ CHANNEL_DOCS: dict[Channel, tuple[str, str, str]] = {
                        "The ledger's money: fleet, per owner mode, top cars and owners; every few seconds."),
     Channel.CAR_EARNINGS: ("dispatcher/earnings/cars/{vehicleId}", "dispatcher",
                            "One car's ledger figures, sent when they change."),
+    Channel.ROSTER: ("gateways/{userName}/roster/{block}", "fleet gateway",
+                     "The status of every car in one block of a gateway's cars (a snapshot superseding the "
+                     "last); what per-car status messages say, for many cars at once."),
+    Channel.OFFER_FRAME: ("gateways/{userName}/offers", "fleet gateway",
+                          "Offers and withdrawals of many of a gateway's cars, in order; each item is the car's own."),
 }
 
 PARAMETERS = {
     "vehicleId": "A car's pseudonymous id (never VIN-like).",
     "userName": "The user name a process logs in as (a fleet gateway gw-*, or dispatcher), not its client id.",
     "jobId": "The id the submitter chose for its job.",
+    "block": "A roster block: car i of a gateway, in join order, is in block i // 500.",
 }
 SCHEMA_ID_BASE = f"https://fleetroom.invalid/schema/v{SCHEMA_VERSION}"
 
@@ -143,7 +149,7 @@ def asyncapi_document(topics: Topics, telemetry_base: str | None = None) -> dict
         "asyncapi": "2.6.0",
         "info": {
             "title": "fleetroom fleet API",
-            "version": f"{SCHEMA_VERSION}.0.0",
+            "version": WIRE_CONTRACT_VERSION,
             "description": "Parked electric cars as one distributed AI datacenter, over MQTT 3.1.1. "
             "Every payload is one JSON object whose `kind` names its message; see the schemas.",
         },

@@ -16,6 +16,8 @@ Layout under a versioned root (default ``fleetroom/v1``)::
     {root}/dispatcher/earnings/cars/{vehicle}  retained CarEarnings of one car
     {root}/control/dispatcher             SetPolicy | CancelJob
     {root}/control/fleet                  DriveAway | AddCars | SetOwnerMode
+    {root}/gateways/{gw}/roster/{block}   retained CarRoster: the statuses of one block of a gateway's cars
+    {root}/gateways/{gw}/offers           OfferFrame: offers and withdrawals of many of a gateway's cars
 
 A car writes only below ``{root}/vehicles/{its id}/`` and reads only ``{root}/commands/{its id}``,
 which is what the broker ACL enforces. Per-car earnings sit four levels deep, so that the control
@@ -55,6 +57,8 @@ class Channel(StrEnum):
     TRIPS = "trips"
     EARNINGS = "earnings"
     CAR_EARNINGS = "car_earnings"
+    ROSTER = "roster"
+    OFFER_FRAME = "offer_frame"
 
 
 _VEHICLE_LEAVES = {
@@ -93,6 +97,8 @@ DELIVERY: dict[Channel, Delivery] = {
     Channel.TRIPS: Delivery(qos=1, retain=False),  # each trip is money: it must arrive
     Channel.EARNINGS: Delivery(qos=0, retain=True),  # every few seconds; the next one supersedes a lost one
     Channel.CAR_EARNINGS: Delivery(qos=1, retain=True),  # sent only when the car's figures change
+    Channel.ROSTER: Delivery(qos=1, retain=True),  # a late subscriber learns every car from the rosters
+    Channel.OFFER_FRAME: Delivery(qos=1, retain=False),
 }
 
 
@@ -103,7 +109,8 @@ class TopicInfo:
     channel: Channel
     vehicle_id: str | None = None
     job_id: str | None = None
-    client_id: str | None = None
+    client_id: str | None = None  # a process's user name: connections, and the gateway of a frame
+    block: int | None = None  # a roster's block
 
 
 def check_level(value: str, what: str = "topic level") -> str:
@@ -185,6 +192,29 @@ class Topics:
     def all_car_earnings(self) -> str:
         return f"{self.root}/dispatcher/earnings/cars/+"
 
+    # gateway frames (protocol.frames) -------------------------------------------------------
+    def roster(self, gateway: str, block: int) -> str:
+        """The retained roster of one block of gateway `gateway`'s cars."""
+        if block < 0:
+            raise TopicError(f"roster block {block} must be >= 0")
+        return f"{self.root}/gateways/{check_level(gateway, 'gateway')}/roster/{block}"
+
+    def offer_frames(self, gateway: str) -> str:
+        """The topic of gateway `gateway`'s offer frames."""
+        return f"{self.root}/gateways/{check_level(gateway, 'gateway')}/offers"
+
+    def gateway_namespace(self, gateway: str) -> str:
+        """The filter covering every frame gateway `gateway` may publish."""
+        return f"{self.root}/gateways/{check_level(gateway, 'gateway')}/#"
+
+    @property
+    def all_rosters(self) -> str:
+        return f"{self.root}/gateways/+/roster/+"
+
+    @property
+    def all_offer_frames(self) -> str:
+        return f"{self.root}/gateways/+/offers"
+
     @property
     def dispatcher_control(self) -> str:
         return f"{self.root}/control/dispatcher"
@@ -251,4 +281,8 @@ class Topics:
                 return TopicInfo(Channel.DISPATCHER_CONTROL)
             case ["control", "fleet"]:
                 return TopicInfo(Channel.FLEET_CONTROL)
+            case ["gateways", gw, "roster", block] if _LEVEL.match(gw) and block.isdigit() and len(block) <= 7:
+                return TopicInfo(Channel.ROSTER, client_id=gw, block=int(block))
+            case ["gateways", gw, "offers"] if _LEVEL.match(gw):
+                return TopicInfo(Channel.OFFER_FRAME, client_id=gw)
         raise TopicError(f"topic {topic!r} is not in the topic map")

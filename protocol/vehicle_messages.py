@@ -117,6 +117,9 @@ class VehicleStatus(Message):
     gateway: Identifier | None = None  # set when the car shares a fleet connection
     reason: Text = ""
     owner_id: Identifier | None = None  # pseudonymous owner, for per-owner earnings; None = the car's own
+    # how the owner lets the car earn (contract 1.1): sent with the status, so that the dispatcher,
+    # which reads no per-car telemetry, knows it; None from a 1.0 sender (telemetry still says it)
+    owner_mode: OwnerMode | None = None
 
 
 class ConnectionStatus(Message):
@@ -129,6 +132,9 @@ class ConnectionStatus(Message):
     # which run of the process holds the name (its start time and random bits): two fleet
     # processes started with the same seed tell each other apart by it; empty if unknown
     instance: Annotated[str, StringConstraints(pattern=r"^([a-z0-9][a-z0-9_.-]{0,63})?$", strict=True)] = ""
+    # a gateway that speaks for its cars in frames (protocol.frames): rosters and offer frames, no
+    # per-car statuses or offers; receivers of wire contract 1.0 do not read frames (1.1)
+    frames: bool = False
 
 
 class VehicleTelemetry(Message):

@@ -72,6 +72,16 @@ RIGHTS: list[tuple[str, str, str, bool]] = [
     ("gw-0", "publish", "{r}/commands/car-aa", False),
     ("gw-0", "publish", "{r}/connections/gw-1/status", False),
     ("gw-0", "subscribe", "{r}/commands/+", True),
+    # gateway frames: a gateway writes only its own, retained only its rosters (cars' meaning is the receivers' check)
+    ("gw-0", "retain", "{r}/gateways/gw-0/roster/3", True),
+    ("gw-0", "publish", "{r}/gateways/gw-0/offers", True),
+    ("gw-0", "retain", "{r}/gateways/gw-0/offers", False),
+    ("gw-0", "publish", "{r}/gateways/gw-1/offers", False),
+    ("gw-0", "retain", "{r}/gateways/gw-1/roster/3", False),
+    ("gw-0", "publish", "{r}/gateways/gw-0/roster/3/x", False),
+    ("car-aa", "publish", "{r}/gateways/car-aa/offers", False),
+    ("car-aa", "retain", "{r}/gateways/gw-0/roster/0", False),
+    ("observer", "subscribe", "{r}/gateways/+/roster/+", True),
     ("gw-0", "subscribe", "{r}/commands/#", False),
     ("gw-0", "subscribe", "{r}/#", False),
 ]

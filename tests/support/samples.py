@@ -36,6 +36,7 @@ from protocol import (
     VehicleTelemetry,
     WaitReason,
 )
+from protocol.frames import CarRoster, OfferFrame, RosterEntry
 from protocol.owners import CarEarnings, CarMoney, EarningsReport, ModeMoney, Money, RobotaxiTrip, SetOwnerMode
 
 T0 = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
@@ -111,4 +112,12 @@ def all_samples() -> list[AnyMessage]:
                                                     net_per_car_day=2.67, net_per_car_month=80.1,
                                                     payment_share=0.11)],
                        top_cars=[], top_owners=[]),
+        CarRoster(**env("gw-0"), block=0, cars=[
+            RosterEntry(vehicle_id=car, state=Liveness.ONLINE, hardware=HardwareGeneration.HW5, owner_id="owner-01"),
+            RosterEntry(vehicle_id="car-9f8e7d6c5b", state=Liveness.OFFLINE, reason="owner sold the car")]),
+        OfferFrame(**env("gw-0"), seq=7, offers=[
+            ComputeOffer(**env(car), offer_id="off-2", hardware=HardwareGeneration.HW5, free_tops=5000.0,
+                         energy_budget_kwh=12.0, expected_departure=T0 + timedelta(hours=8),
+                         departure_confidence=0.8, price_per_tops_hour=0.0004, soc=0.8),
+            OfferWithdrawal(**env("car-9f8e7d6c5b"), offer_id="off-3", reason="owner returned")]),
     ]
