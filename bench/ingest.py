@@ -13,6 +13,10 @@ take the same stream at the same time, each in its own process:
 
 After a warm-up, each reader's rate is what it HANDLED over the same window. The machine is shared
 by every process here (two cores on the CI box), as it is in the demo.
+
+First (unless --no-frames) the same is measured on a fresh broker with what a gateway sends in
+frames (`protocol.frames`: every block's retained `CarRoster`, then `OfferFrame`s, one gateway per
+publisher), printed as frames/s and as cars/s; the last line is the per-car run's.
 Run: python bench/ingest.py [--quick]
 """
 
@@ -26,11 +30,13 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.support.feeds import child_main
+from bench.support.feeds import cars_per_frame, child_main
 from bench.support.stack import TopicWatch, rate_over, start_mosquitto, stop_on_signals, supervisor
+from fleetroom.common import clock_flags
 from fleetroom.compose.supervisor import Supervisor, fleetroom_command, wait_for
 from mqttlink import BrokerUrl
 from protocol.codec import decode
@@ -60,58 +66,71 @@ def summary_counts(watch: TopicWatch) -> list[tuple[float, int]]:
     return out
 
 
-def start_readers(sup: Supervisor, url: BrokerUrl, topics: Topics, sim_start: datetime, epoch: float) -> Path:
+class Rates(NamedTuple):
+    """Messages a second over the window: written by the publishers, handled by each reader."""
+
+    published: float
+    mosquitto_sub: float
+    dispatcher: float
+    control_room: float
+    dropped: int  # by Mosquitto for readers whose queue was full, over the whole run
+
+
+def start_readers(sup: Supervisor, url: BrokerUrl, topics: Topics, frames: bool, clock: list[str]) -> Path:
     """mosquitto_sub, the dispatcher and the control room's reader; returns the file mosquitto_sub writes to."""
-    filters = [topics.all_vehicles(Channel.VEHICLE_STATUS), topics.all_vehicles(Channel.OFFER)]
+    filters = ([topics.all_rosters, topics.all_offer_frames] if frames
+               else [topics.all_vehicles(Channel.VEHICLE_STATUS), topics.all_vehicles(Channel.OFFER)])
     # one byte per message, no newline, into the supervisor's log of it: the growth of the file is the count
     sub = sup.start(MOSQUITTO_SUB, [MOSQUITTO_SUB, "-h", url.host, "-p", str(url.port), "-q", "1", "-N", "-F", ".",
                                     *[a for f in filters for a in ("-t", f)]])
     sup.start("dispatcher", fleetroom_command(
         "dispatcher", "--broker", str(url), "--topic-prefix", PREFIX, "--db", str(sup.run_dir / "ledger.sqlite3"),
-        "--speed", "1", "--sim-start", sim_start.isoformat(), "--sim-epoch", f"{epoch:.3f}",
-        "--summary-interval", "0.5", "--heartbeat-timeout", "3600",
+        *clock, "--summary-interval", "0.5", "--heartbeat-timeout", "3600",
     ))
     sup.start("control-room", [sys.executable, __file__, "--_child", "control-room", str(url.port), PREFIX])
     return sub.log_path
 
 
-def measure(args: argparse.Namespace, sup: Supervisor) -> None:
+def measure(args: argparse.Namespace, sup: Supervisor, frames: bool) -> Rates:
+    """One stream (per-car topics, or gateway frames) read by the three readers at once."""
     warmup, window = (4.0, 8.0) if args.quick else (10.0, 30.0)
     url = start_mosquitto(sup)
     topics = Topics(PREFIX)
     sim_start = datetime.now(UTC).replace(microsecond=0)
-    epoch = time.time()
     watch = TopicWatch(url, [topics.summary, DROPPED], f"bench-watch-{os.getpid()}")
-    sub_out = start_readers(sup, url, topics, sim_start, epoch)
+    sub_out = start_readers(sup, url, topics, frames, clock_flags(1.0, sim_start, time.time()))
     room_log = sup.children["control-room"].log_path
     wait_for(lambda: len(summary_counts(watch)) > 0, 30, "the dispatcher's first summary", sup)
     wait_for(lambda: any(c > 0 for _, c in log_counts(room_log)), 30, "the control room's reader", sup)
     per = args.cars // args.publishers
+    role = "publish-frames" if frames else "publish"
     for k in range(args.publishers):
-        sup.start(f"publisher-{k}", [sys.executable, __file__, "--_child", "publish", str(url.port), PREFIX,
+        sup.start(f"publisher-{k}", [sys.executable, __file__, "--_child", role, str(url.port), PREFIX,
                                      str(k * per), str(per), sim_start.isoformat(), str(warmup + window + 3)])
     sub_sizes: list[tuple[float, int]] = []
     start = time.time() + warmup
     end = start + window
-    print(f"ingest: {args.publishers} publishers, {per * args.publishers:,} cars; warm-up {warmup:.0f} s, "
-          f"window {window:.0f} s", file=sys.stderr, flush=True)
+    print(f"ingest ({'gateway frames' if frames else 'per-car topics'}): {args.publishers} publishers, "
+          f"{per * args.publishers:,} cars; warm-up {warmup:.0f} s, window {window:.0f} s", file=sys.stderr, flush=True)
     while time.time() < end + 1.0:
         sup.check()
         sub_sizes.append((time.time(), sub_out.stat().st_size))
         time.sleep(0.25)
-    sub = rate_over(sub_sizes, start, end)
-    dispatcher = rate_over(summary_counts(watch), start, end)
-    room = rate_over(log_counts(room_log), start, end)
-    offered = sum(rate_over(log_counts(sup.children[f"publisher-{k}"].log_path), start, end)
-                  for k in range(args.publishers))
     dropped = [int(p) for _, t, p in watch.since(0) if t == DROPPED]
+    rates = Rates(
+        published=sum(rate_over(log_counts(sup.children[f"publisher-{k}"].log_path), start, end)
+                      for k in range(args.publishers)),
+        mosquitto_sub=rate_over(sub_sizes, start, end), dispatcher=rate_over(summary_counts(watch), start, end),
+        control_room=rate_over(log_counts(room_log), start, end), dropped=dropped[-1] if dropped else 0,
+    )
     watch.close()
-    print(f"published (written to the broker) {offered:,.0f} msg/s; taken by mosquitto_sub {sub:,.0f}, "
-          f"dispatcher {dispatcher:,.0f}, control room {room:,.0f} msg/s; Mosquitto dropped "
-          f"{dropped[-1] if dropped else 0:,} messages for slow readers", flush=True)
-    ratio = min(dispatcher, room) / sub
-    print(f"ingest: {dispatcher:,.0f} msg/s dispatcher, {room:,.0f} msg/s control room; ratio {ratio:.2f} vs "
-          f"mosquitto_sub ({sub:,.0f} msg/s)", flush=True)
+    return rates
+
+
+def describe(r: Rates, unit: str = "msg/s", scale: float = 1.0) -> str:
+    return (f"published {r.published * scale:,.0f} {unit}; taken by mosquitto_sub {r.mosquitto_sub * scale:,.0f}, "
+            f"dispatcher {r.dispatcher * scale:,.0f}, control room {r.control_room * scale:,.0f} {unit}; "
+            f"Mosquitto dropped {r.dropped:,} messages for readers behind")
 
 
 def main() -> int:
@@ -119,6 +138,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="shorter warm-up and window (about 30 s in all)")
     parser.add_argument("--cars", type=int, default=200_000, help="distinct cars in the stream (default: 200,000)")
     parser.add_argument("--publishers", type=int, default=2, help="publisher processes (default: 2)")
+    parser.add_argument("--no-frames", action="store_true", help="skip the run with gateway frames")
     parser.add_argument("--_child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
@@ -128,8 +148,18 @@ def main() -> int:
         print("bench/ingest.py: --cars must be at least --publishers, which must be at least 1", file=sys.stderr)
         return 2
     stop_on_signals()
-    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp, supervisor(Path(tmp)) as sup:
-        measure(args, sup)
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        if not args.no_frames:
+            with supervisor(Path(tmp) / "frames") as sup:
+                framed = measure(args, sup, frames=True)
+            per_frame = cars_per_frame(args.cars // args.publishers)
+            print(f"gateway frames ({per_frame:.0f} cars a message on average): {describe(framed)}", flush=True)
+            print(f"gateway frames, as cars: {describe(framed, 'cars/s', per_frame)}", flush=True)
+        with supervisor(Path(tmp) / "per-car") as sup:
+            r = measure(args, sup, frames=False)
+    print(f"per-car topics: {describe(r)}", flush=True)
+    print(f"ingest: {r.dispatcher:,.0f} msg/s dispatcher, {r.control_room:,.0f} msg/s control room; ratio "
+          f"{min(r.dispatcher, r.control_room) / r.mosquitto_sub:.2f} vs mosquitto_sub ({r.mosquitto_sub:,.0f} msg/s)")
     return 0
 
 

@@ -8,6 +8,7 @@ however busy the child's event loop is.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 import sys
@@ -18,7 +19,9 @@ from datetime import datetime
 
 from bench.support.messages import car_offer, car_status
 from mqttlink import BrokerUrl, client_id_of, stay_connected
+from protocol import ComputeOffer, HardwareGeneration, Liveness, OfferWithdrawal, utc_now
 from protocol.codec import encode
+from protocol.frames import OFFER_FRAME_MAX, ROSTER_BLOCK, CarRoster, OfferFrame, RosterEntry, roster_blocks
 from protocol.topics import DELIVERY, Channel, Topics
 from tui.app import FleetroomApp
 from tui.store import FleetStore
@@ -49,6 +52,30 @@ def per_car_stream(topics: Topics, first: int, cars: int, sim_time: datetime) ->
     return out
 
 
+def frame_stream(topics: Topics, gateway: str, first: int, cars: int,
+                 sim_time: datetime) -> list[tuple[str, bytes, int, bool]]:
+    """What a gateway says for `cars` cars in frames: every block's retained roster, then offer frames of them all."""
+    roster, frame = DELIVERY[Channel.ROSTER], DELIVERY[Channel.OFFER_FRAME]
+    vids = [f"car-{i:07d}" for i in range(first, first + cars)]
+    out = []
+    for block, start in enumerate(range(0, cars, ROSTER_BLOCK)):
+        entries = [RosterEntry(vehicle_id=vid, state=Liveness.ONLINE, hardware=HardwareGeneration.HW5)
+                   for vid in vids[start:start + ROSTER_BLOCK]]
+        message = CarRoster(sender=gateway, sent_at=utc_now(), sim_time=sim_time, block=block, cars=entries)
+        out.append((topics.roster(gateway, block), encode(message), roster.qos, roster.retain))
+    for start in range(0, cars, OFFER_FRAME_MAX):  # seq 0 here: see `renumbered`
+        offers: list[ComputeOffer | OfferWithdrawal] = [car_offer(vid, 1, sim_time)
+                                                        for vid in vids[start:start + OFFER_FRAME_MAX]]
+        offer_frame = OfferFrame(sender=gateway, sent_at=utc_now(), sim_time=sim_time, seq=0, offers=offers)
+        out.append((topics.offer_frames(gateway), encode(offer_frame), frame.qos, frame.retain))
+    return out
+
+
+def cars_per_frame(cars: int) -> float:
+    """Cars named per message, on average, in `frame_stream` of `cars` cars (rosters and offer frames)."""
+    return 2 * cars / (roster_blocks(cars) + -(-cars // OFFER_FRAME_MAX))
+
+
 def _varint(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -76,15 +103,37 @@ def publish_packets(stream: list[tuple[str, bytes, int, bool]]) -> list[bytes]:
     return out
 
 
-def publish(url: BrokerUrl, topics: Topics, first: int, cars: int, sim_time: datetime, seconds: float) -> None:
+def renumbered(stream: list[tuple[str, bytes, int, bool]]) -> Callable[[int], list[bytes]]:
+    """The stream's packets for its `cycle`-th round: offer frames get fresh sequence numbers, the rest is as built."""
+    packets = publish_packets(stream)
+    frames = [(i, stream[i][1].split(b'"seq":0', 1)) for i, (topic, *_) in enumerate(stream)
+              if topic.endswith("/offers")]
+    if not frames:
+        chunks = [b"".join(packets[i:i + 500]) for i in range(0, len(packets), 500)]
+        return lambda cycle: chunks
+
+    def cycle_packets(cycle: int) -> list[bytes]:
+        for j, (i, (head, tail)) in enumerate(frames):
+            topic, _, qos, retain = stream[i]
+            payload = b'%s"seq":%d%s' % (head, cycle * len(frames) + j, tail)
+            packets[i] = publish_packets([(topic, payload, qos, retain)])[0]
+        return packets
+
+    return cycle_packets
+
+
+def publish(url: BrokerUrl, topics: Topics, first: int, cars: int, sim_time: datetime, seconds: float,
+            frames: bool) -> None:
     """Write the stream of `cars` cars round and round for `seconds`, as fast as the broker reads it.
 
     The packets are encoded once and written straight to the socket (acknowledgements read and
     discarded by a thread), so that a publisher costs about what a C client would and leaves the
     CPU to the readers under test; TCP's flow control paces it at the broker's speed.
     """
-    packets = publish_packets(per_car_stream(topics, first, cars, sim_time))
-    chunks = [b"".join(packets[i:i + 500]) for i in range(0, len(packets), 500)]
+    stream = (frame_stream(topics, f"gw-bench-{first}", first, cars, sim_time) if frames
+              else per_car_stream(topics, first, cars, sim_time))
+    per_cycle = renumbered(stream)
+    per_write = 1 if frames else 500  # a frame is big enough to write alone
     sock = socket.create_connection((url.host, url.port))
     connect = b"\x00\x04MQTT\x04\x02\x00\x00" + _text(f"bench-pub-{os.getpid()}")  # clean session, no keepalive
     sock.sendall(_packet(0x10, connect))
@@ -95,12 +144,14 @@ def publish(url: BrokerUrl, topics: Topics, first: int, cars: int, sim_time: dat
     report_counts(lambda: sent, stop)
     end = time.monotonic() + seconds
     try:
-        while time.monotonic() < end:
-            for i, chunk in enumerate(chunks):
-                sock.sendall(chunk)
-                sent += min(500, len(packets) - i * 500)
+        for cycle in itertools.count():
+            for i, data in enumerate(per_cycle(cycle)):
+                sock.sendall(data)
+                sent += min(per_write, len(stream) - i * per_write)
                 if time.monotonic() >= end:
                     break
+            if time.monotonic() >= end:
+                break
         sock.sendall(b"\xe0\x00")  # DISCONNECT
     finally:
         stop.set()
@@ -130,12 +181,12 @@ async def control_room(url: BrokerUrl, topics: Topics) -> None:
 
 
 def child_main(role: str, argv: list[str]) -> None:
-    """Run one child: `publish URL PREFIX FIRST CARS SIM_ISO SECONDS` or `control-room URL PREFIX`."""
+    """Run one child: `publish|publish-frames PORT PREFIX FIRST CARS SIM_ISO SECONDS` or `control-room PORT PREFIX`."""
     url = BrokerUrl("127.0.0.1", int(argv[0]))
     topics = Topics(argv[1])
-    if role == "publish":
+    if role in ("publish", "publish-frames"):
         first, cars, sim, seconds = int(argv[2]), int(argv[3]), datetime.fromisoformat(argv[4]), float(argv[5])
-        publish(url, topics, first, cars, sim, seconds)
+        publish(url, topics, first, cars, sim, seconds, frames=role == "publish-frames")
     elif role == "control-room":
         asyncio.run(control_room(url, topics))
     else:
