@@ -106,7 +106,11 @@ def measure(args: argparse.Namespace, sup: Supervisor, frames: bool) -> Rates:
     role = "publish-frames" if frames else "publish"
     for k in range(args.publishers):
         sup.start(f"publisher-{k}", [sys.executable, __file__, "--_child", role, str(url.port), PREFIX,
-                                     str(k * per), str(per), sim_start.isoformat(), str(warmup + window + 3)])
+                                     str(k * per), str(per), sim_start.isoformat(), str(warmup + window + 5)])
+    publisher_logs = [sup.children[f"publisher-{k}"].log_path for k in range(args.publishers)]
+    # building the payloads takes a few seconds: the warm-up starts when every publisher is writing
+    wait_for(lambda: all(any(c > 0 for _, c in log_counts(p)) for p in publisher_logs), 120,
+             "the publishers to start", sup)
     sub_sizes: list[tuple[float, int]] = []
     start = time.time() + warmup
     end = start + window
@@ -118,8 +122,7 @@ def measure(args: argparse.Namespace, sup: Supervisor, frames: bool) -> Rates:
         time.sleep(0.25)
     dropped = [int(p) for _, t, p in watch.since(0) if t == DROPPED]
     rates = Rates(
-        published=sum(rate_over(log_counts(sup.children[f"publisher-{k}"].log_path), start, end)
-                      for k in range(args.publishers)),
+        published=sum(rate_over(log_counts(p), start, end) for p in publisher_logs),
         mosquitto_sub=rate_over(sub_sizes, start, end), dispatcher=rate_over(summary_counts(watch), start, end),
         control_room=rate_over(log_counts(room_log), start, end), dropped=dropped[-1] if dropped else 0,
     )
