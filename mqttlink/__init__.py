@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mqttlink.backoff import Backoff
+from mqttlink.bulk import BulkLink, BulkLinkError, Outgoing, WillSpec, stay_connected_bulk
 from mqttlink.client import (
     BrokerUnreachable,
     LinkEvent,
@@ -15,6 +16,7 @@ from mqttlink.client import (
     stay_connected,
 )
 from mqttlink.operator import NoDispatcher, OperatorCommand, OperatorLink, new_job_id
+from mqttlink.packets import Received
 from mqttlink.tasks import cancel_and_wait
 from mqttlink.tls import client_ssl_context, per_user_certs, silent_close_hint, tls_problem
 from mqttlink.url import (
@@ -38,11 +40,16 @@ __all__ = [
     "BrokerUnreachable",
     "BrokerUrl",
     "BrokerUrlError",
+    "BulkLink",
+    "BulkLinkError",
     "LinkEvent",
     "LinkState",
     "NoDispatcher",
     "OperatorCommand",
     "OperatorLink",
+    "Outgoing",
+    "Received",
+    "WillSpec",
     "broker_url_from",
     "cancel_and_wait",
     "check_broker",
@@ -56,6 +63,7 @@ __all__ = [
     "per_user_certs",
     "silent_close_hint",
     "stay_connected",
+    "stay_connected_bulk",
     "tls_files_from_env",
     "tls_problem",
 ]

@@ -1,0 +1,80 @@
+"""The dispatcher's shell on the bulk reader: a flood it cannot keep up with waits, shows as backlog, is all handled.
+
+A real dispatcher (SQLite ledger, `DispatcherService`) on both brokers; the flood comes from
+`mosquitto_pub -l`, the states from a client we did not write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from dispatcher.engine import Engine
+from dispatcher.ledger import Ledger
+from dispatcher.service import DispatcherService, ServiceSettings
+from dispatcher.views import Out
+from protocol.clock import SimClock
+from protocol.codec import encode
+from protocol.fleet_messages import FleetSummary
+from protocol.vehicle_messages import HardwareGeneration, Liveness, VehicleStatus
+from tests.support.brokers import TestBroker, require_mosquitto
+from tests.support.mosquitto_clients import mosquitto_pub
+from tests.support.samples import env
+from tests.support.waiting import wait_until
+
+FLOOD = 3000
+MAX_BUFFERED = 100
+HANDLE_S = 0.0005  # the engine's cost of one message, made large enough for the flood to outrun it
+
+
+@pytest.fixture(autouse=True)
+def _clients_the_project_did_not_write() -> None:
+    require_mosquitto()
+
+
+@contextlib.asynccontextmanager
+async def service_running(broker: TestBroker, db: Path, summaries: list[FleetSummary]) -> AsyncIterator[Engine]:
+    """A dispatcher whose reader holds at most `MAX_BUFFERED` unread messages before it pauses."""
+    ledger = Ledger(db)
+    clock = SimClock(speed=60.0)
+    engine = Engine(broker.topics, ledger, sim_now=clock.now, wall=time.monotonic, rng=random.Random(7), speed=60.0)
+    settings = ServiceSettings(tick_s=0.05, summary_interval_s=0.05, max_buffered=MAX_BUFFERED)
+    service = DispatcherService(broker.url("dispatcher"), engine, settings, on_summary=summaries.append)
+    task = asyncio.create_task(service.run())
+    await asyncio.wait_for(service.ready.wait(), 10)
+    try:
+        yield engine
+    finally:
+        service.stop.set()
+        await asyncio.wait_for(task, 10)
+        ledger.close()
+
+
+async def test_a_flood_the_engine_cannot_keep_up_with_waits_and_is_all_handled(
+    any_broker: TestBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topics, summaries = any_broker.topics, []
+    status = VehicleStatus(**env("car-flood"), state=Liveness.ONLINE, hardware=HardwareGeneration.HW5)
+    statuses = (encode(status) + b"\n") * FLOOD
+    async with service_running(any_broker, tmp_path / "l.sqlite", summaries) as engine:
+        handle, flood_topic, handled = engine.handle, topics.vehicle_status("car-flood"), []
+
+        def slow_handle(topic: str, payload: bytes) -> list[Out]:
+            if topic == flood_topic:
+                time.sleep(HANDLE_S)  # CPU the engine spends, not a wait for a condition
+                handled.append(payload)
+            return handle(topic, payload)
+
+        monkeypatch.setattr(engine, "handle", slow_handle)
+        assert await mosquitto_pub(any_broker, "pub", "-t", flood_topic, "-l", stdin=statuses) == 0
+        await wait_until(lambda: len(handled) >= FLOOD, 60, "every message of the flood")
+        assert not engine.rejections()  # nothing refused, nothing lost for want of room
+    backlogs = [s.ingest_backlog for s in summaries]
+    assert len(handled) == FLOOD
+    assert max(backlogs) > 0  # the summary shows what waits to be handled (the pause itself: test_bulk_link)
