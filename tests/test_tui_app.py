@@ -36,6 +36,7 @@ from tui.app import FleetroomApp
 from tui.dialogs import ConfirmScreen
 from tui.jobview import JobTable
 from tui.screens import CarScreen, HelpScreen, JobScreen, SubmitJobScreen
+from tui.watch import TelemetryWatch
 from tui.widgets import NodeTable
 
 SIZE = (140, 42)
@@ -83,7 +84,12 @@ async def listener(broker: TestBroker, topic: str) -> AsyncIterator[list[AnyMess
 
 def control_room(broker: TestBroker, topics: Topics, read_only: bool = False) -> FleetroomApp:
     return FleetroomApp(broker.url(), topics, read_only=read_only, refresh_s=0.05,
-                        backoff=Backoff(initial_s=0.05, max_s=0.3))
+                        backoff=Backoff(initial_s=0.05, max_s=0.3), watch=TelemetryWatch(settle_s=0.1))
+
+
+async def in_view(app: FleetroomApp, *vids: str) -> None:
+    """Wait until these cars are shown and the control room reads their telemetry (it reads no other)."""
+    await wait_until(lambda: set(vids) <= app.telemetry_watch.subscribed, what=f"the telemetry of {vids} subscribed")
 
 
 async def test_a_car_appears_changes_state_is_filtered_and_drilled_into(amqtt_broker: TestBroker,
@@ -93,6 +99,8 @@ async def test_a_car_appears_changes_state_is_filtered_and_drilled_into(amqtt_br
             make_client(amqtt_broker.url(), new_client_id("cars")) as cars:
         await wait_until(lambda: app.store.link.state == "connected", what="the control room to connect")
         await send(cars, topics.vehicle_status("car-a"), cr.status("car-a"), retain=True)
+        await send(cars, topics.vehicle_status("car-b"), cr.status("car-b", hardware="HW6"), retain=True)
+        await in_view(app, "car-a", "car-b")
         await send(cars, topics.telemetry("car-a"), cr.telemetry("car-a"))
         await send(cars, topics.telemetry("car-b"), cr.telemetry("car-b", hardware="HW6"))
         await wait_until(lambda: "car-b" in table_text(app), what="both cars in the node view")
@@ -135,7 +143,7 @@ async def test_a_job_submitted_from_the_form_reaches_the_dispatcher_topic(amqtt_
     app = control_room(amqtt_broker, topics)
     async with listener(amqtt_broker, topics.job_submit) as submitted, app.run_test(size=SIZE) as pilot, \
             make_client(amqtt_broker.url(), new_client_id("dispatcher")) as dispatcher:
-        await wait_until(lambda: app.client is not None, what="the control room to connect")
+        await wait_until(lambda: app.ready, what="the control room to connect")
         notices: list[str] = []
         app.notify = lambda message, **_: notices.append(message)  # type: ignore[method-assign]
         await pilot.press("ctrl+n")
@@ -175,7 +183,7 @@ async def test_the_form_defaults_are_a_small_job_the_wire_contract_accepts() -> 
 async def test_a_bad_form_is_refused_in_place(amqtt_broker: TestBroker, topics: Topics) -> None:
     app = control_room(amqtt_broker, topics)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(lambda: app.client is not None, what="the control room to connect")
+        await wait_until(lambda: app.ready, what="the control room to connect")
         await pilot.press("ctrl+n")
         app.screen.query_one("#form-shards", Input).value = "many"
         await pilot.click("#form-submit")
@@ -191,7 +199,7 @@ async def test_jobs_are_shown_drilled_into_and_cancelled(amqtt_broker: TestBroke
     async with listener(amqtt_broker, topics.dispatcher_control) as control, \
             app.run_test(size=SIZE, message_hook=posted.append) as pilot, \
             make_client(amqtt_broker.url(), new_client_id("dispatcher")) as dispatcher:
-        await wait_until(lambda: app.client is not None, what="the control room to connect")
+        await wait_until(lambda: app.ready, what="the control room to connect")
         await send(dispatcher, topics.connection_status("dispatcher"), cr.dispatcher_status(), retain=True)
         await send(dispatcher, topics.job_state("job-0"), cr.job_state("job-0", JobStatus.DONE, 1.0), retain=True)
         await send(dispatcher, topics.job_state("job-1"), cr.job_state("job-1", JobStatus.QUEUED, 0.0), retain=True)
@@ -244,7 +252,7 @@ async def test_read_only_publishes_nothing(amqtt_broker: TestBroker, topics: Top
     app = control_room(amqtt_broker, topics, read_only=True)
     async with listener(amqtt_broker, topics.root + "/#") as everything, app.run_test(size=SIZE) as pilot, \
             make_client(amqtt_broker.url(), new_client_id("marker")) as marker:
-        await wait_until(lambda: app.client is not None, what="the control room to connect")
+        await wait_until(lambda: app.ready, what="the control room to connect")
         await pilot.press("ctrl+n")
         assert not isinstance(app.screen, SubmitJobScreen)
         await app.set_policy(MatchPolicy.CHEAPEST)
@@ -261,7 +269,7 @@ async def test_bad_messages_and_a_broker_restart_are_survived(amqtt_broker: Test
     async with app.run_test(size=SIZE):
         await wait_until(lambda: app.store.link.state == "connected", what="the control room to connect")
         async with make_client(amqtt_broker.url(), new_client_id("bad")) as bad:
-            await bad.publish(topics.telemetry("car-a"), b"{broken", qos=1)
+            await bad.publish(topics.vehicle_status("car-a"), b"{broken", qos=1)
             await bad.publish(topics.root + "/nowhere", b"{}", qos=1)
         await wait_until(lambda: "rejected 2" in text_of(app, "#health"), what="two rejections shown")
         await amqtt_broker.restart()
@@ -269,7 +277,7 @@ async def test_bad_messages_and_a_broker_restart_are_survived(amqtt_broker: Test
         await wait_until(lambda: "connected · " in text_of(app, "#health")
                          and "reconnected 1x" in text_of(app, "#health"), what="the health bar to say so")
         async with make_client(amqtt_broker.url(), new_client_id("cars")) as cars:
-            await send(cars, topics.telemetry("car-z"), cr.telemetry("car-z"))
+            await send(cars, topics.vehicle_status("car-z"), cr.status("car-z"))
         await wait_until(lambda: "car-z" in table_text(app), what="a car heard after the restart")
         assert app.is_running
 
@@ -280,13 +288,13 @@ async def test_help_palette_pause_and_drive_away(amqtt_broker: TestBroker, topic
     async with listener(amqtt_broker, topics.fleet_control) as fleet, \
             app.run_test(size=SIZE, message_hook=posted.append) as pilot, \
             make_client(amqtt_broker.url(), new_client_id("cars")) as cars:
-        await wait_until(lambda: app.client is not None, what="the control room to connect")
+        await wait_until(lambda: app.ready, what="the control room to connect")
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
 
-        await send(cars, topics.telemetry("car-a"), cr.telemetry("car-a"))
+        await send(cars, topics.vehicle_status("car-a"), cr.status("car-a"))
         await wait_until(lambda: app.order.ids == ["car-a"], what="car-a in the node view")
         await pilot.press("d")
         await wait_until(lambda: len(fleet) == 1, what="DriveAway on control/fleet")
@@ -307,7 +315,7 @@ async def test_help_palette_pause_and_drive_away(amqtt_broker: TestBroker, topic
 
         await pilot.press("p")
         await wait_until(lambda: "UPDATES PAUSED" in text_of(app, "#health"), what="the pause to show")
-        await send(cars, topics.telemetry("car-b"), cr.telemetry("car-b"))
+        await send(cars, topics.vehicle_status("car-b"), cr.status("car-b"))
         await wait_until(lambda: "car-b" in app.store.cars, what="car-b in the store while paused")
         await pilot.press("p")
         await wait_until(lambda: "car-b" in app.order.ids, what="car-b shown after resuming")
@@ -324,7 +332,7 @@ async def test_paint_rate_is_not_message_rate(amqtt_broker: TestBroker, topics: 
     posted: list[str] = []
     app = FleetroomApp(amqtt_broker.url(), topics, refresh_s=0.5)
     burst = 2_000
-    payloads = [(topics.telemetry(f"car-{i % 400:03d}"), encode(cr.telemetry(f"car-{i % 400:03d}", soc=(i % 9) / 10)))
+    payloads = [(topics.vehicle_status(f"car-{i % 400:03d}"), encode(cr.status(f"car-{i % 400:03d}")))
                 for i in range(burst)]
     async with app.run_test(size=SIZE, message_hook=lambda m: posted.append(type(m).__name__)) as pilot, \
             make_client(amqtt_broker.url(), new_client_id("cars")) as cars:

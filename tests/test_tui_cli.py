@@ -63,7 +63,7 @@ async def test_operator_and_observer_log_in_with_fleet_credentials(secure_broker
     async with make_client(secure_broker.url("dispatcher"), new_client_id("dispatcher")) as dispatcher, \
             operator.run_test() as pilot, observer.run_test():
         await dispatcher.subscribe(topics.job_submit, qos=1)
-        await wait_until(lambda: operator.client is not None and observer.client is not None,
+        await wait_until(lambda: operator.ready and observer.ready,
                          what="both control rooms to log in")
         await send(dispatcher, topics.connection_status("dispatcher"), dispatcher_status(), retain=True)
         await send(dispatcher, topics.job_state("job-1"), job_state("job-1"))

@@ -6,7 +6,6 @@ The worker never touches a widget and never posts a Textual message per MQTT mes
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -43,11 +42,13 @@ from tui.chartdata import CHARTS, chart_data
 from tui.charts import HistoryChart
 from tui.dialogs import ConfirmScreen
 from tui.earningsview import EarningsView
+from tui.feed import ingest_guarded, run_feed
 from tui.jobview import JobTable
 from tui.nodeview import NodeOrder, state_strip
 from tui.power import PowerScreen
 from tui.screens import CarScreen, HelpScreen, JobForm, JobScreen, SubmitJobScreen
 from tui.store import FleetStore
+from tui.watch import TelemetryWatch
 from tui.widgets import NodeTable
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,6 @@ log = logging.getLogger(__name__)
 
 CommandT = TypeVar("CommandT", bound=OperatorCommand)
 PUBLISHING_ACTIONS = frozenset({"submit_job", "cancel_selected_job", "drive_away_selected"})
-INGEST_YIELD_EVERY = 200  # let the UI paint between bursts of incoming messages
 
 
 class FleetroomApp(App[None]):
@@ -84,7 +84,8 @@ class FleetroomApp(App[None]):
     def __init__(self, broker_url: BrokerUrl, topics: Topics, *, read_only: bool = False,
                  title: str = "fleetroom control room", store: FleetStore | None = None,
                  clock: Callable[[], float] = time.monotonic, refresh_s: float = 0.25,
-                 connect: bool = True, auto_resort_limit: int = 50_000, backoff: Backoff | None = None) -> None:
+                 connect: bool = True, auto_resort_limit: int = 50_000, backoff: Backoff | None = None,
+                 watch: TelemetryWatch | None = None) -> None:
         super().__init__()
         self.broker_url = broker_url
         self.topics = topics
@@ -92,6 +93,7 @@ class FleetroomApp(App[None]):
         self.title = title
         self.store = store or FleetStore(topics)
         self.order = NodeOrder(auto_resort_limit=auto_resort_limit)
+        self.telemetry_watch = watch or TelemetryWatch()  # the cars whose telemetry the feed reads
         self.clock = clock
         self.refresh_s = refresh_s
         self.connect = connect
@@ -143,51 +145,45 @@ class FleetroomApp(App[None]):
         self.query_one(NodeTable).focus()
         if self.connect:
             self.run_link()
+            if not self.read_only:
+                self.run_commands()
 
     # the MQTT worker -----------------------------------------------------------------------
     @work(exclusive=True, group="mqtt", exit_on_error=False)
     async def run_link(self) -> None:
-        """Stay subscribed to everything under the root, through broker restarts."""
-        await stay_connected(self.broker_url, client_id_of(self.broker_url, self.sender), self._session,
-                             on_state=self._on_link, backoff=self.backoff, must_connect_first=False,
-                             max_queued_incoming=100_000, on_drop=self._dropped)
-
-    def _dropped(self) -> None:
-        self.store.dropped += 1
+        """Read every car's state and the view's telemetry (`tui.feed`), through broker restarts."""
+        await run_feed(self.broker_url, self.store, client_id=client_id_of(self.broker_url, self.sender),
+                       watch=self.telemetry_watch, clock=self.clock, on_state=self._on_link, backoff=self.backoff)
 
     def _on_link(self, event: LinkEvent) -> None:
         self.store.link_changed(event.state.value, event.reason, event.attempt)
 
-    async def _session(self, client: aiomqtt.Client) -> None:
-        watched = map(self.topics.car_earnings, self.store.earnings.watched)  # per-car earnings: drilled-into cars
-        await client.subscribe([(topic_filter, 1) for topic_filter in (*self.topics.control_room, *watched)])
+    @work(exclusive=True, group="commands", exit_on_error=False)
+    async def run_commands(self) -> None:
+        """Hold the connection operator commands go out on (the feed reads on a connection of its own)."""
+        await stay_connected(self.broker_url, client_id_of(self.broker_url, self.sender), self._command_session,
+                             backoff=self.backoff, must_connect_first=False)
+
+    async def _command_session(self, client: aiomqtt.Client) -> None:
         self.client = client
         try:
-            count = 0
-            async for message in client.messages:
-                payload = message.payload
-                self._ingest(str(message.topic), payload)
-                count += 1
-                if count % INGEST_YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
+            async for _ in client.messages:  # subscribed to nothing: this ends when the connection is lost
+                pass
         finally:
             self.client = None
 
+    @property
+    def ready(self) -> bool:
+        """Reading the broker and, unless read-only, able to send commands."""
+        return self.store.link.state == "connected" and (self.read_only or self.client is not None)
+
     def _ingest(self, topic: str, payload: object) -> None:
-        """Hand one message to the store; even a bug in applying it must not stop the link."""
-        if not isinstance(payload, bytes | bytearray):
-            self.store.messages += 1
-            self.store.reject("invalid", f"payload of type {type(payload).__name__}")
-            return
-        try:
-            self.store.ingest(topic, payload)
-        except Exception as exc:  # counted, logged with its traceback, dropped; the link carries on
-            log.exception("could not apply a message on %s", topic)
-            self.store.reject("unhandled", f"{type(exc).__name__}: {exc}")
+        """Hand one message to the store as the feed does (tests drive the app's store with it)."""
+        ingest_guarded(self.store, topic, payload)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """If the MQTT worker itself fails, say so in the health bar rather than go quiet."""
-        if event.worker.group == "mqtt" and event.state is WorkerState.ERROR:
+        if event.worker.group in ("mqtt", "commands") and event.state is WorkerState.ERROR:
             self.store.link_changed("failed", str(event.worker.error))
             log.error("the MQTT worker failed: %r", event.worker.error)
 
@@ -210,15 +206,28 @@ class FleetroomApp(App[None]):
         self._show("cars", panels.cars_line(store))
         self._show("equivalences", panels.equivalence_line(store))
         self._show("faults", panels.faults_line(store))
-        moved = self.order.sync(store, self.clock())
+        now = self.clock()
+        moved = self.order.sync(store, now)
+        self._node_table.start_order_pass(now)
         strip = "  ".join(f"{code} {count:,}" for code, count in state_strip(store))
-        self._show("strip", f"{strip or 'no cars yet'}   |   showing {len(self.order.ids):,} of {len(store.cars):,}")
+        busy = "" if self.order.settled else f"   ({'filtering' if self.order.filter.text else 'sorting'}…)"
+        live = len(self.telemetry_watch.subscribed)
+        watched = f"   |   telemetry read for the {live:,} cars on show" if live else ""
+        self._show("strip", f"{strip or 'no cars yet'}   |   showing {len(self.order.ids):,} of "
+                            f"{len(store.cars):,}{busy}{watched}")
         if moved or store.cars_version != self._painted_version:
             self._painted_version = store.cars_version
             self._node_table.update_rows()
+        self._follow_view(now)
         self._job_table.update_jobs()
         if self._tabs.active == "history":
             self.paint_history()
+
+    def _follow_view(self, now: float) -> None:
+        """Tell the watch which cars are on show: the car screens open, and the node table's rows."""
+        pinned = [screen.vehicle_id for screen in self.screen_stack if isinstance(screen, CarScreen)]
+        visible = self._node_table.visible_ids() if self._tabs.active == "nodes" else []
+        self.telemetry_watch.want(pinned, visible, now)
 
     def paint_history(self) -> None:
         for chart, spec in zip(self._charts, CHARTS, strict=True):
@@ -269,7 +278,6 @@ class FleetroomApp(App[None]):
         except re.error as exc:
             self.notify(f"bad filter: {exc}", severity="error")
             return
-        self.order.rebuild(self.store)
         table = self.query_one(NodeTable)
         table.cursor = 0
         table.update_rows()
@@ -279,7 +287,7 @@ class FleetroomApp(App[None]):
         self.paint()
 
     def action_resort(self) -> None:
-        self.order.rebuild(self.store)
+        self.order.invalidate()
         self._painted_version = -1  # the rows moved: repaint the table even if no car changed
         self.paint()
 
@@ -291,11 +299,16 @@ class FleetroomApp(App[None]):
             self.set_filter("")
 
     @on(NodeTable.CarSelected)
-    async def open_car(self, event: NodeTable.CarSelected) -> None:
+    def open_car(self, event: NodeTable.CarSelected) -> None:
+        """Drill down: the feed subscribes to the car's telemetry and its ledger figures (`tui.feed`)."""
         self.push_screen(CarScreen(self.store, event.vehicle_id))
         self.store.earnings.watched.add(event.vehicle_id)
-        if self.client is not None:  # its ledger figures, retained, as long as the session lasts
-            await self.client.subscribe(self.topics.car_earnings(event.vehicle_id), qos=1)
+        self.telemetry_watch.want([event.vehicle_id], self.telemetry_watch.wanted, self.clock())
+
+    @on(NodeTable.OrderChanged)
+    def _order_changed(self) -> None:
+        self._painted_version = -1
+        self.paint()
 
     @on(JobTable.JobSelected)
     def open_job(self, event: JobTable.JobSelected) -> None:

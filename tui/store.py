@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -38,8 +39,10 @@ from protocol import (
     dispatcher_online,
 )
 from protocol.fleet_messages import utilisation
+from protocol.frames import CarRoster, OfferFrame
 from protocol.owners import CarEarnings, EarningsReport
 from tui.earnings import EarningsBook
+from tui.gateways import GatewayFrames
 from tui.jobs import JobBook
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,9 @@ class CarRow:
     done_tera_ops: float = 0.0
     work_tera_ops: float = 0.0
     last_event: str = ""
+    frame_gateway: str = ""  # the gateway whose rosters speak for the car (the first to list it)
+    frame_block: int = -1  # the block of that gateway's rosters listing it now; -1: not listed
+    telemetry_live: bool = False  # its telemetry is subscribed and has arrived since (else shown greyed)
 
     @property
     def code(self) -> str:
@@ -152,6 +158,7 @@ class FleetStore:
         self.earnings = EarningsBook()  # the ledger's money (report, and the car in view)
         self.summary: FleetSummary | None = None
         self.connections: dict[str, ConnectionStatus] = {}
+        self.frames = GatewayFrames()
         self.link = LinkStatus()
         self.messages = 0
         self.rejected: Counter[str] = Counter()
@@ -178,9 +185,9 @@ class FleetStore:
             return
         self.apply(info, message)
 
-    def reject(self, reason: str, detail: str) -> None:
-        """Count one rejected message."""
-        self.rejected[reason] += 1
+    def reject(self, reason: str, detail: str, count: int = 1) -> None:
+        """Count one rejected message (or `count` cars refused in one frame), logged once."""
+        self.rejected[reason] += count
         self.last_rejection = f"{reason}: {detail}"[:200]
         log.warning("rejected message: %s", self.last_rejection)
 
@@ -200,11 +207,16 @@ class FleetStore:
         elif isinstance(message, VehicleStatus):
             self._status(message)
         elif isinstance(message, ComputeOffer | OfferWithdrawal):
-            self._offer(message)
+            self.apply_offer(message)
+        elif isinstance(message, CarRoster):
+            self.frames.roster(self, message)
+        elif isinstance(message, OfferFrame):
+            self.frames.offers(self, message)
         elif isinstance(message, FleetSummary):
             self.summary = message
         elif isinstance(message, ConnectionStatus):
             self.connections[message.sender] = message
+            self.frames.connection(self, message)
         elif isinstance(message, JobState | JobSubmission):
             self.jobs.apply(message)
         elif isinstance(message, ShardAssignment | ShardCancel):
@@ -243,15 +255,19 @@ class FleetStore:
             row.hardware = hardware
 
     def _status(self, message: VehicleStatus) -> None:
-        row = self.car(message.sender)
-        row.liveness = message.state
-        if message.hardware is not None:
-            self._set_hardware(row, message.hardware.value)
-        row.gateway = message.gateway or row.gateway
-        if message.state is not Liveness.ONLINE:
+        hardware = message.hardware.value if message.hardware is not None else None
+        self.set_status(self.car(message.sender), message.state, hardware, message.reason, message.gateway)
+
+    def set_status(self, row: CarRow, state: Liveness, hardware: str | None, reason: str, gateway: str | None) -> None:
+        """Apply what a car's status says (its own message, or its entry in a gateway's roster)."""
+        row.liveness = state
+        if hardware is not None:
+            self._set_hardware(row, hardware)
+        row.gateway = gateway or row.gateway
+        if state is not Liveness.ONLINE:
             row.offered_tops = 0.0
-            row.reason = message.reason or message.state.value
-        self._set_state(row, car_state(row.liveness, None, row.state))
+            row.reason = reason or state.value
+        self._set_state(row, car_state(state, None, row.state))
         self.cars_version += 1
 
     def _telemetry(self, message: VehicleTelemetry) -> None:
@@ -262,6 +278,7 @@ class FleetStore:
         row.rated_tops = message.rated_tops
         row.tops_in_use = message.tops_in_use
         row.shard = message.shard or ""
+        row.telemetry_live = True
         row.reason = message.suspend_reason.value if message.suspend_reason is not None else ""
         self._set_state(row, car_state(Liveness.ONLINE, message, row.state))
         if row.state is CarState.DRIVING and not row.reason:
@@ -278,11 +295,19 @@ class FleetStore:
         points.append(TelemetryPoint(message.sim_time, message.soc, message.tops_in_use, message.earned,
                                      message.pack_temp_c, row.state))
 
+    def telemetry_unwatched(self, vehicle_ids: Iterable[str]) -> None:
+        """These cars' telemetry is no longer subscribed: their telemetry figures are last known, not live."""
+        for vid in vehicle_ids:
+            if (row := self.cars.get(vid)) is not None:
+                row.telemetry_live = False
+        self.cars_version += 1
+
     def watch(self, vehicle_id: str) -> None:
         """Keep a telemetry history for this car even past the history limit (drill-down)."""
         self.car_history.setdefault(vehicle_id, deque(maxlen=self._car_history_length))
 
-    def _offer(self, message: ComputeOffer | OfferWithdrawal) -> None:
+    def apply_offer(self, message: ComputeOffer | OfferWithdrawal) -> None:
+        """Apply a car's offer or withdrawal (its own message, or an item of a gateway's offer frame)."""
         row = self.car(message.sender)
         if isinstance(message, ComputeOffer):
             self._set_hardware(row, message.hardware.value)

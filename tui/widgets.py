@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
-from textual import events
+from textual import events, work
 from textual.binding import Binding, BindingType
 from textual.geometry import Size
 from textual.message import Message
@@ -14,10 +15,12 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tui.nodeview import COLUMN_KEYS, COLUMNS, NodeOrder, format_cells, header_cells
+from tui.nodeview import COLUMN_KEYS, COLUMNS, TELEMETRY_COLUMNS, NodeOrder, OrderJob, format_cells, header_cells
 from tui.store import FleetStore
 
 ROW_WIDTH = sum(c.width for c in COLUMNS) + len(COLUMNS) - 1
+TELEMETRY_CELLS = frozenset(COLUMN_KEYS.index(key) for key in TELEMETRY_COLUMNS)
+STALE_STYLE = Style(dim=True)  # a car's telemetry figures when its telemetry is not subscribed: last known
 
 STATE_STYLES = {
     "Id": Style(color="green"),
@@ -57,11 +60,39 @@ class NodeTable(ScrollView, can_focus=True):
             super().__init__()
             self.vehicle_id = vehicle_id
 
+    class OrderChanged(Message):
+        """The operator chose another sort: the app owes the node order a full pass."""
+
     def __init__(self, store: FleetStore, order: NodeOrder, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.store = store
         self.order = order
         self.virtual_size = Size(ROW_WIDTH, 1)
+        self._order_job: OrderJob | None = None  # the full pass running in a worker thread, if any
+
+    # the order's full passes ----------------------------------------------------------------
+    def start_order_pass(self, now: float) -> None:
+        """Above the order's inline limit, run an owed full sort/filter pass in a worker thread."""
+        order, running = self.order, self._order_job
+        if len(self.store.arrival) <= order.auto_resort_limit or not order.due(self.store, now):
+            return
+        if running is not None and running.generation == order.generation:
+            return  # the pass under way already follows the current sort and filter
+        self._order_job = order.job(self.store)
+        self.run_order_pass(self._order_job, now)
+
+    @work(thread=True, group="order", exit_on_error=False)
+    def run_order_pass(self, job: OrderJob, now: float) -> None:
+        started = time.perf_counter()
+        ids = job.run()
+        self.app.call_from_thread(self._order_pass_done, job, ids, now, time.perf_counter() - started)
+
+    def _order_pass_done(self, job: OrderJob, ids: list[str], started_at: float, seconds: float) -> None:
+        if job is self._order_job:
+            self._order_job = None
+        self.order.pass_seconds = seconds
+        if self.order.adopt(job, ids, self.store, started_at):
+            self.update_rows()
 
     # painting -------------------------------------------------------------------------------
     def update_rows(self) -> None:
@@ -70,6 +101,11 @@ class NodeTable(ScrollView, can_focus=True):
         if self.cursor >= len(self.order.ids):
             self.cursor = max(len(self.order.ids) - 1, 0)
         self.refresh()
+
+    def visible_ids(self) -> list[str]:
+        """The vehicle ids of the rows on screen now."""
+        top = int(self.scroll_y)
+        return self.order.ids[top : top + max(self.size.height - 1, 0)]
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
@@ -84,11 +120,15 @@ class NodeTable(ScrollView, can_focus=True):
         car = self.store.cars[self.order.ids[index]]
         cells = format_cells(car)
         base = self.get_component_rich_style("nodetable--cursor") if index == self.cursor else self.rich_style
+        stale = base + STALE_STYLE if not car.telemetry_live and car.rated_tops > 0 else base  # heard, not now
         segments = []
         for i, cell in enumerate(cells):
             if i:
                 segments.append(Segment(" ", base))
-            style = base + STATE_STYLES[car.code] if i == 1 and index != self.cursor else base
+            if i == 1 and index != self.cursor:
+                style = base + STATE_STYLES[car.code]
+            else:
+                style = stale if i in TELEMETRY_CELLS else base
             segments.append(Segment(cell, style))
         return Strip(segments, ROW_WIDTH).crop_extend(scroll_x, scroll_x + width, base)
 
@@ -128,8 +168,8 @@ class NodeTable(ScrollView, can_focus=True):
         """Sort by `key`; asking again for the same column reverses it."""
         reverse = not self.order.reverse if self.order.sort_key == key else False
         self.order.set_sort(key, reverse)
-        self.order.rebuild(self.store)
-        self.update_rows()
+        self.update_rows()  # the new header now; the rows when the app's pass is done
+        self.post_message(self.OrderChanged())
 
     def action_sort_next(self) -> None:
         keys = COLUMN_KEYS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from protocol import (
@@ -17,6 +18,7 @@ from protocol import (
     Liveness,
     Location,
     MatchPolicy,
+    OfferWithdrawal,
     OwnerMode,
     ShardAssignment,
     ShardProgress,
@@ -25,7 +27,10 @@ from protocol import (
     VehicleStatus,
     VehicleTelemetry,
     WaitReason,
+    encode,
 )
+from protocol.frames import ROSTER_BLOCK, CarRoster, OfferFrame, RosterEntry, roster_blocks
+from protocol.topics import Topics
 from protocol.vehicle_messages import HARDWARE_TOPS
 
 T0 = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
@@ -101,3 +106,29 @@ def result(vid: str, job_id: str, shard: int = 0, work: float = 1e6) -> ShardRes
 
 def dispatcher_status(state: Liveness = Liveness.ONLINE) -> ConnectionStatus:
     return ConnectionStatus(**_env("dispatcher"), role="dispatcher", state=state)
+
+
+def roster(gateway: str, block: int, cars: Sequence[str | tuple[str, Liveness, str]],
+           hardware: str = "HW5") -> CarRoster:
+    """One roster of a gateway: each car online, or (id, state, reason)."""
+    gen = HardwareGeneration(hardware)
+    entries = [RosterEntry(vehicle_id=car, state=Liveness.ONLINE, hardware=gen, reason="joined") if isinstance(car, str)
+               else RosterEntry(vehicle_id=car[0], state=car[1], hardware=gen, reason=car[2]) for car in cars]
+    return CarRoster(**_env(gateway), block=block, cars=entries)
+
+
+def offer_frame(gateway: str, seq: int, items: Sequence[ComputeOffer | OfferWithdrawal]) -> OfferFrame:
+    return OfferFrame(**_env(gateway), seq=seq, offers=list(items))
+
+
+def gateway_status(gateway: str, state: Liveness = Liveness.ONLINE) -> ConnectionStatus:
+    return ConnectionStatus(**_env(gateway), role="gateway", state=state, frames=True)
+
+
+def roster_feed(topics: Topics, cars: int, gateway: str = "gw-0") -> list[tuple[str, bytes]]:
+    """(topic, payload) of the rosters of `cars` cars named car-0000000..., ROSTER_BLOCK a block."""
+    feed = []
+    for block in range(roster_blocks(cars)):
+        ids = [f"car-{i:07d}" for i in range(block * ROSTER_BLOCK, min((block + 1) * ROSTER_BLOCK, cars))]
+        feed.append((topics.roster(gateway, block), encode(roster(gateway, block, ids))))
+    return feed
