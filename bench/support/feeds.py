@@ -18,12 +18,12 @@ from collections.abc import Callable
 from datetime import datetime
 
 from bench.support.messages import car_offer, car_status
-from mqttlink import BrokerUrl, client_id_of, stay_connected
+from mqttlink import BrokerUrl
 from protocol import ComputeOffer, HardwareGeneration, Liveness, OfferWithdrawal, utc_now
 from protocol.codec import encode
 from protocol.frames import OFFER_FRAME_MAX, ROSTER_BLOCK, CarRoster, OfferFrame, RosterEntry, roster_blocks
 from protocol.topics import DELIVERY, Channel, Topics
-from tui.app import FleetroomApp
+from tui.feed import run_feed
 from tui.store import FleetStore
 
 REPORT_EVERY_S = 0.25
@@ -168,14 +168,12 @@ def _discard(sock: socket.socket) -> None:
 
 
 async def control_room(url: BrokerUrl, topics: Topics) -> None:
-    """The control room's MQTT session feeding its `FleetStore`, as `FleetroomApp.run_link` runs it, minus painting."""
+    """The control room's own feed (`tui.feed.run_feed`, what its MQTT worker runs) filling a `FleetStore`, headless."""
     store = FleetStore(topics)
-    app = FleetroomApp(url, topics, store=store, connect=False)  # never run: only its reader is used
     stop = threading.Event()
     report_counts(lambda: store.messages, stop)
     try:
-        await stay_connected(url, client_id_of(url, "observer"), app._session, max_queued_incoming=100_000,
-                             on_drop=app._dropped)
+        await run_feed(url, store, must_connect_first=True)
     finally:
         stop.set()
 
