@@ -59,7 +59,7 @@ def offer_refusal(offer: ComputeOffer, known_hardware: str) -> str | None:
     """Why an offer is refused: more TOPS than its generation has, or another generation than the car's."""
     if offer.free_tops > HARDWARE_TOPS[offer.hardware]:
         return "offer_beyond_catalogue"
-    if known_hardware not in ("unknown", offer.hardware.value):
+    if known_hardware not in ("unknown", offer.hardware):  # a StrEnum member equals its value
         return "offer_hardware_mismatch"
     return None
 

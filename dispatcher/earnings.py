@@ -1,14 +1,17 @@
 """The owners' money as the dispatcher sees it: modes heard, trips booked, earnings published from the ledger.
 
-Owner modes arrive with each car's telemetry; only changes reach the ledger, in one transaction
-per tick. What the control room shows is published from the ledger alone: a retained
-`EarningsReport` (fleet, per mode, top cars and owners: its size does not grow with the fleet)
-and, for each car whose figures changed, its retained `CarEarnings` (at most `max_cars_per_flush`
-a time, the rest next time), which the control room reads only for the car in view.
+Owner modes arrive with each car's status (or roster entry); only changes reach the ledger, in
+one transaction per tick. The report sums over every car (seconds at a million): the service
+builds it in a thread, on a read-only connection of its own (`report_off_loop`), never on the
+loop. What the control room shows is published from the ledger alone: a retained `EarningsReport`
+(fleet, per mode, top cars and owners: its size does not grow with the fleet) and, for each car
+whose figures changed, its retained `CarEarnings` (at most `max_cars_per_flush` a time, the rest
+next time), which the control room reads only for the car in view.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
@@ -39,7 +42,7 @@ class OwnersMoney:
         self.changed: set[str] = set()  # cars whose ledger figures changed since their last message
 
     def saw_mode(self, vehicle_id: str, mode: OwnerMode) -> None:
-        """A car's telemetry named its owner mode: keep it if it changed."""
+        """A car's status (or telemetry) named its owner mode: keep it if it changed."""
         old = self.modes.get(vehicle_id)
         if old is mode:
             return
@@ -74,9 +77,9 @@ class OwnersMoney:
     def mode_counts(self) -> dict[str, int]:
         return {mode.value: n for mode, n in self.by_mode.items() if n > 0}
 
-    def report(self, sim_time: datetime) -> EarningsReport:
-        """The ledger's earnings: fleet, per mode, top cars and owners."""
-        db = self.ledger.db
+    def report(self, sim_time: datetime, db: sqlite3.Connection | None = None) -> EarningsReport:
+        """The ledger's earnings (on `db`; the ledger's own connection if None): fleet, modes, top cars and owners."""
+        db = self.ledger.db if db is None else db
         cars, owners = book.counts(db)
         return EarningsReport(
             sender=SENDER, sent_at=utc_now(), sim_time=sim_time, fleet=book.fleet_money(db), cars=cars,
@@ -84,11 +87,20 @@ class OwnersMoney:
             top_cars=book.cars_money(db, self.top_cars), top_owners=book.owners_money(db, self.top_owners),
         )
 
-    def messages(self, sim_now: Callable[[], datetime]) -> list[Out]:
-        """The report and the changed cars' own messages, to publish."""
+    def report_off_loop(self, sim_time: datetime) -> Out:
+        """The report as a message, built on a read-only connection of its own: safe in another thread."""
+        reader = self.ledger.reader()
+        if reader is None:  # an in-memory ledger has no second connection (tests only)
+            return Out.on(Channel.EARNINGS, self.topics.earnings, self.report(sim_time))
+        try:
+            return Out.on(Channel.EARNINGS, self.topics.earnings, self.report(sim_time, reader))
+        finally:
+            reader.close()
+
+    def car_messages(self, sim_time: datetime) -> list[Out]:
+        """The modes heard written, then the messages of the cars whose figures changed (a bounded number)."""
         self.flush_modes()
-        sim_time = sim_now()
-        outs = [Out.on(Channel.EARNINGS, self.topics.earnings, self.report(sim_time))]
+        outs = []
         for _ in range(min(len(self.changed), self.max_cars_per_flush)):
             vid = self.changed.pop()
             car = book.car_money(self.ledger.db, vid)
@@ -96,3 +108,9 @@ class OwnersMoney:
                 message = CarEarnings(sender=SENDER, sent_at=utc_now(), sim_time=sim_time, car=car)
                 outs.append(Out.on(Channel.CAR_EARNINGS, self.topics.car_earnings(vid), message))
         return outs
+
+    def messages(self, sim_now: Callable[[], datetime]) -> list[Out]:
+        """The report and the changed cars' own messages, to publish (all on the caller's thread)."""
+        sim_time = sim_now()
+        cars = self.car_messages(sim_time)
+        return [Out.on(Channel.EARNINGS, self.topics.earnings, self.report(sim_time)), *cars]

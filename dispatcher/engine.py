@@ -22,20 +22,22 @@ from datetime import datetime
 
 from dispatcher import jobs
 from dispatcher.assignments import Assignments
-from dispatcher.claims import Refusals, ShardMessage, offer_refusal, shard_refusal, telemetry_refusal
+from dispatcher.claims import Refusals, ShardMessage, shard_refusal
 from dispatcher.clock import LedgerClock
 from dispatcher.earnings import OwnersMoney
+from dispatcher.intake import CarIntake
 from dispatcher.ledger import Ledger
 from dispatcher.matchmaker import OfferBook
-from dispatcher.offers import Offers, offer_from
+from dispatcher.offers import Offers, offer_of_row
 from dispatcher.records import AssignmentStatus
 from dispatcher.registry import Registry
 from dispatcher.scheduling import Scheduler
 from dispatcher.views import SENDER, JobStates, Out, RunningWork, Throughput, fleet_summary
 from dispatcher.watching import Watchlist
 from protocol.base import utc_now
-from protocol.codec import AnyMessage, ProtocolError, decode_on
+from protocol.codec import AnyMessage, ProtocolError, check_on_topic, decode_on
 from protocol.fleet_messages import CancelJob, FleetSummary, MatchPolicy, SetPolicy
+from protocol.frames import FRAME_CHANNELS, CarRoster, OfferFrame, decode_frame
 from protocol.job_messages import (
     JobState,
     JobStatus,
@@ -47,12 +49,10 @@ from protocol.job_messages import (
 )
 from protocol.owners import RobotaxiTrip
 from protocol.power import local_seconds
-from protocol.topics import Channel, TopicInfo, Topics
+from protocol.topics import Channel, TopicError, TopicInfo, Topics
 from protocol.vehicle_messages import (
-    ChargeState,
     ComputeOffer,
     ConnectionStatus,
-    Gear,
     Liveness,
     OfferWithdrawal,
     VehicleStatus,
@@ -77,7 +77,7 @@ class Engine:
         self.clock = LedgerClock(ledger, sim_now=sim_now, wall=wall, unix=unix, speed=speed)
         self.registry = Registry(heartbeat_timeout_s)
         self.offers = Offers(OfferBook(policy), ledger.unreliable_cars(jobs.UNRELIABLE_BELOW))
-        self.watchlist = Watchlist(self.registry, speed)
+        self.watchlist = Watchlist(self.registry, speed, lambda: self.clock.now_s)
         self.job_states = JobStates(ledger, topics, sim_now)
         self.refusals = Refusals(ledger)
         self.assignments = Assignments(ledger, topics, self.clock, rng, registry=self.registry, offers=self.offers,
@@ -88,6 +88,9 @@ class Engine:
         self.money = OwnersMoney(ledger, topics, self.registry, self.clock, energy_price=energy_price)
         self.messages_received = 0
         self.faults_detected: Counter[str] = Counter()  # since start, for the summary's "# faults"
+        self.cars = CarIntake(registry=self.registry, offers=self.offers, watchlist=self.watchlist,
+                              assignments=self.assignments, refusals=self.refusals, money=self.money,
+                              clock=self.clock, faults=self.faults_detected)
         self._last_summary = (wall(), 0)
 
     def rejections(self) -> Counter[str]:
@@ -96,10 +99,13 @@ class Engine:
     def startup(self) -> list[Out]:
         """Resume from the ledger: watch active assignments again and republish every job's state."""
         self.assignments.watch_active()
-        for offer_json in self.ledger.standing_offers():
-            offer = ComputeOffer.model_validate_json(offer_json)  # a stale one is refused by its car
+        for row in self.ledger.standing_offers():  # a stale one is refused by its car
+            self.cars.restore(offer_of_row(row))
+        local_s = local_seconds(self.clock.sim_now())
+        for offer_json in self.ledger.take_legacy_offers():  # kept as JSON by an older version: saved anew
+            offer = ComputeOffer.model_validate_json(offer_json)
             self.registry.heard(offer.sender, self.clock.wall())
-            self._on_offer(offer.sender, offer, save=False)
+            self.cars.offer(offer.sender, offer, self.clock.now_s, local_s)
         for job_id in self.ledger.job_ids():
             self.job_states.mark(job_id)
         return self.job_states.flush()
@@ -109,7 +115,7 @@ class Engine:
         """Apply one MQTT message; a bad one is counted, logged and dropped."""
         self.messages_received += 1
         try:
-            info, message = decode_on(self.topics, topic, payload)
+            info, message = self._decode(topic, payload)
         except ProtocolError as exc:
             self.refusals.tally(exc.reason)
             log.warning("dropped a message on %s: %s", topic, exc)
@@ -120,9 +126,30 @@ class Engine:
             return self._from_car(info.vehicle_id, message)
         return self._from_others(info, message)
 
+    def _decode(self, topic: str, payload: bytes) -> tuple[TopicInfo, AnyMessage]:
+        """The topic and its message; a gateway frame is decoded as its own type (a larger cap, no union)."""
+        try:
+            info = self.topics.parse(topic)
+        except TopicError as exc:
+            raise ProtocolError("unknown_topic", str(exc)) from None
+        if info.channel not in FRAME_CHANNELS:
+            return decode_on(self.topics, topic, payload)
+        frame = decode_frame(info.channel, payload)
+        if isinstance(frame, CarRoster) and frame.block != info.block:
+            raise ProtocolError("topic_mismatch", f"roster of block {frame.block} on the topic of block {info.block}")
+        check_on_topic(info, frame)
+        return info, frame
+
     def _from_others(self, info: TopicInfo, message: AnyMessage) -> list[Out]:
+        if isinstance(message, CarRoster) and info.client_id is not None:
+            return self.cars.roster(info.client_id, message)
+        if isinstance(message, OfferFrame) and info.client_id is not None:
+            self.cars.offer_frame(info.client_id, message)
+            return []
         if isinstance(message, ConnectionStatus):
-            return self._on_connection(info, message)
+            if message.role != "gateway" or info.client_id is None:
+                return []
+            return self.cars.connection(info.client_id, message.state is Liveness.ONLINE)
         if isinstance(message, JobSubmission):
             return self._on_submission(message)
         if isinstance(message, SetPolicy):
@@ -136,97 +163,20 @@ class Engine:
 
     def _from_car(self, vid: str, message: AnyMessage) -> list[Out]:
         if isinstance(message, VehicleStatus):
-            return self._on_status(vid, message)
+            return self.cars.status(vid, message)
         car = self.registry.heard(vid, self.clock.wall())
-        car.spoke_at_s = self.clock.now_s
+        car.spoke_at_s = now_s = self.clock.now_s
         if isinstance(message, VehicleTelemetry):
-            self._on_telemetry(vid, message)
+            self.cars.telemetry(vid, message)
         elif isinstance(message, ComputeOffer):
-            self._on_offer(vid, message)
+            self.cars.offer(vid, message, now_s, local_seconds(self.clock.sim_now()))
         elif isinstance(message, OfferWithdrawal):
-            self.offers.drop(vid)
-            self.registry.update(car, offering=False)
+            self.cars.withdrawal(vid, message)
         elif isinstance(message, ShardProgress | ShardResult | ShardPreempted | ShardRefused):
             return self._on_shard(vid, message)
         elif isinstance(message, RobotaxiTrip):
             self.money.trip(vid, message)
         return []
-
-    # cars ----------------------------------------------------------------------------------
-    def _on_status(self, vid: str, message: VehicleStatus) -> list[Out]:
-        car = self.registry.car(vid)
-        self.registry.set_gateway(car, message.gateway)
-        if message.hardware is not None:
-            self.registry.update(car, hardware=message.hardware.value)
-        if message.owner_id:
-            car.owner_id = message.owner_id
-        if message.state is Liveness.ONLINE:
-            self.registry.heard(vid, self.clock.wall())
-            car.spoke_at_s = self.clock.now_s
-            self.registry.update(car, liveness=Liveness.ONLINE)
-            return []
-        return self._car_gone(vid, message.state, f"car {message.state.value}")
-
-    def _car_gone(self, vid: str, liveness: Liveness, why: str) -> list[Out]:
-        car = self.registry.car(vid)
-        self.registry.forget_heartbeat(vid)
-        self.offers.drop(vid)
-        self.registry.update(car, liveness=liveness, offering=False)
-        outs: list[Out] = []
-        for aid in self.watchlist.take_car(vid):
-            self.faults_detected["shards_lost_car_gone"] += 1
-            outs += self.assignments.lose(aid, AssignmentStatus.LOST, why, preemption=True)
-        return outs
-
-    def _on_connection(self, info: TopicInfo, message: ConnectionStatus) -> list[Out]:
-        if message.role != "gateway" or info.client_id is None:
-            return []
-        if message.state is Liveness.ONLINE:
-            # a gateway's periodic status is the heartbeat of every car it speaks for
-            now = self.clock.wall()
-            for vid in self.registry.gateway_cars(info.client_id):
-                if self.registry.car(vid).liveness is not Liveness.OFFLINE:
-                    self.registry.heard(vid, now)
-            return []
-        outs: list[Out] = []
-        for vid in self.registry.gateway_cars(info.client_id):
-            outs += self._car_gone(vid, Liveness.OFFLINE, f"gateway {info.client_id} offline")
-        return outs
-
-    def _on_telemetry(self, vid: str, message: VehicleTelemetry) -> None:
-        refusal = telemetry_refusal(message)
-        if refusal is not None:
-            self.refusals.count(refusal, "telemetry of %s (%s): %g TOPS rated, %g in use, %g kW", vid,
-                                message.hardware.value, message.rated_tops, message.tops_in_use,
-                                message.compute_power_kw)
-            return
-        self.money.saw_mode(vid, message.owner_mode)
-        car = self.registry.car(vid)
-        self.registry.update(
-            car, gear=message.gear, compute_state=message.compute_state, hardware=message.hardware.value,
-            rated_tops=message.rated_tops,
-        )
-        on_grid = message.charge_state in (ChargeState.CHARGING, ChargeState.COMPLETE)
-        self.registry.meter(car, message.compute_power_kw, on_grid=on_grid, now_s=self.clock.now_s)
-        if message.gear is not Gear.PARK:
-            self.offers.drop(vid)
-            self.registry.update(car, offering=False)
-
-    def _on_offer(self, vid: str, message: ComputeOffer, *, save: bool = True) -> None:
-        if vid in self.offers.unreliable:
-            return
-        car = self.registry.car(vid)
-        refusal = offer_refusal(message, car.hardware)
-        if refusal is not None:
-            self.refusals.count(refusal, "offer of %s: %g TOPS on %s", vid, message.free_tops,
-                                message.hardware.value)
-            return
-        offer = offer_from(message, vid, self.clock.now_s, local_seconds(self.clock.sim_now()))
-        if car.hardware == "unknown":
-            self.registry.update(car, hardware=message.hardware.value)
-        as_json = message.model_dump_json() if save else None
-        self.offers.stand(offer, car_busy=car.active_assignments > 0, as_json=as_json)
-        self.registry.update(car, offering=True)
 
     # shards --------------------------------------------------------------------------------
     def _on_shard(self, vid: str, message: ShardMessage) -> list[Out]:
@@ -250,6 +200,7 @@ class Engine:
                 self.money.paid(vid)
                 self.watchlist.unwatch(aid)
                 self.offers.forget_held(vid)
+                self.cars.handed_back(vid, message.reason)
             return []
         return self._on_result(vid, message)
 
@@ -311,7 +262,7 @@ class Engine:
         outs: list[Out] = []
         for vid in self.registry.expire(now):
             self.faults_detected["cars_timed_out"] += 1
-            outs += self._car_gone(vid, Liveness.OFFLINE, "heartbeat timeout")
+            outs += self.cars.car_gone(vid, Liveness.OFFLINE, "heartbeat timeout")
         for aid in self.watchlist.silent(now):
             self.faults_detected["shards_lost_car_silent"] += 1
             outs += self.assignments.lose(aid, AssignmentStatus.LOST, "no word from the car", preemption=True)
@@ -336,9 +287,17 @@ class Engine:
                 shards=self.watchlist.shards_running, assignments=len(self.watchlist.watched),
                 messages_received=self.messages_received, ingest_backlog=ingest_backlog),
             cars_by_owner_mode=self.money.mode_counts(),
-            faults_detected=self.faults_detected,
+            faults_detected=self.faults_detected, now_s=self.clock.now_s,
         )
 
     def earnings(self) -> list[Out]:
         """The ledger's earnings report and the changed cars' figures, to publish every few seconds."""
         return self.money.messages(self.clock.sim_now)
+
+    def earnings_cars(self) -> list[Out]:
+        """The owner modes heard written to the ledger, and the changed cars' figures (on the loop: cheap)."""
+        return self.money.car_messages(self.clock.sim_now())
+
+    def earnings_report(self) -> list[Out]:
+        """The earnings report, summed over every car on a read-only connection of its own: run it in a thread."""
+        return [self.money.report_off_loop(self.clock.sim_now())]

@@ -85,13 +85,16 @@ class Need:
     checkpoint_interval_s: float = 60.0
 
 
+FASTEST, CHEAPEST, DEPARTURE_AWARE = MatchPolicy.FASTEST, MatchPolicy.CHEAPEST, MatchPolicy.DEPARTURE_AWARE
+
+
 def policy_score(policy: MatchPolicy, offer: Offer) -> float:
     """The job's rank of a car under `policy`; lower is better (heap order)."""
-    if policy is MatchPolicy.FASTEST:
+    if policy is FASTEST:
         return -offer.free_tops
-    if policy is MatchPolicy.CHEAPEST:
+    if policy is CHEAPEST:
         return offer.asking_price
-    if policy is MatchPolicy.DEPARTURE_AWARE:
+    if policy is DEPARTURE_AWARE:
         return -offer.likely_leave_s
     return WATTS_PER_TOPS[offer.hardware] * (2.0 - offer.soc)
 
@@ -172,7 +175,10 @@ class OfferBook:
         offer.seq = next(self._seq)
         self.offers[offer.vehicle_id] = offer
         self.tops_offered += offer.free_tops
-        bucket = self._buckets.setdefault(self._key(offer), _Bucket())
+        key = self._key(offer)
+        bucket = self._buckets.get(key)
+        if bucket is None:  # not setdefault: a new _Bucket per offer costs a microsecond at a million offers
+            bucket = self._buckets[key] = _Bucket()
         bucket.size += 1
         heapq.heappush(bucket.heap, (policy_score(self.policy, offer), offer.seq, offer.vehicle_id))
 

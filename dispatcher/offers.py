@@ -3,14 +3,16 @@
 One shard per car: an offer taken by an assignment, or one that arrives while its car runs a
 shard, is held and goes back to the book when the shard ends (unless the car withdrew it, left,
 or its expected departure has passed). Cars judged unreliable offer nothing. Offers that
-arrived or went are remembered until the ledger saves them, once per tick.
+arrived or went are remembered until the ledger saves them, once per tick: only a car's last
+offer of the tick is written, as the plain numbers of the book (`offer_row`), all in one transaction.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dispatcher.matchmaker import Offer, OfferBook
+from protocol.base import HardwareGeneration
 from protocol.vehicle_messages import ComputeOffer
 
 if TYPE_CHECKING:
@@ -31,6 +33,27 @@ def offer_from(message: ComputeOffer, vehicle_id: str, now_s: float, local_s: fl
     )
 
 
+def offer_row(offer: Offer) -> tuple[object, ...]:
+    """An offer as the ledger's `offer_book` keeps it."""
+    return (offer.vehicle_id, offer.offer_id, offer.hardware, offer.free_tops, offer.price_per_tops_hour,
+            offer.offered_at_s, offer.departure_at_s, offer.departure_confidence, offer.energy_budget_kwh, offer.soc,
+            offer.min_price_per_tops_hour, offer.max_shard_hours, offer.pack_temp_c, offer.local_offered_s)
+
+
+def offer_of_row(row: tuple[Any, ...]) -> Offer:
+    """The offer an `offer_book` row keeps (its times on the ledger's clock, which a restart continues)."""
+    vid, offer_id, hardware, tops, price, at_s, leave_s, confidence, budget, soc, min_price, max_hours, pack_c, \
+        local_s = row
+    return Offer(
+        vehicle_id=str(vid), offer_id=str(offer_id), hardware=HardwareGeneration(hardware), free_tops=float(tops),
+        price_per_tops_hour=float(price), offered_at_s=float(at_s), departure_at_s=float(leave_s),
+        departure_confidence=float(confidence), energy_budget_kwh=float(budget), soc=float(soc),
+        min_price_per_tops_hour=float(min_price), max_shard_hours=None if max_hours is None else float(max_hours),
+        pack_temp_c=None if pack_c is None else float(pack_c),
+        local_offered_s=None if local_s is None else float(local_s),
+    )
+
+
 class Offers:
     """The offer book, the offers held for busy cars, the cars barred from offering, and unsaved changes."""
 
@@ -38,12 +61,12 @@ class Offers:
         self.book = book
         self.unreliable = unreliable  # cars whose results were refused or wrong too often: no more work
         self.held: dict[str, Offer] = {}  # offers of cars that run our work, restored when it ends
-        self.unsaved: dict[str, str | None] = {}  # vehicle -> its offer as JSON (None: gone), for the ledger
+        self.unsaved: dict[str, Offer | None] = {}  # vehicle -> its offer (None: gone), for the ledger
 
-    def stand(self, offer: Offer, *, car_busy: bool, as_json: str | None = None) -> None:
-        """A car offers: in the book, or held if the car runs a shard; `as_json` is kept for a restart."""
-        if as_json is not None:
-            self.unsaved[offer.vehicle_id] = as_json
+    def stand(self, offer: Offer, *, car_busy: bool, save: bool = True) -> None:
+        """A car offers: in the book, or held if the car runs a shard; kept in the ledger for a restart if `save`."""
+        if save:
+            self.unsaved[offer.vehicle_id] = offer
         if car_busy:
             self.held[offer.vehicle_id] = offer
         else:
@@ -77,5 +100,6 @@ class Offers:
     def save(self, ledger: Ledger) -> None:
         """Write the offers that arrived or went since the last save."""
         if self.unsaved:
-            ledger.save_offers(self.unsaved)
-            self.unsaved = {}
+            unsaved, self.unsaved = self.unsaved, {}
+            ledger.save_offers([offer_row(offer) for offer in unsaved.values() if offer is not None],
+                               [vid for vid, offer in unsaved.items() if offer is None])

@@ -5,6 +5,10 @@ eligible and offering), busy, vacating, driving or suspended. Liveness comes fro
 status (a car's or its gateway's Last Will) and from a heartbeat timeout: cars not heard from
 for `heartbeat_timeout_s` wall seconds are offline. Expiry walks an insertion-ordered dict from
 its oldest end, so it never scans the fleet.
+
+Compute power is what the dispatcher's own assignments draw (allocated TOPS under
+`protocol.power`, the model the fleet runs on), not what telemetry says: the dispatcher reads
+no per-car telemetry. Energy is integrated from each car's power between two changes of it.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from protocol.vehicle_messages import ComputeState, Gear, Liveness
+from protocol.vehicle_messages import HARDWARE_TOPS, ComputeState, Gear, Liveness
 from protocol.vocabulary import CarState
 
-MAX_METER_GAP_S = 3600.0  # simulation seconds of one car's power counted between two of its reports, at most
+RATED_TOPS: dict[str, float] = {generation.value: tops for generation, tops in HARDWARE_TOPS.items()}
+ONLINE, OFFLINE, PARK = Liveness.ONLINE, Liveness.OFFLINE, Gear.PARK  # reading an enum member costs a descriptor call
+VACATING, BUSY, SUSPENDED, IDLE = ComputeState.VACATING, ComputeState.BUSY, ComputeState.SUSPENDED, ComputeState.IDLE
 
 
 @dataclass(slots=True)
@@ -34,9 +40,9 @@ class Car:
     offering: bool = False
     active_assignments: int = 0  # assignments the dispatcher gave it that still run
     spoke_at_s: float | None = None  # when it last spoke itself (not its gateway), the ledger's simulation seconds
-    compute_kw: float = 0.0  # compute power in its last telemetry
-    on_grid: bool = False  # on a charger in its last telemetry: its compute draws from the grid
-    metered_at_s: float | None = None  # when compute_kw was reported, the ledger's simulation seconds
+    compute_kw: float = 0.0  # compute power of the assignments it runs (protocol.power)
+    on_grid: bool = False  # on a charger as its last telemetry said (none: counted as battery)
+    metered_at_s: float | None = None  # since when it draws compute_kw, the ledger's simulation seconds
 
     @property
     def owner(self) -> str:
@@ -45,17 +51,18 @@ class Car:
 
 def derive_state(car: Car) -> CarState:
     """The one state a car is counted under (`protocol.vocabulary.CarState`)."""
-    if car.liveness is not Liveness.ONLINE:
+    if car.liveness is not ONLINE:
         return CarState(car.liveness)
-    if car.gear is not Gear.PARK:
+    if car.gear is not PARK:
         return CarState.DRIVING
-    if car.compute_state is ComputeState.VACATING:
+    compute = car.compute_state
+    if compute is VACATING:
         return CarState.VACATING
-    if car.active_assignments > 0 or car.compute_state is ComputeState.BUSY:
+    if car.active_assignments > 0 or compute is BUSY:
         return CarState.BUSY
-    if car.compute_state is ComputeState.SUSPENDED:
+    if compute is SUSPENDED:
         return CarState.SUSPENDED
-    if car.offering or car.compute_state is ComputeState.IDLE:
+    if car.offering or compute is IDLE:
         return CarState.IDLE
     return CarState.ONLINE
 
@@ -70,10 +77,12 @@ class Registry:
         self.by_hardware: Counter[str] = Counter()  # cars online, by generation
         self.tops_by_hardware: defaultdict[str, float] = defaultdict(float)  # rated TOPS of cars online
         self.by_gateway: dict[str, set[str]] = {}
-        self.compute_kw = 0.0  # of cars online, from telemetry
+        self.compute_kw = 0.0  # of cars online, drawn by the assignments they run
         self.compute_kw_from_grid = 0.0
-        self.energy_kwh = {"battery": 0.0, "grid": 0.0}  # compute energy drawn, integrated from telemetry
-        self._last_heard: dict[str, float] = {}  # insertion order = oldest first
+        self.energy_kwh = {"battery": 0.0, "grid": 0.0}  # compute energy drawn up to each car's last change
+        self._drawing: set[str] = set()  # cars whose power is above zero: their energy since is open
+        self._last_heard: dict[str, float] = {}  # insertion order = oldest first (give or take a timeout)
+        self.gateway_heard: dict[str, float] = {}  # a gateway's heartbeat is that of every car it speaks for
 
     def car(self, vehicle_id: str) -> Car:
         """The record of `vehicle_id`, created (online) if new."""
@@ -85,13 +94,26 @@ class Registry:
             self._count_online(car, +1)
         return car
 
+    def join(self, vehicle_id: str, hardware: str | None, gateway: str | None, owner_id: str | None) -> Car:
+        """A car first heard of in a status: created with what it says, counted once."""
+        car = Car(vehicle_id, owner_id=owner_id or "")
+        if hardware is not None:
+            car.hardware, car.rated_tops = hardware, RATED_TOPS.get(hardware, 0.0)
+        self.cars[vehicle_id] = car
+        self.by_state[car.state] += 1
+        self._count_online(car, +1)
+        self.set_gateway(car, gateway)
+        return car
+
     def heard(self, vehicle_id: str, now_wall: float) -> Car:
         """A car spoke: it is alive now."""
-        car = self.car(vehicle_id)
-        self._last_heard.pop(vehicle_id, None)
-        self._last_heard[vehicle_id] = now_wall
-        if car.liveness is Liveness.OFFLINE:
-            self.update(car, liveness=Liveness.ONLINE)
+        car = self.cars.get(vehicle_id) or self.car(vehicle_id)
+        last_heard = self._last_heard
+        if vehicle_id in last_heard:
+            del last_heard[vehicle_id]
+        last_heard[vehicle_id] = now_wall
+        if car.liveness is OFFLINE:
+            self.update(car, liveness=ONLINE)
         return car
 
     def update(self, car: Car, **changes: object) -> None:
@@ -100,23 +122,40 @@ class Registry:
         self._count_online(car, -1)
         for name, value in changes.items():
             setattr(car, name, value)
-        if car.liveness is not Liveness.ONLINE:  # an unreachable car draws nothing we can count
-            car.compute_kw, car.metered_at_s = 0.0, None
         car.state = derive_state(car)
         self._count_online(car, +1)
         if car.state != old_state:
             self.by_state[old_state] -= 1
             self.by_state[car.state] += 1
 
-    def meter(self, car: Car, compute_kw: float, *, on_grid: bool, now_s: float) -> None:
-        """A car reported its compute power: count the energy drawn since its last report, then the new power.
+    def set_hardware(self, car: Car, hardware: str) -> None:
+        """The car's generation is known: its rated TOPS are the catalogue's (`HARDWARE_TOPS`)."""
+        if car.hardware != hardware:
+            self.update(car, hardware=hardware, rated_tops=RATED_TOPS.get(hardware, 0.0))
 
-        A gap longer than MAX_METER_GAP_S (a car not heard from) is counted as that long.
-        """
-        if car.metered_at_s is not None and car.liveness is Liveness.ONLINE:
-            hours = min(MAX_METER_GAP_S, max(0.0, now_s - car.metered_at_s)) / 3600.0
+    def draw(self, car: Car, compute_kw: float, now_s: float, on_grid: bool | None = None) -> None:
+        """The car's compute power changes at `now_s` (an assignment began or ended): close its energy since
+        its last change, then draw `compute_kw` (from the grid if `on_grid`, unchanged if None)."""
+        if car.metered_at_s is not None:
+            hours = max(0.0, now_s - car.metered_at_s) / 3600.0
             self.energy_kwh["grid" if car.on_grid else "battery"] += car.compute_kw * hours
-        self.update(car, compute_kw=compute_kw, on_grid=on_grid, metered_at_s=now_s)
+        grid = car.on_grid if on_grid is None else on_grid
+        drawing = compute_kw > 0.0
+        self.update(car, compute_kw=compute_kw, on_grid=grid, metered_at_s=now_s if drawing else None)
+        if drawing:
+            self._drawing.add(car.vehicle_id)
+        else:
+            self._drawing.discard(car.vehicle_id)
+
+    def energy_drawn(self, now_s: float) -> dict[str, float]:
+        """Compute energy drawn up to `now_s`, by source: closed stretches plus those still running."""
+        drawn = dict(self.energy_kwh)
+        for vehicle_id in self._drawing:
+            car = self.cars[vehicle_id]
+            if car.metered_at_s is not None:
+                hours = max(0.0, now_s - car.metered_at_s) / 3600.0
+                drawn["grid" if car.on_grid else "battery"] += car.compute_kw * hours
+        return drawn
 
     def set_gateway(self, car: Car, gateway: str | None) -> None:
         if car.gateway == gateway:
@@ -130,16 +169,29 @@ class Registry:
     def gateway_cars(self, gateway: str) -> list[str]:
         return sorted(self.by_gateway.get(gateway, ()))
 
+    def heard_gateway(self, gateway: str, now_wall: float) -> None:
+        """A gateway's heartbeat: its cars count as heard now (looked at lazily, by `expire`)."""
+        self.gateway_heard[gateway] = now_wall
+
     def expire(self, now_wall: float) -> list[str]:
-        """Cars not heard from within the heartbeat timeout: mark them offline and return them."""
+        """Cars not heard from within the heartbeat timeout, nor their gateway: mark them offline and return them.
+
+        A car whose gateway was heard since goes to the back of the queue with the gateway's time,
+        so a heartbeat costs nothing per car and each car is looked at about once per timeout.
+        """
         gone: list[str] = []
         limit = now_wall - self.heartbeat_timeout_s
-        while self._last_heard:
-            vehicle_id, heard_at = next(iter(self._last_heard.items()))
+        last_heard = self._last_heard
+        while last_heard:
+            vehicle_id, heard_at = next(iter(last_heard.items()))
             if heard_at > limit:
                 break
-            del self._last_heard[vehicle_id]
+            del last_heard[vehicle_id]
             car = self.cars[vehicle_id]
+            gateway_at = self.gateway_heard.get(car.gateway) if car.gateway is not None else None
+            if gateway_at is not None and gateway_at > limit:
+                last_heard[vehicle_id] = gateway_at
+                continue
             if car.liveness is not Liveness.OFFLINE:
                 self.update(car, liveness=Liveness.OFFLINE, offering=False)
                 gone.append(vehicle_id)
@@ -159,8 +211,9 @@ class Registry:
         return counts
 
     def _count_online(self, car: Car, sign: int) -> None:
-        if car.liveness is Liveness.ONLINE:
+        if car.liveness is ONLINE:
             self.by_hardware[car.hardware] += sign
             self.tops_by_hardware[car.hardware] += sign * car.rated_tops
-            self.compute_kw += sign * car.compute_kw
-            self.compute_kw_from_grid += sign * car.compute_kw * car.on_grid
+            if car.compute_kw:
+                self.compute_kw += sign * car.compute_kw
+                self.compute_kw_from_grid += sign * car.compute_kw * car.on_grid

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
+from dispatcher.collector import tune_collector
 from dispatcher.engine import Engine
 from dispatcher.metrics import MetricsEndpoint, SummaryCollector, serve_metrics
 from dispatcher.views import SENDER, Out
@@ -31,8 +32,7 @@ from protocol.vehicle_messages import ConnectionStatus, Liveness
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-VEHICLE_CHANNELS = (Channel.VEHICLE_STATUS, Channel.OFFER, Channel.SHARDS, Channel.TRIPS,
-                    Channel.TELEMETRY)  # TRANSITIONAL: until the engine takes owner modes from statuses (p11-disp)
+VEHICLE_CHANNELS = (Channel.VEHICLE_STATUS, Channel.OFFER, Channel.SHARDS, Channel.TRIPS)
 """Per-car channels the dispatcher reads: states, offers and results; not telemetry (the control room's)."""
 READ_SLICE = 500  # messages handled between two turns of the event loop (timers and publishing run between)
 MAX_UNACKED = 5000  # QoS 1 publishes in flight before publishing waits for acknowledgements
@@ -83,6 +83,7 @@ class DispatcherService:
         """Serve until stopped; a broker that cannot be reached at first raises `BrokerUnreachable`,
         a metrics port that cannot be bound `OSError`."""
         settings = self.settings
+        tune_collector()  # a million cars' records: the default collector thresholds cost 40 % of ingest
         if settings.metrics_port is not None:
             self.metrics_endpoint = serve_metrics(self.metrics, settings.metrics_host, settings.metrics_port)
             self.on_metrics(self.metrics_endpoint.url)
@@ -208,8 +209,11 @@ class DispatcherService:
                 outbox.put_nowait(Out.on(Channel.SUMMARY, self.engine.topics.summary, summary))
                 self.metrics.observe(summary)  # the same summary, never a second computation
                 self.on_summary(summary)
-            if count % self.settings.earnings_every == 0:
-                for out in self._contained(self.engine.earnings, "building the earnings") or ():
+            if count % self.settings.earnings_every == 0:  # the report sums every car: in a thread, its own connection
+                for out in self._contained(self.engine.earnings_cars, "building the cars' earnings") or ():
+                    outbox.put_nowait(out)
+                report = self._contained
+                for out in await asyncio.to_thread(report, self.engine.earnings_report, "building the earnings") or ():
                     outbox.put_nowait(out)
             await asyncio.sleep(self.settings.summary_interval_s)
 

@@ -130,8 +130,9 @@ def scale_label(cars_per_emulated_car: int) -> str:
             "jobs and money unscaled")
 
 
-def power_and_hours(registry: Registry, sim_time: datetime, scale: int) -> dict[str, Any]:
-    """The summary's power and hours fields: power and energy from the cars' telemetry, the rest from the model.
+def power_and_hours(registry: Registry, sim_time: datetime, scale: int, now_s: float) -> dict[str, Any]:
+    """The summary's power and hours fields: power and energy (up to `now_s`, the ledger's seconds) from the
+    assignments running, the rest from the model.
 
     `sim_time` is local time in the dispatcher's zone (that of its `--sim-start`), which the
     fleet's owners live by when both are started alike.
@@ -141,12 +142,13 @@ def power_and_hours(registry: Registry, sim_time: datetime, scale: int) -> dict[
     online = registry.online_count
     parked = online - registry.by_state[CarState.DRIVING]
     tops = scale * max(0.0, float(sum(registry.tops_by_hardware.values())))
+    drawn = registry.energy_drawn(now_s)
     return {
         "compute_power_kw": scale * max(0.0, registry.compute_kw),
         "compute_power_from_grid_kw": scale * max(0.0, registry.compute_kw_from_grid),
         "rated_power_kw": scale * rated_kw,
-        "energy_from_battery_kwh": scale * registry.energy_kwh["battery"],
-        "energy_from_grid_kwh": scale * registry.energy_kwh["grid"],
+        "energy_from_battery_kwh": scale * drawn["battery"],
+        "energy_from_grid_kwh": scale * drawn["grid"],
         "parked_share": min(1.0, max(0.0, parked / online)) if online > 0 else None,
         "parked_share_week_model": hours.parked_share_week(),
         "parked_share_by_weekday_model": hours.parked_share_by_weekday(),
@@ -160,7 +162,7 @@ def fleet_summary(
     throughput: float, messages_per_s: float, rejected: Mapping[str, int], policy: MatchPolicy,
     cars_per_emulated_car: int = 1, running: RunningWork = RunningWork(),
     cars_by_owner_mode: Mapping[str, int] | None = None,
-    faults_detected: Mapping[str, int] | None = None,
+    faults_detected: Mapping[str, int] | None = None, now_s: float | None = None,
 ) -> FleetSummary:
     """The aggregates the control room shows, all from the registry, the offer book and the ledger.
 
@@ -169,6 +171,7 @@ def fleet_summary(
     counts refused messages and claims by reason; `running` is what the service counts beside.
     """
     scale = cars_per_emulated_car
+    now_s = sim_time.timestamp() if now_s is None else now_s
     totals = ledger.totals()
     jobs_by_status = ledger.jobs_by_status()
     return FleetSummary(
@@ -185,7 +188,7 @@ def fleet_summary(
         energy_kwh=totals["energy_kwh"], energy_cost=totals["energy_cost"],
         messages_per_s=messages_per_s, messages_rejected=sum(rejected.values()),
         rejections={reason: n for reason, n in sorted(rejected.items()) if n > 0}, policy=policy,
-        **power_and_hours(registry, sim_time, scale),
+        **power_and_hours(registry, sim_time, scale, now_s),
         shards_running=running.shards, assignments_running=running.assignments,
         messages_received=running.messages_received, ingest_backlog=running.ingest_backlog,
         robotaxi_gross=totals["robotaxi_gross"], robotaxi_trips=int(totals["robotaxi_trips"]),

@@ -229,6 +229,9 @@ def test_a_gateway_heartbeat_keeps_its_quiet_cars_alive(h: Harness) -> None:
         h.engine.tick()
     assert h.engine.registry.cars["car-a"].state != "offline"
     assert h.engine.registry.cars["car-b"].state == "offline"
+    h.wall.advance(11)  # the gateway falls silent: its cars time out with it
+    h.engine.tick()
+    assert h.engine.registry.cars["car-a"].state == "offline"
 
 
 def test_a_far_future_deadline_is_rejected_not_a_crash(h: Harness) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dispatcher.ledger import earnings as book
-from protocol import Liveness, OwnerMode, VehicleStatus, VehicleTelemetry, decode
+from protocol import Liveness, OwnerMode, VehicleStatus, decode
 from protocol.owners import (
     CAR_PAYMENT,
     CarEarnings,
@@ -18,7 +18,6 @@ from protocol.owners import (
     fare_for,
     owner_income_for,
 )
-from tests.support.samples import telemetry
 from tests.test_dispatcher_money import Money
 
 PRICE = 0.15  # the engine's default energy price
@@ -30,11 +29,9 @@ def m(tmp_path: Path) -> Money:
 
 
 def _mode(m: Money, vid: str, mode: OwnerMode, owner: str | None = None) -> None:
-    if owner is not None:
-        m.send(m.topics.vehicle_status(vid), VehicleStatus(**m.env(vid), state=Liveness.ONLINE, owner_id=owner))
-    sample = telemetry(vid).model_dump()
-    sample.update(m.env(vid), owner_mode=mode, shard=None, tops_in_use=0.0, compute_power_kw=0.0)
-    m.send(m.topics.telemetry(vid), VehicleTelemetry.model_validate(sample, strict=False))
+    """The car's status names its owner mode (the dispatcher reads no per-car telemetry)."""
+    m.send(m.topics.vehicle_status(vid), VehicleStatus(**m.env(vid), state=Liveness.ONLINE, owner_id=owner,
+                                                       owner_mode=mode))
     m.engine.tick()
 
 

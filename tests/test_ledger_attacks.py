@@ -32,7 +32,6 @@ from protocol import (
     ShardProgress,
     ShardResult,
     VehicleStatus,
-    VehicleTelemetry,
     decode,
     encode,
 )
@@ -42,7 +41,6 @@ from protocol.job_messages import result_digest
 from protocol.owners import RobotaxiTrip
 from tests.conftest import SECRET
 from tests.support.brokers import TestBroker, require_mosquitto
-from tests.support.samples import telemetry
 from tests.support.scripted_cars import Watcher, dispatcher_running
 from tests.support.waiting import wait_until
 
@@ -272,9 +270,8 @@ async def test_a_result_for_an_assignment_never_made_is_counted(secure_broker: T
 
 async def test_a_thousand_long_trips_at_one_instant_book_one(secure_broker: TestBroker, tmp_path: Path) -> None:
     async with scene(secure_broker, tmp_path, "car-aa") as (engine, watch, (car,)):
-        sample = {**telemetry("car-aa").model_dump(), **car.env(), "owner_mode": OwnerMode.ROBOTAXI, "shard": None,
-                  "tops_in_use": 0.0, "compute_power_kw": 0.0}
-        await car.publish(secure_broker.topics.telemetry("car-aa"), VehicleTelemetry.model_validate(sample))
+        status = VehicleStatus(**car.env(), state=Liveness.ONLINE, owner_mode=OwnerMode.ROBOTAXI)  # type: ignore[arg-type]
+        await car.publish(secure_broker.topics.vehicle_status("car-aa"), status)  # how the dispatcher learns a mode
         await wait_until(lambda: engine.money.modes.get("car-aa") is OwnerMode.ROBOTAXI, 10, "the car's mode")
         for n in range(20):  # the reviewer's attack was 1,000 such trips: 405,250 USD booked
             await car.publish(secure_broker.topics.trips("car-aa"), RobotaxiTrip(

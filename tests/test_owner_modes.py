@@ -61,7 +61,7 @@ async def test_set_owner_mode_reaches_the_car_and_its_trips_reach_the_ledger(
             for vid in cars:
                 await link.set_owner_mode(vid, OwnerMode.BOTH)  # 10:00 on a Monday: robotaxi hours
         await wait_until(lambda: all(engine.money.modes[v] is OwnerMode.BOTH for v in cars), 20,
-                         "the cars' telemetry to show the new mode")
+                         "the cars' statuses to show the new mode")
         await wait_until(lambda: engine.ledger.totals()["robotaxi_trips"] >= 1, 60, "a robotaxi trip booked")
         db = engine.ledger.db
         money = {c.vehicle_id: c for c in book.cars_money(db)}

@@ -47,20 +47,31 @@ def money(tera_ops: float | None, compute: float | None, robotaxi: float | None,
 def set_modes(db: sqlite3.Connection, changes: Iterable[tuple[str, str, OwnerMode]], now_s: float) -> None:
     """Record each (car, owner, mode) from `now_s` on, closing the time spent in the car's previous mode.
 
-    A car first booked as its own owner takes the owner its status named since."""
-    for vehicle_id, owner_id, mode in changes:
-        ensure_car(db, vehicle_id, owner_id)
-        if owner_id != vehicle_id:  # an owner heard after the car's first payment
-            db.execute("UPDATE cars SET owner_id = ? WHERE vehicle_id = ? AND owner_id = vehicle_id",
-                       (owner_id, vehicle_id))
-        old, since = db.execute("SELECT owner_mode, mode_since_s FROM cars WHERE vehicle_id = ?",
-                                (vehicle_id,)).fetchone()
-        if since is not None and old == mode.value:
-            continue
-        if since is not None:
-            add_to_mode(db, vehicle_id, seconds=max(0.0, now_s - float(since)))
-        db.execute("UPDATE cars SET owner_mode = ?, mode_since_s = ? WHERE vehicle_id = ?",
-                   (mode.value, now_s, vehicle_id))
+    A car first booked as its own owner takes the owner its status named since. Set-based (a
+    temporary table joined once per statement), so that a million cars' first modes are one
+    short transaction, not three statements per car."""
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS mode_changes(vehicle_id TEXT PRIMARY KEY, owner_id TEXT NOT NULL,"
+               " owner_mode TEXT NOT NULL)")
+    db.execute("DELETE FROM mode_changes")
+    db.executemany("INSERT OR REPLACE INTO mode_changes VALUES (?, ?, ?)",
+                   list(changes))  # an OwnerMode is a str: bound as its value
+    db.execute(  # a car new to the ledger starts in its mode now: one write
+        "INSERT INTO cars(vehicle_id, owner_id, owner_mode, mode_since_s) SELECT vehicle_id, owner_id, owner_mode, ?"
+        " FROM mode_changes WHERE true ON CONFLICT(vehicle_id) DO NOTHING", (now_s,))
+    db.execute(  # an owner heard after the car's first payment
+        "UPDATE cars SET owner_id = (SELECT owner_id FROM mode_changes m WHERE m.vehicle_id = cars.vehicle_id)"
+        " WHERE vehicle_id IN (SELECT vehicle_id FROM mode_changes WHERE owner_id != vehicle_id)"
+        " AND owner_id = vehicle_id")
+    db.execute(  # the time spent in the mode each changing car leaves
+        "INSERT INTO mode_money(vehicle_id, owner_mode, seconds) SELECT c.vehicle_id, c.owner_mode,"
+        " MAX(0.0, ? - c.mode_since_s) FROM mode_changes m CROSS JOIN cars c ON c.vehicle_id = m.vehicle_id"
+        " WHERE c.mode_since_s IS NOT NULL AND c.owner_mode != m.owner_mode"
+        " ON CONFLICT(vehicle_id, owner_mode) DO UPDATE SET seconds = seconds + excluded.seconds", (now_s,))
+    db.execute(
+        "UPDATE cars SET owner_mode = (SELECT owner_mode FROM mode_changes m WHERE m.vehicle_id = cars.vehicle_id),"
+        " mode_since_s = ? WHERE vehicle_id IN (SELECT vehicle_id FROM mode_changes) AND (mode_since_s IS NULL"
+        " OR owner_mode != (SELECT owner_mode FROM mode_changes m WHERE m.vehicle_id = cars.vehicle_id))", (now_s,))
+    db.execute("DELETE FROM mode_changes")
 
 
 def trip_refusal(db: sqlite3.Connection, vehicle_id: str, trip: RobotaxiTrip, ends_at_s: float,

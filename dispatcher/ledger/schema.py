@@ -3,8 +3,9 @@
 Status columns hold the values of the enums in `dispatcher.records`; `assignments.paid` holds a
 `Payment`. `trips` keeps each robotaxi trip booked (once), `mode_money` what each car earned and
 spent in each owner mode and how long it spent in it (`cars.mode_since_s` opens the current
-stretch). `offers` keeps each car's last accepted `ComputeOffer` as it arrived (JSON), so that a
-restarted dispatcher knows the offers that still stand.
+stretch). `offer_book` keeps each car's standing offer as the book holds it (its times on the
+ledger's clock, which a restart continues), so that a restarted dispatcher knows the offers that
+still stand; `offers` is where older versions kept them as JSON, read once and emptied on start.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ CREATE TABLE IF NOT EXISTS cars(
   wrong INTEGER NOT NULL DEFAULT 0, reliability REAL NOT NULL DEFAULT 1.0);
 CREATE TABLE IF NOT EXISTS totals(name TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS offers(vehicle_id TEXT PRIMARY KEY, offer TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS offer_book(
+  vehicle_id TEXT PRIMARY KEY, offer_id TEXT NOT NULL, hardware TEXT NOT NULL, free_tops REAL NOT NULL,
+  price REAL NOT NULL, offered_at_s REAL NOT NULL, departure_at_s REAL NOT NULL, confidence REAL NOT NULL,
+  energy_budget_kwh REAL NOT NULL, soc REAL NOT NULL, min_price REAL NOT NULL, max_shard_hours REAL,
+  pack_temp_c REAL, local_offered_s REAL);
 CREATE TABLE IF NOT EXISTS rejections(reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS trips(
   vehicle_id TEXT NOT NULL, trip_id TEXT NOT NULL, fare REAL NOT NULL, owner_income REAL NOT NULL,
@@ -69,6 +75,7 @@ ADDED_COLUMNS = (  # columns a ledger written by an older version lacks: added o
     ("cars", "robotaxi_trips INTEGER NOT NULL DEFAULT 0"),
     ("cars", "trip_until_s REAL"),  # when the car's last booked trip ended, on the ledger's clock
 )
+CACHE_KIB = 128 * 1024  # page cache: a million cars' rows are written at random places of their tables
 TOTALS = (
     "shards_completed", "work_done", "preemptions", "redone", "wrong_results",
     "earnings_gross", "energy_kwh", "energy_cost", "robotaxi_gross", "robotaxi_trips", "robotaxi_km",
@@ -83,6 +90,7 @@ def open_ledger_file(path: Path | str) -> sqlite3.Connection:
     db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
     db.executescript(SCHEMA)
     for table, column in ADDED_COLUMNS:
         present = {str(row[1]) for row in db.execute(f"PRAGMA table_info({table})")}

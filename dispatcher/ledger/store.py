@@ -42,7 +42,15 @@ class Ledger:
     """The durable record of jobs and money; one SQLite file, written in short transactions."""
 
     def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
         self.db = open_ledger_file(path)
+        self._submissions: dict[str, JobSubmission] = {}  # open jobs' submissions, parsed once (they never change)
+
+    def reader(self) -> sqlite3.Connection | None:
+        """A read-only connection of its own (for a report built in another thread), None for ":memory:"."""
+        if self.path == ":memory:":
+            return None
+        return sqlite3.connect(f"file:{Path(self.path).resolve()}?mode=ro", uri=True, check_same_thread=False)
 
     def close(self) -> None:
         self.db.close()
@@ -61,6 +69,7 @@ class Ledger:
     # job events ----------------------------------------------------------------------------
     def add_job(self, job: JobSubmission, deadline_s: float | None) -> bool:
         """Queue a job with its shards and replica slots; False if a job has the id already."""
+        self._submissions.pop(job.job_id, None)
         with self.transaction() as db:
             return job_events.add_job(db, job, deadline_s)
 
@@ -122,15 +131,25 @@ class Ledger:
         return JobSubmission.model_validate_json(str(row[0]))
 
     def open_jobs(self) -> list[OpenJob]:
-        """Queued and running jobs in the order cars rank them: priority, then price cap, then age."""
-        found = [
-            OpenJob(str(job_id), JobSubmission.model_validate_json(str(submission)), JobStatus(status), deadline_s)
-            for job_id, submission, status, deadline_s in self.db.execute(
-                "SELECT job_id, submission, status, deadline_s FROM jobs WHERE status IN (?, ?)"
-                " ORDER BY priority DESC, seq", OPEN_JOB)
-        ]
-        found.sort(key=lambda job: (-job.submission.priority, -(job.submission.price_cap_per_tops_hour or 1e18)))
-        return found
+        """Queued and running jobs in the order cars rank them: priority, then price cap, then age.
+
+        Each submission is parsed once, when its job is first seen open, and forgotten when the
+        job is no longer open or its id is taken by a new submission.
+        """
+        found = self.db.execute("SELECT job_id, status, deadline_s FROM jobs WHERE status IN (?, ?)"
+                                " ORDER BY priority DESC, seq", OPEN_JOB).fetchall()
+        known, parsed = self._submissions, {}
+        for job_id, _, _ in found:
+            submission = known.get(job_id)
+            if submission is None:
+                row = self.db.execute("SELECT submission FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+                submission = JobSubmission.model_validate_json(str(row[0]))
+            parsed[str(job_id)] = submission
+        self._submissions = parsed
+        jobs = [OpenJob(str(job_id), parsed[job_id], JobStatus(status), deadline_s)
+                for job_id, status, deadline_s in found]
+        jobs.sort(key=lambda job: (-job.submission.priority, -(job.submission.price_cap_per_tops_hour or 1e18)))
+        return jobs
 
     def waiting_slots(self, job_id: str, limit: int) -> list[Slot]:
         """Up to `limit` of a job's slots that wait for a car, oldest first."""
@@ -229,18 +248,24 @@ class Ledger:
     def save_clock(self, sim_s: float, unix_s: float) -> None:
         self.db.execute("INSERT OR REPLACE INTO clock VALUES (1, ?, ?)", (sim_s, unix_s))
 
-    def save_offers(self, changes: dict[str, str | None]) -> None:
-        """Keep cars' standing offers as the JSON they arrived in (None: withdrawn), so that a restarted
+    def save_offers(self, standing: list[tuple[object, ...]], gone: list[str]) -> None:
+        """Keep cars' standing offers (rows of `offer_book`) and forget withdrawn ones, so that a restarted
         dispatcher knows them.
 
         Offers are soft state: they are written in batches, and the last batch before a kill -9
         may be lost; the cars' next offers, refusals and departures correct that.
         """
         with self.transaction() as db:
-            db.executemany("DELETE FROM offers WHERE vehicle_id = ?", [(v,) for v, o in changes.items() if o is None])
-            db.executemany("INSERT OR REPLACE INTO offers VALUES (?, ?)",
-                           [(v, o) for v, o in changes.items() if o is not None])
+            db.executemany("DELETE FROM offer_book WHERE vehicle_id = ?", [(vid,) for vid in gone])
+            db.executemany(f"INSERT OR REPLACE INTO offer_book VALUES ({', '.join('?' * 14)})", standing)
 
-    def standing_offers(self) -> list[str]:
-        """The offers kept by `save_offers`, as JSON."""
-        return [str(offer) for (offer,) in self.db.execute("SELECT offer FROM offers")]
+    def standing_offers(self) -> list[tuple[object, ...]]:
+        """The rows kept by `save_offers`."""
+        return self.db.execute("SELECT * FROM offer_book").fetchall()
+
+    def take_legacy_offers(self) -> list[str]:
+        """Offers an older version kept as JSON, emptied as they are read (the caller saves them anew)."""
+        with self.transaction() as db:
+            found = [str(offer) for (offer,) in db.execute("SELECT offer FROM offers")]
+            db.execute("DELETE FROM offers")
+        return found
