@@ -46,12 +46,15 @@ def gateway_child(cars: int) -> None:
                   random.Random(1))
     fleet.encoder.stamp(datetime.now(UTC), t)
     before = rss_bytes()
+    assert fleet.frames is not None
     while fleet.pending:
         fleet.join(t, 10_000)
-        fleet.outbox.clear()  # the runner hands these to the socket as they come
+        fleet.frames.rosters(fleet.cars)  # the runner hands these to the socket as they come
+        fleet.outbox.clear()
     fleet.advance(t + 60)
     while fleet.sweep_due:
         fleet.sweep(t + 60, 10_000)
+        fleet.frames.offer_frames(final=True)
         fleet.outbox.clear()
     print(before, rss_bytes(), len(fleet.cars))
 

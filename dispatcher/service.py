@@ -150,8 +150,11 @@ class DispatcherService:
         for out in leftovers:
             link.publish(out.topic, out.payload, qos=out.qos, retain=out.retain)
         self._publish_status(link, Liveness.OFFLINE)
-        async with asyncio.timeout(self.settings.goodbye_timeout_s):
-            await link.wait_acknowledged()
+        try:
+            async with asyncio.timeout(self.settings.goodbye_timeout_s):
+                await link.wait_acknowledged()
+        except (TimeoutError, BulkLinkError) as exc:  # stopping anyway: the Will says offline if this did not
+            log.warning("the last messages may not have reached the broker: %s", exc or "no acknowledgement in time")
 
     def _publish_status(self, link: BulkLink, state: Liveness) -> None:
         status = DELIVERY[Channel.CONNECTION_STATUS]

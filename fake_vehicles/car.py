@@ -8,8 +8,12 @@ when it is looked at. State is kept in `__slots__` so that a million cars fit in
 
 from __future__ import annotations
 
+import bisect
+import functools
+import itertools
 import math
 import random
+from _random import Random as _CoreRandom
 from datetime import datetime
 from enum import StrEnum
 
@@ -22,7 +26,6 @@ from fake_vehicles.catalogue import (
     WORK_CHARGER_KW,
     CarModel,
     Hardware,
-    pick_by_share,
 )
 from fake_vehicles.work import CHECKPOINT_PREFIX, RunningShard
 from protocol import owner_day as days
@@ -31,8 +34,9 @@ from protocol.base import HardwareGeneration
 from protocol.job_messages import ShardAssignment
 from protocol.owners import in_robotaxi_hours
 from protocol.power import HOT_RESUME_C, HOT_STOP_C, ambient_c
-from protocol.vehicle_messages import ChargeState, ComputeState, OwnerMode, SuspendReason
+from protocol.vehicle_messages import ChargeState, ComputeState, Liveness, OwnerMode, SuspendReason
 
+_seed = _CoreRandom.seed
 UPDATE_START_S = 2 * days.HOUR  # a night's software update installs from 02:00 ...
 UPDATE_LENGTH_S = 0.75 * days.HOUR  # ... for 45 minutes
 
@@ -46,12 +50,41 @@ LOW_MARGIN = 0.02  # stop offering this close to the reserve
 OWNER_MODE_SHARES = ((0.8, 0), (0.1, 1), (0.1, 2))  # assumption: compute, robotaxi, none
 OWNER_MODES = (OwnerMode.COMPUTE, OwnerMode.ROBOTAXI, OwnerMode.NONE)
 MODEL_SHARES = [(m.share, i) for i, m in enumerate(CAR_MODELS)]
+MODEL_CUMULATIVE = list(itertools.accumulate(share for share, _ in MODEL_SHARES))  # as `pick_by_share` sums them
+OWNER_MODE_CUMULATIVE = list(itertools.accumulate(share for share, _ in OWNER_MODE_SHARES))
+# the reserve each model keeps: 1.5 times an assumed 25 km trip there and back, within 0.2..0.5
+RESERVE_SOC = {m.name: min(0.5, max(0.2, 1.5 * (2 * 25.0 * m.kwh_per_km) / m.battery_kwh)) for m in CAR_MODELS}
 # Assumption: a car has been driven about 21,700 km a year (the US FHWA's average of about 13,500
 # miles per driver), give or take half, for its age; the age follows the hardware it carries
 # (HW3 shipped 2019-2023, HW4 from 2023; HW5 and HW6 are the essay's coming hardware: new cars).
 TYPICAL_ANNUAL_KM = 21_700.0
 AGE_YEARS = {HardwareGeneration.HW3: (2.0, 7.0), HardwareGeneration.HW4: (0.0, 3.0),
              HardwareGeneration.HW5: (0.0, 1.0), HardwareGeneration.HW6: (0.0, 0.5)}
+
+
+UNPLACED = -1  # `leg_idx` of a car whose traits are drawn but that is not placed in its owner's day yet
+
+
+def reseed(rng: random.Random, seed: int) -> None:
+    """`rng.seed(seed)` for an int seed without random.py's type checks: a car reseeds twice as it joins."""
+    _seed(rng, seed)
+    rng.gauss_next = None  # type: ignore[attr-defined]  # as random.Random.seed does
+
+
+@functools.lru_cache(maxsize=64)
+def _running_sums(shares: tuple[tuple[float, HardwareGeneration], ...]) -> tuple[list[float], list[HardwareGeneration]]:
+    return list(itertools.accumulate(share for share, _ in shares)), [item for _, item in shares]
+
+
+def _pick_from(mix: list[tuple[float, HardwareGeneration]], u: float) -> HardwareGeneration:
+    """`pick_by_share(mix, u)`, from the mix's running sums (computed once per mix)."""
+    sums, items = _running_sums(tuple(mix))
+    return items[_pick(sums, u)]
+
+
+def _pick(cumulative: list[float], u: float) -> int:
+    """The index `pick_by_share` would pick for `u`, from the shares' running sums."""
+    return min(bisect.bisect_right(cumulative, u), len(cumulative) - 1)
 
 
 class Defect(StrEnum):
@@ -74,7 +107,8 @@ class CarEvent(StrEnum):
 def initial_odometer_km(generation: HardwareGeneration, rng: random.Random) -> float:
     """A plausible odometer for a car of this hardware when the simulation starts: its age times a yearly distance."""
     low, high = AGE_YEARS.get(generation, (0.0, 3.0))
-    return round(rng.uniform(low, high) * TYPICAL_ANNUAL_KM * rng.uniform(0.5, 1.5), 1)
+    age = low + (high - low) * rng.random()  # rng.uniform(low, high), as random.py computes it
+    return round(age * TYPICAL_ANNUAL_KM * (0.5 + (1.5 - 0.5) * rng.random()), 1)
 
 
 class Car:
@@ -84,8 +118,8 @@ class Car:
         "arrived_at", "charger_kw", "confident", "day", "defect", "drive_s", "driving", "earned", "hardware",
         "home_charger", "index", "leg_idx", "model", "next_at", "next_dest", "night_only", "odometer_km",
         "offer_id", "offer_seq", "owner_back", "owner_mode", "pack_temp_c", "pack_too_hot", "place", "price",
-        "profile", "region", "reserve_soc", "seed", "shard", "silent", "soc", "t", "unplanned_trip", "vehicle_id",
-        "work_charger",
+        "profile", "region", "reserve_soc", "seed", "shard", "silent", "soc", "status_reason", "status_state", "t",
+        "unplanned_trip", "vehicle_id", "work_charger",
     )
 
     def __init__(self, index: int, vehicle_id: str, seed: int, hardware: Hardware, model: CarModel) -> None:
@@ -104,33 +138,50 @@ class Car:
         self.shard: RunningShard | None = None
         self.offer_id: str | None = None
         self.offer_seq, self.silent = 0, False
+        self.status_state: Liveness | None = None  # the status a gateway's roster lists (None: not listed yet)
+        self.status_reason = ""
 
     # creation ------------------------------------------------------------------------------
     @classmethod
     def create(
         cls, index: int, vehicle_id: str, seed: int, mix: list[tuple[float, HardwareGeneration]],
-        faulty_share: float, t: float, rng: random.Random,
+        faulty_share: float, t: float, rng: random.Random, *, place: bool = True,
     ) -> Car:
-        """A car with traits drawn from `seed`, placed where its owner's day has it at `t`."""
-        rng.seed(seed)
-        hardware = HARDWARE[pick_by_share(mix, rng.random())]
-        car = cls(index, vehicle_id, seed, hardware, CAR_MODELS[pick_by_share(MODEL_SHARES, rng.random())])
-        car.profile = days.COMMUTER if rng.random() < days.COMMUTER_SHARE else days.HOMEBODY
-        car.owner_mode = OWNER_MODES[pick_by_share(list(OWNER_MODE_SHARES), rng.random())]
-        car.night_only = rng.random() < 0.1
-        car.home_charger = rng.random() < 0.85
-        car.work_charger = rng.random() < 0.3
-        if rng.random() < faulty_share:
-            car.defect = Defect.WRONG_RESULTS if rng.random() < 0.5 else Defect.VANISHES
-        car.soc = rng.uniform(0.45, 0.9)
-        daily_kwh = 2 * 25.0 * car.model.kwh_per_km  # assumption: a 25 km trip there and back
-        car.reserve_soc = min(0.5, max(0.2, 1.5 * daily_kwh / car.model.battery_kwh))
-        markup = rng.uniform(1.5, 3.0)
+        """A car with traits drawn from `seed`, placed where its owner's day has it at `t`.
+
+        With `place=False` only its traits are drawn and `t` kept: `place_at(car.t, rng)` places it
+        later exactly as it would have been placed now (a fleet joins cars faster that way).
+        """
+        reseed(rng, seed)
+        draw = rng.random
+        hardware = HARDWARE[_pick_from(mix, draw())]
+        car = cls(index, vehicle_id, seed, hardware, CAR_MODELS[_pick(MODEL_CUMULATIVE, draw())])
+        car.profile = days.COMMUTER if draw() < days.COMMUTER_SHARE else days.HOMEBODY
+        car.owner_mode = OWNER_MODES[_pick(OWNER_MODE_CUMULATIVE, draw())]
+        car.night_only = draw() < 0.1
+        car.home_charger = draw() < 0.85
+        car.work_charger = draw() < 0.3
+        if draw() < faulty_share:
+            car.defect = Defect.WRONG_RESULTS if draw() < 0.5 else Defect.VANISHES
+        car.soc = 0.45 + (0.9 - 0.45) * draw()  # rng.uniform(0.45, 0.9), as random.py computes it
+        car.reserve_soc = RESERVE_SOC[car.model.name]
+        markup = 1.5 + (3.0 - 1.5) * draw()  # rng.uniform(1.5, 3.0)
         car.price = hardware.compute_power_kw / hardware.tops * ELECTRICITY_PRICE_PER_KWH * markup
-        car.region = rng.randrange(4)
+        region = rng.getrandbits(3)  # rng.randrange(4), as random.py draws it
+        while region >= 4:
+            region = rng.getrandbits(3)
+        car.region = region
         car.odometer_km = initial_odometer_km(hardware.generation, rng)  # drawn last: earlier traits unchanged
-        car.place_at(t, rng)
+        car.t = t
+        if place:
+            car.place_at(t, rng)
+        else:
+            car.leg_idx = UNPLACED
         return car
+
+    @property
+    def placed(self) -> bool:
+        return self.leg_idx != UNPLACED
 
     def place_at(self, t: float, rng: random.Random) -> None:
         """Put the car where its plan has it at `t` (start-up, or joining a running fleet)."""
@@ -145,17 +196,18 @@ class Car:
             self.leg_idx = i + 1
         else:
             self.leg_idx = i
-            self.schedule_next(t, rng)
+            self.schedule_next(t, rng, legs)
         self.charger_kw = 0.0 if self.driving else self.charger_at(self.place)
 
     # the owner's day -----------------------------------------------------------------------
     def plan(self, day: int, rng: random.Random) -> list[days.Leg]:
-        rng.seed(self.seed * 100_003 + day)
+        reseed(rng, self.seed * 100_003 + day)
         return days.day_plan(self.profile, (day + 3) % 7, rng)
 
-    def schedule_next(self, t: float, rng: random.Random) -> None:
-        """Find the next planned departure after `t` (never sooner than a minimal stay)."""
-        legs = self.plan(self.day, rng)
+    def schedule_next(self, t: float, rng: random.Random, legs: list[days.Leg] | None = None) -> None:
+        """Find the next planned departure after `t` (never sooner than a minimal stay); `legs`: today's, if known."""
+        if legs is None:
+            legs = self.plan(self.day, rng)
         while self.leg_idx >= len(legs):
             self.day += 1
             self.leg_idx = 0

@@ -139,6 +139,8 @@ class CommandHandler:
         """The owner changed how the car earns: stop what the new mode forbids, and say so in telemetry now."""
         fleet = self.fleet
         fleet.counts["owner_mode_changes"] += 1
+        if not car.placed:
+            fleet.place(car)
         if car.shard is None:
             car.advance(t)
         car.owner_mode = message.owner_mode
@@ -150,7 +152,7 @@ class CommandHandler:
         elif car.offer_id is None and car.shard is None and not car.silent:
             fleet.offer(car)
         if not car.silent:  # the status tells the dispatcher (which reads no telemetry), telemetry the control room
-            fleet.send(car, Channel.VEHICLE_STATUS, fleet.encoder.status(car, Liveness.ONLINE))
+            fleet.send_status(car, Liveness.ONLINE, faults=False)  # in gateway mode: its roster
             fleet.send(car, Channel.TELEMETRY, fleet.encoder.telemetry(car, reason, car.compute_state(reason)))
 
     def _add_cars(self, message: AddCars) -> None:

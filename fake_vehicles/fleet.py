@@ -21,19 +21,21 @@ from fake_vehicles import ids
 from fake_vehicles.car import VACATE_DEADLINE_S, Car, CarEvent, Defect
 from fake_vehicles.catalogue import DEFAULT_HARDWARE_MIX
 from fake_vehicles.faults import FaultConfig
+from fake_vehicles.frames import GatewayFrames
 from fake_vehicles.messages import Encoder
 from fake_vehicles.robotaxi import Robotaxi
+from fake_vehicles.sweep import Sweep
 from fake_vehicles.work import RunningShard, result_digest, wrong_digest
 from protocol.base import HardwareGeneration
+from protocol.frames import ROSTER_BLOCK
 from protocol.job_messages import ShardAssignment
-from protocol.owners import ROBOTAXI_MODES
 from protocol.topics import Channel
 from protocol.vehicle_messages import Liveness
 
 log = logging.getLogger(__name__)
 
 VACATE_REASON = f"owner returned: checkpointed and handed back within the {VACATE_DEADLINE_S:.0f} s vacate deadline"
-SWEEP_PASS_S = 60.0  # eligibility is re-checked this often, or at each telemetry report if rarer
+NO_FAULTS = FaultConfig()
 LOG_FIRST = 20  # refusals logged before only every thousandth is
 Outgoing = tuple[int, Channel, str, bytes]  # (car index, channel, topic, payload)
 Mix = list[tuple[float, HardwareGeneration]]
@@ -75,6 +77,9 @@ class Fleet:
         self.busy: dict[int, Car] = {}
         self.outbox: deque[Outgoing] = deque()
         self.link_events: deque[tuple[LinkEvent, int]] = deque()  # (event, car index), read in per-car mode
+        # gateway mode: statuses and offers go out in frames (rosters, offer frames), not per car
+        self.frames = GatewayFrames(encoder, config.gateway) if config.gateway is not None else None
+        self.unplaced: deque[int] = deque()  # cars joined with `place=False`, waiting for `place_some`
         self.counts: Counter[str] = Counter()
         self.robotaxi = Robotaxi()
         self.total = 0  # global fleet size the pending ranges reach
@@ -83,14 +88,7 @@ class Fleet:
         self.driving = 0
         self.silent = 0
         self.t = 0.0
-        # A car offers as soon as it has settled after parking (an event); other changes of
-        # eligibility (charge, pack, schedule) are found by the sweep. With a million cars and
-        # hourly telemetry, checking them every simulated minute would take the whole CPU.
-        self._pass_interval = min(config.telemetry_interval_s, max(SWEEP_PASS_S, config.count / 300))
-        self._telemetry_every = max(1, round(config.telemetry_interval_s / self._pass_interval))
-        self._sweep_ptr = 0
-        self._sweep_pass = 0
-        self._sweep_credit = 0.0
+        self.sweeper = Sweep(config.count, config.telemetry_interval_s)
         self.grow_to(config.count)
 
     # population ---------------------------------------------------------------------------
@@ -107,16 +105,21 @@ class Fleet:
     def pending_cars(self) -> int:
         return sum(len(r) for r, _ in self.pending)
 
-    def join(self, t: float, max_cars: int) -> int:
-        """Create and announce up to `max_cars` pending cars; return how many joined."""
+    def join(self, t: float, max_cars: int, *, place: bool = True) -> int:
+        """Create and announce up to `max_cars` pending cars; return how many joined.
+
+        With `place=False` a car is announced with its traits only, and placed in its owner's day
+        as of `t` later (by `place_some`, `advance`, or when it is first needed): exactly where
+        it would have been, so joining takes less than half the work at the moment of joining.
+        """
         joined = 0
+        seed, faulty, rng = self.config.seed, self.config.faulty_share, self.rng
         while self.pending and joined < max_cars:
             indices, mix = self.pending[0]
             take = indices[: max_cars - joined]
             for g in take:
-                self._announce(Car.create(len(self.cars), ids.vehicle_id(self.config.seed, g),
-                                          ids.car_seed(self.config.seed, g), mix, self.config.faulty_share, t,
-                                          self.rng))
+                self._announce(Car.create(len(self.cars), ids.vehicle_id(seed, g), ids.car_seed(seed, g), mix,
+                                          faulty, t, rng, place=place))
             joined += len(take)
             rest = indices[len(take):]
             if rest:
@@ -128,27 +131,61 @@ class Fleet:
     def _announce(self, car: Car) -> None:
         self.cars.append(car)
         self.by_id[car.vehicle_id] = car
-        self.driving += car.driving
-        self.link_events.append((LinkEvent.OPEN, car.index))
+        if self.frames is None:  # a car with its own connection opens it; a gateway's is open
+            self.link_events.append((LinkEvent.OPEN, car.index))
         self.send_status(car, Liveness.ONLINE)
+        if car.placed:
+            self.driving += car.driving
+            heapq.heappush(self.heap, (car.next_event_at(), car.index))
+        else:
+            self.unplaced.append(car.index)
+        self.sweeper.credit += 1  # a new car is looked at soon
+
+    def place_some(self, max_cars: int) -> int:
+        """Place up to `max_cars` of the cars joined unplaced, oldest first; return how many."""
+        unplaced, cars = self.unplaced, self.cars
+        done = 0
+        while unplaced and done < max_cars:
+            car = cars[unplaced.popleft()]
+            if not car.placed:
+                self.place(car)
+            done += 1
+        return done
+
+    def place(self, car: Car) -> None:
+        """Place a car joined unplaced where it would be had it been placed on joining, its events up to now done."""
+        car.place_at(car.t, self.rng)
+        self.driving += car.driving
+        while (at := car.next_event_at()) <= self.t:
+            self._on_event(car, at)
         heapq.heappush(self.heap, (car.next_event_at(), car.index))
-        self._sweep_credit += 1  # a new car is looked at soon
 
     # outgoing -----------------------------------------------------------------------------
     def send(self, car: Car, channel: Channel, payload: bytes) -> None:
-        """Queue one message of `car` on one of its channels."""
-        self.outbox.append((car.index, channel, self.encoder.topic(car.vehicle_id, channel), payload))
+        """Queue one message of `car` on one of its channels (offers: in the next offer frame, in gateway mode)."""
+        if channel is Channel.OFFER and self.frames is not None:
+            self.frames.offer(payload)
+        else:
+            self.outbox.append((car.index, channel, self.encoder.topic(car.vehicle_id, channel), payload))
         self.counts[channel] += 1
 
-    def send_status(self, car: Car, state: Liveness, reason: str = "") -> None:
-        faults = self.config.faults
-        if faults.missing_connectivity and self.fault_rng.random() < faults.missing_connectivity:
+    def send_status(self, car: Car, state: Liveness, reason: str = "", *, faults: bool = True) -> None:
+        """The car's status (in gateway mode: in its block's roster); `faults` lets injected faults touch it."""
+        injected = self.config.faults if faults else NO_FAULTS
+        if injected.missing_connectivity and self.fault_rng.random() < injected.missing_connectivity:
             self.counts["fault_missing_connectivity"] += 1
             return
-        payload = self.encoder.status(car, state, reason)
-        self.send(car, Channel.VEHICLE_STATUS, payload)
-        if faults.duplicate_connectivity and self.fault_rng.random() < faults.duplicate_connectivity:
+        duplicate = bool(injected.duplicate_connectivity) and self.fault_rng.random() < injected.duplicate_connectivity
+        if duplicate:
             self.counts["fault_duplicate_connectivity"] += 1
+        if self.frames is not None:
+            self.frames.status(car, state, reason)
+            self.counts[Channel.VEHICLE_STATUS] += 1
+            if duplicate:
+                self.frames.repeats.append(car.index // ROSTER_BLOCK)
+            return
+        payload = self.encoder.status(car, state, reason)
+        for _ in range(1 + duplicate):
             self.send(car, Channel.VEHICLE_STATUS, payload)
 
     def offer(self, car: Car) -> None:
@@ -162,12 +199,13 @@ class Fleet:
             car.offer_id = None
 
     # simulated time -----------------------------------------------------------------------
-    def advance(self, t: float) -> None:
-        """Process every owner return, departure and arrival up to `t`, then run the busy cars."""
+    def advance(self, t: float, place_max: int | None = None) -> None:
+        """Place the cars that joined unplaced (up to `place_max`), process every owner return, departure and
+        arrival up to `t`, then run the busy cars."""
         if t > self.t:
-            self._sweep_credit = min(len(self.cars), self._sweep_credit + len(self.cars) * (t - self.t)
-                                     / self._pass_interval)
+            self.sweeper.earn(len(self.cars), t - self.t)
         self.t = max(self.t, t)
+        self.place_some(len(self.unplaced) if place_max is None else place_max)
         heap = self.heap
         while heap and heap[0][0] <= t:
             at, index = heapq.heappop(heap)
@@ -235,6 +273,8 @@ class Fleet:
     # commands -----------------------------------------------------------------------------
     def assign(self, car: Car, a: ShardAssignment, t: float) -> None:
         """Start assignment `a` on `car` at `t`, or refuse it with the reason."""
+        if not car.placed:
+            self.place(car)
         if car.shard is not None and car.shard.assignment.assignment_id == a.assignment_id:
             self.counts["duplicate_assignments"] += 1  # QoS 1 redelivery
             return
@@ -299,6 +339,8 @@ class Fleet:
         if car.shard is not None:
             self.release(car)
         self.link_events.append((LinkEvent.DROP, car.index))
+        if self.frames is not None:  # its gateway sees the connection go, as a broker publishes a car's Will
+            self.send_status(car, Liveness.OFFLINE, "connection lost", faults=False)
 
     def restart(self, car: Car) -> None:
         car.silent = False
@@ -323,14 +365,23 @@ class Fleet:
         return done
 
     def reannounce(self, car: Car, reason: str = "reconnected") -> None:
-        """After a (re)connect: say the car is online and offer afresh (the broker may have lost both)."""
-        if not car.silent:
-            self.send_status(car, Liveness.ONLINE, reason)
+        """After a (re)connect: say the car is online and offer afresh (the broker may have lost both).
+
+        In gateway mode its roster is published again and its current offer, if any, sent again now.
+        """
+        if car.silent:
+            return
+        self.send_status(car, Liveness.ONLINE, reason)
+        if self.frames is not None and car.offer_id is not None:
+            self.send(car, Channel.OFFER, self.encoder.offer(car, car.offer_id))
+        else:
             car.offer_id = None
 
     def drive_away(self, car: Car, t: float) -> None:
         """The operator sends the owner back now: vacate, then an unplanned round trip."""
         self.counts["drive_away"] += 1
+        if not car.placed:
+            self.place(car)
         if car.drive_away_now(t):
             if car.shard is not None:
                 self.preempt(car, f"drive-away command: {VACATE_REASON}")
@@ -341,46 +392,11 @@ class Fleet:
     # the sweep: eligibility, offers and telemetry ----------------------------------------------
     @property
     def sweep_due(self) -> int:
-        return int(self._sweep_credit)
+        return self.sweeper.due
 
     def sweep(self, t: float, budget: int) -> int:
-        """Look at up to `budget` cars that are due; return how many were looked at."""
-        n = min(budget, int(self._sweep_credit), len(self.cars))
-        cars = self.cars
-        count = len(cars)
-        ptr = self._sweep_ptr
-        telemetry = self._sweep_pass % self._telemetry_every == 0
-        dropped = self.config.faults.dropped_signals
-        encoder = self.encoder
-        sent = 0
-        for _ in range(n):
-            car = cars[ptr]
-            ptr += 1
-            if ptr == count:
-                ptr = 0
-                self._sweep_pass += 1
-                telemetry = self._sweep_pass % self._telemetry_every == 0
-            if car.silent:
-                continue
-            if car.shard is None:
-                car.advance(t)
-            reason = car.suspend_reason(t)
-            if reason is None:
-                if car.offer_id is None and car.shard is None:
-                    self.offer(car)
-            elif car.offer_id is not None:
-                self.withdraw(car, f"suspended: {reason.value}")
-            looked = car.owner_mode in ROBOTAXI_MODES or car.index in self.robotaxi.looked_at  # to forget it
-            if looked and self.robotaxi.look(car, t, self.send, (encoder.sent_at, encoder.sim_time)):
-                self.counts["robotaxi_trips"] += 1
-            if telemetry and not (dropped and self.fault_rng.random() < dropped):
-                sent += 1
-                self.outbox.append((car.index, Channel.TELEMETRY, encoder.topic(car.vehicle_id, Channel.TELEMETRY),
-                                    encoder.telemetry(car, reason, car.compute_state(reason))))
-        self.counts["telemetry"] += sent
-        self._sweep_ptr = ptr
-        self._sweep_credit -= n
-        return n
+        """Look at up to `budget` cars that are due (see `fake_vehicles.sweep`); return how many were looked at."""
+        return self.sweeper.run(self, t, budget)
 
     # shutting down ------------------------------------------------------------------------
     def say_goodbye(self, cars: range) -> None:
@@ -392,7 +408,7 @@ class Fleet:
             if car.shard is not None:
                 self.preempt(car, "fleet process shutting down")
             self.withdraw(car, "fleet process shutting down")
-            self.send(car, Channel.VEHICLE_STATUS, self.encoder.status(car, Liveness.OFFLINE, "fleet process stopped"))
+            self.send_status(car, Liveness.OFFLINE, "fleet process stopped", faults=False)
 
     def summary(self) -> dict[str, int]:
         online = len(self.cars) - self.silent

@@ -1,16 +1,19 @@
-"""Wire messages a car sends, encoded to bytes; telemetry by a fast path that pre-formats what does not change.
+"""Wire messages a car sends, encoded to bytes; telemetry and offers by a fast path that pre-formats what it can.
 
-Every message but telemetry is built as its `protocol` model and encoded by the codec. Telemetry
-is by far the most frequent message, so it is formatted directly as JSON from the car's state;
-a test checks that the codec decodes it to the same model the slow path builds.
+Most messages are built as their `protocol` model and encoded by the codec. Telemetry is by far
+the most frequent message, and offers and withdrawals come from every car of a million as it
+joins, so they are formatted directly as JSON from the car's state; tests check that the codec
+decodes each to the same model the slow path builds.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from fake_vehicles.car import Car
 from fake_vehicles.catalogue import CURRENCY
+from protocol.base import HardwareGeneration
 from protocol.codec import encode
 from protocol.job_messages import ShardPreempted, ShardProgress, ShardRefused, ShardResult
 from protocol.power import ambient_c
@@ -24,7 +27,6 @@ from protocol.vehicle_messages import (
     Liveness,
     Location,
     OfferRequirements,
-    OfferWithdrawal,
     OwnerMode,
     SuspendReason,
     VehicleStatus,
@@ -42,6 +44,7 @@ _CHARGE_JSON = {state: f'"{state.value}"' for state in ChargeState}
 _STATE_JSON = {state: f'"{state.value}"' for state in ComputeState}
 _REASON_JSON: dict[SuspendReason | None, str] = {reason: f'"{reason.value}"' for reason in SuspendReason}
 _REASON_JSON[None] = "null"
+_GENERATION_JSON = {generation: generation.value for generation in HardwareGeneration}
 
 
 def location_of(car: Car) -> tuple[float, float]:
@@ -84,6 +87,11 @@ class Encoder:
         self.sim_time = self.to_datetime(local_t)
         self._stamp = f'"sent_at":"{_iso(sent_at)}","sim_time":"{_iso(self.sim_time)}"'
 
+    @property
+    def stamp_json(self) -> str:
+        """`"sent_at":...,"sim_time":...` of the current stamp, for messages formatted directly as JSON."""
+        return self._stamp
+
     def to_datetime(self, local_t: float) -> datetime:
         return _EPOCH + timedelta(seconds=local_t - self.utc_offset_s)
 
@@ -100,27 +108,43 @@ class Encoder:
             owner_mode=car.owner_mode,
         ))
 
-    def connection_status(self, name: str, state: Liveness, vehicle_count: int, instance: str = "") -> bytes:
+    def connection_status(self, name: str, state: Liveness, vehicle_count: int, instance: str = "", *,
+                          frames: bool = False) -> bytes:
         return encode(ConnectionStatus(
             sender=name, sent_at=self.sent_at, sim_time=self.sim_time, role="gateway",
-            state=state, vehicle_count=vehicle_count, instance=instance,
+            state=state, vehicle_count=vehicle_count, instance=instance, frames=frames,
         ))
 
     def offer(self, car: Car, offer_id: str) -> bytes:
+        """The car's offer as JSON bytes, equal after decoding to `offer_model` (every car offers: the fast path)."""
         departure, confidence = car.expected_departure()
-        return encode(ComputeOffer(
+        hw, price = car.hardware, car.price
+        return (
+            f'{{"schema_version":1,"kind":"offer","sender":"{car.vehicle_id}",{self._stamp},'
+            f'"offer_id":"{offer_id}","hardware":"{_GENERATION_JSON[hw.generation]}","free_tops":{hw.tops!r},'
+            f'"energy_budget_kwh":{round(car.energy_budget_kwh(), 3)!r},'
+            f'"expected_departure":"{_iso(self.to_datetime(departure))}","departure_confidence":{confidence!r},'
+            f'"price_per_tops_hour":{price!r},"currency":"{CURRENCY}","soc":{round(car.soc, 4)!r},'
+            f'"region":"{REGIONS[car.region][0]}","requirements":{{"min_price_per_tops_hour":{price!r},'
+            f'"max_shard_hours":null,"max_priority_wait":null}},"pack_temp_c":{round(car.pack_temp_c, 2)!r}}}'
+        ).encode()
+
+    def offer_model(self, car: Car, offer_id: str) -> ComputeOffer:
+        """The slow path, for tests: the same offer as a protocol model."""
+        departure, confidence = car.expected_departure()
+        return ComputeOffer(
             sender=car.vehicle_id, sent_at=self.sent_at, sim_time=self.sim_time, offer_id=offer_id,
             hardware=car.hardware.generation, free_tops=car.hardware.tops,
             energy_budget_kwh=round(car.energy_budget_kwh(), 3), expected_departure=self.to_datetime(departure),
             departure_confidence=confidence, price_per_tops_hour=car.price, currency=CURRENCY,
             soc=round(car.soc, 4), region=REGIONS[car.region][0],
             requirements=OfferRequirements(min_price_per_tops_hour=car.price), pack_temp_c=round(car.pack_temp_c, 2),
-        ))
+        )
 
     def withdrawal(self, car: Car, offer_id: str, reason: str) -> bytes:
-        return encode(OfferWithdrawal(
-            sender=car.vehicle_id, sent_at=self.sent_at, sim_time=self.sim_time, offer_id=offer_id, reason=reason
-        ))
+        """The car's withdrawal as JSON bytes, equal after decoding to the `OfferWithdrawal` the codec would encode."""
+        return (f'{{"schema_version":1,"kind":"offer_withdrawn","sender":"{car.vehicle_id}",{self._stamp},'
+                f'"offer_id":"{offer_id}","reason":{json.dumps(reason)}}}').encode()
 
     def progress(self, car: Car) -> bytes:
         shard = car.shard

@@ -14,12 +14,12 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 from mqttlink import packets
 from mqttlink.backoff import Backoff
 from mqttlink.client import BrokerUnreachable, LinkEvent, LinkState, describe_error
-from mqttlink.packets import MalformedPacket, Packet, Received, WillSpec
+from mqttlink.packets import MalformedPacket, Packet, Received, WillMessage, WillSpec, will_spec
 
 __all__ = ["BulkLink", "BulkLinkError", "Outgoing", "Received", "WillSpec", "stay_connected_bulk"]
 from mqttlink.tls import shared_client_ssl_context, silent_close_hint
@@ -36,31 +36,12 @@ class BulkLinkError(ConnectionError):
     """The link to the broker was lost or broke the protocol; reconnect to go on."""
 
 
-class WillMessage(Protocol):
-    """A Last Will: `aiomqtt.Will` or anything else with these attributes."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def payload(self) -> object: ...
-    @property
-    def qos(self) -> int: ...
-    @property
-    def retain(self) -> bool: ...
-
-
 class Outgoing(NamedTuple):
     """A QoS 1 message this link published and the broker has not acknowledged yet."""
 
     topic: str
     payload: bytes
     retain: bool
-
-
-def _as_bytes(payload: object) -> bytes:
-    if isinstance(payload, bytes | bytearray):
-        return bytes(payload)
-    return b"" if payload is None else str(payload).encode()
 
 
 class _Wire(asyncio.Protocol):
@@ -86,7 +67,7 @@ class BulkLink:
     def __init__(self, url: BrokerUrl, client_id: str, *, will: WillMessage | None = None, keepalive: int = 30,
                  max_buffered: int = DEFAULT_MAX_BUFFERED) -> None:
         self.url, self.client_id, self.keepalive, self.max_buffered = url, client_id, keepalive, max_buffered
-        self.will = None if will is None else WillSpec(will.topic, _as_bytes(will.payload), will.qos, will.retain)
+        self.will = None if will is None else will_spec(will)
         self.pings_answered = 0
         self.paused_count = 0  # how many times reading stopped to let the reader catch up
         self._parser = packets.StreamParser()

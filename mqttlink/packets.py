@@ -8,7 +8,7 @@ may be split across chunks, a chunk may hold thousands of packets) and returns t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 MAX_PACKET_BYTES = 256 * 1024  # what follows a fixed header, at most: the brokers' own packet cap
 
@@ -78,6 +78,29 @@ class WillSpec(NamedTuple):
     payload: bytes
     qos: int
     retain: bool
+
+
+class WillMessage(Protocol):
+    """A Last Will: `aiomqtt.Will` or anything else with these attributes."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def payload(self) -> object: ...
+    @property
+    def qos(self) -> int: ...
+    @property
+    def retain(self) -> bool: ...
+
+
+def will_spec(will: WillMessage) -> WillSpec:
+    """`will` as CONNECT carries it (a text payload in UTF-8)."""
+    payload = will.payload
+    if isinstance(payload, bytes | bytearray):
+        raw = bytes(payload)
+    else:
+        raw = b"" if payload is None else str(payload).encode()
+    return WillSpec(will.topic, raw, will.qos, will.retain)
 
 
 def connect_packet(client_id: str, *, username: str | None, password: str | None, will: WillSpec | None,

@@ -306,3 +306,16 @@ async def test_a_reader_that_falls_behind_pauses_the_socket_and_loses_nothing(an
     finally:
         await link.close()
     assert [int(m.payload.split(b":")[0]) for m in got] == list(range(total))
+
+
+async def test_what_was_unacknowledged_when_the_link_died_is_there_to_send_again(any_broker: TestBroker) -> None:
+    topic = any_broker.topics.telemetry("resend")
+    link = BulkLink(any_broker.url(), client_id_of(any_broker.url(), "bulk"))
+    await link.connect()
+    for i in range(1000):
+        link.publish(topic, str(i).encode(), qos=1)
+    link.abort()  # before the broker could acknowledge them all
+    left = link.unacked
+    assert left and [int(o.payload) for o in left] == list(range(1000 - len(left), 1000))
+    with pytest.raises(BulkLinkError):
+        link.publish(topic, b"late", qos=1)

@@ -25,7 +25,7 @@ from protocol.fleet_messages import FleetSummary
 from protocol.vehicle_messages import HardwareGeneration, Liveness, VehicleStatus
 from tests.support.brokers import TestBroker, require_mosquitto
 from tests.support.mosquitto_clients import mosquitto_pub
-from tests.support.samples import env
+from tests.support.samples import env, telemetry
 from tests.support.waiting import wait_until
 
 FLOOD = 3000
@@ -78,3 +78,25 @@ async def test_a_flood_the_engine_cannot_keep_up_with_waits_and_is_all_handled(
     backlogs = [s.ingest_backlog for s in summaries]
     assert len(handled) == FLOOD
     assert max(backlogs) > 0  # the summary shows what waits to be handled (the pause itself: test_bulk_link)
+
+
+async def test_the_dispatcher_reads_states_not_per_car_telemetry(
+    any_broker: TestBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue: the dispatcher needs states, offers and results; a million cars' telemetry is the control room's."""
+    topics, summaries = any_broker.topics, []
+    async with service_running(any_broker, tmp_path / "l.sqlite", summaries) as engine:
+        handle, seen = engine.handle, []
+
+        def recording_handle(topic: str, payload: bytes) -> list[Out]:
+            seen.append(topic)
+            return handle(topic, payload)
+
+        monkeypatch.setattr(engine, "handle", recording_handle)
+        sample = encode(telemetry("car-seen"))
+        status = encode(VehicleStatus(**env("car-seen"), state=Liveness.ONLINE, hardware=HardwareGeneration.HW5))
+        assert await mosquitto_pub(any_broker, "pub", "-t", topics.telemetry("car-seen"), "-m", sample.decode()) == 0
+        assert await mosquitto_pub(any_broker, "pub", "-t", topics.vehicle_status("car-seen"), "-m",
+                                   status.decode()) == 0
+        await wait_until(lambda: topics.vehicle_status("car-seen") in seen, what="the car's status")
+    assert topics.telemetry("car-seen") not in seen

@@ -114,6 +114,19 @@ def test_fast_telemetry_decodes_to_the_slow_path_model() -> None:
         assert fast == fleet.encoder.telemetry_model(car, reason, state)
 
 
+def test_fast_offers_and_withdrawals_decode_to_what_the_codec_encodes_from_the_models() -> None:
+    fleet = make_fleet(count=300)
+    run_until(fleet, T0 + 5 * 3600, step=600)  # charge, heat and departures spread the figures
+    for car in fleet.cars:
+        fast = decode(fleet.encoder.offer(car, f"{car.vehicle_id}-o9"))
+        assert isinstance(fast, ComputeOffer)
+        assert fast == fleet.encoder.offer_model(car, f"{car.vehicle_id}-o9") == decode(encode(fast))
+        for reason in ("driving away", 'a "quoted" reason \\ with ünïcode'):
+            withdrawal = decode(fleet.encoder.withdrawal(car, "o-1", reason))
+            assert withdrawal == OfferWithdrawal(sender=car.vehicle_id, sent_at=WALL, sim_time=fleet.encoder.sim_time,
+                                                 offer_id="o-1", reason=reason)
+
+
 def test_a_shard_runs_with_checkpoints_and_returns_the_deterministic_result() -> None:
     fleet = make_fleet()
     vid = an_offering_car(fleet)

@@ -31,8 +31,9 @@ from fake_vehicles.fleet_telemetry import FleetTelemetryEncoder, field_values
 from protocol import VehicleTelemetry, decode
 from protocol.base import HardwareGeneration
 from protocol.fleet_telemetry import FIELDS, UPSTREAM_FIELD_NAMES, default_base, parse_topic
+from protocol.frames import decode_frame
 from protocol.schema import asyncapi_document, fleet_telemetry_schemas
-from protocol.topics import Topics
+from protocol.topics import Channel, Topics
 from tests.support.brokers import TestBroker
 from tests.support.demo_loadtest import child
 from tests.support.mosquitto_clients import Subscriber, mosquitto_pub, mosquitto_sub
@@ -91,7 +92,8 @@ async def test_a_real_subscriber_reads_every_car_in_the_fleet_telemetry_layout(
     base = default_base(topics)
     schemas = written_schemas(tmp_path)
     assert set(schemas) == set(FIELDS) | {"connectivity"}
-    async with mosquitto_sub(secure_broker, "observer", f"{base}/#", f"{topics.root}/vehicles/+/status") as sub:
+    async with mosquitto_sub(secure_broker, "observer", f"{base}/#", f"{topics.root}/vehicles/+/status",
+                             topics.all_rosters) as sub:
         async with fleet_process(secure_broker, tmp_path, "--mode", mode, "--telemetry-format", "fleet-telemetry") \
                 as proc:
             await wait_until(lambda: every_field_of_every_car(sub, base), 40, "every field of every car")
@@ -101,7 +103,9 @@ async def test_a_real_subscriber_reads_every_car_in_the_fleet_telemetry_layout(
         # status too, with the default format); Mosquitto delivers every message
         goodbyes = CARS if secure_broker.kind == "mosquitto" or mode == "per-car" else 1
         await wait_until(lambda: len(disconnected_cars(sub, base)) >= goodbyes, 10, "DISCONNECTED events")
-    statuses = {t.split("/")[-2] for t, _ in sub.under(f"{topics.root}/vehicles")}
+    statuses = {t.split("/")[-2] for t, _ in sub.under(f"{topics.root}/vehicles")}  # per-car mode
+    statuses |= {car.vehicle_id for _, p in sub.under(f"{topics.root}/gateways")  # gateway mode: in rosters
+                 for car in getattr(decode_frame(Channel.ROSTER, p.encode()), "cars", [])}
     cars = records_by_car(sub, base)
     assert set(cars) == statuses  # the <VIN> level is the car's own id ...
     for vid, fields in cars.items():

@@ -33,6 +33,7 @@ from protocol import (
     encode,
     utc_now,
 )
+from protocol.frames import FRAME_CHANNELS, CarRoster, OfferFrame, decode_frame
 from protocol.topics import DELIVERY, Channel, Topics
 from tests.support.brokers import TestBroker, embedded_broker
 from tests.support.demo_loadtest import child, clean_env
@@ -43,7 +44,11 @@ M = TypeVar("M")
 
 
 class Dispatcher:
-    """The test's stand-in for the dispatcher: sees everything, sends assignments."""
+    """The test's stand-in for the dispatcher: sees everything, sends assignments.
+
+    A gateway's frames are read as what they stand for: each roster entry as the car's
+    `VehicleStatus`, each item of an offer frame as the car's own offer or withdrawal.
+    """
 
     def __init__(self, client: aiomqtt.Client, broker: TestBroker) -> None:
         self.client, self.topics = client, broker.topics
@@ -53,9 +58,14 @@ class Dispatcher:
     async def read(self) -> None:
         async for message in self.client.messages:
             assert isinstance(message.payload, bytes)
-            self.delivered.append((self.topics.parse(str(message.topic)).channel, message.qos))
+            topic = str(message.topic)
+            channel = self.topics.parse(topic).channel
+            self.delivered.append((channel, message.qos))
             try:
-                self.seen.append((str(message.topic), decode(message.payload)))
+                if channel in FRAME_CHANNELS:
+                    self.seen += unpacked(topic, decode_frame(channel, message.payload))
+                else:
+                    self.seen.append((topic, decode(message.payload)))
             except ProtocolError as exc:  # pragma: no cover - would fail the assertions below
                 raise AssertionError(f"the fleet sent an invalid message on {message.topic}: {exc}") from None
 
@@ -73,6 +83,15 @@ class Dispatcher:
         fields.update(extra)
         message = ShardAssignment(**fields)  # type: ignore[arg-type]
         await self.client.publish(self.topics.commands(offer.sender), encode(message), qos=1)
+
+
+def unpacked(topic: str, frame: CarRoster | OfferFrame) -> list[tuple[str, AnyMessage]]:
+    """The per-car messages a frame stands for (each on the frame's topic)."""
+    if isinstance(frame, OfferFrame):
+        return [(topic, item) for item in frame.offers]
+    return [(topic, VehicleStatus(sender=car.vehicle_id, sent_at=frame.sent_at, sim_time=frame.sim_time,
+                                  state=car.state, hardware=car.hardware, gateway=frame.sender, reason=car.reason,
+                                  owner_id=car.owner_id, owner_mode=car.owner_mode)) for car in frame.cars]
 
 
 @asynccontextmanager
@@ -161,8 +180,9 @@ async def test_the_fleet_publishes_every_channel_with_the_qos_and_retain_flag_of
     any_broker: TestBroker, tmp_path: Path
 ) -> None:
     """`protocol.topics.DELIVERY` is what the fleet does: a new subscriber gets exactly the retained channels,
-    and on Mosquitto a QoS 1 subscriber receives each channel at the QoS it was published with."""
-    published = {Channel.VEHICLE_STATUS, Channel.TELEMETRY, Channel.OFFER, Channel.SHARDS, Channel.CONNECTION_STATUS}
+    and on Mosquitto a QoS 1 subscriber receives each channel at the QoS it was published with. A gateway
+    says its cars' statuses and offers only in frames; telemetry and shard messages stay per car."""
+    published = {Channel.ROSTER, Channel.TELEMETRY, Channel.OFFER_FRAME, Channel.SHARDS, Channel.CONNECTION_STATUS}
     async with dispatcher(any_broker) as d, fleet_process(
         any_broker, tmp_path, "--count", "6", "--mode", "gateway", "--speed", "300", "--seed", "5"
     ):
@@ -170,6 +190,8 @@ async def test_the_fleet_publishes_every_channel_with_the_qos_and_retain_flag_of
         await d.assign(best_offer(d), "as-1", work_s=60)
         await wait_until(lambda: published <= {channel for channel, _ in d.delivered}, 20, "every channel of the fleet")
         kept = await retained_channels(any_broker)
+        assert not {Channel.VEHICLE_STATUS, Channel.OFFER} & {channel for channel, _ in d.delivered}
+        assert {c.frames for c in d.of(ConnectionStatus, lambda c: c.role == "gateway")} == {True}
     assert kept == {channel for channel in published if DELIVERY[channel].retain}
     if any_broker.kind == "mosquitto":  # amqtt delivers at the subscription's QoS, whatever the publisher's
         qos_by_channel = {channel: {qos for c, qos in d.delivered if c is channel} for channel in published}
