@@ -98,7 +98,7 @@ def start_fleets(sup: Supervisor, url: BrokerUrl, args: argparse.Namespace, cloc
     for k, port in enumerate(ports):
         sup.start(f"fleet-{k}", fleetroom_command(
             "vehicles", "--broker", str(url), "--topic-prefix", PREFIX, "--metrics-port", str(port),
-            *essay_fleet_flags(args.cars, args.fleet_processes, k, clock)))
+            *essay_fleet_flags(args.cars, args.fleet_processes, k, clock, SPEED)))
     return FleetMetrics(ports)
 
 
@@ -138,11 +138,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200,000 cars instead of 1,000,000")
     parser.add_argument("--cars", type=int, help="cars to reach (default: 1,000,000; --quick: 200,000)")
-    parser.add_argument("--fleet-processes", type=int, default=1, help="fleet processes sharing the cars (default: 1)")
+    parser.add_argument("--fleet-processes", type=int, help="fleet processes sharing the cars (default: as the demo, "
+                        "2 for a million, else 1)")
     parser.add_argument("--timeout", type=float, help="give up on the stack after this many seconds "
                         "(default: 5 x the fleet-only join, at least 60)")
     args = parser.parse_args()
     args.cars = args.cars or (200_000 if args.quick else 1_000_000)
+    args.fleet_processes = args.fleet_processes or (2 if args.cars >= 1_000_000 else 1)
     if args.cars < 1 or args.fleet_processes < 1:
         print("bench/essay_scale.py: --cars and --fleet-processes must be at least 1", file=sys.stderr)
         return 2

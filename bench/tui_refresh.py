@@ -147,7 +147,7 @@ def live_size(cars: int, rounds: int, fill_timeout: float) -> LiveRefresh:
         url = start_mosquitto(sup)
         clock = clock_flags(60.0, datetime.now(UTC).replace(hour=10, minute=0, second=0, microsecond=0), time.time())
         sup.start("fleet", fleetroom_command("vehicles", "--broker", str(url), "--topic-prefix", TOPICS.prefix,
-                                             *essay_fleet_flags(cars, 1, 0, clock)))
+                                             *essay_fleet_flags(cars, 1, 0, clock, 60.0)))
         return asyncio.run(time_live_refreshes(url, cars, rounds, fill_timeout))
 
 
