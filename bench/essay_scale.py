@@ -140,8 +140,9 @@ def main() -> int:
     parser.add_argument("--cars", type=int, help="cars to reach (default: 1,000,000; --quick: 200,000)")
     parser.add_argument("--fleet-processes", type=int, help="fleet processes sharing the cars (default: as the demo, "
                         "2 for a million, else 1)")
-    parser.add_argument("--timeout", type=float, help="give up on the stack after this many seconds "
+    parser.add_argument("--timeout", type=float, help="give up on the stack after so many seconds "
                         "(default: 5 x the fleet-only join, at least 60)")
+    parser.add_argument("--logs", type=Path, help="keep every process's log in this directory (default: a temporary one)")
     args = parser.parse_args()
     args.cars = args.cars or (200_000 if args.quick else 1_000_000)
     args.fleet_processes = args.fleet_processes or (2 if args.cars >= 1_000_000 else 1)
@@ -149,7 +150,8 @@ def main() -> int:
         print("bench/essay_scale.py: --cars and --fleet-processes must be at least 1", file=sys.stderr)
         return 2
     stop_on_signals()
-    with tempfile.TemporaryDirectory(prefix="bench-essay-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-essay-") as tmp_dir:
+        tmp = args.logs or tmp_dir
         alone = run_stack(Path(tmp) / "fleet", args, False, args.timeout or 600)
         ref = alone.fleet_s
         if ref is None:
