@@ -142,7 +142,7 @@ def main() -> int:
                         "2 for a million, else 1)")
     parser.add_argument("--timeout", type=float, help="give up on the stack after so many seconds "
                         "(default: 5 x the fleet-only join, at least 60)")
-    parser.add_argument("--logs", type=Path, help="keep every process's log in this directory (default: a temporary one)")
+    parser.add_argument("--logs", type=Path, help="keep every process's log in this directory (default: a temp one)")
     args = parser.parse_args()
     args.cars = args.cars or (200_000 if args.quick else 1_000_000)
     args.fleet_processes = args.fleet_processes or (2 if args.cars >= 1_000_000 else 1)
