@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from bench.support.feeds import cars_per_frame, frame_stream, per_car_stream, renumbered
-from bench.support.stack import rate_over, reached_at
+from bench.support.stack import FleetMetrics, essay_fleet_flags, rate_over, reached_at
 from protocol.codec import decode_on
 from protocol.frames import CarRoster, OfferFrame, decode_frame
 from protocol.topics import Channel, Topics
-from tests.support.brokers import mosquitto_broker, mosquitto_program
+from tests.support.brokers import free_port, mosquitto_broker, mosquitto_program
+from tests.support.waiting import wait_until
 
 INGEST = Path(__file__).resolve().parent.parent / "bench" / "ingest.py"
 SIM = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
@@ -95,3 +97,23 @@ async def test_a_publisher_child_is_read_back_from_mosquitto(topics: Topics, tmp
             assert topic == topics.roster(roster.sender, 0) and len(roster.cars) == 10
         else:
             decode_on(topics, topic, payload.encode())
+
+
+async def test_the_fleet_only_reference_reads_a_real_fleets_join(topics: Topics, tmp_path: Path) -> None:
+    async with mosquitto_broker(topics, tmp_path) as broker:
+        port = free_port()
+        clock = ["--speed", "60", "--sim-start", SIM.isoformat()]
+        fleet = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fleetroom", "vehicles", "--broker", f"mqtt://127.0.0.1:{broker.port}",
+            "--topic-prefix", topics.prefix, "--metrics-port", str(port),
+            *essay_fleet_flags(1200, 1, 0, clock, 60.0), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        metrics = FleetMetrics([port])
+        try:
+            await wait_until(lambda: reached_at(list(metrics.samples), 1200) is not None, 60, "1,200 cars joined")
+        finally:
+            metrics.close()
+            fleet.terminate()
+            await fleet.wait()
+    joined_at = reached_at(list(metrics.samples), 1200)
+    assert joined_at is not None and joined_at <= time.time()
+    assert metrics.samples[-1][1] == 1200  # cars known summed over the processes, from their own /metrics
