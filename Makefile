@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test system-deps lint bench schema clean
+.PHONY: demo demo-deps test system-deps lint bench schema clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,8 +12,13 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $(STAMP)
 
-demo: $(STAMP)
+demo: demo-deps $(STAMP)
 	$(BIN)/fleetroom demo $(ARGS)
+
+# Mosquitto for the essay demo's million real cars: installed when run as root with apt-get, else one
+# line saying how, and the demo runs on the embedded broker.
+demo-deps:
+	@.ci/demo-deps
 
 # Debian's mosquitto, its clients and what builds the fleetroom Mosquitto plugin: installed
 # when run as root with apt-get, else one line saying what to install (and no test runs).

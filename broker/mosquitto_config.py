@@ -25,8 +25,47 @@ PLUGIN_SOURCE = Path(__file__).with_name("mosquitto_plugin") / "fleetroom_auth.c
 PLUGIN_NAME = "fleetroom_auth.so"
 BUILD_PACKAGES = ("gcc", "mosquitto-dev", "libmosquitto-dev", "libssl-dev")
 MAX_PACKET_BYTES = 256 * 1024  # one message, headers included: bounds what one client can make the broker keep
-MAX_QUEUED_MESSAGES = 100_000  # per client; Mosquitto's default of 1,000 drops messages for a late wildcard reader
+MAX_QUEUED_MESSAGES = 1_000_000  # per client, above those in flight; see SCALE_SETTINGS
+MAX_QUEUED_BYTES = 512 * 1024 * 1024  # per client; whichever of the two limits comes first
+MAX_INFLIGHT_MESSAGES = 1000  # per client, QoS 1 messages sent and not yet acknowledged
+MEMORY_LIMIT_BYTES = 3 * 1024**3  # the broker's whole heap
 RULE_KINDS = ("publish", "read", "retain")
+
+SCALE_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("persistence false",
+     "nothing is kept across a restart (clean sessions, retained statuses are sent again): writing a "
+     "million-entry database to disk every autosave would stall the broker's only thread"),
+    (f"max_queued_messages {MAX_QUEUED_MESSAGES}",
+     "Mosquitto's default of 1,000 per client drops QoS 1 messages (and QoS 0 telemetry) as soon as a reader is a "
+     "second behind a fleet joining at 50,000 cars a second, or subscribes late to thousands of retained "
+     "rosters; a million holds a whole join of the essay's fleet for each reader"),
+    (f"max_queued_bytes {MAX_QUEUED_BYTES}",
+     "the same queue bounded in bytes (frames reach 240 KiB): three readers that stop reading cost at "
+     "most 1.5 GiB, not the machine"),
+    (f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
+     "the default of 20 unacknowledged QoS 1 messages per client caps a reader at 20 per round trip; a "
+     "reader that acknowledges a batch at a time needs a window of a batch (bounded: it counts in memory)"),
+    (f"memory_limit {MEMORY_LIMIT_BYTES}",
+     "a last guard: beyond 3 GiB the broker drops a message and disconnects its client, which the "
+     "reconnect helpers survive, instead of the kernel killing the broker or its neighbours (the "
+     "whole stack must fit in 6 GiB; Debian's build tracks its heap, see $SYS/broker/heap/current)"),
+    ("set_tcp_nodelay true",
+     "an assignment or a result is one small packet that must not wait up to 40 ms for Nagle's algorithm "
+     "(assignment p99 <= 2 s, end-to-end p99 <= 1 s)"),
+)
+"""Settings that keep consumers from losing QoS 1 messages at a million cars, each with its reason."""
+
+
+def scale_lines() -> list[str]:
+    """`SCALE_SETTINGS` as mosquitto.conf lines, each under its reason as a comment."""
+    return [line for setting, why in SCALE_SETTINGS for line in (f"# {why}", setting)]
+
+
+def anonymous_conf(port: int, host: str = "127.0.0.1") -> str:
+    """A mosquitto.conf for a load test or demo without logins: the scale settings, one listener."""
+    return "\n".join(["# written by fleetroom for an anonymous run", "allow_anonymous true",
+                      f"max_packet_size {MAX_PACKET_BYTES}", *scale_lines(),
+                      f"listener {port} {host}", ""])
 
 
 class PluginBuildError(RuntimeError):
@@ -103,8 +142,7 @@ def mosquitto_conf(
             f"plugin_opt_secret_file {d / 'secret'}",
             f"plugin_opt_rules_file {d / 'rules'}",
             f"max_packet_size {MAX_PACKET_BYTES}",
-            f"max_queued_messages {MAX_QUEUED_MESSAGES}",
-            "persistence false",
+            *scale_lines(),
             # a client that left a persistent session (clean session off) does not keep it, and its
             # queue of up to max_queued_messages, for ever: any valid login could otherwise pile them up
             "persistent_client_expiration 1h",

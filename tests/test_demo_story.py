@@ -8,6 +8,7 @@ import pytest
 
 from fleetroom.cli import build_parser, main
 from fleetroom.commands.demo import FILL_SHARE, PARKED_SHARE, _driver_flags, _fleet_flags, essay_job_load
+from fleetroom.compose.essay import MAX_ESSAY_JOB_RATE
 from fleetroom.compose.jobstream import ESSAY_MIX, mean_car_seconds
 from protocol import HardwareGeneration
 
@@ -17,12 +18,17 @@ def demo_args(*argv: str) -> argparse.Namespace:
 
 
 def test_the_essay_job_rate_keeps_most_parked_cars_busy() -> None:
-    rate, scale = essay_job_load(demo_args("--scenario", "essay"))
+    rate, scale = essay_job_load(demo_args("--scenario", "essay", "--broker", "embedded"))
     assert scale == 1.0
     busy_cars = rate * mean_car_seconds(ESSAY_MIX, 5_000.0) / 60.0  # jobs/s x car-seconds per job / speed
     assert busy_cars == pytest.approx(FILL_SHARE * PARKED_SHARE * 2_000)
-    rate6, scale6 = essay_job_load(demo_args("--scenario", "essay", "--hardware-mix", "HW6=1"))
+    rate6, scale6 = essay_job_load(demo_args("--scenario", "essay", "--broker", "embedded", "--hardware-mix", "HW6=1"))
     assert scale6 == 4.0 and rate6 == pytest.approx(rate)  # bigger jobs, same message load
+
+
+def test_a_real_million_gets_as_many_jobs_as_the_dispatcher_keeps_up_with() -> None:
+    rate, _ = essay_job_load(demo_args("--scenario", "essay", "--broker", "mosquitto"))
+    assert rate == MAX_ESSAY_JOB_RATE  # 500 times the 2,000-car rate would be ~20,000 assignments a second
 
 
 def test_hw6_is_one_flag_away_for_the_fleet_and_the_driver() -> None:

@@ -84,6 +84,7 @@ def test_an_outage_without_down_s_is_planned_as_long_as_it_lasts() -> None:
         ({**MINIMAL, "fleet": {"hardware_mix": {"HW5": 0.5}}}, "x.toml: fleet.hardware_mix: shares must sum to 1"),
         ({**MINIMAL, "fleet": {"hardware_mix": {"HW9": 1.0}}}, "x.toml: fleet.hardware_mix: unknown key 'HW9'"),
         ({**MINIMAL, "jobs": {"mix": {"mining": 1.0}}}, "x.toml: jobs.mix: unknown key 'mining'"),
+        ({**MINIMAL, "jobs": {"start_s": -5}}, "x.toml: jobs.start_s: must be a number within 0..86400, not -5"),
         ({**MINIMAL, "jobs": 3}, "x.toml: jobs: expected a table, got 3"),
         ({**MINIMAL, "slo": {"max_happiness": 1}}, "x.toml: slo: unknown key 'max_happiness'"),
         ({**MINIMAL, "broker": "rabbitmq"}, "x.toml: broker: 'rabbitmq' is not one of embedded, mosquitto"),

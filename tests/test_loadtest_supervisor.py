@@ -59,6 +59,26 @@ def test_a_child_that_ignores_sigterm_is_killed(tmp_path: Path, monkeypatch: pyt
     assert child.pid is not None and not alive(child.pid)
 
 
+def test_stubborn_children_are_stopped_together_and_the_first_started_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(supervision, "STOP_GRACE_S", 1.0)
+    code = ("import signal, sys, time, pathlib\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "pathlib.Path(sys.argv[1]).write_text('1')\ntime.sleep(120)\n")
+    sup = Supervisor(tmp_path)
+    names = ["broker", "dispatcher", "fleet-0", "fleet-1"]
+    children = [sup.start(name, [*python(code), name]) for name in names]
+    for name in names:
+        wait_for((tmp_path / name).exists, 20, f"{name} to ignore SIGTERM", sup)
+    started = time.monotonic()
+    sup.stop_all()
+    # one grace period for the three parts together, one for the broker: not four one after the other
+    assert time.monotonic() - started < 3.5
+    assert all(c.pid is not None and not alive(c.pid) for c in children)
+    killed = [r.getMessage().split()[0] for r in caplog.records if "killing" in r.getMessage()]
+    assert killed[-1] == "broker" and sorted(killed[:-1]) == ["dispatcher", "fleet-0", "fleet-1"]
+
+
 def test_a_dead_child_is_reported_with_its_log(tmp_path: Path) -> None:
     with Supervisor(tmp_path) as sup:
         sup.start("quitter", python("import sys; print('bye', file=sys.stderr); sys.exit(3)"))

@@ -10,10 +10,11 @@ stops every process. Logs go to the run directory (.fleetroom/runs/demo-TIME).
 (for scripts and CI). With --broker URL of a broker that checks fleet credentials, give the
 fleet secret (--secret-file or $FLEETROOM_SECRET): every part logs in under its own role with a
 password derived from it (dispatcher, gw-SEED-0-1, operator for the driver and the control room,
-observer for the headless summary). --scenario essay runs the essay's fleet: a million HW5 cars in
-many-cars-per-connection mode, announced as fast as the broker and dispatcher take them
-(about 600 cars a second on a 2-core machine), shown through the dispatcher's summary; the
-headless summary adds the essay's arithmetic for the whole million.
+observer for the headless summary). --scenario essay runs the essay's fleet: on Mosquitto (started
+here when installed, with the fleetroom plugin and a fresh secret) 1,000,000 real HW5 cars in gateway
+mode over a few fleet processes, counted one for one; on the embedded broker (`--broker embedded`,
+or no mosquitto) 2,000 cars each standing for 500, labelled so. The headless summary adds the
+essay's arithmetic for the whole million.
 
 --web serves the control room to browsers instead of drawing it here (see `fleetroom tui --web`):
 each visitor gets a control room of its own, logged in as operator; Ctrl-C stops the server, every
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import secrets
 import signal
 import sys
 import threading
@@ -33,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+from broker.mosquitto_config import PluginBuildError
 from fake_vehicles.catalogue import MixError, normalise_mix, parse_hardware_mix
 from fleetroom.commands.tui import add_web_arguments, check_web_arguments, serve_web
 from fleetroom.common import (
@@ -52,8 +55,18 @@ from fleetroom.common import (
     whole,
 )
 from fleetroom.compose.driver import EARLY_MIX
+from fleetroom.compose.essay import (
+    EMBEDDED,
+    MAX_ESSAY_JOB_RATE,
+    DemoBroker,
+    choose_broker,
+    essay_emulated,
+    essay_telemetry_s,
+    fleet_processes,
+    shard_flags,
+)
 from fleetroom.compose.jobstream import ESSAY_MIX, mean_car_seconds
-from fleetroom.compose.stack import Stack
+from fleetroom.compose.stack import MOSQUITTO, Stack
 from fleetroom.compose.summary import ESSAY_CARS, ESSAY_EMULATED, format_summary
 from fleetroom.compose.supervisor import ChildDied, NotReady, Supervisor
 from fleetroom.loadtest.ledger import RunLedger
@@ -66,12 +79,15 @@ from protocol.vehicle_messages import HARDWARE_TOPS
 log = logging.getLogger(__name__)
 MAX_JOB_RATE = 1e4
 OBSERVER_CONNECT_S = 30.0
+HEADLESS_TELEMETRY_SAMPLE = 1000  # cars whose telemetry the headless reader of a big fleet takes
 FILL_SHARE = 0.9  # of the parked cars the essay's job stream aims to keep busy
 PARKED_SHARE = 0.75  # model: about the share of cars parked and offering at 10:00 (the demo's start)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", metavar="URL", help="use this running broker instead of starting one")
+    parser.add_argument("--broker", metavar="URL|mosquitto|embedded",
+                        help="use this running broker, or start mosquitto or the embedded broker (default: mosquitto "
+                        "for --scenario essay when it is installed, else embedded)")
     add_tls_arguments(parser)
     parser.add_argument("--secret-file", type=Path,
                         help=f"fleet secret every part derives its password from (default: ${SECRET_ENV}, "
@@ -82,9 +98,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop after S wall seconds (default: until quit or Ctrl-C)")
     parser.add_argument("--scenario", choices=("grow", "essay"), default="grow",
                         help="grow: a fleet growing from --cars to --grow-to; essay: a million HW5 cars")
-    parser.add_argument("--emulate", type=whole(1, ESSAY_CARS), default=ESSAY_EMULATED, metavar="N",
+    parser.add_argument("--emulate", type=whole(1, ESSAY_CARS), default=None, metavar="N",
                         help="with --scenario essay: cars really emulated, each standing for 1,000,000 / N cars "
-                        "in the dispatcher's summary, which says so (default: %(default)s; 1000000 emulates all)")
+                        f"in the dispatcher's summary, which says so (default: 1000000 on mosquitto, every car; "
+                        f"{ESSAY_EMULATED} on the embedded broker)")
+    parser.add_argument("--fleet-processes", type=whole(1, 16), default=None, metavar="N",
+                        help="fleet processes the cars are split over (default: 2 for a real million, else 1)")
     parser.add_argument("--cars", type=CARS, default=20, help="cars at the start (default: %(default)s)")
     parser.add_argument("--grow-to", type=whole(0, MAX_CARS), default=2000,
                         help="cars at the end of the growth (default: %(default)s)")
@@ -132,7 +151,17 @@ def essay_job_load(args: argparse.Namespace) -> tuple[float, float]:
     mean_tops = sum(HARDWARE_TOPS[hw] * share for hw, share in essay_mix(args).items())
     scale = mean_tops / HARDWARE_TOPS[HardwareGeneration.HW5]
     wall_s_per_job = mean_car_seconds(ESSAY_MIX, mean_tops) * scale / args.speed
-    return FILL_SHARE * PARKED_SHARE * args.emulate / wall_s_per_job, scale
+    return min(MAX_ESSAY_JOB_RATE, FILL_SHARE * PARKED_SHARE * emulated(args) / wall_s_per_job), scale
+
+
+def demo_broker(args: argparse.Namespace) -> DemoBroker:
+    """The broker the flags ask for, or the scenario's default on this machine."""
+    return choose_broker(args.broker, args.scenario, MOSQUITTO is not None)
+
+
+def emulated(args: argparse.Namespace) -> int:
+    """Cars the essay demo really emulates on the broker it will use."""
+    return essay_emulated(args.emulate, demo_broker(args).kind)
 
 
 def _check(args: argparse.Namespace) -> tuple[Topics, BrokerUrl | None]:
@@ -140,13 +169,13 @@ def _check(args: argparse.Namespace) -> tuple[Topics, BrokerUrl | None]:
         topics = Topics(args.topic_prefix)
     except TopicError as exc:
         raise CliError(str(exc)) from None
-    url = url_from_flag(args.broker, args)
+    url = url_from_flag(demo_broker(args).url_text, args)
     check_web_arguments(args)
     if args.headless and args.web:
         raise CliError("--web serves the control room; --headless has none: give one of them")
     if args.headless and args.duration <= 0:
         raise CliError("--headless needs --duration S")
-    if args.scenario == "essay" and ESSAY_CARS % args.emulate != 0:
+    if args.scenario == "essay" and ESSAY_CARS % emulated(args) != 0:
         raise CliError(f"--emulate must divide {ESSAY_CARS:,} (e.g. 2000, 10000, 1000000)")
     return topics, url
 
@@ -154,8 +183,9 @@ def _check(args: argparse.Namespace) -> tuple[Topics, BrokerUrl | None]:
 def _fleet_flags(args: argparse.Namespace, clock: list[str]) -> list[str]:
     common = ["--seed", str(args.seed), *clock, "--mode", "gateway", "--faulty-share", f"{args.faulty_share:g}"]
     if args.scenario == "essay":
-        mix = _mix_text(essay_mix(args))
-        return ["--count", str(args.emulate), "--hardware-mix", mix, "--telemetry-interval", "600", *common]
+        mix, cars = _mix_text(essay_mix(args)), emulated(args)
+        telemetry = f"{essay_telemetry_s(cars, args.speed):g}"
+        return ["--count", str(cars), "--hardware-mix", mix, "--telemetry-interval", telemetry, *common]
     mix = _mix_text(args.hardware_mix) if args.hardware_mix else ",".join(f"{k}={v:g}" for k, v in EARLY_MIX.items())
     return ["--count", str(args.cars), "--hardware-mix", mix, "--telemetry-interval", "30", *common]
 
@@ -175,29 +205,58 @@ def _driver_flags(args: argparse.Namespace, stack: Stack, clock: list[str]) -> l
     ]
 
 
-def start_broker(stack: Stack, url: BrokerUrl | None) -> None:
-    """The embedded broker as a child process, or the external one named by --broker."""
-    if url is None:
+def start_broker(stack: Stack, broker: DemoBroker, url: BrokerUrl | None, secret: bytes | None) -> None:
+    """Mosquitto or the embedded broker as a child process, or the external one named by --broker.
+
+    Mosquitto checks fleet logins with the fleetroom plugin, under the given secret or a fresh one;
+    where the plugin cannot be built, it runs anonymous, as the embedded broker does, and says so."""
+    if url is not None:
+        stack.use_secret(secret)
+        stack.use_external(url)
+    elif broker.kind == EMBEDDED:
+        stack.use_secret(secret)
         stack.start_embedded()
     else:
-        stack.use_external(url)
+        try:
+            stack.start_mosquitto(secret=secret or secrets.token_urlsafe(32).encode())
+        except PluginBuildError as exc:
+            print(f"fleetroom demo: mosquitto runs without logins: {exc}", file=sys.stderr)
+            stack.start_mosquitto()
 
 
 def start_parts(args: argparse.Namespace, stack: Stack) -> None:
     """Dispatcher, fleet and job driver, each its own process."""
     sim_start = datetime.now(UTC).replace(hour=10, minute=0, second=0, microsecond=0)  # cars parked at work
     clock = clock_flags(args.speed, sim_start, time.time())  # one clock for every part
-    scale = ["--cars-per-emulated-car", str(ESSAY_CARS // args.emulate)] if args.scenario == "essay" else []
+    stand_for = ESSAY_CARS // emulated(args) if args.scenario == "essay" else 1
+    scale = ["--cars-per-emulated-car", str(stand_for)] if stand_for > 1 else []  # a real million: no label
     stack.start_dispatcher(stack.run_dir / "ledger.sqlite3", [*clock, "--summary-interval", "1", *scale])
-    stack.start_fleet("fleet", _fleet_flags(args, clock))
+    cars = emulated(args) if args.scenario == "essay" else args.cars
+    processes = fleet_processes(args.fleet_processes, cars)
+    for i in range(processes):
+        stack.start_fleet("fleet" if processes == 1 else f"fleet-{i}", [*_fleet_flags(args, clock),
+                                                                         *shard_flags(i, processes)])
     stack.supervisor.start("driver", _driver_flags(args, stack, clock))
+
+
+def telemetry_sample(args: argparse.Namespace) -> int:
+    """Cars whose telemetry the headless summary's reader takes: all of them, but only a sample of a big fleet."""
+    cars = emulated(args) if args.scenario == "essay" else args.grow_to
+    return HEADLESS_TELEMETRY_SAMPLE if cars > HEADLESS_TELEMETRY_SAMPLE * 10 else 0
+
+
+def _title(args: argparse.Namespace) -> str:
+    if args.scenario != "essay":
+        return "fleetroom demo"
+    cars = emulated(args)
+    return f"fleetroom demo: the essay's {cars:,} cars" if cars == ESSAY_CARS else "fleetroom demo: the essay's scale"
 
 
 async def _headless(args: argparse.Namespace, stack: Stack, topics: Topics) -> tuple[RunLedger, float]:
     """Start the parts with an observer already listening; watch for --duration; return what it saw."""
     ledger = RunLedger()
     started = time.monotonic()
-    observer = Observer(stack.login("observer"), topics, ledger, started)
+    observer = Observer(stack.login("observer"), topics, ledger, started, telemetry_sample=telemetry_sample(args))
     task = asyncio.create_task(observer.run())
     try:
         await _connected(observer, task)
@@ -230,8 +289,7 @@ def _control_room(args: argparse.Namespace, stack: Stack, topics: Topics) -> Non
     from tui.app import FleetroomApp
 
     start_parts(args, stack)
-    title = "fleetroom demo: the essay's scale" if args.scenario == "essay" else "fleetroom demo"
-    app = FleetroomApp(stack.login("operator"), topics, title=title)
+    app = FleetroomApp(stack.login("operator"), topics, title=_title(args))
     done = threading.Event()
 
     def watchdog() -> None:
@@ -271,9 +329,8 @@ def _web_control_room(args: argparse.Namespace, stack: Stack, topics: Topics) ->
                 print(f"fleetroom demo: a demo process died: {exc}", file=sys.stderr)
         return duration_s <= 0 or time.monotonic() - started < duration_s
 
-    title = "fleetroom demo: the essay's scale" if args.scenario == "essay" else "fleetroom demo"
-    serve_web(stack.login("operator"), topics, read_only=False, args=args, log_dir=stack.run_dir, title=title,
-              tick=tick)
+    serve_web(stack.login("operator"), topics, read_only=False, args=args, log_dir=stack.run_dir,
+              title=_title(args), tick=tick)
 
 
 def _check_login(stack: Stack, username: str) -> None:
@@ -301,17 +358,17 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, _stop_on_sigterm)
     with supervisor:
         stack = Stack(supervisor, topics.prefix)
-        stack.use_secret(read_secret(args.secret_file))
         try:
-            start_broker(stack, url)
+            start_broker(stack, demo_broker(args), url, read_secret(args.secret_file))
             _check_login(stack, "observer" if args.headless else "operator")
             if args.headless:
                 try:
                     ledger, elapsed = asyncio.run(_headless(args, stack, topics))
                 except BrokerUnreachable as exc:
                     raise CliError(str(exc)) from None
-                essay = (args.emulate, essay_mix(args)) if args.scenario == "essay" else None
-                print(format_summary(ledger.last_summary, ledger.counters.by_kind, elapsed, essay=essay))
+                essay = (emulated(args), essay_mix(args)) if args.scenario == "essay" else None
+                print(format_summary(ledger.last_summary, ledger.counters.by_kind, elapsed, essay=essay,
+                                     telemetry_sample=telemetry_sample(args)))
             elif args.web:
                 _web_control_room(args, stack, topics)
             else:

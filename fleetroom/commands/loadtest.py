@@ -102,6 +102,8 @@ def print_summary(report: dict[str, Any], verdicts: list[Verdict], paths_dir: Pa
           f"{jobs['lost']} lost, {jobs['resubmitted']} sent again")
     print(f"  work: {jobs['preemptions']} preemptions, {jobs['redone_tera_ops']:,.0f} tera-ops redone, "
           f"{jobs['wrong_results_caught']} wrong results caught")
+    print(f"  whole stack peak memory: {report['stack']['peak_rss_mib']:,.0f} MiB; state changes from rosters: "
+          f"{report['counters']['state_changes']:,}; offer frames missed: {report['counters']['frames_missed']:,}")
     probe = report["probe_latency"]
     print(f"  observer's probe to itself ms: p50 {probe['p50_ms']:,.1f}  p99 {probe['p99_ms']:,.1f}  "
           f"(the floor the broker and the observer add)")

@@ -12,9 +12,11 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from broker.mosquitto_config import anonymous_conf, write_mosquitto_config
 from fleetroom.compose.supervisor import Supervisor, fleetroom_command, read_port_file, wait_for
 from mqttlink import BROKER_ENV, BrokerUrl
 from protocol.identity import SECRET_ENV, derive_password
+from protocol.topics import Topics
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 BROKER = "broker"
@@ -114,16 +116,21 @@ class Stack:
         )
         return self._use("embedded", BrokerUrl("127.0.0.1", port))
 
-    def start_mosquitto(self, timeout: float = 15.0) -> BrokerUrl:
-        """A mosquitto process on a free 127.0.0.1 port, anonymous, no persistence."""
+    def start_mosquitto(self, timeout: float = 15.0, *, secret: bytes | None = None) -> BrokerUrl:
+        """A mosquitto process on a free 127.0.0.1 port with the settings for a million cars.
+
+        With `secret`, it checks fleet logins and each role's topics with the fleetroom plugin
+        (built here; `PluginBuildError` if it cannot be), and every part logs in under its role.
+        """
         if MOSQUITTO is None:
             raise RuntimeError("mosquitto is not installed")
         port = free_port()
         conf = self.run_dir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "max_queued_messages 100000\nmax_inflight_messages 0\n"
-        )
+        if secret is None:
+            conf.write_text(anonymous_conf(port))
+        else:
+            conf = write_mosquitto_config(self.run_dir / "mosquitto", secret, Topics(self.topic_prefix), port=port)[0]
+            self.use_secret(secret)
         self.supervisor.start(BROKER, [MOSQUITTO, "-c", str(conf)])
         wait_for(lambda: port_open(port), timeout, "mosquitto to listen", self.supervisor)
         return self._use("mosquitto", BrokerUrl("127.0.0.1", port))

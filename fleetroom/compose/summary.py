@@ -39,11 +39,13 @@ def essay_target_line(emulated: int, mix: Mapping[HardwareGeneration, float] | N
 
 
 def format_summary(
-    summary: FleetSummary | None, seen: Mapping[str, int], duration_s: float, *, essay: EssayFleet | None = None
+    summary: FleetSummary | None, seen: Mapping[str, int], duration_s: float, *, essay: EssayFleet | None = None,
+    telemetry_sample: int = 0,
 ) -> str:
     """The summary as lines of text; `seen` counts the message kinds the demo's observer received.
 
-    `essay`, when given, is how many cars the essay demo really emulates and their hardware mix."""
+    `essay`, when given, is how many cars the essay demo really emulates and their hardware mix;
+    `telemetry_sample`, when not 0, is how many cars' telemetry the observer took."""
     offers = seen.get("offer", 0)
     assignments = seen.get("shard_assign", 0)
     results = seen.get("shard_result", 0)
@@ -54,7 +56,8 @@ def format_summary(
         lines += _fleet_lines(summary)
     lines += [
         f"  seen on the wire: {offers:,} offers, {assignments:,} assignments, {results:,} shard results, "
-        f"{seen.get('shard_preempted', 0):,} preemptions, {seen.get('telemetry', 0):,} telemetry messages",
+        f"{seen.get('shard_preempted', 0):,} preemptions, {seen.get('telemetry', 0):,} telemetry messages"
+        + (f" (of {telemetry_sample:,} cars sampled)" if telemetry_sample else ""),
     ]
     if essay:
         lines.append(essay_target_line(*essay))

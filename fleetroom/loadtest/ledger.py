@@ -9,12 +9,14 @@ from dataclasses import dataclass
 
 from fleetroom.loadtest.metrics import Counters, LatencyRecorder, RateMeter
 from protocol import (
+    CarRoster,
     Channel,
     ConnectionStatus,
     FleetSummary,
     JobState,
     JobStatus,
     Liveness,
+    OfferFrame,
     ShardAssignment,
     TopicInfo,
     VehicleStatus,
@@ -64,10 +66,14 @@ class RunLedger:
         self.job_states: dict[str, JobState] = {}
         self.car_online: dict[str, bool] = {}
         self.car_gateway: dict[str, str] = {}
+        self._online = 0  # how many of car_online are True
         self.last_summary: FleetSummary | None = None
         self.max_wrong_results_caught = 0
         self.max_messages_rejected = 0
         self.resubmissions = 0  # jobs sent again because the dispatcher had not answered
+        self.rosters: dict[tuple[str, int], dict[str, Liveness]] = {}  # (gateway, block): its last roster
+        self.offer_seq: dict[str, int] = {}  # gateway: seq of its last offer frame seen
+        self.stack_peak_rss_bytes = 0  # the whole stack's resident memory at its highest sample
 
     # inputs -------------------------------------------------------------------------------
     def job_submitted(self, job_id: str, at_s: float) -> None:
@@ -105,10 +111,43 @@ class RunLedger:
             self._assignment(message.job_id, at_s)
         elif isinstance(message, JobState):
             self.job_states[message.job_id] = message
+        elif isinstance(message, CarRoster):
+            self._roster(message)
+        elif isinstance(message, OfferFrame):
+            self._offer_frame(message)
         elif isinstance(message, FleetSummary) and info.channel is Channel.SUMMARY:
             self.last_summary = message
             self.max_wrong_results_caught = max(self.max_wrong_results_caught, message.wrong_results_caught)
             self.max_messages_rejected = max(self.max_messages_rejected, message.messages_rejected)
+
+    def _roster(self, roster: CarRoster) -> None:
+        """Diff a block's roster against its last one: each car whose state changed, or that is gone, counts."""
+        key = (roster.sender, roster.block)
+        before = self.rosters.get(key, {})
+        now = {car.vehicle_id: car.state for car in roster.cars}
+        self.rosters[key] = now
+        for car, state in now.items():
+            if before.get(car) is not state:
+                self.counters.state_changes += 1
+                self._car_status(car, state)
+                self.car_gateway[car] = roster.sender
+        for car in before.keys() - now.keys():  # absent from the new roster: it has left
+            if before[car] is not Liveness.OFFLINE:
+                self.counters.state_changes += 1
+                self._car_status(car, Liveness.OFFLINE)
+
+    def _offer_frame(self, frame: OfferFrame) -> None:
+        """Count each offer and withdrawal as its own kind; a gap in the gateway's seq is a frame missed."""
+        last = self.offer_seq.get(frame.sender)
+        if last is not None and frame.seq > last + 1:
+            self.counters.frames_missed += frame.seq - last - 1
+        self.offer_seq[frame.sender] = frame.seq  # a lower seq: the gateway process started again
+        for item in frame.offers:
+            self.counters.count_kind(item.kind)
+
+    def record_stack_rss(self, rss_bytes: int) -> None:
+        """One sample of the whole stack's resident memory; the peak is kept."""
+        self.stack_peak_rss_bytes = max(self.stack_peak_rss_bytes, rss_bytes)
 
     def _car_status(self, car: str, state: Liveness) -> None:
         online = state is Liveness.ONLINE
@@ -119,6 +158,7 @@ class RunLedger:
                 self.counters.reconnects += 1
         elif not online and seen is True:
             self.counters.failures += 1
+        self._online += (online is True) - (seen is True)
         self.car_online[car] = online
 
     def _gateway_status(self, gateway: str, state: Liveness) -> None:
@@ -130,6 +170,7 @@ class RunLedger:
             self.counters.failures += 1
         for car in cars:
             self.car_online[car] = False
+        self._online -= len(cars)
 
     def _assignment(self, job_id: str, at_s: float) -> None:
         if job_id in self.first_assignment:
@@ -141,7 +182,8 @@ class RunLedger:
 
     # views --------------------------------------------------------------------------------
     def cars_online(self) -> int:
-        return sum(1 for online in self.car_online.values() if online)
+        """Cars online now (kept as a count: the progress line asks five times a second, of a million cars)."""
+        return self._online
 
     def online_cars(self) -> list[str]:
         return sorted(car for car, online in self.car_online.items() if online)

@@ -103,6 +103,8 @@ class Counters:
     rejected: int = 0  # messages the observer could not decode or that broke the topic map
     observer_reconnects: int = 0
     observer_dropped: int = 0  # messages the observer had no room for: it fell behind, the figures miss them
+    frames_missed: int = 0  # offer frames lost on the way (gaps in a gateway's seq)
+    state_changes: int = 0  # cars whose state a gateway's roster changed (or that left its roster)
     by_kind: dict[str, int] = field(default_factory=dict)
 
     def count_kind(self, kind: str) -> None:
@@ -113,6 +115,7 @@ class Counters:
             "connects": self.connects, "reconnects": self.reconnects, "publishes": self.publishes,
             "receives": self.receives, "failures": self.failures, "rejected": self.rejected,
             "observer_reconnects": self.observer_reconnects, "observer_dropped": self.observer_dropped,
+            "frames_missed": self.frames_missed, "state_changes": self.state_changes,
             "by_kind": dict(sorted(self.by_kind.items())),
         }
 

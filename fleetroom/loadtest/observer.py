@@ -1,6 +1,10 @@
 """The observer: one MQTT connection that watches the whole topic root and publishes the harness's
 jobs and fleet commands, folding every message it sees into a `RunLedger`.
 
+It reads through `mqttlink.BulkLink`, in batches at the broker's pace: when it falls behind, the
+link stops reading and TCP makes the broker queue (Mosquitto's `max_queued_messages`), so nothing
+is dropped on the observer's side; gateway frames are decoded with `decode_frame`.
+
 Latency is measured here as wall time now minus the message's `sent_at` (every process runs on
 this machine, so their clocks agree); retained messages and Last Wills are old by design and
 are not timed. Once a second the observer also sends itself a probe: its latency is the floor
@@ -18,27 +22,33 @@ import secrets
 import time
 from collections import deque
 
-import aiomqtt
-
 from broker.acl import FleetAcl
 from fleetroom.loadtest.ledger import RunLedger
-from mqttlink import BrokerUrl, LinkEvent, LinkState, client_id_of, stay_connected
+from mqttlink import BrokerUrl, BulkLink, BulkLinkError, LinkEvent, LinkState, client_id_of, stay_connected_bulk
 from protocol import (
+    CarRoster,
     Channel,
     ConnectionStatus,
     JobSubmission,
     Liveness,
     ProtocolError,
+    TopicError,
+    TopicInfo,
     Topics,
     VehicleStatus,
+    check_on_topic,
+    decode_frame,
     decode_on,
     encode,
     utc_now,
 )
 from protocol.codec import AnyMessage
+from protocol.frames import FRAME_CHANNELS
 
 log = logging.getLogger(__name__)
 PROBE_EVERY_S = 1.0
+PUBLISH_TIMEOUT_S = 10.0  # a job or command the broker has not acknowledged by then: the link is lost
+SLICE = 2000  # messages handled between two chances for the sender to run
 
 
 def _is_will(message: AnyMessage) -> bool:
@@ -71,7 +81,6 @@ class Observer:
         may_probe = url.username is None or FleetAcl(topics).may_publish(url.username, probe_topic)
         self.probe_topic = probe_topic if may_probe else None
         self.connected = asyncio.Event()
-        self._client: aiomqtt.Client | None = None
         self._outbox: deque[tuple[str, AnyMessage]] = deque()
         self._wakeup = asyncio.Event()
         self._links = 0
@@ -91,14 +100,14 @@ class Observer:
         self._outbox.append((topic, message))
         self._wakeup.set()
 
-    async def _drain_outbox(self, client: aiomqtt.Client) -> None:
+    async def _drain_outbox(self, link: BulkLink) -> None:
         try:
-            await self._send_forever(client)
-        except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+            await self._send_forever(link)
+        except (OSError, TimeoutError) as exc:  # BulkLinkError is an OSError
             self.ledger.publish_failed()
             log.info("publish failed (%s); reconnecting", exc)
 
-    async def _send_forever(self, client: aiomqtt.Client) -> None:
+    async def _send_forever(self, link: BulkLink) -> None:
         loop = asyncio.get_running_loop()
         next_probe = loop.time()
         while True:
@@ -106,14 +115,15 @@ class Observer:
                 await asyncio.wait_for(self._wakeup.wait(), PROBE_EVERY_S)
             self._wakeup.clear()
             while self._new_samples:
-                await client.subscribe(self.topics.telemetry(self._new_samples[0]), qos=0, timeout=10)
+                await link.subscribe([(self.topics.telemetry(self._new_samples[0]), 0)], timeout=10)
                 self._new_samples.popleft()
             if self.probe_topic is not None and loop.time() >= next_probe:
                 next_probe = loop.time() + PROBE_EVERY_S
-                await client.publish(self.probe_topic, self._probe(), qos=0)
+                link.publish(self.probe_topic, self._probe(), qos=0)
             while self._outbox:
                 topic, message = self._outbox[0]
-                await client.publish(topic, encode(message), qos=1, timeout=10)
+                link.publish(topic, encode(message), qos=1)
+                await asyncio.wait_for(link.wait_acknowledged(), PUBLISH_TIMEOUT_S)
                 self._outbox.popleft()
                 if isinstance(message, JobSubmission):
                     self.ledger.job_submitted(message.job_id, self.now_s())
@@ -128,9 +138,9 @@ class Observer:
 
     # receiving ----------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, retained: bool) -> None:
-        """Decode and fold one message; a bad one is counted and dropped."""
+        """Decode and fold one message (a gateway frame as one); a bad one is counted and dropped."""
         try:
-            info, message = decode_on(self.topics, topic, payload)
+            info, message = self._decode(topic, payload)
         except ProtocolError as exc:
             self.ledger.rejected()
             log.debug("rejected %s: %s", topic, exc)
@@ -143,6 +153,20 @@ class Observer:
                 self.ledger.probe_latency.record(latency, self.now_s())
             return
         self.ledger.observe(info, message, self.now_s(), latency)
+
+    def _decode(self, topic: str, payload: bytes) -> tuple[TopicInfo, AnyMessage]:
+        """A frame through `decode_frame` (its type known from the topic), anything else through the codec."""
+        try:
+            info = self.topics.parse(topic)
+        except TopicError as exc:
+            raise ProtocolError("unknown_topic", str(exc)) from None
+        if info.channel not in FRAME_CHANNELS:
+            return decode_on(self.topics, topic, payload)
+        frame = decode_frame(info.channel, payload)
+        if isinstance(frame, CarRoster) and frame.block != info.block:
+            raise ProtocolError("topic_mismatch", f"roster of block {frame.block} on the topic of block {info.block}")
+        check_on_topic(info, frame)
+        return info, frame
 
     def _sample(self, car: str) -> None:
         if len(self._sampled) < self.telemetry_sample and car not in self._sampled:
@@ -157,31 +181,30 @@ class Observer:
             return [(t.everything, 1)]
         channels = (Channel.VEHICLE_STATUS, Channel.OFFER, Channel.SHARDS)
         filters = [t.all_vehicles(c) for c in channels] + [
+            t.all_rosters, t.all_offer_frames,
             t.all_commands, t.all_connections, t.job_submit, t.all_job_states, t.summary,
             t.dispatcher_control, t.fleet_control,
         ]
         return [(f, 1) for f in filters] + [(t.telemetry(car), 0) for car in self._sampled]
 
-    async def _session(self, client: aiomqtt.Client) -> None:
+    async def _session(self, link: BulkLink) -> None:
+        """Read in batches at the broker's pace: the link stops reading when behind, it never drops."""
         self._new_samples.clear()  # a fresh session subscribes every sampled car below
-        await client.subscribe(self._filters(), timeout=10)
-        self._client = client
+        await link.subscribe(self._filters(), timeout=10)
         self.connected.set()
-        # Not a TaskGroup: stay_connected must see the MqttError itself, not an ExceptionGroup.
-        sender = asyncio.create_task(self._drain_outbox(client))
+        # Not a TaskGroup: stay_connected_bulk must see the BulkLinkError itself, not an ExceptionGroup.
+        sender = asyncio.create_task(self._drain_outbox(link))
         self._wakeup.set()
         try:
-            async for message in client.messages:
-                if sender.done():
-                    raise aiomqtt.MqttError("a publish failed")
-                payload = message.payload
-                if isinstance(payload, bytes | bytearray):
-                    self.handle(str(message.topic), bytes(payload), message.retain)
-                else:
-                    self.ledger.rejected()
+            async for batch in link.batches():
+                for start in range(0, len(batch), SLICE):
+                    if sender.done():
+                        raise BulkLinkError("a publish failed")
+                    for message in batch[start:start + SLICE]:
+                        self.handle(message.topic, message.payload, message.retain)
+                    await asyncio.sleep(0)  # the sender submits jobs between slices of a long batch
         finally:
             sender.cancel()
-            self._client = None
             self.connected.clear()
 
     def _on_state(self, event: LinkEvent) -> None:
@@ -192,7 +215,4 @@ class Observer:
 
     async def run(self) -> None:
         """Stay connected until cancelled."""
-        await stay_connected(
-            self.url, self.client_id, self._session, on_state=self._on_state, keepalive=10,
-            max_queued_incoming=200_000, on_drop=self.ledger.dropped,
-        )
+        await stay_connected_bulk(self.url, self.client_id, self._session, on_state=self._on_state, keepalive=10)

@@ -50,6 +50,7 @@ def build_report(
             "messages_rejected_by_dispatcher": ledger.max_messages_rejected,
             "tops_total_at_end": summary.tops_total if summary else 0.0,
         },
+        "stack": {"peak_rss_mib": round(ledger.stack_peak_rss_bytes / 2**20, 1)},
         "stages": [s.__dict__ for s in stages],
         "latency_series": [p.__dict__ for p in ledger.latency.series()],
     }
@@ -88,7 +89,11 @@ def render_markdown(report: dict[str, Any], verdicts: Sequence[Verdict], chart_n
         f"Jobs sent again because the dispatcher had not answered within 5 s: {jobs['resubmitted']}.",
         "",
         f"Cars seen: {fleet['cars_seen']:,}; online at the end: {fleet['cars_online_at_end']:,}; "
-        f"shards completed: {fleet['shards_completed']:,}.",
+        f"shards completed: {fleet['shards_completed']:,}; state changes taken from gateway rosters: "
+        f"{c.get('state_changes', 0):,}; offer frames missed: {c.get('frames_missed', 0):,}.",
+        "",
+        f"Peak resident memory of the whole stack (broker, dispatcher, fleets, observer; sampled each second "
+        f"from /proc): {report.get('stack', {}).get('peak_rss_mib', 0.0):,.1f} MiB.",
         "",
         f"Compute online at the end: {format_tops(fleet['tops_total_at_end'])} = "
         f"{equivalence_text(fleet['tops_total_at_end'])} (peak int8 TOPS as the essay counts them: a claim).",

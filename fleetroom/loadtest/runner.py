@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from fleetroom.compose.jobstream import JobStream
 from fleetroom.compose.stack import DISPATCHER, Stack
 from fleetroom.compose.supervisor import ChildDied, NotReady
 from fleetroom.loadtest.ledger import RunLedger
+from fleetroom.loadtest.memory import stack_rss_bytes
 from fleetroom.loadtest.observer import Observer
 from fleetroom.loadtest.progress import Progress, ProgressPrinter, progress_line
 from fleetroom.loadtest.report import StageRecord, build_report, write_report
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 TICK_S = 0.2
 RESUBMIT_AFTER_S = 5.0
 READY_TIMEOUT_S = 60.0
+RSS_EVERY_S = 1.0  # how often the whole stack's memory is sampled
 
 
 def sim_start_for(scenario: Scenario, today: datetime) -> datetime:
@@ -92,6 +95,7 @@ class LoadTest:
         self._first_stage_at = 0.0
         self._unacknowledged: dict[str, tuple[JobSubmission, float]] = {}
         self._fleet_started = False
+        self._next_rss_at = 0.0
 
     def now_s(self) -> float:
         return time.monotonic() - self.started
@@ -256,9 +260,20 @@ class LoadTest:
                 self.ledger.resubmissions += 1
                 self.observer.submit(job.model_copy(update={"sent_at": utc_now()}))
 
+    def _jobs_due(self) -> bool:
+        """Whether jobs flow yet: `jobs.start_s` after the first stage began (a steady-state measure skips the join)."""
+        return self.now_s() - self._first_stage_at >= self.scenario.jobs.start_s
+
+    def _sample_memory(self) -> None:
+        """Once a second: the resident memory of every process of the run, the harness included."""
+        if self.now_s() >= self._next_rss_at:
+            self._next_rss_at = self.now_s() + RSS_EVERY_S
+            self.ledger.record_stack_rss(stack_rss_bytes(self.stack.supervisor.pids(), os.getpid()))
+
     def _tick(self, index: int, label: str) -> None:
         self.stack.supervisor.check()
-        if self.submitting and self._fleet_started:
+        self._sample_memory()
+        if self.submitting and self._fleet_started and self._jobs_due():
             self._job_credit += self.scenario.jobs.rate_per_s * TICK_S
             while self._job_credit >= 1.0:
                 self._job_credit -= 1.0

@@ -20,11 +20,14 @@ SLO_KEYS: dict[str, str] = {
     "max_p99_latency_ms": "end-to-end latency p99 (ms)",
     "max_max_latency_ms": "end-to-end latency max (ms)",
     "max_assignment_p95_ms": "assignment latency p95 (ms)",
+    "max_assignment_p99_ms": "assignment latency p99 (ms)",
+    "max_stack_rss_mib": "peak resident memory of the whole stack, summed over its processes (MiB)",
     "min_messages_per_s": "messages received per second",
     "min_wrong_results_caught": "wrong results caught by the dispatcher",
     "min_cars_seen": "cars seen online",
     "min_shards_completed": "shards completed",
     "max_observer_dropped": "messages the observer dropped (it fell behind)",
+    "max_frames_missed": "gateway offer frames that never reached the observer (gaps in their seq)",
 }
 """Objective keys: `max_*` must not be exceeded, `min_*` must be reached."""
 
@@ -66,6 +69,7 @@ class JobSpec(BaseModel):
         default_factory=lambda: {"inference": 0.5, "training": 0.3, "rendering": 0.2})
     scale: Annotated[float, ranged(1e-6, 1e6)] = 1.0
     seed: Annotated[int, counted(0, MAX_SEED)] = 7
+    start_s: Annotated[float, ranged(0.0, MAX_STAGE_S)] = 0.0  # wall seconds into the first stage before the first job
 
 
 class _Stage(BaseModel):

@@ -33,17 +33,21 @@ def measured_figures(report: Mapping[str, object]) -> dict[str, float]:
     assignment = _section(report, "assignment_latency")
     fleet = _section(report, "fleet")
     counters = _section(report, "counters")
+    stack = _section(report, "stack")
     return {
         "max_jobs_lost": float(jobs.get("lost", 0)),
         "min_jobs_completed_share": float(jobs.get("completed_share", 0.0)),
         "max_p99_latency_ms": float(latency.get("p99_ms", 0.0)),
         "max_max_latency_ms": float(latency.get("max_ms", 0.0)),
         "max_assignment_p95_ms": float(assignment.get("p95_ms", 0.0)),
+        "max_assignment_p99_ms": float(assignment.get("p99_ms", 0.0)),
+        "max_stack_rss_mib": float(stack.get("peak_rss_mib", 0.0)),
         "min_messages_per_s": float(_as_float(report.get("messages_per_s", 0.0))),
         "min_wrong_results_caught": float(jobs.get("wrong_results_caught", 0)),
         "min_cars_seen": float(fleet.get("cars_seen", 0)),
         "min_shards_completed": float(fleet.get("shards_completed", 0)),
         "max_observer_dropped": float(counters.get("observer_dropped", 0)),
+        "max_frames_missed": float(counters.get("frames_missed", 0)),
     }
 
 
