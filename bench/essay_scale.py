@@ -39,6 +39,7 @@ from bench.support.stack import (
     supervisor,
 )
 from fleetroom.common import clock_flags
+from fleetroom.compose.essay import fleet_processes
 from fleetroom.compose.stack import free_port
 from fleetroom.compose.supervisor import Supervisor, fleetroom_command
 from mqttlink import BrokerUrl
@@ -138,14 +139,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200,000 cars instead of 1,000,000")
     parser.add_argument("--cars", type=int, help="cars to reach (default: 1,000,000; --quick: 200,000)")
-    parser.add_argument("--fleet-processes", type=int, help="fleet processes sharing the cars (default: as the demo, "
+    parser.add_argument("--fleet-processes", type=int, help="fleet processes sharing the cars (default: the demo's, "
                         "2 for a million, else 1)")
     parser.add_argument("--timeout", type=float, help="give up on the stack after so many seconds "
                         "(default: 5 x the fleet-only join, at least 60)")
     parser.add_argument("--logs", type=Path, help="keep every process's log in this directory (default: a temp one)")
     args = parser.parse_args()
     args.cars = args.cars or (200_000 if args.quick else 1_000_000)
-    args.fleet_processes = args.fleet_processes or (2 if args.cars >= 1_000_000 else 1)
+    args.fleet_processes = fleet_processes(args.fleet_processes, args.cars)
     if args.cars < 1 or args.fleet_processes < 1:
         print("bench/essay_scale.py: --cars and --fleet-processes must be at least 1", file=sys.stderr)
         return 2

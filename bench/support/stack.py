@@ -15,7 +15,8 @@ from types import FrameType
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from broker.mosquitto_config import MAX_PACKET_BYTES, MAX_QUEUED_MESSAGES
+from broker.mosquitto_config import anonymous_conf
+from fleetroom.compose.essay import essay_telemetry_s, shard_flags
 from fleetroom.compose.stack import MOSQUITTO, free_port, port_open
 from fleetroom.compose.supervisor import Supervisor, wait_for
 from mqttlink import BrokerUrl
@@ -43,32 +44,25 @@ def stop_on_signals() -> None:
 
 
 def start_mosquitto(supervisor: Supervisor, name: str = "mosquitto") -> BrokerUrl:
-    """An anonymous Mosquitto on a free 127.0.0.1 port, with the queue and packet limits of the fleetroom config.
+    """An anonymous Mosquitto on a free 127.0.0.1 port with the demo's million-car settings (`anonymous_conf`).
 
-    `sys_interval 1` lets a bench read the broker's own counters; `max_inflight_messages 0` lets QoS 1
-    flow to a reader without waiting for each acknowledgement, as the demo's Mosquitto does.
+    `sys_interval 1` lets a bench read the broker's own counters ($SYS) once a second.
     """
     if MOSQUITTO is None:
         raise SystemExit("bench: mosquitto is not installed (Debian: apt-get install mosquitto mosquitto-clients)")
     port = free_port()
     conf = supervisor.run_dir / f"{name}.conf"
-    conf.write_text("\n".join([
-        f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false", "sys_interval 1",
-        f"max_packet_size {MAX_PACKET_BYTES}", f"max_queued_messages {MAX_QUEUED_MESSAGES}",
-        "max_inflight_messages 0", "",
-    ]))
+    conf.write_text(anonymous_conf(port) + "sys_interval 1\n")
     supervisor.start(name, [MOSQUITTO, "-c", str(conf)])
     wait_for(lambda: port_open(port), 15, "mosquitto to listen", supervisor)
     return BrokerUrl("127.0.0.1", port)
 
 
 def essay_fleet_flags(cars: int, processes: int, index: int, clock: list[str], speed: float) -> list[str]:
-    """What `fleetroom demo --scenario essay --emulate CARS` gives a fleet process, with its shard.
-
-    Telemetry as the demo spaces it: the whole fleet sends at most 10,000 messages a wall second."""
-    telemetry_s = max(600.0, round(speed * cars / 10_000))
-    return ["--count", str(cars), "--hardware-mix", "HW5=1", "--telemetry-interval", f"{telemetry_s:g}", "--seed", "1",
-            *clock, "--mode", "gateway", "--faulty-share", "0", "--shard", f"{index}/{processes}"]
+    """What `fleetroom demo --scenario essay` gives fleet process `index` of `processes` for `cars` cars."""
+    return ["--count", str(cars), "--hardware-mix", "HW5=1", "--telemetry-interval",
+            f"{essay_telemetry_s(cars, speed):g}", "--seed", "1", *clock, "--mode", "gateway", "--faulty-share", "0",
+            *shard_flags(index, processes)]
 
 
 def descendants(pid: int) -> list[int]:
