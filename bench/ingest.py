@@ -131,8 +131,12 @@ def measure(args: argparse.Namespace, sup: Supervisor, frames: bool) -> Rates:
 
 
 def describe(r: Rates, unit: str = "msg/s", scale: float = 1.0) -> str:
+    """The run's rates in words; a reader faster than mosquitto_sub is said to drain what the warm-up left it."""
+    draining = [name for name, rate in (("dispatcher", r.dispatcher), ("control room", r.control_room))
+                if rate > 1.05 * r.mosquitto_sub]
+    note = f" ({' and '.join(draining)} draining a backlog from the warm-up)" if draining else ""
     return (f"published {r.published * scale:,.0f} {unit}; taken by mosquitto_sub {r.mosquitto_sub * scale:,.0f}, "
-            f"dispatcher {r.dispatcher * scale:,.0f}, control room {r.control_room * scale:,.0f} {unit}; "
+            f"dispatcher {r.dispatcher * scale:,.0f}, control room {r.control_room * scale:,.0f} {unit}{note}; "
             f"Mosquitto dropped {r.dropped:,} messages for readers behind")
 
 
