@@ -5,8 +5,9 @@ one transaction per tick. The report sums over every car (seconds at a million):
 builds it in a thread, on a read-only connection of its own (`report_off_loop`), never on the
 loop. What the control room shows is published from the ledger alone: a retained `EarningsReport`
 (fleet, per mode, top cars and owners: its size does not grow with the fleet) and, for each car
-whose figures changed, its retained `CarEarnings` (at most `max_cars_per_flush` a time, the rest
-next time), which the control room reads only for the car in view.
+whose figures changed and are not all zero, its retained `CarEarnings` (at most `max_cars_per_flush`
+a time, the rest next time), which the control room reads only for the car in view: a car that
+earned nothing has no message (a million cars joining publish none).
 """
 
 from __future__ import annotations
@@ -22,9 +23,15 @@ from dispatcher.ledger import earnings as book
 from dispatcher.registry import Registry
 from dispatcher.views import SENDER, Out
 from protocol.base import utc_now
-from protocol.owners import CarEarnings, EarningsReport, RobotaxiTrip
+from protocol.owners import CarEarnings, EarningsReport, Money, RobotaxiTrip
 from protocol.topics import Channel, Topics
 from protocol.vehicle_messages import OwnerMode
+
+
+def earned(money: Money) -> bool:
+    """Whether the ledger has any money, work or trip for this car (else it has no message of its own)."""
+    return bool(money.compute_gross or money.robotaxi_gross or money.energy_cost or money.compute_tops_hours
+                or money.robotaxi_trips or money.robotaxi_km)
 
 
 class OwnersMoney:
@@ -50,7 +57,8 @@ class OwnersMoney:
             self.by_mode[old] -= 1
         self.by_mode[mode] += 1
         self.modes[vehicle_id] = self._pending[vehicle_id] = mode
-        self.changed.add(vehicle_id)
+        if old is not None:  # a car first heard of has no message to correct (it is published once paid)
+            self.changed.add(vehicle_id)
 
     def flush_modes(self) -> None:
         """Write the mode changes heard since the last flush, in one transaction."""
@@ -104,7 +112,7 @@ class OwnersMoney:
         for _ in range(min(len(self.changed), self.max_cars_per_flush)):
             vid = self.changed.pop()
             car = book.car_money(self.ledger.db, vid)
-            if car is not None:
+            if car is not None and earned(car.money):  # not a million retained messages of cars that earned nothing
                 message = CarEarnings(sender=SENDER, sent_at=utc_now(), sim_time=sim_time, car=car)
                 outs.append(Out.on(Channel.CAR_EARNINGS, self.topics.car_earnings(vid), message))
         return outs

@@ -144,8 +144,7 @@ class Engine:
         if isinstance(message, CarRoster) and info.client_id is not None:
             return self.cars.roster(info.client_id, message)
         if isinstance(message, OfferFrame) and info.client_id is not None:
-            self.cars.offer_frame(info.client_id, message)
-            return []
+            return self.cars.offer_frame(info.client_id, message)
         if isinstance(message, ConnectionStatus):
             if message.role != "gateway" or info.client_id is None:
                 return []
@@ -259,7 +258,7 @@ class Engine:
     def tick(self) -> list[Out]:
         """Heartbeats, silent assignments, deadlines, then a scheduling round; then what must be kept."""
         now = self.clock.wall()
-        outs: list[Out] = []
+        outs = self.cars.departures()  # a slice of the cars of gateways gone offline
         for vid in self.registry.expire(now):
             self.faults_detected["cars_timed_out"] += 1
             outs += self.cars.car_gone(vid, Liveness.OFFLINE, "heartbeat timeout")

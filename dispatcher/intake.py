@@ -40,6 +40,7 @@ from protocol.vehicle_messages import (
     VehicleTelemetry,
 )
 
+GONE_SLICE = 10_000  # cars of an offline gateway taken offline per tick (about 50 ms), not 250,000 at once
 SUSPENDED = "suspended: "  # how a car's withdrawal names its `SuspendReason`
 LEAVING = ("driving away", SUSPENDED + SuspendReason.NOT_IN_PARK.value)
 OWNER_BACK = "owner returned"  # a withdrawal or a hand-back (ShardPreempted) for the owner: the car leaves
@@ -60,6 +61,8 @@ class CarIntake:
         self.registry, self.offers, self.watchlist, self.assignments = registry, offers, watchlist, assignments
         self.refusals, self.money, self.clock, self.faults = refusals, money, clock, faults
         self.gateways = Gateways()
+        self.leaving: dict[str, set[str]] = {}  # gateway gone offline -> its cars still to take offline
+        self.gone_slice = GONE_SLICE
 
     # statuses ------------------------------------------------------------------------------
     def status(self, vid: str, message: VehicleStatus) -> list[Out]:
@@ -73,6 +76,9 @@ class CarIntake:
     ) -> list[Out]:
         """What a status says (from the car or a roster), at wall time `wall` and ledger time `now_s`."""
         registry = self.registry
+        if self.leaving and state is ONLINE:  # a car of a gateway gone offline speaks: it stays
+            for cars in self.leaving.values():
+                cars.discard(vid)
         car = registry.cars.get(vid)
         if car is None:
             car = registry.join(vid, None if hardware is None else hardware.value, gateway, owner_id)
@@ -105,26 +111,42 @@ class CarIntake:
         return outs
 
     def connection(self, gateway: str, online: bool) -> list[Out]:
-        """A gateway's connection status: the heartbeat of its cars, or all of them gone with it."""
+        """A gateway's connection status: the heartbeat of its cars, or all of them gone with it, a slice
+        now and the rest in the next ticks (`departures`)."""
         self.gateways.connection(gateway, online)
         if online:
+            self.leaving.pop(gateway, None)  # back before all its cars were taken offline: the rest stay
             self.registry.heard_gateway(gateway, self.clock.wall())
             return []
         self.registry.gateway_heard.pop(gateway, None)
+        self.leaving[gateway] = set(self.registry.by_gateway.get(gateway, ()))
+        return self.departures()
+
+    def departures(self, gateway: str | None = None) -> list[Out]:
+        """Take up to `gone_slice` cars of gateways that went offline offline (all of `gateway`'s if named)."""
         outs: list[Out] = []
-        for vid in self.registry.gateway_cars(gateway):
-            outs += self.car_gone(vid, Liveness.OFFLINE, f"gateway {gateway} offline")
+        budget = self.gone_slice
+        for name in [gateway] if gateway is not None else list(self.leaving):
+            cars = self.leaving.get(name, set())
+            while cars and (budget > 0 or gateway is not None):
+                vid = cars.pop()
+                budget -= 1
+                car = self.registry.cars.get(vid)
+                if car is not None and car.gateway == name:  # else it moved to another gateway meanwhile
+                    outs += self.car_gone(vid, Liveness.OFFLINE, f"gateway {name} offline")
+            if not cars:
+                self.leaving.pop(name, None)
         return outs
 
     # frames --------------------------------------------------------------------------------
     def roster(self, gateway: str, roster: CarRoster) -> list[Out]:
         """A block's roster: the statuses that changed since its last one, and the cars it no longer lists."""
+        outs = self.departures(gateway) if gateway in self.leaving else []  # what its going offline said comes first
         diff = self.gateways.roster(gateway, roster.block, roster.cars)
         for vid in diff.refused:
             self.refusals.count("car_of_another_gateway", "roster of %s lists %s, which %s speaks for", gateway, vid,
                                 self.gateways.gateway_of(vid))
         wall, now_s = self.clock.wall(), self.clock.now_s
-        outs: list[Out] = []
         for entry in diff.changed:
             outs += self.apply_status(entry.vehicle_id, entry.state, entry.hardware, gateway, entry.owner_id,
                                       entry.owner_mode, wall, now_s, entry.reason)
@@ -136,8 +158,9 @@ class CarIntake:
             outs += self.car_gone(vid, Liveness.OFFLINE, f"no longer in gateway {gateway}'s roster")
         return outs
 
-    def offer_frame(self, gateway: str, frame: OfferFrame) -> None:
+    def offer_frame(self, gateway: str, frame: OfferFrame) -> list[Out]:
         """Offers and withdrawals of a gateway's cars, in order; only for cars its rosters list."""
+        outs = self.departures(gateway) if gateway in self.leaving else []  # what its going offline said comes first
         wall, now_s = self.clock.wall(), self.clock.now_s
         local_s = local_seconds(self.clock.sim_now())
         gateways, registry = self.gateways, self.registry
@@ -155,6 +178,7 @@ class CarIntake:
                 self.offer(vid, item, now_s, local_s, car=car)
             else:
                 self.withdrawal(vid, item)
+        return outs
 
     # offers --------------------------------------------------------------------------------
     def offer(self, vid: str, message: ComputeOffer, now_s: float, local_s: float, *, save: bool = True,
@@ -172,7 +196,7 @@ class CarIntake:
         offer = offer_from(message, vid, now_s, local_s)
         self.offers.stand(offer, car_busy=car.active_assignments > 0, save=save)
         if not car.offering or car.gear is not PARK or car.compute_state is not IDLE:
-            self.registry.update(car, offering=True, gear=PARK, compute_state=IDLE)
+            self.registry.offers_parked(car)
 
     def restore(self, offer: Offer) -> None:
         """An offer the ledger kept across a restart (checked when it arrived): it stands again, unsaved."""

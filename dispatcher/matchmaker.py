@@ -40,7 +40,9 @@ def kwh_per_tera_op(hardware: HardwareGeneration) -> float:
 
 def tops_level(free_tops: float) -> int:
     """The bucket level of a TOPS figure: a bucket spans [2**(l/k), 2**((l+1)/k)), k levels per octave."""
-    return max(0, min(MAX_LEVEL, math.floor(LEVELS_PER_OCTAVE * math.log2(max(free_tops, 1.0)))))
+    if free_tops <= 1.0:
+        return 0
+    return min(MAX_LEVEL, math.floor(LEVELS_PER_OCTAVE * math.log2(free_tops)))
 
 
 @dataclass(slots=True)
@@ -171,16 +173,19 @@ class OfferBook:
 
     def put(self, offer: Offer) -> None:
         """Add or replace the offer of `offer.vehicle_id`."""
-        self.remove(offer.vehicle_id)
-        offer.seq = next(self._seq)
-        self.offers[offer.vehicle_id] = offer
+        vehicle_id, offers = offer.vehicle_id, self.offers
+        if vehicle_id in offers:
+            self.remove(vehicle_id)
+        offer.seq = seq = next(self._seq)
+        offers[vehicle_id] = offer
         self.tops_offered += offer.free_tops
-        key = self._key(offer)
+        key = (HW_RANK[offer.hardware], tops_level(offer.free_tops))
         bucket = self._buckets.get(key)
         if bucket is None:  # not setdefault: a new _Bucket per offer costs a microsecond at a million offers
             bucket = self._buckets[key] = _Bucket()
         bucket.size += 1
-        heapq.heappush(bucket.heap, (policy_score(self.policy, offer), offer.seq, offer.vehicle_id))
+        score = -offer.free_tops if self.policy is FASTEST else policy_score(self.policy, offer)
+        heapq.heappush(bucket.heap, (score, seq, vehicle_id))
 
     def remove(self, vehicle_id: str) -> Offer | None:
         """Withdraw a car's offer (its heap entry goes stale and is skipped later)."""

@@ -22,14 +22,12 @@ if TYPE_CHECKING:
 def offer_from(message: ComputeOffer, vehicle_id: str, now_s: float, local_s: float | None = None) -> Offer:
     """A car's offer in the ledger's simulation seconds: its times are rebased on our clock, since the
     car's may be set differently; `local_s` is our local time (of day), for the power model's ambient."""
-    return Offer(
-        vehicle_id=vehicle_id, offer_id=message.offer_id, hardware=message.hardware, free_tops=message.free_tops,
-        price_per_tops_hour=message.price_per_tops_hour, offered_at_s=now_s,
-        departure_at_s=now_s + (message.expected_departure - message.sim_time).total_seconds(),
-        departure_confidence=message.departure_confidence, energy_budget_kwh=message.energy_budget_kwh,
-        soc=message.soc, min_price_per_tops_hour=message.requirements.min_price_per_tops_hour,
-        max_shard_hours=message.requirements.max_shard_hours, pack_temp_c=message.pack_temp_c,
-        local_offered_s=local_s,
+    requirements = message.requirements
+    return Offer(  # positional, in the order of Offer's fields: a million offers are built while a fleet joins
+        vehicle_id, message.offer_id, message.hardware, message.free_tops, message.price_per_tops_hour, now_s,
+        now_s + (message.expected_departure - message.sim_time).total_seconds(), message.departure_confidence,
+        message.energy_budget_kwh, message.soc, requirements.min_price_per_tops_hour, requirements.max_shard_hours,
+        message.pack_temp_c, local_s,
     )
 
 

@@ -22,6 +22,8 @@ from protocol.vocabulary import CarState
 RATED_TOPS: dict[str, float] = {generation.value: tops for generation, tops in HARDWARE_TOPS.items()}
 ONLINE, OFFLINE, PARK = Liveness.ONLINE, Liveness.OFFLINE, Gear.PARK  # reading an enum member costs a descriptor call
 VACATING, BUSY, SUSPENDED, IDLE = ComputeState.VACATING, ComputeState.BUSY, ComputeState.SUSPENDED, ComputeState.IDLE
+COUNTED_FIELDS = frozenset({"liveness", "hardware", "rated_tops", "compute_kw", "on_grid"})
+"""The fields of a car that the counts of cars online (`Registry._count_online`) depend on."""
 
 
 @dataclass(slots=True)
@@ -109,8 +111,7 @@ class Registry:
         """A car spoke: it is alive now."""
         car = self.cars.get(vehicle_id) or self.car(vehicle_id)
         last_heard = self._last_heard
-        if vehicle_id in last_heard:
-            del last_heard[vehicle_id]
+        last_heard.pop(vehicle_id, None)  # to the back of the queue
         last_heard[vehicle_id] = now_wall
         if car.liveness is OFFLINE:
             self.update(car, liveness=ONLINE)
@@ -119,14 +120,26 @@ class Registry:
     def update(self, car: Car, **changes: object) -> None:
         """Change fields of `car` and keep every count right."""
         old_state = car.state
-        self._count_online(car, -1)
+        counted = not COUNTED_FIELDS.isdisjoint(changes)  # most changes (offering, gear) leave them as they are
+        if counted:
+            self._count_online(car, -1)
         for name, value in changes.items():
             setattr(car, name, value)
         car.state = derive_state(car)
-        self._count_online(car, +1)
+        if counted:
+            self._count_online(car, +1)
         if car.state != old_state:
             self.by_state[old_state] -= 1
             self.by_state[car.state] += 1
+
+    def offers_parked(self, car: Car) -> None:
+        """The car offers compute: parked, idle and offering (what `update` would do, without its generality)."""
+        old_state = car.state
+        car.offering, car.gear, car.compute_state = True, PARK, IDLE
+        car.state = new_state = derive_state(car)
+        if new_state is not old_state:
+            self.by_state[old_state] -= 1
+            self.by_state[new_state] += 1
 
     def set_hardware(self, car: Car, hardware: str) -> None:
         """The car's generation is known: its rated TOPS are the catalogue's (`HARDWARE_TOPS`)."""
@@ -165,9 +178,6 @@ class Registry:
         if gateway is not None:
             self.by_gateway.setdefault(gateway, set()).add(car.vehicle_id)
         car.gateway = gateway
-
-    def gateway_cars(self, gateway: str) -> list[str]:
-        return sorted(self.by_gateway.get(gateway, ()))
 
     def heard_gateway(self, gateway: str, now_wall: float) -> None:
         """A gateway's heartbeat: its cars count as heard now (looked at lazily, by `expire`)."""

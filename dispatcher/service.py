@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -34,7 +35,8 @@ T = TypeVar("T")
 
 VEHICLE_CHANNELS = (Channel.VEHICLE_STATUS, Channel.OFFER, Channel.SHARDS, Channel.TRIPS)
 """Per-car channels the dispatcher reads: states, offers and results; not telemetry (the control room's)."""
-READ_SLICE = 500  # messages handled between two turns of the event loop (timers and publishing run between)
+READ_SLICE = 500  # messages handled between two turns of the event loop (timers, publishing, reading run between) ...
+READ_SLICE_S = 0.02  # ... or fewer, once this many wall seconds went by: one roster frame is 500 cars' work
 MAX_UNACKED = 5000  # QoS 1 publishes in flight before publishing waits for acknowledgements
 
 
@@ -172,13 +174,20 @@ class DispatcherService:
 
     async def _read(self, link: BulkLink, outbox: asyncio.Queue[Out]) -> None:
         """Hand every message of each batch to the engine, letting timers and publishing run between slices."""
+        clock = time.monotonic
         async for batch in link.batches():
-            for start in range(0, len(batch), READ_SLICE):
-                self._in_hand = len(batch) - start
-                for topic, payload, _ in batch[start:start + READ_SLICE]:
+            start = 0
+            while start < len(batch):
+                self._in_hand = len(batch) - start  # the backlog as this slice began
+                slice_ends, index = clock() + READ_SLICE_S, start
+                for index in range(start, min(len(batch), start + READ_SLICE)):
+                    topic, payload, _ = batch[index]
                     handle = partial(self.engine.handle, topic, payload)
                     for out in self._contained(handle, "handling a message on %s", topic) or ():
                         outbox.put_nowait(out)
+                    if clock() >= slice_ends:
+                        break
+                start = index + 1
                 await asyncio.sleep(0)
             self._in_hand = 0
 

@@ -232,3 +232,35 @@ async def test_frames_published_by_a_gateway_reach_the_dispatcher_and_forgeries_
         assert engine.registry.cars[running.vehicle_id].state == "offline" and aid not in engine.watchlist.watched
         attempt = engine.ledger.attempt(aid)
         assert attempt is not None and attempt.status == "lost"
+
+
+def test_a_gateway_going_offline_takes_its_cars_offline_a_slice_per_tick(e: Engine1) -> None:
+    cars = [f"car-{i:02d}" for i in range(25)]
+    e.roster("gw-0", [entry(vid) for vid in cars])
+    e.offers("gw-0", [offer(vid) for vid in cars])
+    e.engine.cars.gone_slice = 10  # 10,000 in the service: a quarter of a million cars are not one pass
+    offline = ConnectionStatus(**env("gw-0"), role="gateway", state=Liveness.OFFLINE)
+    e.engine.handle(e.topics.connection_status("gw-0"), encode(offline))
+    states = [e.state(vid) for vid in cars]
+    assert (states.count("offline"), states.count("idle"), len(e.engine.offers.book)) == (10, 15, 15)
+    e.engine.tick()
+    assert [e.state(vid) for vid in cars].count("offline") == 20
+    e.engine.tick()
+    assert {e.state(vid) for vid in cars} == {"offline"} and len(e.engine.offers.book) == 0
+    assert e.engine.registry.state_counts()["online"] == 0
+
+
+def test_a_gateway_back_before_its_last_slice_keeps_the_rest_and_its_frames_come_after_its_departure(
+        e: Engine1) -> None:
+    cars = [f"car-{i:02d}" for i in range(25)]
+    e.roster("gw-0", [entry(vid) for vid in cars])
+    e.engine.cars.gone_slice = 10
+    offline = ConnectionStatus(**env("gw-0"), role="gateway", state=Liveness.OFFLINE)
+    online = ConnectionStatus(**env("gw-0"), role="gateway", state=Liveness.ONLINE)
+    e.engine.handle(e.topics.connection_status("gw-0"), encode(offline))
+    e.engine.handle(e.topics.connection_status("gw-0"), encode(online))
+    e.engine.tick()
+    assert [e.state(vid) for vid in cars].count("offline") == 10  # the other 15 were never lost
+    e.engine.handle(e.topics.connection_status("gw-0"), encode(offline))
+    e.offers("gw-0", [offer("car-00")])  # still listed by gw-0: it speaks again, after all its cars left
+    assert e.state("car-00") == "idle" and [e.state(vid) for vid in cars].count("offline") == 24

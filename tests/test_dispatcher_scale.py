@@ -138,3 +138,31 @@ def test_silences_come_due_from_the_heap_and_the_totals_match_a_recount() -> Non
     for aid in list(watch.watched):
         watch.unwatch(aid)
     assert (watch.tops_allocated, watch.shards_running, watch.silent(100.0)) == (0.0, 0, [])
+
+
+def test_only_cars_that_earned_something_get_their_own_earnings_message(m: Money) -> None:
+    for vid, mode in (("car-a", OwnerMode.COMPUTE), ("car-b", OwnerMode.COMPUTE), ("car-z", OwnerMode.ROBOTAXI)):
+        m.send(m.topics.vehicle_status(vid), VehicleStatus(**m.env(vid), state=Liveness.ONLINE, owner_mode=mode))
+    m.car("car-a")
+    m.job(shards=1)
+    (assignment,) = m.assign()
+    m.later(11.0)
+    m.result(assignment)
+    m.send(m.topics.vehicle_status("car-z"), VehicleStatus(**m.env("car-z"), state=Liveness.ONLINE,
+                                                             owner_mode=OwnerMode.NONE))  # a change, no money
+    published = [decode(out.payload) for out in m.engine.earnings_cars()]
+    assert [message.car.vehicle_id for message in published] == ["car-a"]  # type: ignore[union-attr]
+    assert m.engine.money.changed == set()  # the others were looked at and left out, not kept for later
+
+
+def test_a_batch_of_modes_mixing_new_and_known_cars_closes_the_known_ones_stretches(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.set_owner_modes([("car-a", "owner-1", OwnerMode.COMPUTE), ("car-c", "car-c", OwnerMode.BOTH)], 100.0)
+    ledger.set_owner_modes([("car-b", "owner-2", OwnerMode.ROBOTAXI), ("car-a", "owner-1", OwnerMode.ROBOTAXI),
+                            ("car-c", "owner-3", OwnerMode.BOTH)], 160.0)  # car-b new, car-a changes, car-c the same
+    found = ledger.db.execute("SELECT vehicle_id, owner_id, owner_mode, mode_since_s FROM cars")
+    cars = {row[0]: row[1:] for row in found}
+    assert cars == {"car-a": ("owner-1", "robotaxi", 160.0), "car-b": ("owner-2", "robotaxi", 160.0),
+                    "car-c": ("owner-3", "both", 100.0)}  # an owner named later is taken, its stretch goes on
+    stretches = ledger.db.execute("SELECT vehicle_id, owner_mode, seconds FROM mode_money").fetchall()
+    assert stretches == [("car-a", "compute", 60.0)]

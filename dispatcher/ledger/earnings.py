@@ -47,17 +47,21 @@ def money(tera_ops: float | None, compute: float | None, robotaxi: float | None,
 def set_modes(db: sqlite3.Connection, changes: Iterable[tuple[str, str, OwnerMode]], now_s: float) -> None:
     """Record each (car, owner, mode) from `now_s` on, closing the time spent in the car's previous mode.
 
-    A car first booked as its own owner takes the owner its status named since. Set-based (a
-    temporary table joined once per statement), so that a million cars' first modes are one
-    short transaction, not three statements per car."""
+    A car first booked as its own owner takes the owner its status named since. Cars new to the
+    ledger are inserted with their mode; if every car of the batch was new (a fleet joining), that
+    is all. Otherwise set-based (a temporary table joined once per statement), so that a million
+    cars' modes are one short transaction, not three statements per car."""
+    rows = list({row[0]: row for row in changes}.values())  # a car's last change counts
+    before = db.total_changes
+    db.executemany(  # a car new to the ledger starts in its mode now: one write (an OwnerMode is bound as its value)
+        "INSERT INTO cars(vehicle_id, owner_id, owner_mode, mode_since_s) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT(vehicle_id) DO NOTHING", [(vid, owner, mode, now_s) for vid, owner, mode in rows])
+    if db.total_changes - before == len(rows):  # every car was new (a fleet joining): nothing else to change
+        return
     db.execute("CREATE TEMP TABLE IF NOT EXISTS mode_changes(vehicle_id TEXT PRIMARY KEY, owner_id TEXT NOT NULL,"
                " owner_mode TEXT NOT NULL)")
     db.execute("DELETE FROM mode_changes")
-    db.executemany("INSERT OR REPLACE INTO mode_changes VALUES (?, ?, ?)",
-                   list(changes))  # an OwnerMode is a str: bound as its value
-    db.execute(  # a car new to the ledger starts in its mode now: one write
-        "INSERT INTO cars(vehicle_id, owner_id, owner_mode, mode_since_s) SELECT vehicle_id, owner_id, owner_mode, ?"
-        " FROM mode_changes WHERE true ON CONFLICT(vehicle_id) DO NOTHING", (now_s,))
+    db.executemany("INSERT INTO mode_changes VALUES (?, ?, ?)", rows)
     db.execute(  # an owner heard after the car's first payment
         "UPDATE cars SET owner_id = (SELECT owner_id FROM mode_changes m WHERE m.vehicle_id = cars.vehicle_id)"
         " WHERE vehicle_id IN (SELECT vehicle_id FROM mode_changes WHERE owner_id != vehicle_id)"

@@ -256,7 +256,8 @@ class Ledger:
         may be lost; the cars' next offers, refusals and departures correct that.
         """
         with self.transaction() as db:
-            db.executemany("DELETE FROM offer_book WHERE vehicle_id = ?", [(vid,) for vid in gone])
+            if gone:
+                db.executemany("DELETE FROM offer_book WHERE vehicle_id = ?", [(vid,) for vid in gone])
             db.executemany(f"INSERT OR REPLACE INTO offer_book VALUES ({', '.join('?' * 14)})", standing)
 
     def standing_offers(self) -> list[tuple[object, ...]]:
