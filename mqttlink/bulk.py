@@ -83,6 +83,7 @@ class BulkLink:
         self._closing = self._paused = False
         self._next_id = 0
         self._ping_sent: float | None = None
+        self._heard_at = 0.0  # when the broker last sent anything: a PINGRESP may wait behind a backlog of data
         self._ping_timer: asyncio.TimerHandle | None = None
 
     async def __aenter__(self) -> BulkLink:
@@ -238,6 +239,7 @@ class BulkLink:
 
     # the transport's side ------------------------------------------------------------------------
     def _on_data(self, data: bytes) -> None:
+        self._heard_at = time.monotonic()
         try:
             parsed = self._parser.feed(data)
             for packet in parsed.others:
@@ -332,17 +334,25 @@ class BulkLink:
             self._ping_timer = None
 
     def _ping_due(self) -> None:
-        """Every half keepalive: a PINGREQ, or a lost link if the last one went unanswered for a keepalive."""
-        if not self.connected:
+        """Every half keepalive a PINGREQ; lost if the broker sent nothing for a keepalive since one went unanswered.
+
+        Data counts as a sign of life (as paho counts any packet in): a reader busy with a backlog of
+        frames gets its PINGRESP only after them, and once took that for a dead broker and reconnected.
+        A PINGREQ goes out every half keepalive even while one is unanswered, so that the broker hears
+        from a client whose publishing waits for acknowledgements stuck behind that same backlog.
+        """
+        transport = self._transport
+        if not self.connected or transport is None or transport.is_closing():
             return
         now = time.monotonic()
-        if self._ping_sent is None:
-            self._ping_sent = now
-            self._write(packets.PINGREQ_PACKET)
-        elif now - self._ping_sent >= self.keepalive and not self._paused:
+        if self._ping_sent is not None and now - max(self._ping_sent, self._heard_at) >= self.keepalive \
+                and not self._paused:
             self._fail(BulkLinkError(f"the MQTT broker at {self.url} did not answer a ping within "
                                      f"{self.keepalive} s"))
             return
+        if self._ping_sent is None:
+            self._ping_sent = now
+        transport.write(packets.PINGREQ_PACKET)
         self._schedule_ping()
 
 

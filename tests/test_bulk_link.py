@@ -319,3 +319,42 @@ async def test_what_was_unacknowledged_when_the_link_died_is_there_to_send_again
     assert left and [int(o.payload) for o in left] == list(range(1000 - len(left), 1000))
     with pytest.raises(BulkLinkError):
         link.publish(topic, b"late", qos=1)
+
+
+async def test_data_from_the_broker_is_a_sign_of_life_while_a_pingresp_waits_behind_it() -> None:
+    """A broker busy sending a backlog (here: one that never answers pings but keeps publishing) is alive,
+    and still hears a PINGREQ every half keepalive (it would time out a client that went quiet)."""
+    sent, heard = 15, bytearray()
+
+    async def listen(reader: asyncio.StreamReader) -> None:
+        while chunk := await reader.read(1 << 16):
+            heard.extend(chunk)
+
+    async def busy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(bytes((0x20, 2, 0, 0)))  # CONNACK accepted
+        asyncio.get_running_loop().create_task(listen(reader))
+        for n in range(sent):  # a QoS 0 PUBLISH on topic "t" every 0.2 s: 3 s, three keepalives
+            payload = str(n).encode()
+            writer.write(bytes((0x30, 3 + len(payload), 0, 1)) + b"t" + payload)
+            await writer.drain()
+            await asyncio.sleep(0.2)  # the pace of the fake broker's stream, not a wait for a condition
+        await asyncio.Event().wait()
+
+    server = await asyncio.start_server(busy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    got: list[bytes] = []
+    try:
+        link = BulkLink(TestBroker("none", port, Topics("x"), None).url(), "probe", keepalive=1)
+        await link.connect()
+        async with asyncio.timeout(10):
+            async for batch in link.batches():
+                got += [message.payload for message in batch]
+                if len(got) == sent:
+                    break
+        assert got == [str(n).encode() for n in range(sent)]
+        assert link.pings_answered == 0
+        assert heard.count(bytes((0xC0, 0))) >= 3  # a PINGREQ each half second of the three, none answered
+        await link.close()
+    finally:
+        server.close()

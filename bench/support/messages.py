@@ -6,14 +6,19 @@ from datetime import UTC, datetime, timedelta
 
 from protocol import (
     ChargeState,
+    ComputeOffer,
     ComputeState,
     FleetSummary,
     Gear,
     HardwareGeneration,
+    Liveness,
     Location,
     MatchPolicy,
+    OfferRequirements,
     OwnerMode,
+    VehicleStatus,
     VehicleTelemetry,
+    utc_now,
 )
 from protocol.vehicle_messages import HARDWARE_TOPS
 
@@ -45,4 +50,20 @@ def summary(cars: int, *, busy: int = 0) -> FleetSummary:
         jobs_by_status={"running": 3, "queued": 1, "done": 7}, shards_completed=40, work_done_tera_ops=1e9,
         throughput_tops=2e5, preemptions=2, redone_tera_ops=1e4, wrong_results_caught=1, earnings_gross=123.45,
         energy_kwh=50.0, energy_cost=6.0, messages_per_s=250.0, messages_rejected=0, policy=MatchPolicy.FASTEST,
+    )
+
+
+def car_status(vid: str, sim_time: datetime, *, gateway: str | None = None) -> VehicleStatus:
+    """A car's retained status: online, HW5, its own owner."""
+    return VehicleStatus(sender=vid, sent_at=utc_now(), sim_time=sim_time, state=Liveness.ONLINE,
+                         hardware=HardwareGeneration.HW5, gateway=gateway)
+
+
+def car_offer(vid: str, seq: int, sim_time: datetime) -> ComputeOffer:
+    """A parked HW5 car's offer of its whole rating until eight hours from `sim_time`, every field filled."""
+    return ComputeOffer(
+        sender=vid, sent_at=utc_now(), sim_time=sim_time, offer_id=f"{vid}-o{seq}", hardware=HardwareGeneration.HW5,
+        free_tops=RATED_TOPS["HW5"], energy_budget_kwh=21.5, expected_departure=sim_time + timedelta(hours=8),
+        departure_confidence=0.8, price_per_tops_hour=0.0021, soc=0.72, region="us-west",
+        requirements=OfferRequirements(min_price_per_tops_hour=0.0021), pack_temp_c=24.5,
     )
