@@ -110,18 +110,36 @@ class DispatcherService:
         if unreachable is not None:
             raise unreachable from None
 
-    def _filters(self) -> list[tuple[str, int]]:
-        """What the dispatcher reads: cars' states, offers and results (per car or in gateways' frames),
-        fleets' connections, jobs and commands."""
+    def _filters(self) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+        """What the dispatcher reads: the bulk (cars' states, offers and results, per car or in gateways'
+        frames, and fleets' connections), and its own control channels (jobs submitted, policy)."""
         topics = self.engine.topics
         per_car = [(topics.all_vehicles(channel), channel) for channel in VEHICLE_CHANNELS]
-        others = [(topics.all_connections, Channel.CONNECTION_STATUS), (topics.all_rosters, Channel.ROSTER),
-                  (topics.all_offer_frames, Channel.OFFER_FRAME), (topics.job_submit, Channel.JOB_SUBMIT),
-                  (topics.dispatcher_control, Channel.DISPATCHER_CONTROL)]
-        return [(topic_filter, DELIVERY[channel].qos) for topic_filter, channel in per_car + others]
+        bulk = [(topics.all_connections, Channel.CONNECTION_STATUS), (topics.all_rosters, Channel.ROSTER),
+                (topics.all_offer_frames, Channel.OFFER_FRAME)]
+        control = [(topics.job_submit, Channel.JOB_SUBMIT), (topics.dispatcher_control, Channel.DISPATCHER_CONTROL)]
+        return ([(topic_filter, DELIVERY[channel].qos) for topic_filter, channel in per_car + bulk],
+                [(topic_filter, DELIVERY[channel].qos) for topic_filter, channel in control])
 
     async def _session(self, link: BulkLink) -> None:
-        await link.subscribe(self._filters())
+        """Serve on `link` (publishing, the Will, the control channels) and a second link that reads the bulk.
+
+        Two connections, because the broker sends its acknowledgements of what the dispatcher publishes
+        on the same connection as what it delivers to it: behind a backlog of a million cars' frames an
+        assignment's PUBACK, and so the next assignment, waited for tens of seconds.
+        """
+        bulk_filters, control_filters = self._filters()
+        reader = BulkLink(self.url, client_id_of(self.url, "dispatcher"), keepalive=link.keepalive,
+                          max_buffered=self.settings.max_buffered)
+        await reader.connect()
+        try:
+            await reader.subscribe(bulk_filters)
+            await link.subscribe(control_filters)
+            await self._serve_links(link, reader)
+        finally:
+            await reader.close()
+
+    async def _serve_links(self, link: BulkLink, reader: BulkLink) -> None:
         # online only once subscribed: fleets announce their cars again when they see it
         self._publish_status(link, Liveness.ONLINE)
         self.ready.set()
@@ -129,10 +147,11 @@ class DispatcherService:
         lost: BulkLinkError | None = None
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._read(link, outbox))
+                group.create_task(self._read(reader, outbox))
+                group.create_task(self._read(link, outbox, bulk=False))
                 group.create_task(self._publish(link, outbox))
                 group.create_task(self._tick(outbox))
-                group.create_task(self._summarise(outbox, lambda: link.buffered + self._in_hand))
+                group.create_task(self._summarise(outbox, lambda: reader.buffered + link.buffered + self._in_hand))
                 await self.stop.wait()
                 raise _Stopped
         except* _Stopped:
@@ -172,13 +191,15 @@ class DispatcherService:
             self.engine.refusals.tally("internal_error")
             return None
 
-    async def _read(self, link: BulkLink, outbox: asyncio.Queue[Out]) -> None:
-        """Hand every message of each batch to the engine, letting timers and publishing run between slices."""
+    async def _read(self, link: BulkLink, outbox: asyncio.Queue[Out], *, bulk: bool = True) -> None:
+        """Hand every message of each batch to the engine, letting timers and publishing run between slices;
+        the bulk reader's backlog is what the summary shows."""
         clock = time.monotonic
         async for batch in link.batches():
             start = 0
             while start < len(batch):
-                self._in_hand = len(batch) - start  # the backlog as this slice began
+                if bulk:
+                    self._in_hand = len(batch) - start  # the backlog as this slice began
                 slice_ends, index = clock() + READ_SLICE_S, start
                 for index in range(start, min(len(batch), start + READ_SLICE)):
                     topic, payload, _ = batch[index]
@@ -189,7 +210,8 @@ class DispatcherService:
                         break
                 start = index + 1
                 await asyncio.sleep(0)
-            self._in_hand = 0
+            if bulk:
+                self._in_hand = 0
 
     async def _publish(self, link: BulkLink, outbox: asyncio.Queue[Out]) -> None:
         while True:
