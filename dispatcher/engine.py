@@ -35,9 +35,9 @@ from dispatcher.scheduling import Scheduler
 from dispatcher.views import SENDER, JobStates, Out, RunningWork, Throughput, fleet_summary
 from dispatcher.watching import Watchlist
 from protocol.base import utc_now
-from protocol.codec import AnyMessage, ProtocolError, check_on_topic, decode_on
+from protocol.codec import AnyMessage, ProtocolError, decode_on
 from protocol.fleet_messages import CancelJob, FleetSummary, MatchPolicy, SetPolicy
-from protocol.frames import FRAME_CHANNELS, CarRoster, OfferFrame, decode_frame
+from protocol.frames import CarRoster, OfferFrame
 from protocol.job_messages import (
     JobState,
     JobStatus,
@@ -49,7 +49,7 @@ from protocol.job_messages import (
 )
 from protocol.owners import RobotaxiTrip
 from protocol.power import local_seconds
-from protocol.topics import Channel, TopicError, TopicInfo, Topics
+from protocol.topics import Channel, TopicInfo, Topics
 from protocol.vehicle_messages import (
     ComputeOffer,
     ConnectionStatus,
@@ -115,7 +115,7 @@ class Engine:
         """Apply one MQTT message; a bad one is counted, logged and dropped."""
         self.messages_received += 1
         try:
-            info, message = self._decode(topic, payload)
+            info, message = decode_on(self.topics, topic, payload)
         except ProtocolError as exc:
             self.refusals.tally(exc.reason)
             log.warning("dropped a message on %s: %s", topic, exc)
@@ -126,19 +126,6 @@ class Engine:
             return self._from_car(info.vehicle_id, message)
         return self._from_others(info, message)
 
-    def _decode(self, topic: str, payload: bytes) -> tuple[TopicInfo, AnyMessage]:
-        """The topic and its message; a gateway frame is decoded as its own type (a larger cap, no union)."""
-        try:
-            info = self.topics.parse(topic)
-        except TopicError as exc:
-            raise ProtocolError("unknown_topic", str(exc)) from None
-        if info.channel not in FRAME_CHANNELS:
-            return decode_on(self.topics, topic, payload)
-        frame = decode_frame(info.channel, payload)
-        if isinstance(frame, CarRoster) and frame.block != info.block:
-            raise ProtocolError("topic_mismatch", f"roster of block {frame.block} on the topic of block {info.block}")
-        check_on_topic(info, frame)
-        return info, frame
 
     def _from_others(self, info: TopicInfo, message: AnyMessage) -> list[Out]:
         if isinstance(message, CarRoster) and info.client_id is not None:

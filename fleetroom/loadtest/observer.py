@@ -26,24 +26,18 @@ from broker.acl import FleetAcl
 from fleetroom.loadtest.ledger import RunLedger
 from mqttlink import BrokerUrl, BulkLink, BulkLinkError, LinkEvent, LinkState, client_id_of, stay_connected_bulk
 from protocol import (
-    CarRoster,
     Channel,
     ConnectionStatus,
     JobSubmission,
     Liveness,
     ProtocolError,
-    TopicError,
-    TopicInfo,
     Topics,
     VehicleStatus,
-    check_on_topic,
-    decode_frame,
     decode_on,
     encode,
     utc_now,
 )
 from protocol.codec import AnyMessage
-from protocol.frames import FRAME_CHANNELS
 
 log = logging.getLogger(__name__)
 PROBE_EVERY_S = 1.0
@@ -140,7 +134,7 @@ class Observer:
     def handle(self, topic: str, payload: bytes, retained: bool) -> None:
         """Decode and fold one message (a gateway frame as one); a bad one is counted and dropped."""
         try:
-            info, message = self._decode(topic, payload)
+            info, message = decode_on(self.topics, topic, payload)
         except ProtocolError as exc:
             self.ledger.rejected()
             log.debug("rejected %s: %s", topic, exc)
@@ -154,19 +148,6 @@ class Observer:
             return
         self.ledger.observe(info, message, self.now_s(), latency)
 
-    def _decode(self, topic: str, payload: bytes) -> tuple[TopicInfo, AnyMessage]:
-        """A frame through `decode_frame` (its type known from the topic), anything else through the codec."""
-        try:
-            info = self.topics.parse(topic)
-        except TopicError as exc:
-            raise ProtocolError("unknown_topic", str(exc)) from None
-        if info.channel not in FRAME_CHANNELS:
-            return decode_on(self.topics, topic, payload)
-        frame = decode_frame(info.channel, payload)
-        if isinstance(frame, CarRoster) and frame.block != info.block:
-            raise ProtocolError("topic_mismatch", f"roster of block {frame.block} on the topic of block {info.block}")
-        check_on_topic(info, frame)
-        return info, frame
 
     def _sample(self, car: str) -> None:
         if len(self._sampled) < self.telemetry_sample and car not in self._sampled:
