@@ -6,26 +6,22 @@ A real dispatcher (SQLite ledger, `DispatcherService`) on both brokers; the floo
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import random
 import time
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 
 from dispatcher.engine import Engine
-from dispatcher.ledger import Ledger
-from dispatcher.service import DispatcherService, ServiceSettings
+from dispatcher.service import ServiceSettings
 from dispatcher.views import Out
-from protocol.clock import SimClock
 from protocol.codec import encode
 from protocol.fleet_messages import FleetSummary
 from protocol.vehicle_messages import HardwareGeneration, Liveness, VehicleStatus
 from tests.support.brokers import TestBroker, require_mosquitto
 from tests.support.mosquitto_clients import mosquitto_pub
 from tests.support.samples import env, telemetry
+from tests.support.scripted_cars import dispatcher_running
 from tests.support.waiting import wait_until
 
 FLOOD = 3000
@@ -38,22 +34,10 @@ def _clients_the_project_did_not_write() -> None:
     require_mosquitto()
 
 
-@contextlib.asynccontextmanager
-async def service_running(broker: TestBroker, db: Path, summaries: list[FleetSummary]) -> AsyncIterator[Engine]:
+def service_running(broker: TestBroker, db: Path, summaries: list[FleetSummary]) -> AbstractAsyncContextManager[Engine]:
     """A dispatcher whose reader holds at most `MAX_BUFFERED` unread messages before it pauses."""
-    ledger = Ledger(db)
-    clock = SimClock(speed=60.0)
-    engine = Engine(broker.topics, ledger, sim_now=clock.now, wall=time.monotonic, rng=random.Random(7), speed=60.0)
     settings = ServiceSettings(tick_s=0.05, summary_interval_s=0.05, max_buffered=MAX_BUFFERED)
-    service = DispatcherService(broker.url("dispatcher"), engine, settings, on_summary=summaries.append)
-    task = asyncio.create_task(service.run())
-    await asyncio.wait_for(service.ready.wait(), 10)
-    try:
-        yield engine
-    finally:
-        service.stop.set()
-        await asyncio.wait_for(task, 10)
-        ledger.close()
+    return dispatcher_running(broker, db, settings=settings, on_summary=summaries.append)
 
 
 async def test_a_flood_the_engine_cannot_keep_up_with_waits_and_is_all_handled(

@@ -291,7 +291,8 @@ class Watcher:
 @contextlib.asynccontextmanager
 async def dispatcher_running(
     broker: TestBroker, db: Path, heartbeat_timeout_s: float = 30.0, *, speed: float = 60.0, seed: int = 7,
-    spot_check_rate: float | None = None,
+    spot_check_rate: float | None = None, settings: ServiceSettings | None = None,
+    on_summary: Callable[[FleetSummary], None] | None = None,
 ) -> AsyncIterator[Engine]:
     """A real dispatcher (engine, SQLite ledger, MQTT service) logged in as `dispatcher`."""
     ledger = Ledger(db)
@@ -299,7 +300,8 @@ async def dispatcher_running(
     checks = {} if spot_check_rate is None else {"spot_check_rate": spot_check_rate}
     engine = Engine(broker.topics, ledger, sim_now=clock.now, wall=time.monotonic, rng=random.Random(seed),
                     speed=speed, heartbeat_timeout_s=heartbeat_timeout_s, **checks)
-    service = DispatcherService(broker.url("dispatcher"), engine, ServiceSettings(tick_s=0.05, summary_interval_s=0.2))
+    settings = settings or ServiceSettings(tick_s=0.05, summary_interval_s=0.2)
+    service = DispatcherService(broker.url("dispatcher"), engine, settings, on_summary=on_summary)
     task = asyncio.create_task(service.run())
     # amqtt 0.12.1 iterates every subscription on each new connection and crashes if another
     # client subscribes meanwhile: let the dispatcher finish subscribing before anyone connects.
