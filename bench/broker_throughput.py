@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.support.messages import telemetry  # noqa: E402
+from bench.support.ports import wait_listening  # noqa: E402
 from broker.tls import ensure_server_files, mosquitto_tls_lines  # noqa: E402
 from mqttlink import BrokerUrl, client_ssl_context  # noqa: E402
 
@@ -48,15 +49,6 @@ def _client(name: str, ca: str | None = None) -> paho.Client:
     return client
 
 
-def _wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"broker on port {port} did not start")
 
 
 @contextmanager
@@ -94,7 +86,7 @@ def mosquitto_process(tls_dir: Path | None) -> Iterator[int]:
         conf.write_text("\n".join(lines) + "\n")
         proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            _wait_port(port)
+            wait_listening(port, timeout=20.0)
             yield port
         finally:
             proc.terminate()

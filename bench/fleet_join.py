@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.support.ports import wait_listening
 from protocol.frames import roster_blocks
 from protocol.identity import derive_password
 
@@ -81,15 +82,12 @@ def start_mosquitto(directory: Path, secret_file: Path) -> tuple[subprocess.Pope
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     proc = subprocess.Popen([binary, "-c", str(directory / "mosquitto.conf")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("mosquitto did not start")
+    try:
+        wait_listening(port, "mosquitto")
+    except SystemExit:
+        proc.kill()
+        raise
+    return proc, port
 
 
 class RosterWatch:

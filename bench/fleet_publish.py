@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.support.ports import wait_listening
 from fake_vehicles.fleet import Fleet, FleetConfig
 from fake_vehicles.messages import Encoder
 from protocol.topics import Channel, Topics
@@ -51,14 +52,12 @@ def start_mosquitto(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
     conf = directory / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nsys_interval 1\n")
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("mosquitto did not start")
+    try:
+        wait_listening(port, "mosquitto")
+    except SystemExit:
+        proc.kill()
+        raise
+    return proc, port
 
 
 class BrokerCounter:
