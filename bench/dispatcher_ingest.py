@@ -7,7 +7,8 @@ the timing; the engine's tick (which hands offers and owner modes to the ledger'
 runs every `TICK_S` seconds as in the service, and is timed with the rest, until the writer has
 written the last tick. CPU is shown for the handling thread (the event loop's, in the service)
 and for the process. The garbage collector is tuned as the service tunes it
-(`dispatcher.collector`). Then the summary and the earnings report are timed at full size.
+(`dispatcher.collector`). Then the summary, the earnings report, a tick and a heartbeat walk over
+every car are timed at full size.
 
     python bench/dispatcher_ingest.py            # 1,000,000 cars
     python bench/dispatcher_ingest.py --quick    # 200,000 cars
@@ -160,6 +161,27 @@ def timed(what: str, step: object) -> None:
     print(f"  {what}: {1000 * (time.perf_counter() - started):.1f} ms")
 
 
+def heartbeat_walk(engine: Engine) -> None:
+    """Every car due at once, each alive through its gateway's heartbeat: the ticks it takes to walk them to
+    the back of the heartbeat queue, and the longest one (the loop stands that long)."""
+    registry = engine.registry
+    registry.heartbeat_timeout_s = 10.0
+    now = max(registry._last_heard.values(), default=0.0) + 100.0  # every car is due
+    for gateway in list(registry.by_gateway):
+        registry.heard_gateway(gateway, now)
+    calls, longest, total = 0, 0.0, 0.0
+    while True:
+        started = time.perf_counter()
+        gone = registry.expire(now + 5.0)
+        took = time.perf_counter() - started
+        calls, longest, total = calls + 1, max(longest, took), total + took
+        assert gone == [], "a car whose gateway was heard went offline"
+        if next(iter(registry._last_heard.values())) >= now:  # walked: every car is at the back
+            break
+    print(f"  heartbeat walk of {len(registry.cars):,} cars due at once: {calls} ticks, "
+          f"longest {1000 * longest:.1f} ms, {1000 * total:.0f} ms in all")
+
+
 def resident_mib() -> float:
     """This process's peak resident memory."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -184,6 +206,7 @@ def main() -> None:
         timed(f"summary at {cars:,} cars", engine.summary)
         timed(f"earnings report at {cars:,} cars (its own read-only connection)", engine.earnings_report)
         timed(f"scheduling tick at {cars:,} cars", engine.tick)
+        heartbeat_walk(engine)
         print(f"  resident memory: {resident_mib():,.0f} MiB")
         engine.ledger.close()
         if args.frames_only:

@@ -4,7 +4,10 @@ A car's state is one of offline, asleep, online (heard, nothing more known yet),
 eligible and offering), busy, vacating, driving or suspended. Liveness comes from the retained
 status (a car's or its gateway's Last Will) and from a heartbeat timeout: cars not heard from
 for `heartbeat_timeout_s` wall seconds are offline. Expiry walks an insertion-ordered dict from
-its oldest end, so it never scans the fleet.
+its oldest end, so it never scans the fleet; a tick looks at `EXPIRE_SLICE` cars at most, and the
+queue is an `OrderedDict`, whose oldest end is found in O(1) (a plain dict emptied from the
+front must skip every slot freed before: a million cars moved to the back in one tick took
+tens of seconds, and stopped the dispatcher's loop long enough for the broker to drop it).
 
 Compute power is what the dispatcher's own assignments draw (allocated TOPS under
 `protocol.power`, the model the fleet runs on), not what telemetry says: the dispatcher reads
@@ -13,7 +16,7 @@ no per-car telemetry. Energy is integrated from each car's power between two cha
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from dataclasses import dataclass
 
 from protocol.vehicle_messages import HARDWARE_TOPS, ComputeState, Gear, Liveness
@@ -22,6 +25,7 @@ from protocol.vocabulary import CarState
 RATED_TOPS: dict[str, float] = {generation.value: tops for generation, tops in HARDWARE_TOPS.items()}
 ONLINE, OFFLINE, PARK = Liveness.ONLINE, Liveness.OFFLINE, Gear.PARK  # reading an enum member costs a descriptor call
 VACATING, BUSY, SUSPENDED, IDLE = ComputeState.VACATING, ComputeState.BUSY, ComputeState.SUSPENDED, ComputeState.IDLE
+EXPIRE_SLICE = 20_000  # cars `expire` looks at per call (a tick): a million due at once take 50 ticks, not one long one
 COUNTED_FIELDS = frozenset({"liveness", "hardware", "rated_tops", "compute_kw", "on_grid"})
 """The fields of a car that the counts of cars online (`Registry._count_online`) depend on."""
 
@@ -83,7 +87,7 @@ class Registry:
         self.compute_kw_from_grid = 0.0
         self.energy_kwh = {"battery": 0.0, "grid": 0.0}  # compute energy drawn up to each car's last change
         self._drawing: set[str] = set()  # cars whose power is above zero: their energy since is open
-        self._last_heard: dict[str, float] = {}  # insertion order = oldest first (give or take a timeout)
+        self._last_heard: OrderedDict[str, float] = OrderedDict()  # oldest first (give or take a timeout)
         self.gateway_heard: dict[str, float] = {}  # a gateway's heartbeat is that of every car it speaks for
 
     def car(self, vehicle_id: str) -> Car:
@@ -183,25 +187,29 @@ class Registry:
         """A gateway's heartbeat: its cars count as heard now (looked at lazily, by `expire`)."""
         self.gateway_heard[gateway] = now_wall
 
-    def expire(self, now_wall: float) -> list[str]:
+    def expire(self, now_wall: float, budget: int = EXPIRE_SLICE) -> list[str]:
         """Cars not heard from within the heartbeat timeout, nor their gateway: mark them offline and return them.
 
         A car whose gateway was heard since goes to the back of the queue with the gateway's time,
-        so a heartbeat costs nothing per car and each car is looked at about once per timeout.
+        so a heartbeat costs nothing per car and each car is looked at about once per timeout. At
+        most `budget` cars are looked at; the rest are looked at in the next calls.
         """
         gone: list[str] = []
         limit = now_wall - self.heartbeat_timeout_s
-        last_heard = self._last_heard
-        while last_heard:
-            vehicle_id, heard_at = next(iter(last_heard.items()))
-            if heard_at > limit:
+        last_heard, gateway_heard, cars = self._last_heard, self.gateway_heard, self.cars
+        for _ in range(budget):
+            if not last_heard:
                 break
-            del last_heard[vehicle_id]
-            car = self.cars[vehicle_id]
-            gateway_at = self.gateway_heard.get(car.gateway) if car.gateway is not None else None
+            vehicle_id = next(iter(last_heard))  # O(1) on an OrderedDict
+            if last_heard[vehicle_id] > limit:
+                break
+            car = cars[vehicle_id]
+            gateway_at = gateway_heard.get(car.gateway) if car.gateway is not None else None
             if gateway_at is not None and gateway_at > limit:
                 last_heard[vehicle_id] = gateway_at
+                last_heard.move_to_end(vehicle_id)
                 continue
+            del last_heard[vehicle_id]
             if car.liveness is not Liveness.OFFLINE:
                 self.update(car, liveness=Liveness.OFFLINE, offering=False)
                 gone.append(vehicle_id)

@@ -21,6 +21,7 @@ from typing import TypeVar
 
 from dispatcher.collector import tune_collector
 from dispatcher.engine import Engine
+from dispatcher.loop_watch import LoopWatch
 from dispatcher.metrics import MetricsEndpoint, SummaryCollector, serve_metrics
 from dispatcher.views import SENDER, Out
 from mqttlink import BrokerUnreachable, BrokerUrl, BulkLink, BulkLinkError, WillSpec, client_id_of, stay_connected_bulk
@@ -66,6 +67,7 @@ class DispatcherService:
         self.on_metrics = on_metrics or (lambda url: None)  # told the /metrics URL once it is served
         self.metrics = SummaryCollector()
         self.metrics_endpoint: MetricsEndpoint | None = None
+        self.loop_watch = LoopWatch()  # a stalled loop is logged with the step it is stuck in
         self.status_topic = engine.topics.connection_status(SENDER)
         self.stop = asyncio.Event()
         self.ready = asyncio.Event()  # set once subscribed, after every (re)connection
@@ -89,9 +91,11 @@ class DispatcherService:
         if settings.metrics_port is not None:
             self.metrics_endpoint = serve_metrics(self.metrics, settings.metrics_host, settings.metrics_port)
             self.on_metrics(self.metrics_endpoint.url)
+        self.loop_watch.start()
         try:
             await self._serve()
         finally:
+            self.loop_watch.close()
             if self.metrics_endpoint is not None:
                 await asyncio.to_thread(self.metrics_endpoint.close)
                 self.metrics_endpoint = None

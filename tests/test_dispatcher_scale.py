@@ -140,6 +140,21 @@ def test_silences_come_due_from_the_heap_and_the_totals_match_a_recount() -> Non
     assert (watch.tops_allocated, watch.shards_running, watch.silent(100.0)) == (0.0, 0, [])
 
 
+def test_expiry_looks_at_a_slice_of_the_queue_per_call_and_keeps_gateway_cars_alive() -> None:
+    """A fleet due at once is walked over several ticks: each call looks at `budget` cars at most."""
+    registry = Registry(heartbeat_timeout_s=10.0)
+    for i in range(10):
+        registry.join(f"car-{i}", "HW5", "gw-1" if i < 6 else None, None)
+        registry.heard(f"car-{i}", 0.0)
+    registry.heard_gateway("gw-1", 15.0)  # gw-1's six cars live on through their gateway
+    assert registry.expire(20.0, budget=4) == []  # four gateway cars moved to the back
+    assert registry.expire(20.0, budget=4) == ["car-6", "car-7"]  # two more moved, then two cars silent
+    assert registry.expire(20.0, budget=4) == ["car-8", "car-9"]
+    assert registry.expire(20.0, budget=4) == []  # what is left was heard (through gw-1) at 15
+    assert registry.by_state["offline"] == 4 and registry.online_count == 6
+    assert registry.expire(26.0, budget=100) == [f"car-{i}" for i in range(6)]  # gw-1 silent since 15 too
+
+
 def test_only_cars_that_earned_something_get_their_own_earnings_message(m: Money) -> None:
     for vid, mode in (("car-a", OwnerMode.COMPUTE), ("car-b", OwnerMode.COMPUTE), ("car-z", OwnerMode.ROBOTAXI)):
         m.send(m.topics.vehicle_status(vid), VehicleStatus(**m.env(vid), state=Liveness.ONLINE, owner_mode=mode))
