@@ -60,6 +60,17 @@ class OwnersMoney:
         if old is not None:  # a car first heard of has no message to correct (it is published once paid)
             self.changed.add(vehicle_id)
 
+    def saw_new(self, heard: list[tuple[str, OwnerMode]]) -> None:
+        """The owner modes of cars first heard of (none known before): `saw_mode` for the lot."""
+        modes, pending, fresh = self.modes, self._pending, []
+        for vehicle_id, mode in heard:
+            if vehicle_id in modes:  # known after all (its telemetry came first): a change, perhaps
+                self.saw_mode(vehicle_id, mode)
+                continue
+            modes[vehicle_id] = pending[vehicle_id] = mode
+            fresh.append(mode)
+        self.by_mode.update(fresh)
+
     def flush_modes(self) -> None:
         """Write the mode changes heard since the last flush, in one transaction."""
         if not self._pending:

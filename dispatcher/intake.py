@@ -147,9 +147,18 @@ class CarIntake:
             self.refusals.count("car_of_another_gateway", "roster of %s lists %s, which %s speaks for", gateway, vid,
                                 self.gateways.gateway_of(vid))
         wall, now_s = self.clock.wall(), self.clock.now_s
+        known, joining = self.registry.cars, []
         for entry in diff.changed:
+            if entry.vehicle_id not in known and entry.state is ONLINE and not self.leaving:
+                joining.append(entry)  # first heard of: joined all at once below
+                continue
             outs += self.apply_status(entry.vehicle_id, entry.state, entry.hardware, gateway, entry.owner_id,
                                       entry.owner_mode, wall, now_s, entry.reason)
+        if joining:
+            self.registry.join_online([(entry.vehicle_id, None if entry.hardware is None else entry.hardware.value,
+                                        entry.owner_id) for entry in joining], gateway, wall, now_s)
+            self.money.saw_new([(entry.vehicle_id, entry.owner_mode) for entry in joining
+                                if entry.owner_mode is not None])
         heard = self.registry.heard
         for vid in diff.unchanged_online:
             heard(vid, wall)

@@ -111,6 +111,28 @@ class Registry:
         self.set_gateway(car, gateway)
         return car
 
+    def join_online(self, joining: list[tuple[str, str | None, str | None]], gateway: str, now_wall: float,
+                    now_s: float) -> None:
+        """Cars first heard of, online, in one roster of `gateway`: (vehicle, hardware, owner) each, none known yet.
+
+        What `join` then `heard` do for each, with the counts added once for the lot: a fleet joining
+        is a million of these.
+        """
+        cars, last_heard, rated = self.cars, self._last_heard, RATED_TOPS
+        members = self.by_gateway.setdefault(gateway, set())
+        generations: Counter[str] = Counter()
+        for vehicle_id, hardware, owner_id in joining:
+            generation = hardware or "unknown"
+            cars[vehicle_id] = Car(vehicle_id, ONLINE, CarState.ONLINE, generation, rated.get(generation, 0.0),
+                                   owner_id or "", gateway, spoke_at_s=now_s)
+            last_heard[vehicle_id] = now_wall
+            members.add(vehicle_id)
+            generations[generation] += 1
+        self.by_state[CarState.ONLINE] += len(joining)
+        for generation, count in generations.items():
+            self.by_hardware[generation] += count
+            self.tops_by_hardware[generation] += count * rated.get(generation, 0.0)
+
     def heard(self, vehicle_id: str, now_wall: float) -> Car:
         """A car spoke: it is alive now."""
         car = self.cars.get(vehicle_id) or self.car(vehicle_id)

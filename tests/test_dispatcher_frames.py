@@ -7,6 +7,7 @@ publish the frames with mosquitto_pub, logged in as the gateway, to a real dispa
 from __future__ import annotations
 
 import random
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from protocol import (
     ShardAssignment,
     ShardProgress,
     Topics,
+    VehicleStatus,
     decode,
     encode,
 )
@@ -264,3 +266,31 @@ def test_a_gateway_back_before_its_last_slice_keeps_the_rest_and_its_frames_come
     e.engine.handle(e.topics.connection_status("gw-0"), encode(offline))
     e.offers("gw-0", [offer("car-00")])  # still listed by gw-0: it speaks again, after all its cars left
     assert e.state("car-00") == "idle" and [e.state(vid) for vid in cars].count("offline") == 24
+
+
+def test_cars_first_heard_of_in_a_roster_are_recorded_as_their_own_statuses_would_record_them(tmp_path: Path) -> None:
+    """A roster's new cars join all at once (`Registry.join_online`): the same records, counts, heartbeats
+    and owner modes as the same cars' own statuses, one by one."""
+    generations = [HardwareGeneration.HW4, HW5, HardwareGeneration.HW6, None]
+    modes = [OwnerMode.COMPUTE, OwnerMode.ROBOTAXI, None, OwnerMode.BOTH, OwnerMode.NONE]
+    listed = [RosterEntry.model_validate({
+        "vehicle_id": f"car-{i:02d}", "state": Liveness.ASLEEP if i % 7 == 3 else Liveness.ONLINE,
+        "hardware": generations[i % 4], "owner_id": f"owner-{i % 3}" if i % 2 else None,
+        "owner_mode": modes[i % 5]}) for i in range(30)]
+    framed, per_car = Engine1(tmp_path / "framed"), Engine1(tmp_path / "per-car")
+    for engines in (framed, per_car):
+        engines.wall.advance(5.0)
+    framed.roster("gw-0", listed)
+    for item in listed:
+        status = VehicleStatus(**env(item.vehicle_id), state=item.state, hardware=item.hardware, gateway="gw-0",
+                               owner_id=item.owner_id, owner_mode=item.owner_mode)
+        per_car.engine.handle(per_car.topics.vehicle_status(item.vehicle_id), encode(status))
+
+    def seen(engine: Engine) -> tuple[object, ...]:
+        registry, money = engine.registry, engine.money
+        return ({vid: asdict(car) for vid, car in registry.cars.items()}, dict(registry.by_state),
+                dict(registry.by_hardware), dict(registry.tops_by_hardware), registry.by_gateway,
+                dict(registry._last_heard), money.modes, dict(money.by_mode))
+
+    assert seen(framed.engine) == seen(per_car.engine)
+    assert framed.engine.summary().cars_by_owner_mode == per_car.engine.summary().cars_by_owner_mode
