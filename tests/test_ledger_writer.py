@@ -115,3 +115,55 @@ def test_a_failed_bulk_write_is_rolled_back_and_raised_once_on_the_loop_and_the_
     ledger.save_clock(3.0, 4.0)  # the next step is written
     ledger.close()
     assert Ledger(tmp_path / "ledger.sqlite").last_clock() == (3.0, 4.0)
+
+
+def test_a_tick_whose_writer_is_busy_keeps_its_batch_for_the_next_one_and_a_read_still_sees_both(
+        tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    release, started = threading.Event(), threading.Event()
+    transactions: list[int] = []
+
+    def slow(db: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(30)
+
+    ledger._write(slow)  # the writer is busy with it
+    assert started.wait(10)
+    done = threading.Event()
+
+    def two_ticks() -> None:
+        with ledger.bulk():  # kept, not handed: the tick does not wait for the writer
+            ledger.set_owner_modes([("car-a", "owner-1", OwnerMode.COMPUTE)], 10.0)
+        with ledger.bulk():
+            ledger.add_rejections({"bad_payload": 2})
+        done.set()
+
+    tick = threading.Thread(target=two_ticks)
+    tick.start()
+    assert done.wait(10) and not release.is_set()  # both ticks ended while the writer was still busy
+    assert ledger._writer is not None and ledger._kept_blocks == 2
+    with ledger.bulk():  # the writer is free now, so a third tick hands all three, in one transaction
+        release.set()
+        ledger._writer.wait()
+        transactions.append(ledger._writer._done)
+        ledger.save_clock(5.0, 6.0)
+    assert ledger._kept == [] and ledger._writer._handed == transactions[0] + 1
+    assert book.car_money(ledger.db, "car-a").owner_mode is OwnerMode.COMPUTE  # type: ignore[union-attr]
+    assert ledger.rejections() == {"bad_payload": 2} and ledger.last_clock() == (5.0, 6.0)
+    tick.join(10)
+    ledger.close()
+
+
+def test_kept_batches_are_handed_before_a_read_and_on_close(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    release = threading.Event()
+    ledger._write(lambda db: release.wait(30) and None)
+    with ledger.bulk():
+        ledger.add_rejections({"bad_payload": 1})
+    assert ledger._kept_blocks == 1  # the writer was busy
+    release.set()
+    assert ledger.rejections() == {"bad_payload": 1}  # the read handed it and waited
+    with ledger.bulk():
+        ledger.save_clock(7.0, 8.0)
+    ledger.close()
+    assert Ledger(tmp_path / "ledger.sqlite").last_clock() == (7.0, 8.0)

@@ -48,6 +48,10 @@ class Writer:
             self._queue.append(work)
             self._changed.notify_all()
 
+    def busy(self) -> bool:
+        """Whether a batch handed is still being written."""
+        return self._done < self._handed
+
     def wait(self, *, raise_error: bool = True) -> None:
         """Return once every batch handed so far is written (at once if they are); raise the error of one that
         failed since the last raise, unless told not to (a thread other than the loop's)."""
