@@ -18,7 +18,7 @@ demo: demo-deps $(STAMP)
 # Mosquitto for the essay demo's million real cars: installed when run as root with apt-get, else one
 # line saying how, and the demo runs on the embedded broker.
 demo-deps:
-	@.ci/demo-deps
+	@PYTHON=$(PYTHON) .ci/system-deps --demo
 
 # Debian's mosquitto, its clients and what builds the fleetroom Mosquitto plugin: installed
 # when run as root with apt-get, else one line saying what to install (and no test runs).
