@@ -16,6 +16,8 @@ writer is still at the last batch, a tick's batch is kept and handed with the ne
 transaction (up to `MAX_KEPT_BATCHES`): a million cars' rows land at random places of their
 tables, and each commit rewrites every page it touched, so 40,000 owner modes in one commit cost
 half as much per car as ten commits of 4,000 (the writer then keeps up with a fleet joining).
+Kept blocks are handed before the loop reads or writes through `db` and on close; a report on its
+own connection (`reader`) sees what was handed. Blocks written together fail together.
 """
 
 from __future__ import annotations
