@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import multiprocessing as mp
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.support.messages import telemetry  # noqa: E402
-from bench.support.ports import wait_listening  # noqa: E402
+from bench.support.ports import free_port, launch_mosquitto  # noqa: E402
 from broker.tls import ensure_server_files, mosquitto_tls_lines  # noqa: E402
 from mqttlink import BrokerUrl, client_ssl_context  # noqa: E402
 
@@ -73,10 +71,7 @@ def amqtt_process(tls_dir: Path | None) -> Iterator[int]:
 
 @contextmanager
 def mosquitto_process(tls_dir: Path | None) -> Iterator[int]:
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     tls = [] if tls_dir is None else mosquitto_tls_lines(ensure_server_files(tls_dir)[0])
     with tempfile.TemporaryDirectory() as tmp:
         conf = Path(tmp) / "m.conf"
@@ -84,9 +79,8 @@ def mosquitto_process(tls_dir: Path | None) -> Iterator[int]:
         if tls_dir is not None:
             lines.append(f"user {getpass.getuser()}")  # as root, mosquitto would drop to a user who cannot read the key
         conf.write_text("\n".join(lines) + "\n")
-        proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = launch_mosquitto(conf, port, timeout=20.0)
         try:
-            wait_listening(port, timeout=20.0)
             yield port
         finally:
             proc.terminate()

@@ -17,7 +17,6 @@ import argparse
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,19 +27,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.support.ports import wait_listening
+from bench.support.ports import free_port, launch_mosquitto
 from protocol.frames import roster_blocks
 from protocol.identity import derive_password
 
 SIM_START = "2026-11-30T10:00:00Z"
 PREFIX = "bench"
 MILLION = 1_000_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rss_bytes(pid: int) -> int:
@@ -79,15 +72,7 @@ def start_mosquitto(directory: Path, secret_file: Path) -> tuple[subprocess.Pope
     subprocess.run([sys.executable, "-m", "fleetroom", "broker", "--write-mosquitto-config", str(directory),
                     "--secret-file", str(secret_file), "--port", str(port), "--topic-prefix", PREFIX],
                    check=True, capture_output=True)
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen([binary, "-c", str(directory / "mosquitto.conf")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_listening(port, "mosquitto")
-    except SystemExit:
-        proc.kill()
-        raise
-    return proc, port
+    return launch_mosquitto(directory / "mosquitto.conf", port), port
 
 
 class RosterWatch:

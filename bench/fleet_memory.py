@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.support.ports import free_port, launch_mosquitto
 
 SIM_START = "2026-11-30T10:00:00Z"
 BUDGET_BYTES = 1.5 * 2**30  # the target: a million cars in gateway mode
@@ -59,12 +59,6 @@ def gateway_child(cars: int) -> None:
     print(before, rss_bytes(), len(fleet.cars))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def per_car_rss(port: int, cars: int, settle: float) -> int:
     cmd = [sys.executable, "-m", "fleetroom", "vehicles", "--broker", f"mqtt://127.0.0.1:{port}", "--count",
            str(cars), "--mode", "per-car", "--sim-start", SIM_START, "--topic-prefix", "benchmem"]
@@ -78,14 +72,12 @@ def per_car_rss(port: int, cars: int, settle: float) -> int:
 
 
 def per_car_mode(few: int, many: int, settle: float) -> float:
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         conf = Path(tmp) / "mosquitto.conf"
         conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-        broker = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        broker = launch_mosquitto(conf, port)  # returns once it listens
         try:
-            time.sleep(0.5)
             low = per_car_rss(port, few, settle)
             high = per_car_rss(port, many, settle)
         finally:

@@ -15,8 +15,6 @@ import argparse
 import os
 import pickle
 import random
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.support.ports import wait_listening
+from bench.support.ports import free_port, launch_mosquitto
 from fake_vehicles.fleet import Fleet, FleetConfig
 from fake_vehicles.messages import Encoder
 from protocol.topics import Channel, Topics
@@ -40,24 +38,11 @@ PREFIX = "bench"
 SYS_TOPIC = "$SYS/broker/publish/messages/received"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_mosquitto(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     port = free_port()
     conf = directory / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nsys_interval 1\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_listening(port, "mosquitto")
-    except SystemExit:
-        proc.kill()
-        raise
-    return proc, port
+    return launch_mosquitto(conf, port), port
 
 
 class BrokerCounter:
