@@ -126,7 +126,6 @@ class Engine:
             return self._from_car(info.vehicle_id, message)
         return self._from_others(info, message)
 
-
     def _from_others(self, info: TopicInfo, message: AnyMessage) -> list[Out]:
         if isinstance(message, CarRoster) and info.client_id is not None:
             return self.cars.roster(info.client_id, message)

@@ -148,7 +148,6 @@ class Observer:
             return
         self.ledger.observe(info, message, self.now_s(), latency)
 
-
     def _sample(self, car: str) -> None:
         if len(self._sampled) < self.telemetry_sample and car not in self._sampled:
             self._sampled.append(car)
