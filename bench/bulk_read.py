@@ -128,16 +128,16 @@ def _start_readers(broker: Broker, n: int, qos: int, children: list[subprocess.P
             [sys.executable, __file__, "--reader", kind, "--port", str(broker.port), "--messages", str(n),
              "--qos", str(qos)], stdout=subprocess.PIPE))
     children.append(subprocess.Popen(
-        [_program("mosquitto_sub"), "-p", str(broker.port), "-V", "mqttv311", "-i", "reader-mosquitto_sub",
-         "-q", str(qos), "-t", FILTER, "-C", str(n)], stdout=subprocess.DEVNULL))
+        [_program("mosquitto_sub"), "-h", "127.0.0.1", "-p", str(broker.port), "-V", "mqttv311",
+         "-i", "reader-mosquitto_sub", "-q", str(qos), "-t", FILTER, "-C", str(n)], stdout=subprocess.DEVNULL))
     for kind in READERS:
         _wait(partial(broker.subscribed, f"reader-{kind}"), f"{kind} to subscribe")
 
 
 def _publish(port: int, qos: int, files: list[Path], children: list[subprocess.Popen[bytes]]) -> None:
     """Run one `mosquitto_pub -l` per file, all at once, to their end."""
-    pubs = [subprocess.Popen([_program("mosquitto_pub"), "-p", str(port), "-V", "mqttv311", "-q", str(qos),
-                              "--nodelay", "-t", f"bench/v1/vehicles/car-{p:04d}/status", "-l"],
+    pubs = [subprocess.Popen([_program("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv311",
+                              "-q", str(qos), "--nodelay", "-t", f"bench/v1/vehicles/car-{p:04d}/status", "-l"],
                              stdin=path.open("rb")) for p, path in enumerate(files)]
     children += pubs
     for pub in pubs:

@@ -85,7 +85,7 @@ async def test_a_publisher_child_is_read_back_from_mosquitto(topics: Topics, tmp
         retained = topics.all_rosters if frames else topics.all_vehicles(Channel.VEHICLE_STATUS)
         count = 1 if frames else 10
         out = await asyncio.create_subprocess_exec(
-            sub, "-p", str(broker.port), "-t", retained, "-v", "-C", str(count), "-W", "20",
+            sub, "-h", "127.0.0.1", "-p", str(broker.port), "-t", retained, "-v", "-C", str(count), "-W", "20",
             stdout=subprocess.PIPE)
         lines = (await asyncio.wait_for(out.communicate(), 30))[0].decode().splitlines()
     assert len(lines) == count
